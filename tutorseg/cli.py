@@ -1,0 +1,283 @@
+"""The ``tutorseg`` command: it only parses arguments and calls the same functions the notebooks call.
+
+Each sub-command has one ``_cmd_*`` function below. Errors about the user's data or arguments
+(:class:`tutorseg.TutorsegError`) are printed as a message, without a traceback, and give exit status 2
+(``inspect`` gives 1 when the report holds errors, as documented).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .problems import TutorsegError
+
+
+# --------------------------------------------------------------------------------------------------- inspect
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspection import inspect_dataset
+
+    report = inspect_dataset(args.dataset, progress=not args.quiet)
+    print(report)
+    if args.json:
+        report.save(args.json)
+        print(f"report written to {args.json}")
+    return 1 if report.errors else 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="check a dataset folder and report every problem found",
+                       description="Read every case of a dataset folder and report shapes, spacings, intensities, "
+                                   "labels and all problems found. Exit status 1 when there are errors.")
+    p.add_argument("dataset", type=Path, help="dataset folder (holds dataset.json and imagesTr/)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_inspect)
+
+
+# --------------------------------------------------------------------------------------------------- fingerprint, plan
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from .fingerprinting import fingerprint
+
+    fp = fingerprint(args.dataset, num_workers=args.workers, progress=not args.quiet)
+    fp.save(args.output)
+    print(fp)
+    print(f"fingerprint written to {args.output}")
+    return 0
+
+
+def _add_fingerprint(sub) -> None:
+    p = sub.add_parser("fingerprint", help="measure a dataset: spacings, shapes, intensities, classes")
+    p.add_argument("dataset", type=Path, help="dataset folder")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FINGERPRINT.json")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: number of CPU cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fingerprint)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .fingerprinting import DatasetFingerprint
+    from .planning import compare_with_nnunet, plan
+
+    fp = DatasetFingerprint.load(args.fingerprint)
+    if args.preset and args.gpu_memory is not None:
+        raise TutorsegError("give either --gpu-memory or --preset, not both")
+    kwargs = {"preset": args.preset} if args.preset else {}
+    if args.gpu_memory is not None:
+        kwargs["gpu_memory_gb"] = args.gpu_memory
+    result = plan(fp, **kwargs)
+    if args.output:
+        result.save(args.output)
+    print(result.explain() if args.explain else result)
+    if args.output:
+        print(f"plan written to {args.output}")
+    if args.compare_nnunet:
+        comparison = compare_with_nnunet(result, args.compare_nnunet)
+        print(comparison)
+        return 0 if comparison.all_match else 1
+    return 0
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="derive the training configurations from a fingerprint, as nnU-Net does")
+    p.add_argument("fingerprint", type=Path, metavar="FINGERPRINT.json")
+    p.add_argument("-o", "--output", type=Path, metavar="PLAN.json")
+    p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory to plan for (nnU-Net's default: 8)")
+    p.add_argument("--preset", help="named target hardware, e.g. colab-t4 or cpu")
+    p.add_argument("--explain", action="store_true", help="print every decision with its reason")
+    p.add_argument("--compare-nnunet", type=Path, metavar="nnUNetPlans.json",
+                   help="compare field by field with a plan made by nnU-Net v2")
+    p.set_defaults(func=_cmd_plan)
+
+
+# --------------------------------------------------------------------------------------------------- train
+
+
+def _parse_fold(text: str):
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fold must be 0-4 or 'all', not {text!r}") from None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import resume, train_fold
+
+    if args.resume:
+        record = resume(args.out, progress=not args.quiet)
+    else:
+        if args.plan is None or args.dataset is None:
+            raise TutorsegError("tutorseg train needs DATASET_DIR and --plan PLAN.json (or --resume --out RUN_DIR)")
+        record = train_fold(args.dataset, args.plan, fold=args.fold, out_dir=args.out,
+                            configuration=args.configuration, budget=args.budget, epochs=args.epochs,
+                            wandb=args.wandb, progress=not args.quiet)
+    print(record)
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train one cross-validation fold (or all cases)")
+    p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET_DIR")
+    p.add_argument("--plan", type=Path, metavar="PLAN.json")
+    p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
+    p.add_argument("--fold", type=_parse_fold, default=0, help="0-4, or 'all' to train on every labelled case")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--budget", help="wall-clock budget, e.g. 10m, 1h30m, 90s")
+    group.add_argument("--epochs", type=int, help="number of epochs")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+# --------------------------------------------------------------------------------------------------- predict, evaluate
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .prediction import predict
+
+    written = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
+                      save_probabilities=args.save_probabilities, progress=not args.quiet)
+    print(f"{len(written)} segmentation(s) written to {args.output}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images with trained folds (ensembled)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("-i", "--input", type=Path, required=True, help="an image file or a folder of CASE_0000 files")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster, slightly worse)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities (.npz)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    summary = evaluate(args.predictions, args.reference, output=args.output)
+    print(summary)
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95 and surface Dice of predictions against references")
+    p.add_argument("predictions", type=Path, metavar="PRED_DIR")
+    p.add_argument("reference", type=Path, metavar="REFERENCE_DIR")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="SUMMARY.json")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .downloads import download
+
+    path = download(args.name, args.to, progress=not args.quiet)
+    print(f"ready: {path}")
+    return 0
+
+
+def _add_download(sub) -> None:
+    p = sub.add_parser("download", help="fetch a dataset described by a manifest, verified by checksum")
+    p.add_argument("name", help="a shipped manifest's name (e.g. Task04_Hippocampus) or a manifest .json path")
+    p.add_argument("--to", type=Path, required=True, metavar="DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
+
+
+def _cmd_manifest_create(args: argparse.Namespace) -> int:
+    from .manifests import create_manifest
+
+    manifest_path = create_manifest(args.source, out=args.output, name=args.name)
+    print(f"manifest written to {manifest_path}")
+    return 0
+
+
+def _add_manifest(sub) -> None:
+    p = sub.add_parser("manifest", help="manifests for instructors who host datasets")
+    msub = p.add_subparsers(dest="manifest_command", required=True)
+    c = msub.add_parser("create", help="pack and hash a dataset folder and write its manifest")
+    c.add_argument("source", type=Path, metavar="FOLDER_OR_ARCHIVE")
+    c.add_argument("-o", "--output", type=Path, default=None, metavar="DIR", help="where to write archive + manifest")
+    c.add_argument("--name", default=None, help="dataset name (default: the folder's name)")
+    c.set_defaults(func=_cmd_manifest_create)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_nnunet
+
+    out = export_nnunet(args.dataset, args.plan, args.out, dataset_id=args.dataset_id)
+    print(f"nnU-Net v2 raw dataset written to {out}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export-nnunet", help="write the dataset (and plan) in nnU-Net v2's format")
+    p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    p.add_argument("--plan", type=Path, default=None, metavar="PLAN.json")
+    p.add_argument("--out", type=Path, required=True, metavar="nnUNet_raw")
+    p.add_argument("--dataset-id", type=int, default=500, help="nnU-Net dataset number (default 500)")
+    p.set_defaults(func=_cmd_export)
+
+
+# --------------------------------------------------------------------------------------------------- demo
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    result = run_pipeline(args.dataset, args.out, budget=args.budget, progress=not args.quiet)
+    print(result)
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
+    p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
+    p.add_argument("--out", type=Path, default=Path("tutorseg_demo"), help="output folder (default: tutorseg_demo)")
+    p.add_argument("--budget", default="2m", help="training budget (default: 2m)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tutorseg",
+        description="nnU-Net-style self-configuring segmentation, one explained step at a time.")
+    parser.add_argument("--version", action="version", version=f"tutorseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_inspect, _add_fingerprint, _add_plan, _add_train, _add_predict, _add_evaluate,
+                _add_download, _add_manifest, _add_export, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TutorsegError as exc:
+        print(f"tutorseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tutorseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""Reading and writing image files: NIfTI through nibabel, 2D PNG/TIFF through Pillow.
+
+Axis conventions (the glossary in ``docs/glossary.md`` has them too):
+
+- NIfTI arrays keep nibabel's voxel order ``(x, y, z)``; spacing comes from the header (``pixdim``) and the affine
+  is kept so that predictions can be written back aligned with their input. nnU-Net reads the same files through
+  SimpleITK, whose arrays are ``(z, y, x)``: every per-axis value in tutorseg is the reverse of nnU-Net's for 3D data.
+- 2D images are ``(rows, columns)`` with unit spacing, one slice, as nnU-Net's ``NaturalImage2DIO`` reads them.
+- Images are returned channel-first: ``(C, *spatial)``. An RGB PNG has 3 channels; a 4D NIfTI of the Medical
+  Segmentation Decathlon stores its channels in the 4th axis, which is moved to the front.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .problems import ImageReadError
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+IMAGE_2D_ENDINGS = (".png", ".tif", ".tiff")
+SUPPORTED_ENDINGS = NIFTI_ENDINGS + IMAGE_2D_ENDINGS
+
+
+def file_ending(path: str | os.PathLike) -> str:
+    """The ending tutorseg recognises (``.nii.gz``, ``.nii``, ``.png``, ``.tif``, ``.tiff``), or ``""``."""
+    name = Path(path).name.lower()
+    for ending in SUPPORTED_ENDINGS:
+        if name.endswith(ending):
+            return ending
+    return ""
+
+
+def is_2d_format(path: str | os.PathLike) -> bool:
+    return file_ending(path) in IMAGE_2D_ENDINGS
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image's voxels lie, read from the header without loading the voxels.
+
+    Attributes:
+        shape: spatial shape, ``(x, y, z)`` for NIfTI, ``(rows, columns)`` for 2D images.
+        n_channels: number of channels the file holds (3 for RGB, the 4th axis of a 4D NIfTI, else 1).
+        spacing: voxel size per spatial axis, in mm for NIfTI (1.0 for 2D images unless a dataset says otherwise).
+        affine: 4x4 voxel-to-world matrix of a NIfTI file; ``None`` for 2D images.
+        dtype: the stored data type (``"uint8"``, ``"float32"``...).
+        notes: facts about the conversion worth telling a user ("alpha channel dropped").
+    """
+
+    shape: tuple[int, ...]
+    n_channels: int
+    spacing: tuple[float, ...]
+    affine: np.ndarray | None
+    dtype: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __eq__(self, other: object) -> bool:  # numpy arrays do not compare with ==
+        if not isinstance(other, Geometry):
+            return NotImplemented
+        same_affine = (self.affine is None and other.affine is None) or (
+            self.affine is not None and other.affine is not None and np.array_equal(self.affine, other.affine))
+        return (self.shape, self.n_channels, self.spacing, self.dtype, self.notes) == (
+            other.shape, other.n_channels, other.spacing, other.dtype, other.notes) and same_affine
+
+    __hash__ = None  # mutable numpy field: not hashable
+
+
+@dataclass(frozen=True)
+class Image:
+    """Voxels of one file, channel first, with their geometry."""
+
+    array: np.ndarray  # (C, *spatial)
+    geometry: Geometry
+    notes: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------------------------------- NIfTI
+
+
+def _nifti_geometry(path: Path):
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises several types for bad headers
+        raise ImageReadError(path, f"not a readable NIfTI file ({exc})",
+                             "re-export the file as NIfTI (.nii.gz), e.g. from 3D Slicer or with nibabel") from None
+    shape = tuple(int(s) for s in img.shape)
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    n_channels = 1
+    if len(shape) == 4:
+        if shape[3] == 1:
+            shape = shape[:3]
+        else:
+            n_channels = shape[3]
+            shape = shape[:3]
+    spacing = zooms[: len(shape)]
+    dtype = str(img.header.get_data_dtype())
+    geometry = Geometry(shape, n_channels, spacing, np.asarray(img.affine, dtype=np.float64), dtype)
+    return img, geometry
+
+
+def _read_nifti(path: Path) -> Image:
+    img, geometry = _nifti_geometry(path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise ImageReadError(path, f"the file is truncated or corrupt ({type(exc).__name__}: {exc})",
+                             "download or copy the file again and check its size") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)  # MSD multi-modal: channels in the 4th axis
+    else:
+        data = data[None]
+    return Image(data, geometry)
+
+
+# --------------------------------------------------------------------------------------------------- 2D images
+
+_GREY_MODES = {"L", "P", "1", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def _open_pil(path: Path):
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    try:
+        pil = PILImage.open(path)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageReadError(path, f"not a readable image ({exc})", "re-save the file as PNG") from None
+    if getattr(pil, "n_frames", 1) > 1:
+        raise ImageReadError(path, f"multi-page image with {pil.n_frames} pages",
+                             "tutorseg reads one 2D slice per file: save each page as its own PNG, "
+                             "or save the stack as a 3D NIfTI")
+    return pil
+
+
+def _pil_channels(mode: str) -> tuple[int, tuple[str, ...]]:
+    if mode in _GREY_MODES:
+        return 1, ()
+    if mode == "LA":
+        return 1, ("alpha channel dropped (grey + alpha image read as grey)",)
+    if mode == "RGBA":
+        return 3, ("alpha channel dropped (RGBA image read as RGB)",)
+    return 3, ()
+
+
+def _image2d_geometry(path: Path, spacing: tuple[float, float] | None = None) -> Geometry:
+    pil = _open_pil(path)
+    n_channels, notes = _pil_channels(pil.mode)
+    width, height = pil.size
+    dtype = {"1": "bool", "L": "uint8", "P": "uint8", "I": "int32", "F": "float32"}.get(pil.mode, "uint8")
+    if pil.mode.startswith("I;16"):
+        dtype = "uint16"
+    return Geometry((height, width), n_channels, tuple(spacing or (1.0, 1.0)), None, dtype, notes)
+
+
+def _read_image2d(path: Path, spacing: tuple[float, float] | None = None) -> Image:
+    pil = _open_pil(path)
+    geometry = _image2d_geometry(path, spacing)
+    try:
+        if pil.mode in _GREY_MODES:
+            data = np.asarray(pil)  # palette images keep their indices: that is what a label PNG means
+        elif pil.mode == "LA":
+            data = np.asarray(pil.convert("L"))
+        else:
+            data = np.asarray(pil.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(path, f"the file is truncated or corrupt ({exc})",
+                             "copy or export the image again") from None
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    data = data[None] if data.ndim == 2 else np.moveaxis(data, 2, 0)
+    return Image(data, geometry, geometry.notes)
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, float] | None = None) -> Geometry:
+    """Read a file's geometry from its header only (fast: no voxel data is decoded).
+
+    Raises:
+        ImageReadError: the file is missing, of an unsupported type, or its header is unreadable.
+    """
+    path = Path(path)
+    ending = file_ending(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
+    if ending in NIFTI_ENDINGS:
+        return _nifti_geometry(path)[1]
+    if ending in IMAGE_2D_ENDINGS:
+        return _image2d_geometry(path, spacing_2d)
+    raise ImageReadError(path, f"unsupported file type '{path.name}'",
+                         f"tutorseg reads {', '.join(SUPPORTED_ENDINGS)}; convert the file to one of these")
+
+
+def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, float] | None = None) -> Image:
+    """Read a file's voxels, channel first: ``(C, *spatial)``, in the stored dtype.
+
+    Raises:
+        ImageReadError: the file is missing, unsupported, truncated or corrupt.
+    """
+    path = Path(path)
+    ending = file_ending(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
+    if ending in NIFTI_ENDINGS:
+        return _read_nifti(path)
+    if ending in IMAGE_2D_ENDINGS:
+        return _read_image2d(path, spacing_2d)
+    raise ImageReadError(path, f"unsupported file type '{path.name}'",
+                         f"tutorseg reads {', '.join(SUPPORTED_ENDINGS)}; convert the file to one of these")
+
+
+def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
+                       reference: str | os.PathLike | None = None) -> Path:
+    """Write a label map atomically, in the format of ``out_path``'s ending.
+
+    For NIfTI the affine and header of ``reference`` (the input image) are reused, so the result opens
+    aligned with its image in 3D Slicer, ITK-SNAP or MITK. For PNG the labels are stored as 8-bit integers.
+
+    Args:
+        segmentation: ``(*spatial)`` integer label map in tutorseg's axis order.
+        out_path: where to write (``.nii.gz``, ``.nii`` or ``.png``).
+        reference: the image the segmentation belongs to (required for NIfTI output).
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    ending = file_ending(out_path)
+    segmentation = np.asarray(segmentation)
+    tmp_dir = out_path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=ending, dir=tmp_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if ending in NIFTI_ENDINGS:
+            import nibabel as nib
+
+            if reference is None:
+                raise ValueError("writing NIfTI needs the reference image whose affine and header to copy")
+            ref = nib.load(str(reference))
+            header = ref.header.copy()
+            data = segmentation.astype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)
+            header.set_data_dtype(data.dtype)
+            header.set_slope_inter(1, 0)
+            if len(header.get_data_shape()) != data.ndim:  # a 4D multi-channel reference: drop the channel axis
+                header.set_data_shape(data.shape)
+            nib.save(type(ref)(data, ref.affine, header), str(tmp))
+        elif ending in IMAGE_2D_ENDINGS:
+            from PIL import Image as PILImage
+
+            if segmentation.max(initial=0) > 255:
+                raise ValueError("PNG label maps hold at most 256 classes")
+            PILImage.fromarray(segmentation.astype(np.uint8)).save(tmp, format="PNG" if ending == ".png" else "TIFF")
+        else:
+            raise ValueError(f"unsupported output file type: {out_path.name}")
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_path

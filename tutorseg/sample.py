@@ -1,0 +1,20 @@
+"""The bundled sample: a small real subset of the Medical Segmentation Decathlon's Task04_Hippocampus.
+
+It ships inside the package so that the README's main job, the notebooks and most tests run offline. It is made
+from the full dataset by ``scripts/make_sample.py``; ``tutorseg/sample_data/Task04_Hippocampus_sample/README.md``
+gives its licence (CC-BY-SA 4.0) and attribution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SAMPLE_NAME = "Task04_Hippocampus_sample"
+
+
+def sample_dataset_path() -> Path:
+    """Folder of the bundled sample dataset (MSD layout, 3D MRI, labels background / Anterior / Posterior)."""
+    path = Path(__file__).resolve().parent / "sample_data" / SAMPLE_NAME
+    if not (path / "dataset.json").is_file():
+        raise FileNotFoundError(f"the bundled sample is missing from {path}; reinstall tutorseg")
+    return path
