@@ -1,0 +1,336 @@
+"""The artefacts of planning: :class:`Plan`, :class:`ConfigurationPlan` and the :class:`Decision` records behind them.
+
+A plan says, for each configuration nnU-Net would train (``2d``, ``3d_fullres``, ``3d_lowres``), how to preprocess
+the data and which U-Net to build. Its JSON uses nnU-Net v2's field names (``spacing``, ``patch_size``,
+``batch_size``, ``normalization_schemes``, ``use_mask_for_norm``, ``n_stages``, ``features_per_stage``,
+``kernel_sizes``, ``strides``), so that it can be compared with an ``nnUNetPlans.json`` directly
+(:func:`tutorseg.planning.compare_with_nnunet`).
+
+Axis order: every per-axis value is in **tutorseg's** order, i.e. nibabel's ``(x, y, z)`` for NIfTI data and
+``(rows, columns)`` for 2D images. nnU-Net's 3D values are ``(z, y, x)`` (SimpleITK), so for 3D data each per-axis
+list is the reverse of nnU-Net's (see ``docs/planning.md`` and the plan's ``axis_order`` field).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
+FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
+RULE = "rule"            # derived from the fingerprint by a rule (e.g. target spacing = median spacing)
+EMPIRICAL = "empirical"  # chosen after training (e.g. best configuration, postprocessing); not made by planning
+KINDS = (FIXED, RULE, EMPIRICAL)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, numpy scalars -> Python numbers, recursively, so that ``json.dumps`` accepts the value."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    """Lists -> tuples, recursively (the inverse of :func:`_plain` for per-axis values)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def write_json_atomically(data: dict, path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(_plain(data), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One planning decision and its reason.
+
+    Attributes:
+        name: what was decided (``"target_spacing"``, ``"patch_size"``, ``"batch_size"``...).
+        value: the outcome, JSON-friendly.
+        kind: ``"fixed"``, ``"rule"`` or ``"empirical"`` (nnU-Net's three kinds of design choice).
+        rule: the rule in words.
+        because: the rule applied to this dataset's numbers, in words
+            ("z spacing 6.5 mm is more than 3x the in-plane 0.69 mm, so ...").
+        numbers: the fingerprint numbers and constants the rule used.
+        source: where the rule comes from (nnU-Net source file or paper).
+    """
+
+    name: str
+    value: Any
+    kind: str
+    rule: str
+    because: str = ""
+    numbers: dict = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return _plain({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Decision":
+        return cls(**{**data, "value": _tuples(data["value"])})
+
+    def __str__(self) -> str:
+        return f"{self.name} = {_plain(self.value)} [{self.kind}]: {self.because or self.rule}"
+
+
+@dataclass(frozen=True)
+class ConfigurationPlan:
+    """How to preprocess and which U-Net to train for one configuration (nnU-Net's field names).
+
+    Per-axis values are in tutorseg's axis order ((x, y, z) for NIfTI data, (rows, columns) for 2D images).
+
+    Attributes:
+        name: ``"2d"``, ``"3d_fullres"`` or ``"3d_lowres"``.
+        spacing: target spacing, one value per network axis (2 for ``2d``, 3 for 3D). For ``2d`` on 3D data these
+            are the in-plane axes (all axes but ``slice_axis``, in increasing order); the slice axis keeps each case's
+            own spacing (nnU-Net never resamples it for 2d): use :meth:`target_spacing_for_case`.
+        patch_size: voxels per network axis of a training patch.
+        batch_size: patches per training step.
+        median_image_size_in_voxels: median image shape after cropping and resampling to ``spacing``.
+        normalization_schemes: per channel, nnU-Net's class name ("ZScoreNormalization", "CTNormalization",
+            "NoNormalization", "RescaleTo01Normalization", "RGBTo01Normalization").
+        use_mask_for_norm: per channel, whether normalisation statistics come from the non-zero region only (and
+            voxels outside it are left at 0).
+        n_stages: resolution stages of the U-Net encoder.
+        features_per_stage: feature maps per stage (doubling from 32, capped).
+        kernel_sizes: convolution kernel per stage, one value per network axis.
+        strides: downsampling per stage (stage 0 is all 1s), one value per network axis.
+        n_conv_per_stage: convolutions per encoder stage.
+        n_conv_per_stage_decoder: convolutions per decoder stage (``n_stages - 1`` of them).
+        batch_dice: compute the Dice loss over the whole batch as one volume (True) or per sample (False).
+        deep_supervision: add a loss at every decoder resolution but the lowest.
+        resampling_order_data: spline order for images (3 = cubic).
+        resampling_order_seg: order for label maps (1 = linear, applied to one-hot maps).
+        resampling_order_probabilities: order for predicted probabilities when exported.
+        resampling_order_z: order along the out-of-plane axis when it is resampled separately (0 = nearest).
+        separate_z: ``None`` = decide per case by the anisotropy rule (nnU-Net's ``force_separate_z=None``).
+        slice_axis: for ``2d`` on 3D data, the tutorseg axis along which 2D slices are taken; else ``None``.
+        previous_stage: for a cascade's full-resolution stage, the low-resolution configuration it follows.
+        next_stage: for ``3d_lowres``, ``"3d_cascade_fullres"`` when nnU-Net would also train the cascade.
+        decisions: the reasons behind each value.
+    """
+
+    name: str
+    spacing: tuple[float, ...]
+    patch_size: tuple[int, ...]
+    batch_size: int
+    median_image_size_in_voxels: tuple[float, ...]
+    normalization_schemes: tuple[str, ...]
+    use_mask_for_norm: tuple[bool, ...]
+    n_stages: int
+    features_per_stage: tuple[int, ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    strides: tuple[tuple[int, ...], ...]
+    n_conv_per_stage: tuple[int, ...]
+    n_conv_per_stage_decoder: tuple[int, ...]
+    batch_dice: bool
+    deep_supervision: bool = True
+    resampling_order_data: int = 3
+    resampling_order_seg: int = 1
+    resampling_order_probabilities: int = 1
+    resampling_order_z: int = 0
+    separate_z: bool | None = None
+    slice_axis: int | None = None
+    previous_stage: str | None = None
+    next_stage: str | None = None
+    decisions: tuple[Decision, ...] = ()
+
+    @property
+    def network_dims(self) -> int:
+        """2 for a 2D U-Net, 3 for a 3D U-Net."""
+        return len(self.patch_size)
+
+    @property
+    def pool_per_axis(self) -> tuple[int, ...]:
+        """How many times each network axis is halved by the encoder."""
+        return tuple(sum(1 for stride in self.strides if stride[axis] == 2) for axis in range(self.network_dims))
+
+    @property
+    def network_axes(self) -> tuple[int, ...]:
+        """The image axes (tutorseg order) the network's axes correspond to.
+
+        ``(0, 1, 2)`` for 3D configurations, ``(0, 1)`` for 2D images, and for ``2d`` on 3D data the two axes that
+        are not the slice axis.
+        """
+        if self.slice_axis is None:
+            return tuple(range(self.network_dims))
+        return tuple(axis for axis in range(3) if axis != self.slice_axis)
+
+    def target_spacing_for_case(self, case_spacing: tuple[float, ...]) -> tuple[float, ...]:
+        """The spacing a case is resampled to, one value per image axis.
+
+        Args:
+            case_spacing: the case's own spacing, one value per image axis (tutorseg order).
+
+        Returns:
+            ``spacing`` for 3D configurations and 2D images; for ``2d`` on 3D data the in-plane target spacing with the
+            case's own spacing kept along ``slice_axis`` (slices are never resampled across).
+        """
+        if self.slice_axis is None:
+            return tuple(float(s) for s in self.spacing)
+        target = [float(s) for s in case_spacing]
+        for axis, spacing in zip(self.network_axes, self.spacing):
+            target[axis] = float(spacing)
+        return tuple(target)
+
+    def decision(self, name: str) -> Decision:
+        for d in self.decisions:
+            if d.name == name:
+                return d
+        raise KeyError(f"configuration {self.name} has no decision {name!r}; it has "
+                       f"{', '.join(d.name for d in self.decisions)}")
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "decisions"}
+        data["decisions"] = [d.to_dict() for d in self.decisions]
+        return _plain(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ConfigurationPlan":
+        known = {f.name for f in fields(cls)}
+        values = {k: _tuples(v) for k, v in data.items() if k in known and k != "decisions"}
+        values["decisions"] = tuple(Decision.from_dict(d) for d in data.get("decisions", ()))
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        return (f"ConfigurationPlan({self.name}: spacing={list(self.spacing)}, patch={list(self.patch_size)}, "
+                f"batch={self.batch_size}, stages={self.n_stages}, features={list(self.features_per_stage)})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything nnU-Net's planner decides for a dataset: one :class:`ConfigurationPlan` per configuration.
+
+    Attributes:
+        dataset_name: the dataset's name.
+        channel_names: channel index -> name (the name selects the normalisation).
+        labels: label name -> value, background first.
+        configurations: configuration name -> its plan, e.g. ``{"2d": ..., "3d_fullres": ...}``.
+        foreground_intensity_properties_per_channel: ``{"0": {"mean", "median", "std", "min", "max",
+            "percentile_00_5", "percentile_99_5"}}`` from the fingerprint (CT normalisation uses them).
+        gpu_memory_gb: the GPU memory the plan was made for.
+        preset: the preset's name (``"nnunet-default"``, ``"colab-t4"``, ``"cpu"``), or ``None``.
+        is_2d_data: True for datasets of 2D images (PNG/TIFF): only ``2d`` is planned.
+        num_training_cases: the number of labelled cases the plan was made from (it caps the batch size).
+        axis_order: how per-axis values are ordered, and how they map to nnU-Net's.
+        transpose_forward: nnU-Net's ``transpose_forward`` for this data (nnU-Net's axis order; for reference).
+        original_median_spacing: median spacing before resampling (tutorseg order).
+        original_median_shape: median shape after cropping, before resampling (tutorseg order).
+        decisions: dataset-wide decisions (transpose, configurations created...).
+        planner: which rules made the plan.
+    """
+
+    dataset_name: str
+    channel_names: dict[int, str]
+    labels: dict[str, int]
+    configurations: dict[str, ConfigurationPlan]
+    foreground_intensity_properties_per_channel: dict[str, dict[str, float]]
+    gpu_memory_gb: float
+    preset: str | None
+    is_2d_data: bool
+    num_training_cases: int
+    axis_order: str
+    transpose_forward: tuple[int, ...]
+    original_median_spacing: tuple[float, ...]
+    original_median_shape: tuple[float, ...]
+    decisions: tuple[Decision, ...] = ()
+    planner: str = "tutorseg, rules of nnU-Net v2 (2.8.1) ExperimentPlanner 'nnUNetPlans'"
+
+    def __getitem__(self, name: str) -> ConfigurationPlan:
+        try:
+            return self.configurations[name]
+        except KeyError:
+            raise KeyError(f"the plan has no configuration {name!r}; it has {', '.join(self.configurations)}") from None
+
+    @property
+    def default_configuration(self) -> str:
+        """``3d_fullres`` when planned (nnU-Net's usual best), else ``2d``."""
+        return "3d_fullres" if "3d_fullres" in self.configurations else "2d"
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("configurations", "decisions")}
+        data["configurations"] = {name: c.to_dict() for name, c in self.configurations.items()}
+        data["decisions"] = [d.to_dict() for d in self.decisions]
+        return _plain(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["channel_names"] = {int(k): v for k, v in data["channel_names"].items()}
+        values["labels"] = {k: int(v) for k, v in data["labels"].items()}
+        values["configurations"] = {k: ConfigurationPlan.from_dict(v) for k, v in data["configurations"].items()}
+        values["decisions"] = tuple(Decision.from_dict(d) for d in data.get("decisions", ()))
+        for key in ("transpose_forward", "original_median_spacing", "original_median_shape"):
+            values[key] = _tuples(data[key])
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as JSON (atomically). Returns the path."""
+        return write_json_atomically(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        """Read a plan written by :meth:`save`.
+
+        Raises:
+            TutorsegError: the file is missing or is not a tutorseg plan.
+        """
+        from ..problems import TutorsegError
+
+        path = Path(path)
+        if not path.is_file():
+            raise TutorsegError(f"plan file {path} not found; make one with `tutorseg plan FINGERPRINT.json -o {path}`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TutorsegError(f"{path} is not valid JSON ({exc}); make a plan with `tutorseg plan`") from None
+        if isinstance(data, dict) and "plans_name" in data:
+            raise TutorsegError(f"{path} is an nnU-Net plans file, not a tutorseg plan; compare it with a tutorseg "
+                                "plan through `tutorseg plan FINGERPRINT.json --compare-nnunet " + str(path) + "`")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TutorsegError(f"{path} is not a tutorseg plan (missing or malformed field: {exc}); "
+                                "make one with `tutorseg plan`") from None
+
+    def explain(self, configuration: str | None = None) -> str:
+        """Every decision with its rule and numbers, as text (see also the notebook's HTML view)."""
+        from .explain import explain_text
+
+        return explain_text(self, configuration)
+
+    def _repr_html_(self) -> str:
+        from .explain import explain_html
+
+        return explain_html(self)
+
+    def __repr__(self) -> str:
+        configs = "; ".join(f"{name}: patch {list(c.patch_size)} x {c.batch_size}"
+                            for name, c in self.configurations.items())
+        return (f"Plan({self.dataset_name!r}, {self.gpu_memory_gb:g} GB"
+                + (f", preset={self.preset}" if self.preset else "") + f" | {configs})")
