@@ -1,0 +1,220 @@
+"""Tests of tutorseg.viz on real cases: the plain figures, the PNG of each viewer mode, the widget callbacks.
+
+The PNGs land in ``$TUTORSEG_TEST_ARTEFACTS/viz`` when that variable is set (CI keeps them as artefacts), else
+in pytest's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tutorseg import load_dataset
+from tutorseg.viz import (ERROR_COLOURS, SliceViewer, VizError, error_map, figure_to_png, plot_case, plot_slices,
+                          save_figure, slice_viewer, window_from_level)
+from tutorseg.viz.plots import foreground_slice, label_names_by_value
+
+
+@pytest.fixture
+def artefact_dir(tmp_path) -> Path:
+    root = os.environ.get("TUTORSEG_TEST_ARTEFACTS")
+    path = Path(root) / "viz" if root else tmp_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample(sample_dir):
+    return load_dataset(sample_dir)
+
+
+@pytest.fixture(scope="module")
+def case3d(sample):
+    """A real Hippocampus case and a 'prediction' made from its label by shifting it two voxels along x."""
+    case = sample.training[0]
+    label = case.load_label()
+    return case, case.load_image(), label, np.roll(label, 2, axis=0)
+
+
+@pytest.fixture(scope="module")
+def case2d(isbi_dir):
+    """A 160x160 crop of a real ISBI 2012 EM slice, its membrane label and the label shifted by 3 pixels."""
+    case = load_dataset(isbi_dir).training[0]
+    image = case.load_image()[:, :160, :160]
+    label = case.load_label()[:160, :160]
+    return case, image, label, np.roll(label, 3, axis=1)
+
+
+def _png_ok(path: Path) -> np.ndarray:
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels.std() > 10, f"{path.name} is nearly blank"
+    return pixels
+
+
+def _colour_present(pixels: np.ndarray, hex_colour: str, tolerance: int = 60) -> bool:
+    target = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return bool((np.abs(pixels.astype(int) - target).sum(axis=-1) < tolerance).any())
+
+
+# --------------------------------------------------------------------------------------------------- plain figures
+
+MODES = {
+    "image": {},
+    "reference": {"label": True},
+    "prediction": {"prediction": True},
+    "reference_and_prediction": {"label": True, "prediction": True},
+    "errors": {"label": True, "prediction": True, "show_errors": True},
+}
+
+
+@pytest.mark.parametrize("dims", ["3d", "2d"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_viewer_mode_saves_a_png(mode, dims, request, artefact_dir):
+    case, image, label, prediction = request.getfixturevalue(f"case{dims}")
+    flags = MODES[mode]
+    fig = plot_slices(image, label if flags.get("label") else None, prediction if flags.get("prediction") else None,
+                      show_errors=flags.get("show_errors", False), label_names={"Anterior": 1, "Posterior": 2}
+                      if dims == "3d" else {"membrane": 1})
+    path = save_figure(fig, artefact_dir / f"viewer_{dims}_{mode}.png")
+    pixels = _png_ok(path)
+    if mode in ("reference", "prediction"):
+        assert _colour_present(pixels, "#EE6677"), "class 1 should be drawn in its colour"
+    if mode == "errors":
+        assert _colour_present(pixels, ERROR_COLOURS["false positive"])
+        assert _colour_present(pixels, ERROR_COLOURS["false negative"])
+    if mode == "image":
+        assert not _colour_present(pixels, "#EE6677", tolerance=30)
+    legend_texts = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    if mode == "errors":
+        assert "false positive" in legend_texts and "false negative" in legend_texts
+    elif mode != "image":
+        assert ("Anterior" if dims == "3d" else "membrane") in legend_texts
+
+
+def test_overlays_change_the_picture(case3d):
+    _, image, label, prediction = case3d
+    plain = figure_to_png(plot_slices(image, axis=2, index=15))
+    with_label = figure_to_png(plot_slices(image, label, axis=2, index=15))
+    faint = figure_to_png(plot_slices(image, label, axis=2, index=15, alpha=0.1))
+    assert len({plain, with_label, faint}) == 3
+
+
+def test_slice_through_the_foreground_by_default(case3d):
+    _, image, label, _ = case3d
+    fig = plot_slices(image, label, axis=1)
+    expected = foreground_slice(label, 1)
+    assert np.count_nonzero(label[:, expected, :]) == np.count_nonzero(label, axis=(0, 2)).max()
+    assert fig.axes[0].get_title() == f"y = {expected} / {image.shape[2]}"
+
+
+def test_window_sets_the_grey_range(case3d):
+    _, image, _, _ = case3d
+    fig = plot_slices(image, axis=2, index=10, window=window_from_level(50, 40))
+    assert fig.axes[0].images[0].get_clim() == (30.0, 70.0)
+    default = plot_slices(image, axis=2, index=10).axes[0].images[0].get_clim()
+    assert default == pytest.approx(tuple(np.percentile(image[0], (0.5, 99.5))))
+
+
+def test_spacing_gives_the_true_aspect(case2d):
+    _, image, _, _ = case2d
+    ax = plot_slices(image, spacing=(1.0, 2.0)).axes[0]
+    left, right, bottom, top = ax.images[0].get_extent()
+    assert (right - left) == pytest.approx(2 * abs(bottom - top))
+
+
+def test_error_map_codes():
+    reference = np.array([0, 1, 1, 2, 0])
+    prediction = np.array([1, 1, 0, 1, 0])
+    assert error_map(reference, prediction).tolist() == [1, 0, 2, 3, 0]
+
+
+def test_label_names_in_both_directions():
+    assert label_names_by_value({"background": 0, "Anterior": 1}) == {1: "Anterior"}
+    assert label_names_by_value({"0": "background", "1": "Anterior"}, [1, 2]) == {1: "Anterior", 2: "class 2"}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda im, lab: plot_slices(im, lab[:-1]), "on the image's grid"),
+    (lambda im, lab: plot_slices(im, lab, axis=3), "axis 3"),
+    (lambda im, lab: plot_slices(im, lab, axis=2, index=99), "slice 99"),
+    (lambda im, lab: plot_slices(im, lab, channel=1), "channel 1"),
+    (lambda im, lab: plot_slices(im, lab, show_errors=True), "needs both"),
+])
+def test_bad_input_is_explained(case3d, call, message):
+    _, image, label, _ = case3d
+    with pytest.raises(VizError, match=message):
+        call(image, label)
+
+
+def test_plot_case_3d_shows_three_orthogonal_slices(case3d, sample, artefact_dir):
+    case, _, _, prediction = case3d
+    fig = plot_case(case, prediction=prediction, label_names=sample.labels)
+    assert [ax.get_title()[0] for ax in fig.axes if ax.get_title()] == ["x", "y", "z"]
+    assert fig._suptitle.get_text() == case.case_id
+    _png_ok(save_figure(fig, artefact_dir / "case_3d.png"))
+
+
+def test_plot_case_2d(isbi_dir, artefact_dir):
+    dataset = load_dataset(isbi_dir)
+    fig = plot_case(dataset.training[1], label_names=dataset.labels)
+    assert len(fig.axes) == 1
+    _png_ok(save_figure(fig, artefact_dir / "case_2d.png"))
+
+
+# --------------------------------------------------------------------------------------------------- the widget
+
+
+def test_viewer_callbacks_redraw(sample, case3d, artefact_dir):
+    case, _, label, prediction = case3d
+    viewer = slice_viewer(sample, predictions={case.case_id: prediction})
+    assert isinstance(viewer, SliceViewer) and viewer.case.case_id == case.case_id
+    assert viewer.slice_slider.value == foreground_slice(label, 2)
+    seen = [viewer.png]
+    viewer.slice_slider.value = viewer.slice_slider.value - 3
+    seen.append(viewer.png)
+    viewer.axis_buttons.value = 0
+    assert viewer.slice_slider.max == label.shape[0] - 1
+    seen.append(viewer.png)
+    viewer.opacity_slider.value = 0.9
+    seen.append(viewer.png)
+    viewer.width_slider.value = viewer.width_slider.value / 2
+    seen.append(viewer.png)
+    viewer.show_errors.value = True
+    seen.append(viewer.png)
+    assert "errors" in viewer.message.value
+    viewer.save(artefact_dir / "slice_viewer_3d_errors.png")
+    viewer.show_errors.value = False
+    viewer.show_reference.value = False
+    seen.append(viewer.png)
+    assert len(set(seen)) == len(seen), "every control change should change the picture"
+
+
+def test_viewer_case_picker_loads_the_case(sample):
+    viewer = slice_viewer(sample)
+    other = sample.training[3]
+    before = viewer.renders
+    viewer.case_picker.value = other.case_id
+    assert viewer.case is other and viewer.renders == before + 1
+    assert viewer.slice_slider.value == foreground_slice(other.load_label(), 2)
+    assert viewer.show_prediction.disabled and viewer.show_errors.disabled  # no predictions given
+    assert other.case_id in repr(viewer)
+
+
+def test_viewer_reads_a_prediction_folder_2d(isbi_dir, tmp_path, artefact_dir):
+    from tutorseg.io import write_segmentation
+
+    dataset = load_dataset(isbi_dir)
+    cases = list(dataset.training[:2])
+    write_segmentation(np.roll(cases[0].load_label(), 4, axis=0), tmp_path / f"{cases[0].case_id}.png")
+    viewer = slice_viewer(cases, predictions=tmp_path, label_names=dataset.labels)
+    assert viewer.axis_buttons.layout.display == "none" and viewer.slice_slider.layout.display == "none"
+    viewer.show_errors.value = True
+    assert "errors" in viewer.message.value
+    viewer.save(artefact_dir / "slice_viewer_2d_errors.png")
+    viewer.case_picker.value = cases[1].case_id  # no prediction file for this one
+    assert viewer.show_errors.disabled and "errors" not in viewer.message.value
