@@ -1,0 +1,441 @@
+"""Evaluate segmentations: Dice, IoU, HD95, surface Dice and volumes per case and class, and their summary.
+
+The numbers are MONAI's metric functions (``compute_dice``, ``compute_iou``, ``compute_hausdorff_distance`` with
+``percentile=95``, ``compute_surface_dice``) applied to one-hot label maps, with the voxel spacing read from the
+files, so that distances are in millimetres. Notebook ``04_predict_and_evaluate.ipynb`` shows them on a trained fold.
+
+Conventions for empty masks (a class absent from the reference, the prediction, or both)
+----------------------------------------------------------------------------------------
+=====================  ==========  =====  ============================  ============
+reference / predicted  Dice, IoU   HD95   surface Dice                  volumes
+=====================  ==========  =====  ============================  ============
+both empty             NaN         NaN    NaN                           0, 0
+only one empty         0           worst  0                             as counted
+both present           MONAI       MONAI  MONAI                         as counted
+=====================  ==========  =====  ============================  ============
+
+- Dice and IoU follow nnU-Net (``nnunetv2/evaluation/evaluate_predictions.py``): when a class is in neither mask
+  the score is undefined (NaN) and means ignore it (``nanmean``), so a correctly empty prediction neither rewards
+  nor punishes.
+- HD95 is undefined when a mask has no surface. For "both empty" tutorseg reports NaN (nothing to measure); for
+  "only one empty" it reports the worst possible distance, the length of the image's diagonal in mm, so that a
+  missed or hallucinated structure counts as the worst error instead of silently vanishing from the mean (the
+  convention of the BraTS challenges). The value used is listed as ``hd95_worst_mm`` per case.
+- Surface Dice (normalised surface distance, Nikolov et al. 2021) uses a tolerance of ``surface_tolerance_mm``
+  (1 mm by default) for every class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import SUPPORTED_ENDINGS, file_ending, read_geometry, read_image
+from .problems import TutorsegError
+
+METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
+"""The per-class metrics, in the order of the CSV columns."""
+
+
+class EvaluationError(TutorsegError):
+    """Predictions and references cannot be compared (missing case, shape mismatch, unreadable label)."""
+
+
+# --------------------------------------------------------------------------------------------------- artefacts
+
+
+@dataclass(frozen=True)
+class CaseMetrics:
+    """The metrics of one case.
+
+    Attributes:
+        case_id: the case.
+        metrics: class name -> metric name -> value (see :data:`METRICS`); NaN where undefined.
+        spacing: voxel spacing used for distances and volumes (tutorseg axis order, mm).
+        hd95_worst_mm: the HD95 reported when exactly one of the two masks is empty (the image diagonal).
+        instances: instance metrics (see :mod:`tutorseg.instances`) when instance references were given.
+    """
+
+    case_id: str
+    metrics: dict[str, dict[str, float]]
+    spacing: tuple[float, ...]
+    hd95_worst_mm: float
+    instances: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"case_id": self.case_id, "metrics": _nan_to_none(self.metrics), "spacing": list(self.spacing),
+                "hd95_worst_mm": self.hd95_worst_mm, "instances": self.instances}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CaseMetrics":
+        return cls(data["case_id"], _none_to_nan(data["metrics"]), tuple(data["spacing"]), data["hd95_worst_mm"],
+                   data.get("instances"))
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """Per-case metrics and their summary: what ``evaluate`` returns and saves.
+
+    Attributes:
+        labels: class name -> value for the classes evaluated (background excluded).
+        cases: one :class:`CaseMetrics` per case, sorted by case id.
+        mean: class name -> metric -> mean over cases (NaNs ignored, as nnU-Net).
+        std: class name -> metric -> standard deviation over cases (NaNs ignored).
+        foreground_mean: metric -> the mean over classes of ``mean`` (nnU-Net's ``foreground_mean``).
+        surface_tolerance_mm: the tolerance of the surface Dice.
+        instances: dataset-wide instance metrics (matched F1, panoptic quality), or ``None``.
+    """
+
+    labels: dict[str, int]
+    cases: tuple[CaseMetrics, ...]
+    mean: dict[str, dict[str, float]]
+    std: dict[str, dict[str, float]]
+    foreground_mean: dict[str, float]
+    surface_tolerance_mm: float = 1.0
+    instances: dict | None = None
+    conventions: str = field(default=(
+        "Dice/IoU: NaN when the class is absent from both masks (ignored in means, as nnU-Net); "
+        "HD95: NaN when both empty, the image diagonal in mm when only one is empty; "
+        "surface Dice: NaN when both empty, 0 when only one is empty."), repr=False)
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        return tuple(c.case_id for c in self.cases)
+
+    @property
+    def mean_dice(self) -> float:
+        """The mean Dice over classes (nnU-Net's headline number, ``foreground_mean['Dice']``)."""
+        return self.foreground_mean["dice"]
+
+    def case(self, case_id: str) -> CaseMetrics:
+        for case in self.cases:
+            if case.case_id == case_id:
+                return case
+        raise KeyError(f"no case {case_id!r} in this evaluation")
+
+    def per_case_dice(self) -> dict[str, float]:
+        """Case id -> mean Dice over the classes defined in that case (for finding best and worst cases)."""
+        return {c.case_id: _nanmean([m["dice"] for m in c.metrics.values()]) for c in self.cases}
+
+    def rows(self) -> list[dict]:
+        """One row per case and class (the CSV's body), then ``mean`` and ``std`` rows per class."""
+        rows = [{"case_id": c.case_id, "class": name, **values} for c in self.cases for name, values in c.metrics.items()]
+        for statistic, table in (("mean", self.mean), ("std", self.std)):
+            rows += [{"case_id": statistic, "class": name, **values} for name, values in table.items()]
+        return rows
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "surface_tolerance_mm": self.surface_tolerance_mm,
+                "conventions": self.conventions, "foreground_mean": _nan_to_none(self.foreground_mean),
+                "mean": _nan_to_none(self.mean), "std": _nan_to_none(self.std), "instances": self.instances,
+                "cases": [c.to_dict() for c in self.cases]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvaluationSummary":
+        return cls(labels=data["labels"], cases=tuple(CaseMetrics.from_dict(c) for c in data["cases"]),
+                   mean=_none_to_nan(data["mean"]), std=_none_to_nan(data["std"]),
+                   foreground_mean=_none_to_nan(data["foreground_mean"]),
+                   surface_tolerance_mm=data["surface_tolerance_mm"], instances=data.get("instances"),
+                   conventions=data.get("conventions", cls.conventions))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the summary as JSON (NaN as ``null``) and, beside it, the same numbers as CSV (``.csv``)."""
+        path = Path(path)
+        _atomic_write(path, json.dumps(self.to_dict(), indent=2))
+        _atomic_write(path.with_suffix(".csv"), self.to_csv())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EvaluationSummary":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["case_id", "class", *METRICS], lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows():
+            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        lines = [f"EvaluationSummary({len(self.cases)} cases, mean Dice {self.mean_dice:.4f})"]
+        lines.append(f"  {'class':14s} {'Dice':>7s} {'IoU':>7s} {'HD95 mm':>8s} {'surfDice':>8s}")
+        for name, values in self.mean.items():
+            lines.append(f"  {name[:14]:14s} {values['dice']:7.4f} {values['iou']:7.4f} "
+                         f"{values['hd95_mm']:8.2f} {values['surface_dice']:8.4f}")
+        if self.instances:
+            lines.append(f"  instances: F1@0.5 {self.instances['f1']:.4f}, PQ {self.instances['pq']:.4f}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in ("class", "Dice", "IoU", "HD95 (mm)", "surface Dice"))
+        body = "".join(
+            f"<tr><td>{name}</td><td>{v['dice']:.4f} ± {self.std[name]['dice']:.4f}</td><td>{v['iou']:.4f}</td>"
+            f"<td>{v['hd95_mm']:.2f}</td><td>{v['surface_dice']:.4f}</td></tr>" for name, v in self.mean.items())
+        extra = ""
+        if self.instances:
+            extra = (f"<p>Instances: matched F1 at IoU 0.5 = {self.instances['f1']:.4f}, "
+                     f"panoptic quality = {self.instances['pq']:.4f}</p>")
+        return (f"<p><b>Evaluation</b> of {len(self.cases)} cases, mean Dice {self.mean_dice:.4f} "
+                f"(mean ± std over cases)</p><table><tr>{head}</tr>{body}</table>{extra}")
+
+
+# --------------------------------------------------------------------------------------------------- metrics of one case
+
+
+def one_hot(label_map: np.ndarray, values: list[int]):
+    """A label map ``(*spatial)`` -> a one-hot torch tensor ``(1, 1 + len(values), *spatial)``, background first."""
+    import torch
+
+    channels = [~np.isin(label_map, values)] + [label_map == v for v in values]
+    return torch.from_numpy(np.stack(channels)[None].astype(np.float32))
+
+
+def image_diagonal_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """The largest distance inside an image, in mm: the worst possible HD95."""
+    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+
+
+def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int], *,
+                 spacing: tuple[float, ...] | None = None, surface_tolerance_mm: float = 1.0) -> dict[str, dict]:
+    """Dice, IoU, HD95, surface Dice and volumes of each class for one case, with the documented conventions.
+
+    Args:
+        prediction: ``(*spatial)`` integer label map.
+        reference: ``(*spatial)`` integer label map of the same shape.
+        labels: class name -> value, background excluded.
+        spacing: voxel size per axis in mm (1.0 per axis when ``None``).
+        surface_tolerance_mm: tolerance of the surface Dice.
+
+    Returns:
+        class name -> {"dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3"}.
+    """
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+
+    spacing = tuple(float(s) for s in (spacing or (1.0,) * reference.ndim))
+    values = list(labels.values())
+    pred, ref = one_hot(prediction, values), one_hot(reference, values)
+    with warnings.catch_warnings():  # MONAI warns about empty masks; the conventions below handle them
+        warnings.simplefilter("ignore")
+        dice = compute_dice(pred, ref, include_background=False, ignore_empty=False)[0]
+        iou = compute_iou(pred, ref, include_background=False, ignore_empty=False)[0]
+        hd95 = compute_hausdorff_distance(pred, ref, include_background=False, percentile=95, spacing=spacing)[0]
+        nsd = compute_surface_dice(pred, ref, [surface_tolerance_mm] * len(values), include_background=False,
+                                   spacing=spacing)[0]
+    voxel_mm3 = float(np.prod(spacing))
+    worst = image_diagonal_mm(reference.shape, spacing)
+    result = {}
+    for index, (name, value) in enumerate(labels.items()):
+        n_ref, n_pred = int(np.count_nonzero(reference == value)), int(np.count_nonzero(prediction == value))
+        row = {"dice": float(dice[index]), "iou": float(iou[index]), "hd95_mm": float(hd95[index]),
+               "surface_dice": float(nsd[index]), "volume_reference_mm3": n_ref * voxel_mm3,
+               "volume_prediction_mm3": n_pred * voxel_mm3}
+        if n_ref == 0 and n_pred == 0:
+            row.update(dice=math.nan, iou=math.nan, hd95_mm=math.nan, surface_dice=math.nan)
+        elif n_ref == 0 or n_pred == 0:
+            row.update(dice=0.0, iou=0.0, hd95_mm=worst, surface_dice=0.0)
+        result[name] = row
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+
+
+def _label_files(folder: Path) -> dict[str, Path]:
+    """Case id -> label file for the image files of a folder (``CASE.nii.gz``, ``CASE.png``...)."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        ending = file_ending(path)
+        if path.is_file() and ending and not path.name.startswith("."):
+            files[path.name[: -len(ending)]] = path
+    return files
+
+
+def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
+    """Case id -> label file or array, and the dataset's labels when known."""
+    from .dataset import Dataset, load_dataset
+
+    if isinstance(ground_truth, Mapping):
+        return dict(ground_truth), None
+    if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
+        ground_truth = load_dataset(ground_truth)
+    if isinstance(ground_truth, Dataset):
+        return {c.case_id: c.label_file for c in ground_truth.training}, ground_truth.foreground_labels
+    folder = Path(ground_truth)
+    if not folder.is_dir():
+        raise EvaluationError(f"reference {folder} is neither a folder of label files nor a dataset folder; "
+                              "pass labelsTr/ (CASE.nii.gz or CASE.png per case) or the dataset folder")
+    return _label_files(folder), None
+
+
+def _prediction_source(predictions) -> tuple[dict, dict[str, int] | None]:
+    """Case id -> prediction file or array, and the labels of an nnU-Net/tutorseg prediction folder's dataset.json."""
+    if isinstance(predictions, Mapping):
+        return dict(predictions), None
+    folder = Path(predictions)
+    if not folder.is_dir():
+        raise EvaluationError(f"predictions {folder} is not a folder; pass the folder of CASE.nii.gz / CASE.png "
+                              "files that tutorseg predict or nnUNetv2_predict wrote")
+    labels = None
+    meta = folder / "dataset.json"  # nnUNetv2_predict copies the dataset.json into its output folder
+    if meta.is_file():
+        raw = json.loads(meta.read_text(encoding="utf-8")).get("labels", {})
+        if raw and all(isinstance(v, int) for v in raw.values()):
+            labels = {k: v for k, v in raw.items() if v != 0}
+    return _label_files(folder), labels
+
+
+def _load_labels(item, case_id: str, what: str) -> tuple[np.ndarray, tuple[float, ...] | None, tuple | None]:
+    """A label map ``(*spatial)`` int, its spacing and shape from a file (or an array: spacing ``None``)."""
+    if isinstance(item, np.ndarray):
+        return item, None, item.shape
+    if item is None:
+        raise EvaluationError(f"case {case_id}: no {what} file")
+    image = read_image(item)
+    if image.array.shape[0] != 1:
+        raise EvaluationError(f"case {case_id}: the {what} {Path(item).name} has {image.array.shape[0]} channels; "
+                              "a label map is a single-channel image of integer class values")
+    array = image.array[0]
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise EvaluationError(f"case {case_id}: the {what} {Path(item).name} holds non-integer values; "
+                              "evaluate label maps (class indices), not probabilities")
+    return array.astype(np.int32), tuple(image.geometry.spacing), image.geometry.shape
+
+
+# --------------------------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = None,
+             output: str | os.PathLike | None = None, spacing: tuple[float, ...] | None = None,
+             surface_tolerance_mm: float = 1.0, instance_reference=None,
+             progress: bool = False) -> EvaluationSummary:
+    """Compare predicted label maps with references, per case and class, and summarise.
+
+    Args:
+        predictions: a folder of ``CASE.nii.gz`` / ``CASE.png`` files (tutorseg's or ``nnUNetv2_predict``'s
+            output), or a mapping case id -> ``(*spatial)`` label array.
+        ground_truth: a folder of reference label files, a dataset folder or :class:`~tutorseg.Dataset` (its
+            ``labelsTr``), or a mapping case id -> array. Every predicted case must have a reference; references
+            without a prediction (other folds) are skipped.
+        labels: class name -> value to evaluate (background excluded). Default: the dataset's labels, else the
+            ``dataset.json`` of the prediction folder, else every non-zero value found.
+        output: where to save the summary JSON (and the CSV beside it), or ``None``.
+        spacing: voxel size for arrays given directly (files carry their own spacing).
+        surface_tolerance_mm: tolerance of the surface Dice.
+        instance_reference: instance label maps (folder or mapping case id -> array; each object its own
+            integer) to also score instances from connected components (:mod:`tutorseg.instances`).
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`EvaluationSummary`.
+
+    Raises:
+        EvaluationError: no predictions, a prediction without reference, shapes that differ.
+    """
+    from .instances import aggregate_instance_scores, instance_scores
+
+    predicted, predicted_labels = _prediction_source(predictions)
+    references, dataset_labels = _reference_source(ground_truth)
+    instance_refs = _reference_source(instance_reference)[0] if instance_reference is not None else None
+    if not predicted:
+        raise EvaluationError(f"no predictions found in {predictions}: expected files such as CASE"
+                              f"{SUPPORTED_ENDINGS[0]} or CASE.png")
+    missing = sorted(set(predicted) - set(references))
+    if missing:
+        raise EvaluationError(f"{len(missing)} predicted case(s) have no reference: {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}; check that both folders hold the same cases")
+
+    loaded = {}
+    for case_id in _progress(sorted(predicted), progress, "reading"):
+        pred, pred_spacing, _ = _load_labels(predicted[case_id], case_id, "prediction")
+        ref, ref_spacing, _ = _load_labels(references[case_id], case_id, "reference")
+        if pred.shape != ref.shape:
+            raise EvaluationError(f"case {case_id}: prediction shape {pred.shape} differs from reference shape "
+                                  f"{ref.shape}; predictions must be on the reference's grid (tutorseg predict "
+                                  "writes them so)")
+        loaded[case_id] = (pred, ref, ref_spacing or pred_spacing or spacing)
+    if labels is None:
+        labels = dataset_labels or predicted_labels or _labels_found(loaded.values())
+    labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
+
+    cases = []
+    for case_id, (pred, ref, case_spacing) in _progress(loaded.items(), progress, "evaluating"):
+        case_spacing = tuple(case_spacing or (1.0,) * ref.ndim)
+        metrics = case_metrics(pred, ref, labels, spacing=case_spacing, surface_tolerance_mm=surface_tolerance_mm)
+        inst = None
+        if instance_refs is not None:
+            inst_ref = _load_labels(instance_refs.get(case_id), case_id, "instance reference")[0]
+            inst = instance_scores(pred, inst_ref, foreground=list(labels.values())).to_dict()
+        cases.append(CaseMetrics(case_id, metrics, case_spacing, image_diagonal_mm(ref.shape, case_spacing), inst))
+
+    summary = summarise(cases, labels, surface_tolerance_mm=surface_tolerance_mm,
+                        instances=aggregate_instance_scores([c.instances for c in cases]) if instance_refs else None)
+    if output is not None:
+        summary.save(output)
+    return summary
+
+
+def summarise(cases: list[CaseMetrics], labels: Mapping[str, int], *, surface_tolerance_mm: float = 1.0,
+              instances: dict | None = None) -> EvaluationSummary:
+    """Mean and standard deviation over cases of every class and metric (NaNs ignored), and the foreground mean."""
+    mean = {name: {m: _nanmean([c.metrics[name][m] for c in cases]) for m in METRICS} for name in labels}
+    std = {name: {m: _nanstd([c.metrics[name][m] for c in cases]) for m in METRICS} for name in labels}
+    foreground = {m: _nanmean([mean[name][m] for name in labels]) for m in METRICS}
+    return EvaluationSummary(dict(labels), tuple(sorted(cases, key=lambda c: c.case_id)), mean, std, foreground,
+                             surface_tolerance_mm, instances)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _labels_found(pairs) -> dict[str, int]:
+    values = sorted({int(v) for pred, ref, _ in pairs for v in np.unique(ref)} - {0})
+    return {f"label_{v}": v for v in values}
+
+
+def _nanmean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _nanstd(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.std(values)) if values else math.nan
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _none_to_nan(value):
+    if isinstance(value, dict):
+        return {k: _none_to_nan(v) for k, v in value.items()}
+    return math.nan if value is None else value
+
+
+def _progress(items, enabled: bool, description: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(list(items), desc=description, unit="case")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
