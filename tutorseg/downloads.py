@@ -1,0 +1,387 @@
+"""Fetch a dataset described by a manifest: whole, verified, safely extracted, or not at all.
+
+What :func:`download` does for each file of a :class:`~tutorseg.manifests.Manifest`:
+
+1. **Cache**: a file (or extracted folder) already in the target and verified is used as it is, no request made.
+2. **Fetch**: sources are tried in order: ``gdrive:FILE_ID`` with gdown (:mod:`tutorseg.gdrive`), ``https://``
+   with the standard library. Bytes go to a temporary folder inside the target; a connection cut mid-file is
+   resumed with an HTTP ``Range`` request where the server allows it.
+3. **Verify**: size and hash (``sha256`` or ``md5``) are checked before anything is used; a mismatch tries the next
+   source.
+4. **Extract**: tar and zip archives are extracted safely (:mod:`tutorseg.archives`) into the temporary folder, the
+   case count is checked, a marker with the archive's hash is written, and the folder is moved into place in one
+   rename.
+
+Any failure removes the temporary folder, so the target never holds a half-written file or folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
+from .manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
+from .problems import TutorsegError
+
+MARKER_NAME = ".tutorseg_download.json"  # written inside an extracted folder: which archive, which hash, which files
+STAGING_PREFIX = ".tutorseg-download-"  # the temporary folder inside the target, removed after success or failure
+CHUNK_BYTES = 1 << 16  # network read size
+TIMEOUT_S = 60.0  # seconds without a byte before a connection counts as dead
+RESUME_ATTEMPTS = 5  # reconnections per source after a connection is cut mid-file
+RESUME_BACKOFF_S = 1.0  # wait before reconnection n: n * this
+
+
+class DownloadError(TutorsegError):
+    """A dataset could not be fetched, verified or extracted; the target folder is left as it was."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file's hash or size differs from the manifest's."""
+
+
+class NetworkError(DownloadError):
+    """A source could not be reached, or the connection failed and could not be resumed."""
+
+
+class DiskFullError(DownloadError):
+    """No space left on the device holding the target folder (ENOSPC)."""
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """Why one source of a file did not deliver it."""
+
+    source: str
+    error: DownloadError
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.PathLike, *, progress: bool = True,
+             keep_archive: bool = False, check: bool = True) -> Path:
+    """Download, verify and extract a dataset described by a manifest; return its dataset folder.
+
+    Args:
+        name_or_manifest: a shipped manifest's name (``"Task04_Hippocampus"``, case-insensitive), the path of a
+            manifest ``.json`` file, or a :class:`~tutorseg.manifests.Manifest`.
+        to: the download folder (created if missing). Extracted datasets land in it as ``TO/<folder in archive>``.
+        progress: show a progress bar (console and notebook) per file.
+        keep_archive: keep the downloaded archive beside the extracted folder (default: delete it, to save disk).
+        check: after extraction, read the folder with :func:`tutorseg.dataset.load_dataset` (no voxels read) and
+            refuse it unless its layout and number of labelled cases match the manifest.
+
+    Returns:
+        The dataset folder (the one holding ``dataset.json``), e.g. ``TO/Task04_Hippocampus``; for a manifest
+        without archives, ``to``.
+
+    Raises:
+        DownloadError: with a message saying what failed and what to do (Drive quota, file not shared, checksum,
+            disk full, no network, unsafe archive...). Subclasses: :class:`ChecksumError`, :class:`NetworkError`,
+            :class:`DiskFullError`, :class:`tutorseg.gdrive.DriveQuotaError`, :class:`tutorseg.gdrive.DriveNotSharedError`.
+        ManifestError: unknown name or invalid manifest.
+
+    Example:
+        >>> folder = tutorseg.download("Task04_Hippocampus", "data")  # doctest: +SKIP
+        >>> folder
+        PosixPath('data/Task04_Hippocampus')
+    """
+    manifest = find_manifest(name_or_manifest)
+    _refuse_unhosted(manifest)
+    to = Path(to).expanduser()
+    created = not to.exists()
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, f"cannot create the download folder {to}") from None
+    placed: list[Path] = []
+    try:
+        for entry in manifest.files:
+            placed.append(_download_file(entry, manifest, to, progress=progress, keep_archive=keep_archive,
+                                         check=check))
+    except BaseException:
+        if created and to.is_dir() and not any(to.iterdir()):
+            to.rmdir()
+        raise
+    folders = [find_dataset_folder(p) for p in placed if p.is_dir()]
+    return next((f for f in folders if f is not None), to)
+
+
+# --------------------------------------------------------------------------------------------------- one file
+
+
+def _download_file(entry: ManifestFile, manifest: Manifest, to: Path, *, progress: bool, keep_archive: bool,
+                   check: bool) -> Path:
+    """Fetch, verify and place one manifest file (extracting it if asked); return what was placed."""
+    cached = _cached(entry, to)
+    if cached is not None:
+        return cached
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=to))
+    try:
+        fetched = _fetch_verified(entry, staging, progress=progress)
+        if not entry.extract:
+            return _move_into_place(fetched, to / entry.filename)
+        folder = _extract(fetched, entry, manifest, staging, check=check)
+        placed = _move_into_place(folder, to / folder.name)
+        if keep_archive:
+            _move_into_place(fetched, to / entry.filename)
+        return placed
+    except OSError as exc:
+        raise _os_error(exc, f"while writing {entry.filename} into {to}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_unhosted(manifest: Manifest) -> None:
+    """A manifest made by `tutorseg manifest create` whose Drive id was never filled in has nothing to fetch."""
+    for entry in manifest.files:
+        if not entry.usable_sources:
+            where = manifest.path or f"the manifest {manifest.name!r}"
+            raise DownloadError(
+                f"{manifest.name}: {entry.filename} has no download source yet: its only source is the Drive id "
+                f"placeholder written by `tutorseg manifest create`. The dataset's host must upload the archive, "
+                f"share it and put the file id in {where}.\n"
+                + sharing_instructions(manifest.path or f"{manifest.name}.json", entry.filename))
+
+
+def _fetch_verified(entry: ManifestFile, staging: Path, *, progress: bool) -> Path:
+    """Try each source until one delivers a file with the right size and hash."""
+    failures: list[SourceFailure] = []
+    for source in entry.sources:
+        if is_placeholder(source):
+            continue
+        target = staging / entry.filename
+        try:
+            _fetch(source, target, size=entry.size, progress=progress)
+            _verify(target, entry, source)
+            return target
+        except DiskFullError:
+            raise  # another source would need the same disk space
+        except DownloadError as exc:
+            failures.append(SourceFailure(source, exc))
+            target.unlink(missing_ok=True)
+    raise _summarise(entry, failures)
+
+
+def _summarise(entry: ManifestFile, failures: list[SourceFailure]) -> DownloadError:
+    """One error for a file whose every source failed, of the failures' class when they all agree."""
+    lines = "\n".join(f"  - {_short(f.source)}: {f.error}" for f in failures)
+    kinds = {type(f.error) for f in failures}
+    kind = kinds.pop() if len(kinds) == 1 else DownloadError
+    advice = ("\nCheck the internet connection (on Colab: Runtime > Reconnect) and run again."
+              if kind is NetworkError else "")
+    return kind(f"could not download {entry.filename}; every source failed:\n{lines}{advice}")
+
+
+def _short(source: str) -> str:
+    return source if len(source) <= 90 else source[:87] + "..."
+
+
+def _fetch(source: str, target: Path, *, size: int | None, progress: bool) -> None:
+    if source.startswith("gdrive:"):
+        from .gdrive import fetch_drive_file  # gdown is imported only when a Drive source is used
+
+        fetch_drive_file(source.removeprefix("gdrive:"), target, progress=progress)
+    else:
+        fetch_url(source, target, size=size, progress=progress)
+
+
+def _verify(path: Path, entry: ManifestFile, source: str) -> None:
+    """Size, then hash: a file is used only if both match the manifest."""
+    found_size = path.stat().st_size
+    if entry.size is not None and found_size != entry.size:
+        raise ChecksumError(f"size {found_size} bytes, expected {entry.size} (hash not checked): the source served "
+                            "a different or truncated file")
+    found = file_hash(path, entry.hash_algorithm)
+    if found != entry.hash:
+        raise ChecksumError(f"hash {found}, expected {entry.hash}: the file is corrupted or is not the one the "
+                            "manifest describes")
+
+
+# --------------------------------------------------------------------------------------------------- HTTP(S)
+
+
+def fetch_url(url: str, target: str | os.PathLike, *, size: int | None = None, progress: bool = True,
+              attempts: int = RESUME_ATTEMPTS, timeout: float = TIMEOUT_S) -> Path:
+    """Download ``url`` to ``target`` with the standard library, resuming a cut connection with ``Range``.
+
+    A connection that fails before any byte arrives is not retried (the source counts as unreachable, so the next
+    one is tried quickly). A connection cut mid-file is re-opened up to ``attempts`` times, asking for the rest with
+    ``Range: bytes=N-``; a server that answers 200 instead of 206 sends the whole file again.
+
+    Raises:
+        NetworkError: unreachable, or still cut after ``attempts`` reconnections.
+        DownloadError: the server answered an HTTP error (404...).
+        DiskFullError: no space left while writing.
+    """
+    target = Path(target)
+    target.unlink(missing_ok=True)
+    bar = _progress_bar(target.name, size, progress)
+    try:
+        for attempt in range(attempts + 1):
+            before = target.stat().st_size if target.exists() else 0
+            try:
+                _transfer(url, target, bar, timeout=timeout)
+                return target
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout,
+                    urllib.error.URLError, http.client.HTTPException) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    raise DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from None
+                received = (target.stat().st_size if target.exists() else 0) - before
+                if received == 0 or attempt == attempts:
+                    raise NetworkError(f"no network connection to the source ({_reason(exc)})"
+                                       if received == 0 and before == 0 else
+                                       f"the connection was cut {attempt + 1} times ({_reason(exc)})") from None
+                time.sleep(RESUME_BACKOFF_S * (attempt + 1))
+    except OSError as exc:
+        raise _os_error(exc, f"while downloading {target.name}") from None
+    finally:
+        bar.close()
+    return target
+
+
+def _transfer(url: str, target: Path, bar, *, timeout: float) -> None:
+    """One HTTP request: ask for the bytes not yet in ``target`` and append them."""
+    offset = target.stat().st_size if target.exists() else 0
+    headers = {"User-Agent": f"tutorseg/{__version__} (+urllib)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+        resumed = offset > 0 and response.status == 206
+        if not resumed:
+            offset = 0  # first request, or the server ignored Range: start from the beginning
+        length = response.headers.get("Content-Length")
+        if length is not None:
+            bar.total = offset + int(length)
+        bar.reset(total=bar.total)
+        bar.update(offset)
+        with open(target, "ab" if resumed else "wb") as f:
+            for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                f.write(chunk)
+                bar.update(len(chunk))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed after {len(exc.partial)} more bytes"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _progress_bar(name: str, total: int | None, enabled: bool):
+    from tqdm.auto import tqdm  # a widget in notebooks, text in a console
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled,
+                leave=True)
+
+
+def _os_error(exc: OSError, context: str) -> DownloadError:
+    """Turn an OSError into a DownloadError with advice; ENOSPC gets its own class."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(f"disk full {context}: no space left on the device. Free some space (on Colab: delete "
+                             "files in /content or use a Drive folder) or choose another --to folder, then run again. "
+                             "Nothing was left half-written.")
+    return DownloadError(f"{context}: {exc.strerror or exc}")
+
+
+# --------------------------------------------------------------------------------------------------- extraction
+
+
+def _extract(archive: Path, entry: ManifestFile, manifest: Manifest, staging: Path, *, check: bool) -> Path:
+    """Extract into the staging folder; return the one folder to move into place (marker written inside)."""
+    unpacked = staging / "unpacked"
+    try:
+        extract_archive(archive, unpacked)
+    except UnsafeArchiveError as exc:
+        raise DownloadError(str(exc)) from None
+    content = [p for p in unpacked.iterdir() if not is_junk(p.name)]
+    if len(content) == 1 and content[0].is_dir():
+        folder = content[0]
+    else:  # files at the archive's top level: keep them together in a folder named after the dataset
+        folder = unpacked.rename(staging / manifest.name)
+    if check:
+        _check_content(folder, manifest, entry)
+    _write_marker(folder, entry, manifest)
+    return folder
+
+
+def _check_content(folder: Path, manifest: Manifest, entry: ManifestFile) -> None:
+    """Refuse an archive whose dataset does not match the manifest (layout, labelled cases)."""
+    from .dataset import load_dataset
+
+    dataset_folder = find_dataset_folder(folder)
+    if dataset_folder is None:
+        raise DownloadError(f"{entry.filename} was verified but holds no dataset.json; the manifest "
+                            f"{manifest.name!r} points at the wrong archive")
+    ds = load_dataset(dataset_folder)
+    if ds.layout != manifest.layout or len(ds.training) != manifest.expected_cases:
+        raise DownloadError(f"{entry.filename} holds a {ds.layout} dataset with {len(ds.training)} labelled cases; "
+                            f"the manifest {manifest.name!r} expects {manifest.layout} with {manifest.expected_cases}. "
+                            "Fix the manifest, or pass check=False to keep the data anyway")
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Relative path -> size of every file under ``folder`` (marker excluded)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MARKER_NAME}
+
+
+def _write_marker(folder: Path, entry: ManifestFile, manifest: Manifest) -> None:
+    marker = {"manifest": manifest.name, "filename": entry.filename, "hash": entry.hash,
+              "downloaded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "files": _listing(folder)}
+    (folder / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+
+
+def _move_into_place(path: Path, final: Path) -> Path:
+    """Rename from the staging folder into the target (same file system: atomic); never overwrite."""
+    if final.exists():
+        raise DownloadError(f"{final} already exists but is not a verified download of this manifest; "
+                            "move it away (or choose another --to folder) and run again")
+    os.replace(path, final)
+    return final
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+
+def _cached(entry: ManifestFile, to: Path) -> Path | None:
+    """What is already in ``to`` and verified for this file, or None.
+
+    A plain file is re-hashed. An extracted folder carries a marker (archive hash + file listing); it counts when
+    the hash matches and every listed file is present with its size. A folder whose files went missing raises,
+    since replacing it could lose the user's own work.
+    """
+    if not entry.extract:
+        path = to / entry.filename
+        return path if path.is_file() and file_hash(path, entry.hash_algorithm) == entry.hash else None
+    for marker_path in sorted(to.glob(f"*/{MARKER_NAME}")):
+        try:
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if marker.get("hash") != entry.hash:
+            continue
+        folder = marker_path.parent
+        listed = marker.get("files", {})
+        present = _listing(folder)
+        missing = sorted(name for name, size in listed.items() if present.get(name) != size)
+        if missing:
+            raise DownloadError(f"{folder} came from {entry.filename} but {len(missing)} file(s) are missing or "
+                                f"changed (e.g. {missing[0]}). Delete the folder and run the download again.")
+        return folder
+    return None
