@@ -1,0 +1,197 @@
+"""Post-processing decided from cross-validation, as nnU-Net: keep only the largest connected component?
+
+A network sometimes predicts small spurious blobs far from the structure. When the structure is a single
+connected object (a hippocampus, a liver), removing every component but the largest cleans them up; when it is
+not (cells, metastases), the same step deletes true objects. nnU-Net does not guess: it tries the step on the
+cross-validation predictions and keeps it only if the Dice improves (``nnunetv2/postprocessing/
+remove_connected_components.py``, ``determine_postprocessing``). tutorseg follows the same two stages:
+
+1. all foreground classes together as one region: accepted when the mean foreground Dice improves *and no class
+   gets worse* (nnU-Net's defensive rule);
+2. then, for datasets with more than one class, each class on its own, in label order, applied on top of the
+   accepted steps: accepted when that class's mean Dice improves.
+
+The decision and its numbers are saved as ``postprocessing.json``; :func:`tutorseg.predict` applies it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .evaluation import _atomic_write, _load_labels, _prediction_source, _reference_source, EvaluationError
+
+
+def keep_largest_component(segmentation: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
+    """Keep only the largest connected component of the region formed by ``labels``; the rest becomes background.
+
+    Args:
+        segmentation: ``(*spatial)`` label map (not modified).
+        labels: the label values that together form the region (one value for a single class).
+
+    Returns:
+        A new ``(*spatial)`` label map.
+    """
+    region = np.isin(segmentation, labels)
+    components, n = ndimage.label(region)
+    if n <= 1:
+        return segmentation.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    result = segmentation.copy()
+    result[region & (components != int(np.argmax(sizes)))] = 0
+    return result
+
+
+def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int]) -> dict[str, float]:
+    """Dice of each class, NaN where the class is in neither mask (nnU-Net's convention, as ``evaluate``)."""
+    result = {}
+    for name, value in labels.items():
+        pred, ref = prediction == value, reference == value
+        total = int(pred.sum()) + int(ref.sum())
+        result[name] = 2 * int((pred & ref).sum()) / total if total else math.nan
+    return result
+
+
+def _mean_dice(pairs, labels: Mapping[str, int]) -> dict[str, float]:
+    """Class name -> mean Dice over cases (NaN ignored), plus ``"foreground_mean"``."""
+    per_case = [dice_per_class(pred, ref, labels) for pred, ref in pairs]
+    means = {}
+    for name in labels:
+        values = [case[name] for case in per_case if not math.isnan(case[name])]
+        means[name] = float(np.mean(values)) if values else math.nan
+    defined = [v for v in means.values() if not math.isnan(v)]
+    means["foreground_mean"] = float(np.mean(defined)) if defined else math.nan
+    return means
+
+
+@dataclass(frozen=True)
+class PostprocessingDecision:
+    """Which largest-component steps to apply, and the cross-validation numbers behind the decision.
+
+    Attributes:
+        steps: the accepted steps in order; each is the tuple of label values forming one region.
+        labels: class name -> value.
+        dice_before: mean Dice per class and ``foreground_mean`` without post-processing.
+        dice_after: the same with the accepted steps applied.
+        trials: every step tried: ``{"name", "labels", "dice_before", "dice_after", "accepted", "reason"}``.
+        n_cases: number of validation cases the decision was made on.
+    """
+
+    steps: tuple[tuple[int, ...], ...]
+    labels: dict[str, int]
+    dice_before: dict[str, float]
+    dice_after: dict[str, float]
+    trials: tuple[dict, ...]
+    n_cases: int
+
+    def apply(self, segmentation: np.ndarray) -> np.ndarray:
+        """Apply the accepted steps to one ``(*spatial)`` label map."""
+        for labels in self.steps:
+            segmentation = keep_largest_component(segmentation, labels)
+        return segmentation
+
+    @classmethod
+    def none(cls, labels: Mapping[str, int]) -> "PostprocessingDecision":
+        """No post-processing (for example when there are no validation predictions to decide on)."""
+        return cls((), dict(labels), {}, {}, (), 0)
+
+    def to_dict(self) -> dict:
+        return {"steps": [list(s) for s in self.steps], "labels": self.labels, "n_cases": self.n_cases,
+                "dice_before": self.dice_before, "dice_after": self.dice_after, "trials": list(self.trials)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PostprocessingDecision":
+        return cls(tuple(tuple(s) for s in data["steps"]), data["labels"], data["dice_before"], data["dice_after"],
+                   tuple(data["trials"]), data["n_cases"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        _atomic_write(path, json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PostprocessingDecision":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def __repr__(self) -> str:
+        lines = [f"PostprocessingDecision({len(self.steps)} step(s) accepted, decided on {self.n_cases} cases)"]
+        lines += [f"  {'accepted' if t['accepted'] else 'rejected'}: {t['name']}: {t['reason']}" for t in self.trials]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><td>{t['name']}</td><td>{'yes' if t['accepted'] else 'no'}</td><td>{t['reason']}</td></tr>"
+                       for t in self.trials)
+        return (f"<p><b>Post-processing</b> decided on {self.n_cases} validation cases</p>"
+                f"<table><tr><th>step</th><th>accepted</th><th>why</th></tr>{rows}</table>")
+
+
+def determine_postprocessing(predictions, references, *, labels: Mapping[str, int] | None = None,
+                             output: str | os.PathLike | None = None) -> PostprocessingDecision:
+    """Decide, on validation predictions, whether keeping the largest connected component improves Dice.
+
+    Args:
+        predictions: folder of validation predictions (``CASE.nii.gz``/``CASE.png``) or mapping case id -> array.
+        references: their references: a folder, a dataset folder / :class:`~tutorseg.Dataset`, or a mapping.
+        labels: class name -> value (background excluded); default: the dataset's, else the values found.
+        output: where to save ``postprocessing.json``, or ``None``.
+
+    Returns:
+        The :class:`PostprocessingDecision`.
+    """
+    predicted, predicted_labels = _prediction_source(predictions)
+    refs, dataset_labels = _reference_source(references)
+    if not predicted:
+        raise EvaluationError(f"no validation predictions in {predictions} to decide the post-processing on")
+    missing = sorted(set(predicted) - set(refs))
+    if missing:
+        raise EvaluationError(f"validation case(s) without reference: {', '.join(missing[:5])}")
+    pairs = [(_load_labels(predicted[c], c, "prediction")[0], _load_labels(refs[c], c, "reference")[0])
+             for c in sorted(predicted)]
+    if labels is None:
+        labels = dataset_labels or predicted_labels or {
+            f"label_{v}": int(v) for v in sorted({int(v) for _, ref in pairs for v in np.unique(ref)} - {0})}
+    labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
+
+    baseline = _mean_dice(pairs, labels)
+    steps, trials, current, current_dice = [], [], pairs, baseline
+
+    # stage 1: all foreground as one region
+    everything = tuple(labels.values())
+    trial_pairs = [(keep_largest_component(pred, everything), ref) for pred, ref in current]
+    trial_dice = _mean_dice(trial_pairs, labels)
+    worse = [n for n in labels if trial_dice[n] < current_dice[n]]
+    improved = trial_dice["foreground_mean"] > current_dice["foreground_mean"]
+    accepted = improved and not worse
+    reason = (f"mean foreground Dice {current_dice['foreground_mean']:.4f} -> {trial_dice['foreground_mean']:.4f}"
+              + (f"; worse for {', '.join(worse)}" if worse else ""))
+    trials.append({"name": "largest component of all foreground", "labels": list(everything),
+                   "dice_before": current_dice, "dice_after": trial_dice, "accepted": accepted, "reason": reason})
+    if accepted:
+        steps.append(everything)
+        current, current_dice = trial_pairs, trial_dice
+
+    # stage 2: each class on its own (only meaningful with several classes)
+    if len(labels) > 1:
+        for name, value in labels.items():
+            trial_pairs = [(keep_largest_component(pred, (value,)), ref) for pred, ref in current]
+            trial_dice = _mean_dice(trial_pairs, labels)
+            accepted = trial_dice[name] > current_dice[name]
+            trials.append({"name": f"largest component of {name}", "labels": [value], "dice_before": current_dice,
+                           "dice_after": trial_dice, "accepted": accepted,
+                           "reason": f"{name} Dice {current_dice[name]:.4f} -> {trial_dice[name]:.4f}"})
+            if accepted:
+                steps.append((value,))
+                current, current_dice = trial_pairs, trial_dice
+
+    decision = PostprocessingDecision(tuple(steps), labels, baseline, current_dice, tuple(trials), len(pairs))
+    if output is not None:
+        decision.save(output)
+    return decision
