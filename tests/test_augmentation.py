@@ -1,0 +1,188 @@
+"""Tests of tutorseg.augmentation on real Hippocampus and ISBI patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tutorseg.augmentation import (AugmentationConfig, augment_batch, contrast, gamma, gaussian_blur, gaussian_noise,
+                                   is_dummy_2d, mirror, multiplicative_brightness, rotation_range_degrees,
+                                   sampling_patch_size, simulate_low_resolution, spatial_transform)
+from tutorseg.dataset import load_dataset
+
+ALL_OFF = AugmentationConfig.none()
+
+
+def _normalised(image: np.ndarray) -> np.ndarray:
+    return (image - image.mean()) / image.std()
+
+
+@pytest.fixture(scope="module")
+def batch_3d(sample_dir):
+    """Two real Hippocampus cases, z-scored, cut to 32x40x32: (2, 1, 32, 40, 32) float32 + int16 labels."""
+    ds = load_dataset(sample_dir)
+    images, labels = [], []
+    for case in ds.training[:2]:
+        images.append(_normalised(case.load_image())[:, :32, :40, :32])
+        labels.append(case.load_label()[None, :32, :40, :32])
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels).astype(np.int16))
+
+
+@pytest.fixture(scope="module")
+def batch_2d(isbi_dir):
+    """Two real ISBI EM images, 96x96 crops: (2, 1, 96, 96)."""
+    ds = load_dataset(isbi_dir)
+    images, labels = [], []
+    for case in ds.training[:2]:
+        images.append(_normalised(case.load_image())[:, :96, :96])
+        labels.append(case.load_label()[None, :96, :96])
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels).astype(np.int16))
+
+
+def _seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("which", ["batch_3d", "batch_2d"])
+def test_shapes_dtype_and_labels_preserved(which, request):
+    images, labels = request.getfixturevalue(which)
+    patch = tuple(s - 8 for s in images.shape[2:])
+    everything = AugmentationConfig(p_rotation=1, p_scaling=1, p_noise=1, p_blur=1, p_brightness=1, p_contrast=1,
+                                    p_low_resolution=1, p_gamma_inverted=1, p_gamma=1)
+    out_images, out_labels = augment_batch(images.clone(), labels.clone(), patch_size=patch, config=everything,
+                                           generator=_seeded())
+    assert out_images.shape == (*images.shape[:2], *patch) and out_images.dtype == torch.float32
+    assert out_labels.shape == (labels.shape[0], 1, *patch) and out_labels.dtype == torch.int16
+    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
+    assert torch.isfinite(out_images).all()
+
+
+def test_inputs_are_not_modified(batch_3d):
+    images, labels = batch_3d
+    before_i, before_l = images.clone(), labels.clone()
+    augment_batch(images, labels, config=AugmentationConfig(p_noise=1, p_mirror_per_axis=1), generator=_seeded())
+    assert torch.equal(images, before_i) and torch.equal(labels, before_l)
+
+
+def test_same_seed_same_result_other_seed_other_result(batch_3d):
+    images, labels = batch_3d
+    a = augment_batch(images, labels, generator=_seeded(3))
+    b = augment_batch(images, labels, generator=_seeded(3))
+    c = augment_batch(images, labels, generator=_seeded(4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("which", ["batch_3d", "batch_2d"])
+def test_probability_zero_leaves_the_batch_unchanged(which, request):
+    images, labels = request.getfixturevalue(which)
+    out_images, out_labels = augment_batch(images, labels, config=ALL_OFF, generator=_seeded())
+    assert torch.equal(out_images, images) and torch.equal(out_labels, labels)
+    patch = tuple(s - 6 for s in images.shape[2:])  # the centre crop only
+    out_images, out_labels = augment_batch(images, labels, patch_size=patch, config=ALL_OFF, generator=_seeded())
+    centre = (slice(None), slice(None), *[slice(3, s - 3) for s in images.shape[2:]])
+    assert torch.equal(out_images, images[centre]) and torch.equal(out_labels, labels[centre])
+
+
+def test_rotation_moves_image_and_label_together(batch_2d):
+    images, labels = batch_2d
+    config = ALL_OFF.replace(p_rotation=1, rotation_degrees=90)
+    out_images, out_labels = spatial_transform(images, labels, images.shape[2:], config=config, generator=_seeded())
+    assert not torch.equal(out_labels, labels)
+    # where the rotated label is foreground (membrane, bright in ISBI labels = 1), the rotated image is the
+    # membrane's intensity: the two moved together. Compare mean intensity inside vs outside the label.
+    for image, label in ((images, labels), (out_images, out_labels)):
+        inside = image[label.bool()].mean()
+        outside = image[~label.bool()].mean()
+        assert inside < outside  # membranes are dark in the EM images
+    # the label, given as an image channel, is moved by the same transform: thresholded, it matches the label
+    as_image = torch.cat([images, labels.float()], dim=1)
+    moved, moved_labels = spatial_transform(as_image, labels, images.shape[2:], config=config, generator=_seeded())
+    assert torch.equal(moved_labels, out_labels)
+    assert ((moved[:, 1:] > 0.5) == out_labels.bool()).float().mean() > 0.97
+
+
+def test_scaling_zooms_out(batch_3d):
+    images, labels = batch_3d
+    config = ALL_OFF.replace(p_scaling=1, scaling_range=(1.4, 1.4))
+    _, out_labels = spatial_transform(images, labels, images.shape[2:], config=config, generator=_seeded())
+    assert 0 < (out_labels > 0).sum() < (labels > 0).sum()  # factor 1.4 samples a larger region: smaller structures
+
+
+@pytest.mark.parametrize("name, transform, config", [
+    ("noise", gaussian_noise, ALL_OFF.replace(p_noise=1)),
+    ("blur", gaussian_blur, ALL_OFF.replace(p_blur=1, p_blur_per_channel=1)),
+    ("brightness", multiplicative_brightness, ALL_OFF.replace(p_brightness=1)),
+    ("contrast", contrast, ALL_OFF.replace(p_contrast=1)),
+    ("low resolution", simulate_low_resolution, ALL_OFF.replace(p_low_resolution=1, p_low_resolution_per_channel=1,
+                                                                low_resolution_range=(0.5, 0.5))),
+])
+def test_each_intensity_transform_changes_the_image(name, transform, config, batch_3d):
+    images, _ = batch_3d
+    out = transform(images.clone(), config=config, generator=_seeded())
+    assert out.shape == images.shape
+    assert not torch.allclose(out, images), name
+
+
+def test_blur_reduces_gradients_and_noise_adds_variance(batch_3d):
+    images, _ = batch_3d
+    blurred = gaussian_blur(images.clone(), config=ALL_OFF.replace(p_blur=1, p_blur_per_channel=1),
+                            generator=_seeded())
+    assert blurred.diff(dim=2).abs().mean() < images.diff(dim=2).abs().mean()
+    assert torch.allclose(blurred.mean(), images.mean(), atol=0.02)
+    noisy = gaussian_noise(images.clone(), config=ALL_OFF.replace(p_noise=1, noise_std_range=(0.1, 0.1)),
+                           generator=_seeded())
+    assert (noisy - images).std() == pytest.approx(0.1, rel=0.05)
+
+
+def test_contrast_keeps_range_and_gamma_keeps_mean_and_std(batch_3d):
+    images, _ = batch_3d
+    out = contrast(images.clone(), config=ALL_OFF.replace(p_contrast=1, contrast_range=(1.25, 1.25)),
+                   generator=_seeded())
+    assert out.amax() <= images.amax() + 1e-5 and out.amin() >= images.amin() - 1e-5
+    for invert in (False, True):
+        out = gamma(images.clone(), p=1, invert=invert, config=ALL_OFF.replace(gamma_range=(1.5, 1.5)),
+                    generator=_seeded())
+        assert not torch.allclose(out, images)
+        for b in range(images.shape[0]):
+            assert out[b].mean() == pytest.approx(images[b].mean().item(), abs=1e-3)
+            assert out[b].std() == pytest.approx(images[b].std().item(), rel=1e-3)
+
+
+def test_brightness_draws_like_bgcontrast(batch_3d):
+    images, _ = batch_3d
+    factors = []
+    for seed in range(40):
+        out = multiplicative_brightness(images.clone(), config=ALL_OFF.replace(p_brightness=1), generator=_seeded(seed))
+        factors.append((out[0].flatten()[images[0].flatten().abs() > 0.5] / images[0].flatten()[
+            images[0].flatten().abs() > 0.5]).mean().item())
+    factors = np.array(factors)
+    assert factors.min() >= 0.75 - 1e-4 and factors.max() <= 1.25 + 1e-4
+    assert 0.2 < (factors < 1).mean() < 0.8  # darker and brighter both drawn
+
+
+def test_mirror_flips_image_and_label_together(batch_3d):
+    images, labels = batch_3d
+    out_images, out_labels = mirror(images.clone(), labels.clone(), config=ALL_OFF.replace(p_mirror_per_axis=1),
+                                    generator=_seeded())
+    assert torch.equal(out_images, images.flip(2, 3, 4)) and torch.equal(out_labels, labels.flip(2, 3, 4))
+
+
+def test_nnunet_rules_for_rotation_and_sample_size():
+    assert rotation_range_degrees((40, 56, 40)) == 30  # 3D
+    assert rotation_range_degrees((512, 512)) == 180  # square 2D
+    assert rotation_range_degrees((56, 40)) == 180 and rotation_range_degrees((100, 40)) == 15  # aspect > 1.5
+    assert is_dummy_2d((160, 160, 20)) and rotation_range_degrees((160, 160, 20)) == 180
+    size = sampling_patch_size((40, 56, 40))
+    assert all(s > p and (s - p) % 2 == 0 for s, p in zip(size, (40, 56, 40)))
+    assert sampling_patch_size((160, 160, 20))[2] == 20  # dummy 2D: the out-of-plane axis is not enlarged
+    assert sampling_patch_size((40, 56, 40), ALL_OFF) == (40, 56, 40)
+
+
+def test_bad_shapes_are_rejected(batch_3d):
+    images, labels = batch_3d
+    with pytest.raises(ValueError, match="patch_size"):
+        augment_batch(images, labels, patch_size=(64, 64, 64))
+    with pytest.raises(ValueError, match="labels"):
+        augment_batch(images, labels[:, 0])

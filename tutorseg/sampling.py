@@ -1,0 +1,185 @@
+"""Patch sampling: training batches cut from preprocessed cases held in memory, with foreground oversampling.
+
+A network trains on patches, not whole cases. nnU-Net's data loaders (``nnUNetDataLoader3D`` / ``2D``) pick cases
+at random (with replacement) and a random patch in each; the last third of every batch is forced to contain
+foreground, so that small structures are seen often enough. tutorseg does the same here:
+
+- ``oversample_foreground=0.33`` (nnU-Net's ``oversample_foreground_percent``): sample ``i`` of a batch of ``B`` is
+  forced when ``i >= round(B * (1 - 0.33))``; for ``B = 2`` the second sample, for ``B = 9`` the last three.
+- A forced sample picks one of the case's foreground classes present (uniformly), then one of that class's stored
+  locations (``class_locations``, sampled during preprocessing), and centres the patch on it.
+- Cases smaller than the patch are padded: images with 0, labels with background (nnU-Net pads labels with -1 and
+  its ``RemoveLabelTansform(-1, 0)`` turns them into background; -1 marks "outside the image" in preprocessing).
+- "2d" on 3D data: a random slice along ``slice_axis`` (for a forced sample, a slice through the chosen voxel).
+
+Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch. Augmentation is
+the next step (:func:`tutorseg.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
+sampler the larger ``sample_size`` (:func:`tutorseg.augmentation.sampling_patch_size`) and the augmentation crops
+the network's patch out of the rotated sample, as nnU-Net does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+OVERSAMPLE_FOREGROUND = 0.33  # nnU-Net's oversample_foreground_percent
+
+
+class SampleableCase(Protocol):
+    """What the sampler needs of a case (:class:`tutorseg.preprocessing.PreprocessedCase` has it)."""
+
+    case_id: str
+    data: np.ndarray  # (C, *S) float
+    label: np.ndarray  # (*S) integer, -1 = outside the image's non-zero region
+    class_locations: Mapping[int, np.ndarray]  # class -> (N, len(S)) voxel indices
+
+
+def is_forced_foreground(index: int, batch_size: int, oversample_foreground: float = OVERSAMPLE_FOREGROUND) -> bool:
+    """nnU-Net's ``get_do_oversample``: the last ``oversample_foreground`` share of each batch is forced."""
+    return index >= round(batch_size * (1 - oversample_foreground))
+
+
+@dataclass(frozen=True)
+class PatchBox:
+    """Where a patch lies in a case: lower corner (may be negative: padding) and the slice for 2D sampling."""
+
+    case_index: int
+    lower: tuple[int, ...]
+    slice_index: int | None = None
+    forced_class: int | None = None
+
+
+class PatchSampler:
+    """Draws training batches from preprocessed cases held in memory.
+
+    Args:
+        cases: the cases (``data`` (C, *S) float, ``label`` (*S) int, ``class_locations``).
+        patch_size: the network's patch size (2 or 3 axes).
+        batch_size: samples per batch.
+        sample_size: the size actually cut out, >= ``patch_size`` (nnU-Net's ``initial_patch_size``): the larger
+            patch the spatial augmentation rotates before cropping ``patch_size``. Default: ``patch_size``.
+        oversample_foreground: share of each batch forced to contain foreground (nnU-Net: 0.33).
+        slice_axis: for a 2D patch on 3D cases, the spatial axis along which slices are taken.
+        seed: seed of the sampler's random generator (same seed, same batches).
+
+    Example:
+        >>> sampler = PatchSampler(cases, patch_size=(40, 56, 40), batch_size=9, seed=0)  # doctest: +SKIP
+        >>> images, labels = sampler.next_batch()  # (9, 1, 40, 56, 40) float32, (9, 1, 40, 56, 40) int16
+    """
+
+    def __init__(self, cases: Sequence[SampleableCase], *, patch_size: Sequence[int], batch_size: int,
+                 sample_size: Sequence[int] | None = None, oversample_foreground: float = OVERSAMPLE_FOREGROUND,
+                 slice_axis: int | None = None, seed: int = 0):
+        if not cases:
+            raise ValueError("PatchSampler needs at least one case")
+        self.cases = list(cases)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.sample_size = self.patch_size if sample_size is None else tuple(int(s) for s in sample_size)
+        self.batch_size = int(batch_size)
+        self.oversample_foreground = float(oversample_foreground)
+        self.rng = np.random.default_rng(seed)
+        case_dims = self.cases[0].label.ndim
+        self.slice_axis = slice_axis if (len(self.patch_size) == 2 and case_dims == 3) else None
+        if len(self.patch_size) == 2 and case_dims == 3 and slice_axis is None:
+            raise ValueError("a 2D patch on 3D cases needs slice_axis (the configuration's slice_axis)")
+        if len(self.sample_size) != len(self.patch_size) or any(
+                s < p for s, p in zip(self.sample_size, self.patch_size)):
+            raise ValueError(f"sample_size {self.sample_size} must be >= patch_size {self.patch_size} per axis")
+        self.n_channels = self.cases[0].data.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"PatchSampler({len(self.cases)} cases, patch {self.patch_size}, sample {self.sample_size}, "
+                f"batch {self.batch_size}, oversample_foreground={self.oversample_foreground}"
+                + (f", 2D slices along axis {self.slice_axis}" if self.slice_axis is not None else "") + ")")
+
+    # ----------------------------------------------------------------------------------------------- choosing
+
+    def _plane_shape(self, case: SampleableCase) -> tuple[int, ...]:
+        shape = case.label.shape
+        if self.slice_axis is None:
+            return tuple(shape)
+        return tuple(s for axis, s in enumerate(shape) if axis != self.slice_axis)
+
+    def _bounds(self, shape: Sequence[int]) -> tuple[list[int], list[int]]:
+        """nnU-Net's ``get_bbox`` bounds: the lowest and highest lower corner, allowing half the extra as padding."""
+        lows, highs = [], []
+        for size, sample, patch in zip(shape, self.sample_size, self.patch_size):
+            need = sample - patch
+            if need + size < sample:
+                need = sample - size
+            lows.append(-(need // 2))
+            highs.append(size + need // 2 + need % 2 - sample)
+        return lows, highs
+
+    def choose_box(self, case_index: int, force_foreground: bool) -> PatchBox:
+        """Where to cut one sample from case ``case_index`` (random, or centred on foreground when forced)."""
+        case = self.cases[case_index]
+        eligible = [c for c, locs in case.class_locations.items() if len(locs) > 0] if force_foreground else []
+        voxel, forced_class = None, None
+        if eligible:
+            forced_class = int(eligible[self.rng.integers(len(eligible))])
+            locations = case.class_locations[forced_class]
+            voxel = np.asarray(locations[self.rng.integers(len(locations))])
+        slice_index = None
+        if self.slice_axis is not None:
+            if voxel is not None:
+                slice_index = int(voxel[self.slice_axis])
+                voxel = np.delete(voxel, self.slice_axis)
+            else:
+                slice_index = int(self.rng.integers(case.label.shape[self.slice_axis]))
+        lows, highs = self._bounds(self._plane_shape(case))
+        if voxel is not None:
+            lower = [max(low, int(v) - s // 2) for low, v, s in zip(lows, voxel, self.sample_size)]
+        else:
+            lower = [int(self.rng.integers(low, high + 1)) for low, high in zip(lows, highs)]
+        return PatchBox(case_index, tuple(lower), slice_index, forced_class)
+
+    # ----------------------------------------------------------------------------------------------- cutting
+
+    def cut(self, box: PatchBox, image_out: np.ndarray, label_out: np.ndarray) -> None:
+        """Copy the box's region into preallocated ``image_out`` (C, *sample) and ``label_out`` (1, *sample).
+
+        Parts of the box outside the case stay 0 (image) and background (label); label -1 becomes background.
+        """
+        case = self.cases[box.case_index]
+        data, label = case.data, case.label
+        if box.slice_index is not None:
+            data = np.take(data, box.slice_index, axis=self.slice_axis + 1)
+            label = np.take(label, box.slice_index, axis=self.slice_axis)
+        source, target = [], []
+        for lower, size, sample in zip(box.lower, label.shape, self.sample_size):
+            start, stop = max(lower, 0), min(lower + sample, size)
+            source.append(slice(start, stop))
+            target.append(slice(start - lower, stop - lower))
+        image_out[:] = 0
+        label_out[:] = 0
+        image_out[(slice(None), *target)] = data[(slice(None), *source)]
+        label_out[(0, *target)] = np.maximum(label[tuple(source)], 0)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: images (B, C, *sample_size) float32 and labels (B, 1, *sample_size) int16, on the CPU."""
+        images = np.zeros((self.batch_size, self.n_channels, *self.sample_size), dtype=np.float32)
+        labels = np.zeros((self.batch_size, 1, *self.sample_size), dtype=np.int16)
+        case_indices = self.rng.integers(len(self.cases), size=self.batch_size)
+        for i, case_index in enumerate(case_indices):
+            forced = is_forced_foreground(i, self.batch_size, self.oversample_foreground)
+            box = self.choose_box(int(case_index), forced)
+            self.cut(box, images[i], labels[i])
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield self.next_batch()
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        """The random generator's state, to save in a checkpoint and resume the same batch sequence."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
