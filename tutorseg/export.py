@@ -1,0 +1,248 @@
+"""Hand-over to nnU-Net: write a dataset in nnU-Net v2's raw format, and a plan under nnU-Net's field names.
+
+A learner who outgrows tutorseg runs nnU-Net on the same data::
+
+    export_nnunet("Task04_Hippocampus", plan, "nnUNet_raw", dataset_id=4)
+    # nnUNet_raw/Dataset004_Hippocampus/{dataset.json, imagesTr, labelsTr, imagesTs, tutorseg_plans.json}
+    # then: nnUNetv2_plan_and_preprocess -d 4 --verify_dataset_integrity; nnUNetv2_train 4 3d_fullres 0
+
+What changes on the way (nnU-Net v2's documentation, ``documentation/dataset_format.md``):
+
+- images are one file per channel, ``CASE_XXXX.nii.gz``: the Medical Segmentation Decathlon's 4D multi-channel
+  NIfTI files are split into 3D files, each keeping the affine and header;
+- labels must hold integers: float-typed label files (seen in real datasets) are rewritten as ``uint8``;
+- RGBA PNGs become RGB (nnU-Net's integrity check rejects four channels);
+- ``dataset.json`` gets nnU-Net v2's keys: ``channel_names``, ``labels`` (name -> value), ``numTraining``,
+  ``file_ending``;
+- the plan's per-axis fields are reversed for 3D data, since nnU-Net reads NIfTI through SimpleITK as (z, y, x)
+  while tutorseg keeps nibabel's (x, y, z); 2D images get nnU-Net's dummy spacing of 999 on the first axis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Case, Dataset, as_dataset
+from .evaluation import _atomic_write
+from .io import NIFTI_ENDINGS, read_geometry
+from .problems import TutorsegError
+
+
+class ExportError(TutorsegError):
+    """The dataset cannot be exported (an existing different export, bad dataset id...)."""
+
+
+def nnunet_dataset_name(dataset: Dataset, dataset_id: int) -> str:
+    """``Dataset004_Hippocampus``: nnU-Net v2's folder name (three-digit id, name without spaces or symbols)."""
+    if not 1 <= dataset_id <= 999:
+        raise ExportError(f"dataset_id must be 1-999 (nnU-Net uses three digits), not {dataset_id}")
+    name = dataset.metadata.get("name") or dataset.name
+    name = re.sub(r"^(Task|Dataset)\d+_", "", str(name))
+    name = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") or "Dataset"
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, dataset_id: int = 500,
+                  overwrite: bool = False) -> Path:
+    """Write a dataset in nnU-Net v2's raw format, and the plan under nnU-Net's field names.
+
+    Args:
+        dataset: a dataset folder or :class:`~tutorseg.Dataset` (nnU-Net v2 or MSD layout).
+        plan: a :class:`~tutorseg.Plan` or the path of its JSON, written as ``tutorseg_plans.json`` (nnU-Net's
+            ``nnUNetPlans.json`` fields) in the exported folder; ``None`` for the data only.
+        out: the ``nnUNet_raw`` folder; the dataset goes into ``out/DatasetXXX_Name``.
+        dataset_id: nnU-Net's dataset number (1-999; 500+ are free of nnU-Net's own numbers).
+        overwrite: replace an existing export of the same name.
+
+    Returns:
+        The exported dataset folder.
+
+    Raises:
+        ExportError: the target exists (and ``overwrite`` is False), or the id is out of range.
+    """
+    dataset = as_dataset(dataset)
+    target = Path(out) / nnunet_dataset_name(dataset, dataset_id)
+    if target.exists() and not overwrite:
+        raise ExportError(f"{target} already exists; pass overwrite=True (CLI: remove the folder) to replace it")
+    ending = dataset.file_ending
+    staging = Path(tempfile.mkdtemp(prefix=".tmp_export_", dir=_mkdir(Path(out))))
+    try:
+        for case in dataset.training:
+            _write_channels(case, staging / "imagesTr", ending)
+            _write_label(case, staging / "labelsTr" / f"{case.case_id}{ending}")
+        for case in dataset.test:
+            _write_channels(case, staging / "imagesTs", ending)
+        _atomic_write(staging / "dataset.json", json.dumps(nnunet_dataset_json(dataset), indent=2))
+        if plan is not None:
+            _atomic_write(staging / "tutorseg_plans.json",
+                          json.dumps(nnunet_plans(plan, target.name), indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def nnunet_dataset_json(dataset: Dataset) -> dict:
+    """The ``dataset.json`` of nnU-Net v2 for ``dataset`` (channel_names, labels, numTraining, file_ending)."""
+    data = {"channel_names": {str(i): name for i, name in dataset.channel_names.items()},
+            "labels": {name: int(value) for name, value in dataset.labels.items()},
+            "numTraining": len(dataset.training), "file_ending": dataset.file_ending,
+            "name": dataset.metadata.get("name", dataset.name)}
+    for key in ("description", "reference", "licence", "release"):
+        if key in dataset.metadata:
+            data[key] = dataset.metadata[key]
+    data["converted_by"] = "tutorseg.export_nnunet"
+    return data
+
+
+# --------------------------------------------------------------------------------------------------- files
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_channels(case: Case, folder: Path, ending: str) -> None:
+    """One file per channel, ``CASE_XXXX<ending>``: copied as they are, split when several channels share a file."""
+    _mkdir(folder)
+    channel = 0
+    for source in case.image_files:
+        geometry = read_geometry(source, spacing_2d=case.spacing_2d)
+        if ending in NIFTI_ENDINGS and geometry.n_channels > 1:
+            for index in range(geometry.n_channels):
+                _write_nifti_channel(source, index, folder / f"{case.case_id}_{channel:04d}{ending}")
+                channel += 1
+        elif ending == ".png" and any("RGBA" in note for note in geometry.notes):
+            from PIL import Image
+
+            Image.open(source).convert("RGB").save(folder / f"{case.case_id}_{channel:04d}{ending}")
+            channel += 1
+        else:
+            shutil.copyfile(source, folder / f"{case.case_id}_{channel:04d}{ending}")
+            channel += 1
+
+
+def _write_nifti_channel(source: Path, index: int, target: Path) -> None:
+    import nibabel as nib
+
+    image = nib.load(str(source))
+    data = np.asanyarray(image.dataobj[..., index])
+    header = image.header.copy()
+    header.set_data_shape(data.shape)
+    zooms = image.header.get_zooms()[:3]
+    header.set_zooms(zooms)
+    nib.save(type(image)(data, image.affine, header), str(target))
+
+
+def _write_label(case: Case, target: Path) -> None:
+    """Copy the label, or rewrite it as ``uint8``/``int16`` when its file stores floats (nnU-Net wants integers)."""
+    _mkdir(target.parent)
+    geometry = read_geometry(case.label_file, spacing_2d=case.spacing_2d)
+    if geometry.dtype.startswith(("float", "<f", ">f")) and target.name.endswith(NIFTI_ENDINGS):
+        import nibabel as nib
+
+        label = case.load_label()  # checks the values are integral
+        image = nib.load(str(case.label_file))
+        data = label.astype(np.uint8 if label.max(initial=0) < 256 else np.int16)
+        header = image.header.copy()
+        header.set_data_dtype(data.dtype)
+        header.set_slope_inter(1, 0)
+        nib.save(type(image)(data, image.affine, header), str(target))
+    else:
+        shutil.copyfile(case.label_file, target)
+
+
+# --------------------------------------------------------------------------------------------------- plan
+
+
+def _to_nnunet_axes(values, reverse: bool):
+    return list(values)[::-1] if reverse else list(values)
+
+
+def nnunet_plans(plan, dataset_name: str) -> dict:
+    """A tutorseg plan under nnU-Net v2's ``nnUNetPlans.json`` field names, axes in nnU-Net's (z, y, x) order.
+
+    Args:
+        plan: a :class:`~tutorseg.Plan` or the path of its JSON.
+        dataset_name: nnU-Net's dataset name (``Dataset004_Hippocampus``).
+    """
+    from .planning import Plan
+
+    if not isinstance(plan, Plan):
+        plan = Plan.load(plan)
+    reverse = not plan.is_2d_data  # NIfTI: nibabel (x, y, z) -> SimpleITK (z, y, x); PNG: (rows, cols) in both
+    spacing = _to_nnunet_axes(plan.original_median_spacing, reverse)
+    shape = _to_nnunet_axes(plan.original_median_shape, reverse)
+    if plan.is_2d_data:  # nnU-Net's 2D image reader adds a first axis with dummy spacing 999
+        spacing, shape = [999.0, *spacing], [1, *shape]
+    configurations = {}
+    for name, config in plan.configurations.items():
+        conv = "Conv3d" if config.network_dims == 3 else "Conv2d"
+        norm = "InstanceNorm3d" if config.network_dims == 3 else "InstanceNorm2d"
+        resampling = {"order_z": config.resampling_order_z, "force_separate_z": config.separate_z}
+        configurations[name] = {
+            "data_identifier": f"nnUNetPlans_{name}",
+            "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": config.batch_size,
+            "patch_size": _to_nnunet_axes(config.patch_size, reverse),
+            "median_image_size_in_voxels": _to_nnunet_axes(config.median_image_size_in_voxels, reverse),
+            "spacing": _to_nnunet_axes(config.spacing, reverse),
+            "normalization_schemes": list(config.normalization_schemes),
+            "use_mask_for_norm": list(config.use_mask_for_norm),
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": config.resampling_order_data, **resampling},
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": config.resampling_order_seg, **resampling},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": config.resampling_order_probabilities,
+                                                   **resampling},
+            "architecture": {
+                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                "arch_kwargs": {
+                    "n_stages": config.n_stages,
+                    "features_per_stage": list(config.features_per_stage),
+                    "conv_op": f"torch.nn.modules.conv.{conv}",
+                    "kernel_sizes": [_to_nnunet_axes(k, reverse) for k in config.kernel_sizes],
+                    "strides": [_to_nnunet_axes(s, reverse) for s in config.strides],
+                    "n_conv_per_stage": list(config.n_conv_per_stage),
+                    "n_conv_per_stage_decoder": list(config.n_conv_per_stage_decoder),
+                    "conv_bias": True,
+                    "norm_op": f"torch.nn.modules.instancenorm.{norm}",
+                    "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                    "dropout_op": None, "dropout_op_kwargs": None,
+                    "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
+                },
+                "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+            },
+            "batch_dice": config.batch_dice,
+        }
+        if config.previous_stage:
+            configurations[name]["previous_stage"] = config.previous_stage
+        if config.next_stage:
+            configurations[name]["next_stage"] = config.next_stage
+    n_axes = 3
+    identity = list(range(n_axes))
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": spacing,
+        "original_median_shape_after_transp": shape,
+        "image_reader_writer": "NaturalImage2DIO" if plan.is_2d_data else "SimpleITKIO",
+        "transpose_forward": list(plan.transpose_forward) or identity,
+        "transpose_backward": list(np.argsort(plan.transpose_forward or identity).tolist()),
+        "configurations": configurations,
+        "experiment_planner_used": "tutorseg (rules of nnU-Net's ExperimentPlanner)",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": plan.foreground_intensity_properties_per_channel,
+    }
