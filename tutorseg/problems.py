@@ -97,10 +97,19 @@ class DatasetError(TutorsegError):
 
 
 class ImageReadError(TutorsegError):
-    """A single image or label file cannot be read."""
+    """A single image or label file cannot be read.
 
-    def __init__(self, path, reason: str, fix: str = ""):
+    Attributes:
+        path: the file.
+        reason: what is wrong with it.
+        fix: what to do about it.
+        code: the :class:`Problem` code an inspection reports it under (``"unreadable_file"``,
+            ``"unsupported_dimensionality"``, ``"unsupported_format"``).
+    """
+
+    def __init__(self, path, reason: str, fix: str = "", code: str = "unreadable_file"):
         self.path = str(path)
         self.reason = reason
         self.fix = fix
+        self.code = code
         super().__init__(f"cannot read {self.path}: {reason}" + (f" ({fix})" if fix else ""))

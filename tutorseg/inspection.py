@@ -1,0 +1,806 @@
+"""Step 1 of the pipeline: inspect a dataset folder and report everything that is wrong with it, at once.
+
+``inspect_dataset(path)`` reads every case (headers first, then the voxels, in parallel) and returns a
+:class:`DatasetReport`: what the dataset holds (cases, channels, labels, shapes, spacings, intensity ranges, label
+values present) and a list of :class:`~tutorseg.problems.Problem` objects, each naming the case, what is wrong, why
+it matters for training and how to fix it. Nothing stops at the first problem, and bad data never shows a raw
+traceback: a file that cannot be read becomes a problem of its case.
+
+The checks follow what nnU-Net v2 verifies before training (``nnunetv2/experiment_planning/
+verify_dataset_integrity.py``: matching shapes and spacings of images and labels, the number of channels, NaN
+values, label values declared in ``dataset.json``) and add the mistakes its users meet most often (float labels,
+0/255 PNG masks, files of the other layout, empty labels). ``docs/datasets.md`` lists every problem code with its
+fix; notebook ``01_inspect_dataset.ipynb`` teaches what to look for.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import problems as P
+from .dataset import Case, Dataset, as_dataset
+from .io import IMAGE_2D_ENDINGS, Geometry, read_image
+from .problems import ImageReadError, Problem, Severity
+
+# Tolerances for comparing an image's geometry with its label's. nnU-Net compares spacings with np.allclose
+# (relative 1e-5) and affines with np.allclose too; exports from different tools differ in the 6th-7th digit
+# (float32 headers), so tutorseg allows a little more before it calls two grids different.
+SPACING_RTOL = 1e-4  # relative difference of voxel sizes
+AFFINE_ATOL_MM = 1e-3  # absolute difference of affine entries (origin in mm, direction x spacing)
+
+MAX_LABEL_VALUES_KEPT = 32  # a non-integer "label" can hold thousands of values: keep the first few in the summary
+PER_CASE_TABLE_MAX_ROWS = 30  # __str__ prints one row per case up to this many cases, else summary statistics
+LINES_PER_PROBLEM_KIND = 12  # __str__ prints every problem; beyond this many of one kind, the rest by case id only
+MIN_CASES_FOR_PROCESSES = 48  # fewer cases are read in-process: starting workers would cost more than it saves
+MAX_WORKERS = 8  # reading is partly bound by disk; more processes than this rarely help
+
+
+# --------------------------------------------------------------------------------------------------- per-case summary
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """What one case holds, as read from its files.
+
+    Attributes:
+        case_id: the case's identifier.
+        split: ``"training"`` (labelled, ``imagesTr``) or ``"test"`` (unlabelled, ``imagesTs``).
+        shape: spatial shape of the image, ``(x, y, z)`` for NIfTI, ``(rows, columns)`` for 2D images;
+            ``None`` when no file of the case could be read.
+        spacing: voxel size per spatial axis (mm for NIfTI; 1.0 or dataset.json's ``spacing`` for 2D images).
+        dtype: stored data type of the (first) image file.
+        n_channels: channels found in the case's files (alpha not counted).
+        intensity_range: per channel ``(min, max)`` of the finite values, ``None`` where unknown.
+        label_dtype: stored data type of the label file (``None`` for test cases).
+        label_values: distinct values in the label map (at most ``MAX_LABEL_VALUES_KEPT``), ``None`` if unread.
+    """
+
+    case_id: str
+    split: str
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    dtype: str | None = None
+    n_channels: int | None = None
+    intensity_range: tuple[tuple[float, float] | None, ...] = ()
+    label_dtype: str | None = None
+    label_values: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "case_id": self.case_id, "split": self.split,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+            "dtype": self.dtype, "n_channels": self.n_channels,
+            "intensity_range": [list(r) if r is not None else None for r in self.intensity_range],
+            "label_dtype": self.label_dtype,
+            "label_values": list(self.label_values) if self.label_values is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CaseSummary":
+        def maybe_tuple(value):
+            return tuple(value) if value is not None else None
+
+        return cls(
+            case_id=data["case_id"], split=data["split"], shape=maybe_tuple(data.get("shape")),
+            spacing=maybe_tuple(data.get("spacing")), dtype=data.get("dtype"), n_channels=data.get("n_channels"),
+            intensity_range=tuple(maybe_tuple(r) for r in data.get("intensity_range", ())),
+            label_dtype=data.get("label_dtype"), label_values=maybe_tuple(data.get("label_values")),
+        )
+
+
+@dataclass(frozen=True)
+class _Expectations:
+    """What every case should look like, from dataset.json: passed to the workers (small and picklable)."""
+
+    n_channels: int  # 0 when dataset.json declares no usable channels
+    label_values: tuple[int, ...]
+    spatial_ndim: int  # 3 for NIfTI, 2 for PNG/TIFF
+    spacing_rtol: float
+    affine_atol: float
+
+
+# --------------------------------------------------------------------------------------------------- per-case checks
+
+
+def _unreadable(exc: ImageReadError, case_id: str, relative: str) -> Problem:
+    why = {"unsupported_dimensionality": "the network is built for one number of spatial dimensions for the "
+                                         "whole dataset",
+           "unsupported_format": "tutorseg cannot read this file type"}.get(
+        exc.code, "the case cannot be loaded for training or prediction")
+    return P.error(exc.code, f"{relative}: {exc.reason}", why=why,
+                   fix=exc.fix or "export the file again", case_id=case_id, file=relative)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return path.name
+
+
+def _check_dimensionality(geometry: Geometry, expected_ndim: int, case_id: str, relative: str) -> list[Problem]:
+    if geometry.ndim == expected_ndim:
+        return []
+    kind = "3D volumes" if expected_ndim == 3 else "2D images"
+    return [P.error("unsupported_dimensionality",
+                    f"{relative} has {geometry.ndim} spatial dimensions (shape {geometry.shape}); "
+                    f"this dataset's files are {kind}",
+                    why="one network is trained per dimensionality: every case must have the same number of axes",
+                    fix="save 3D volumes as NIfTI (x, y, z[, channels]) and 2D slices as PNG/TIFF; "
+                        "split 4D time series into one 3D file per time point",
+                    case_id=case_id, file=relative)]
+
+
+def _check_channel_files(geometries: list[Geometry], relatives: list[str], case_id: str,
+                         rtol: float) -> list[Problem]:
+    """Channel files of one case (nnU-Net v2 ``_0000``, ``_0001``...) must share one voxel grid."""
+    found = []
+    first, first_name = geometries[0], relatives[0]
+    for geometry, name in zip(geometries[1:], relatives[1:]):
+        if geometry.shape != first.shape:
+            found.append(P.error("channel_shape_mismatch",
+                                 f"channel files differ in shape: {first_name} {first.shape}, {name} {geometry.shape}",
+                                 why="channels are stacked voxel by voxel into one array; they must share a grid",
+                                 fix="resample every channel onto the grid of the first (e.g. with SimpleITK or "
+                                     "3D Slicer's 'Resample Image (BRAINS)') before training",
+                                 case_id=case_id, file=name))
+        elif not np.allclose(geometry.spacing, first.spacing, rtol=rtol):
+            found.append(P.error("channel_spacing_mismatch",
+                                 f"channel files differ in spacing: {first_name} {_fmt_spacing(first.spacing)}, "
+                                 f"{name} {_fmt_spacing(geometry.spacing)}",
+                                 why="voxels at the same index would show different places in the body",
+                                 fix="resample every channel onto the grid of the first before training",
+                                 case_id=case_id, file=name))
+    return found
+
+
+def _check_channel_count(n_found: int, notes: tuple[str, ...], expected: int, case_id: str,
+                         relative: str) -> list[Problem]:
+    found = []
+    if any("alpha" in note for note in notes):
+        found.append(P.info("alpha_dropped", f"{relative}: {notes[0]}",
+                            why="the alpha (transparency) channel carries no image information",
+                            fix="nothing to do; save the image without alpha to silence this note",
+                            case_id=case_id, file=relative))
+    if expected and n_found != expected:
+        what = {1: "a grey image", 3: "an RGB image"}.get(n_found, f"{n_found} channels")
+        found.append(P.error("channel_count_mismatch",
+                             f"the image has {n_found} channel(s) ({what}), dataset.json declares {expected}",
+                             why="the network's first layer takes exactly the declared number of channels",
+                             fix=f"declare {n_found} channel(s) in dataset.json, or convert the image to "
+                                 f"{expected} channel(s) (e.g. grey -> RGB by repeating the channel); RGBA is read "
+                                 "as RGB (alpha dropped)",
+                             case_id=case_id, file=relative))
+    return found
+
+
+def _intensity_checks(image: np.ndarray, case_id: str, relative: str
+                      ) -> tuple[tuple[tuple[float, float] | None, ...], list[Problem]]:
+    """Per channel (min, max) of the finite values; NaN/Inf and constant channels as problems.
+
+    Args:
+        image: ``(C, *spatial)`` in the stored dtype.
+    """
+    ranges, found = [], []
+    for channel, values in enumerate(image):
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            n_bad = int(values.size - np.count_nonzero(finite))
+            if n_bad:
+                found.append(P.error("non_finite_values",
+                                     f"channel {channel} holds {n_bad} NaN/Inf voxel(s) of {values.size}",
+                                     why="a single NaN turns the normalised image, the loss and then every "
+                                         "network weight into NaN",
+                                     fix="replace them with a value that means 'nothing' for this image, e.g. "
+                                         "np.nan_to_num(image, nan=image_min) before saving",
+                                     case_id=case_id, file=relative))
+                values = values[finite]
+        if values.size == 0:
+            ranges.append(None)
+            continue
+        low, high = float(values.min()), float(values.max())
+        ranges.append((low, high))
+        if low == high:
+            found.append(P.warning("constant_image",
+                                   f"channel {channel} is constant (every voxel is {low:g})",
+                                   why="an empty image teaches the network nothing, and z-score normalisation "
+                                       "divides by a standard deviation of 0",
+                                   fix="check the export (a blank or failed conversion is typical) and replace "
+                                       "the file, or remove the case",
+                                   case_id=case_id, file=relative))
+    return tuple(ranges), found
+
+
+def _check_pair(image: Geometry, label: Geometry, case_id: str, image_name: str, label_name: str,
+                expect: _Expectations) -> list[Problem]:
+    """Image and label must lie on the same voxel grid (nnU-Net's verify_dataset_integrity checks the same)."""
+    if image.shape != label.shape:
+        return [P.error("shape_mismatch",
+                        f"image {image_name} has shape {image.shape}, label {label_name} has shape {label.shape}",
+                        why="every voxel of the image needs exactly one label value",
+                        fix="export the label on the image's grid (same size, spacing and orientation); "
+                            "if one of them was cropped or resampled, redo it for both",
+                        case_id=case_id, file=label_name)]
+    if not np.allclose(image.spacing, label.spacing, rtol=expect.spacing_rtol):
+        return [P.error("spacing_mismatch",
+                        f"image spacing {_fmt_spacing(image.spacing)} mm differs from label spacing "
+                        f"{_fmt_spacing(label.spacing)} mm",
+                        why="the label would be resampled to a different physical size than its image",
+                        fix="write the label with the image's header (e.g. nibabel.Nifti1Image(label, "
+                            "image.affine, image.header)), or resample it onto the image's grid",
+                        case_id=case_id, file=label_name)]
+    if image.affine is not None and label.affine is not None \
+            and not np.allclose(image.affine, label.affine, atol=expect.affine_atol):
+        return [P.warning("affine_mismatch",
+                          "image and label have the same shape and spacing but different affines "
+                          "(origin or orientation)",
+                          why="predictions are written with the image's affine; if the label's differs it "
+                              "may be flipped or shifted relative to its image (nnU-Net warns about this too)",
+                          fix="overlay image and label in a viewer (ITK-SNAP, 3D Slicer) or with "
+                              "tutorseg.viz.plot_case; if they align, copy the image's affine into the label",
+                          case_id=case_id, file=label_name)]
+    return []
+
+
+def _label_value_checks(label: np.ndarray, declared: tuple[int, ...], case_id: str, relative: str,
+                        ) -> tuple[tuple[float, ...], list[Problem]]:
+    """Values present in a label map; float types, non-integers, undeclared values, 0/255 masks, no foreground.
+
+    Args:
+        label: ``(*spatial)`` label map in its stored dtype.
+    """
+    found = []
+    is_float = label.dtype.kind == "f"
+    if is_float:
+        finite = np.isfinite(label)
+        if not finite.all() or not np.array_equal(label[finite], np.round(label[finite])):
+            odd = label[finite][label[finite] != np.round(label[finite])]
+            examples = ", ".join(f"{v:g}" for v in np.unique(odd)[:4])
+            found.append(P.error("non_integer_label",
+                                 f"the label ({label.dtype}) holds non-integer values"
+                                 + (f" (e.g. {examples})" if examples else " (NaN/Inf)"),
+                                 why="each voxel must hold one class index; fractional values usually mean the "
+                                     "label was resampled with linear interpolation, or a probability map was "
+                                     "saved instead of a segmentation",
+                                 fix="resample labels with nearest-neighbour interpolation, or threshold / "
+                                     "np.rint() the map and save it as uint8",
+                                 case_id=case_id, file=relative))
+            values = np.unique(label[finite])
+            return tuple(float(v) for v in values[:MAX_LABEL_VALUES_KEPT]), found
+        found.append(P.warning("float_label",
+                               f"the label is stored as {label.dtype} (its values are whole numbers)",
+                               why="labels are class indices; a float type works (tutorseg converts it, as "
+                                   "nnU-Net does) but often hides a resampling mistake in other cases",
+                               fix="save labels as an integer type: "
+                                   "nib.save(nib.Nifti1Image(np.rint(lab).astype(np.uint8), img.affine), path)",
+                               case_id=case_id, file=relative))
+    values = np.unique(label)
+    present = tuple(int(v) for v in values[:MAX_LABEL_VALUES_KEPT])
+    undeclared = sorted(set(int(v) for v in values) - set(declared))
+    if declared and undeclared:
+        if set(int(v) for v in values) <= {0, 255} and 255 not in declared:
+            found.append(P.error("mask_0_255",
+                                 "the mask stores its foreground as 255 (values 0/255), dataset.json declares "
+                                 f"{list(declared)}",
+                                 why="255 is read as class 255, which does not exist: training fails or learns "
+                                     "nonsense (image editors save binary masks as 0/255)",
+                                 fix="divide by 255 (or set mask > 0 to 1), e.g. Image.fromarray((np.asarray("
+                                     "Image.open(f)) > 0).astype(np.uint8)).save(f)",
+                                 case_id=case_id, file=relative))
+        else:
+            shown = ", ".join(str(v) for v in undeclared[:8]) + (" ..." if len(undeclared) > 8 else "")
+            found.append(P.error("undeclared_label_values",
+                                 f"label values {shown} are not declared in dataset.json (declared: "
+                                 f"{list(declared)})",
+                                 why="the network has one output per declared label; other values cannot be learnt",
+                                 fix="add the values to dataset.json 'labels', or map them to declared values "
+                                     "(e.g. 0 for structures you do not want to segment)",
+                                 case_id=case_id, file=relative))
+    if values.size and set(int(v) for v in values) == {0}:
+        found.append(P.warning("empty_label", "the label holds no foreground (only background, 0)",
+                               why="the case teaches only what background looks like; many such cases make the "
+                                   "network predict background everywhere",
+                               fix="check whether the annotation is missing; keep the case only if the structure "
+                                   "is truly absent",
+                               case_id=case_id, file=relative))
+    return present, found
+
+
+def _inspect_case(case: Case, split: str, root: Path, expect: _Expectations) -> tuple[CaseSummary, list[Problem]]:
+    """Every check of one case. Never raises for bad data: what goes wrong becomes a problem of the case.
+
+    Each file is opened once: :func:`tutorseg.io.read_image` reads the header first (and refuses unsupported
+    dimensionalities before decoding any voxel), then the voxels, which the intensity and label checks need.
+    """
+    cid = case.case_id
+    image_names = [_relative(f, root) for f in case.image_files]
+    images = []
+    try:
+        for path in case.image_files:
+            images.append(read_image(path, spacing_2d=case.spacing_2d))
+    except ImageReadError as exc:
+        return _summary_of(cid, split, images), [_unreadable(exc, cid, _relative(Path(exc.path), root))]
+    geometries = [image.geometry for image in images]
+    found = [p for g, name in zip(geometries, image_names)
+             for p in _check_dimensionality(g, expect.spatial_ndim, cid, name)]
+    if found:
+        return _summary_of(cid, split, images), found
+    found += _check_channel_files(geometries, image_names, cid, expect.spacing_rtol)
+    notes = tuple(note for g in geometries for note in g.notes)
+    found += _check_channel_count(sum(g.n_channels for g in geometries), notes, expect.n_channels, cid,
+                                  image_names[0])
+    ranges = []
+    for image, name in zip(images, image_names):
+        channel_ranges, problems = _intensity_checks(image.array, cid, name)
+        ranges += channel_ranges
+        found += problems
+    summary = _summary_of(cid, split, images, tuple(ranges))
+    if case.label_file is None:
+        return summary, found
+
+    label_name = _relative(case.label_file, root)
+    try:
+        label = read_image(case.label_file, spacing_2d=case.spacing_2d)
+    except ImageReadError as exc:
+        return summary, found + [_unreadable(exc, cid, label_name)]
+    summary = replace(summary, label_dtype=label.geometry.dtype)
+    if label.geometry.n_channels != 1:
+        return summary, found + [P.error(
+            "label_not_single_channel", f"the label {label_name} has {label.geometry.n_channels} channels",
+            why="a label map holds one class index per voxel",
+            fix="save the label as a single-channel integer image (an RGB mask must be turned into class indices: "
+                "one value per colour)", case_id=cid, file=label_name)]
+    dimensionality = _check_dimensionality(label.geometry, expect.spatial_ndim, cid, label_name)
+    if dimensionality:
+        return summary, found + dimensionality
+    found += _check_pair(geometries[0], label.geometry, cid, image_names[0], label_name, expect)
+    present, problems = _label_value_checks(label.array[0], expect.label_values, cid, label_name)
+    return replace(summary, label_values=present), found + problems
+
+
+def _summary_of(case_id: str, split: str, images: list, intensity_range: tuple = ()) -> CaseSummary:
+    """A :class:`CaseSummary` from the image files read so far (possibly none)."""
+    if not images:
+        return CaseSummary(case_id, split)
+    first = images[0].geometry
+    return CaseSummary(case_id, split, shape=first.shape, spacing=first.spacing, dtype=first.dtype,
+                       n_channels=sum(image.geometry.n_channels for image in images),
+                       intensity_range=intensity_range)
+
+
+def _inspect_case_safely(job) -> tuple[CaseSummary, list[Problem]]:
+    """Run :func:`_inspect_case`; an unexpected exception (a library bug, an exotic file) becomes a problem too."""
+    case, split, root, expect = job
+    try:
+        return _inspect_case(case, split, root, expect)
+    except Exception as exc:  # noqa: BLE001 -- the report must list it instead of stopping the scan
+        return CaseSummary(case.case_id, split), [P.error(
+            "unreadable_file", f"reading the case failed: {type(exc).__name__}: {exc}",
+            why="the case cannot be loaded for training or prediction",
+            fix="open the files in a viewer (ITK-SNAP, 3D Slicer, an image viewer) and export them again",
+            case_id=case.case_id, file=_relative(case.image_files[0], root))]
+
+
+# --------------------------------------------------------------------------------------------------- dataset checks
+
+
+def _dataset_wide_checks(dataset: Dataset, summaries: list[CaseSummary]) -> list[Problem]:
+    found = []
+    training_ids = {c.case_id for c in dataset.training}
+    overlap = sorted(training_ids & {c.case_id for c in dataset.test})
+    for case_id in overlap:
+        found.append(P.warning("duplicate_case", "the case id appears both in imagesTr (training) and imagesTs (test)",
+                               why="if it is the same image, test results are measured on training data",
+                               fix="rename one of them, or remove the test copy",
+                               case_id=case_id))
+    read_labels = [s.label_values for s in summaries if s.split == "training" and s.label_values is not None]
+    if read_labels:
+        present = set().union(*map(set, read_labels))
+        for name, value in dataset.foreground_labels.items():
+            if value not in present:
+                found.append(P.warning("label_never_present",
+                                       f"label '{name}' ({value}) is declared but appears in no training case",
+                                       why="a class without examples cannot be learnt; its output stays untrained",
+                                       fix="check the label value in dataset.json, or remove the label",
+                                       file="dataset.json"))
+    return found
+
+
+def _expectations(dataset: Dataset, spacing_rtol: float, affine_atol: float) -> _Expectations:
+    return _Expectations(n_channels=dataset.n_channels, label_values=dataset.label_values,
+                         spatial_ndim=2 if dataset.file_ending in IMAGE_2D_ENDINGS else 3,
+                         spacing_rtol=spacing_rtol, affine_atol=affine_atol)
+
+
+def _run_jobs(jobs: list, num_workers: int | None, progress: bool) -> list:
+    """Inspect cases in parallel worker processes (in-process for small datasets), keeping the input order.
+
+    Processes, not threads: most of the time per file goes to nibabel's header checks, pure Python that holds
+    the GIL, so threads barely overlap (bench/inspect.md has the numbers). Below ``MIN_CASES_FOR_PROCESSES`` the
+    cost of starting workers outweighs the gain.
+    """
+    from tqdm.auto import tqdm
+
+    workers = min(num_workers if num_workers is not None else (os.cpu_count() or 1), MAX_WORKERS)
+    bar = tqdm(total=len(jobs), desc="inspecting cases", unit="case", disable=not progress or not jobs)
+    try:
+        if workers > 1 and len(jobs) >= MIN_CASES_FOR_PROCESSES:
+            try:
+                return _run_in_processes(jobs, workers, bar)
+            except BrokenProcessPool:  # a worker died (out of memory, a crash in a library): go on in-process
+                bar.reset()
+        results = []
+        for job in jobs:
+            results.append(_inspect_case_safely(job))
+            bar.update()
+        return results
+    finally:
+        bar.close()
+
+
+def _run_in_processes(jobs: list, workers: int, bar) -> list:
+    results = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for result in pool.map(_inspect_case_safely, jobs, chunksize=4):
+            results.append(result)
+            bar.update()
+    return results
+
+
+def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress: bool = True,
+                    num_workers: int | None = None, spacing_rtol: float = SPACING_RTOL,
+                    affine_atol: float = AFFINE_ATOL_MM) -> "DatasetReport":
+    """Inspect a dataset folder: what it holds, and every problem found in it.
+
+    Reads ``dataset.json`` and the folder structure (:func:`tutorseg.load_dataset`), then every training and test
+    case: headers for shapes, spacings and channels, voxels for intensity ranges, NaN/Inf and label values.
+
+    Args:
+        path_or_dataset: the dataset folder (holding ``dataset.json`` and ``imagesTr/``) or a loaded
+            :class:`~tutorseg.dataset.Dataset`.
+        progress: show a progress bar.
+        num_workers: parallel worker processes (default: the number of CPU cores, at most 8; 1 reads
+            in this process).
+        spacing_rtol: relative tolerance when comparing an image's spacing with its label's.
+        affine_atol: absolute tolerance (mm) when comparing an image's affine with its label's.
+
+    Returns:
+        A :class:`DatasetReport`; ``report.errors`` is empty when the dataset can be trained on.
+
+    Raises:
+        DatasetError: the folder does not exist or is not a dataset folder at all.
+
+    Example:
+        >>> report = inspect_dataset(tutorseg.sample_dataset_path(), progress=False)  # doctest: +SKIP
+        >>> report.n_cases, report.labels
+        (25, {'background': 0, 'Anterior': 1, 'Posterior': 2})
+    """
+    start = time.perf_counter()
+    dataset = as_dataset(path_or_dataset)
+    expect = _expectations(dataset, spacing_rtol, affine_atol)
+    jobs = [(case, "training", dataset.root, expect) for case in dataset.training] + \
+           [(case, "test", dataset.root, expect) for case in dataset.test]
+    results = _run_jobs(jobs, num_workers, progress)
+    summaries = [summary for summary, _ in results]
+    problems = list(dataset.problems)
+    for _, case_problems in results:
+        problems += case_problems
+    problems += _dataset_wide_checks(dataset, summaries)
+    return DatasetReport(
+        dataset_name=dataset.name, layout=dataset.layout, root=_display_path(dataset.root),
+        file_ending=dataset.file_ending, n_cases=len(dataset.training), n_test_cases=len(dataset.test),
+        channels=dict(dataset.channel_names), labels=dict(dataset.labels), cases=tuple(summaries),
+        problems=tuple(problems), seconds=round(time.perf_counter() - start, 3))
+
+
+# --------------------------------------------------------------------------------------------------- the report
+
+
+def _display_path(path: Path) -> str:
+    """The path with the user's home folder shown as ``~`` (reports get shared; user names need not be)."""
+    path = Path(path)
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
+def _fmt_spacing(spacing) -> str:
+    return "x".join(f"{s:g}" for s in spacing)
+
+
+def _fmt_number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _fmt_range(values: list[float], digits: str = "g") -> str:
+    low, median, high = min(values), float(np.median(values)), max(values)
+    if low == high:
+        return format(low, digits)
+    return f"{format(low, digits)}..{format(high, digits)} (median {format(median, digits)})"
+
+
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """The result of :func:`inspect_dataset`: what a dataset holds and everything wrong with it.
+
+    Attributes:
+        dataset_name: ``dataset.json``'s ``name``, else the folder name.
+        layout: ``"nnunetv2"`` or ``"msd"``.
+        root: the dataset folder, with the home folder shown as ``~``.
+        file_ending: ``".nii.gz"``, ``".png"``...
+        n_cases: labelled training cases found (cases with missing files are not counted).
+        n_test_cases: unlabelled test images (``imagesTs``).
+        channels: channel index -> name, from dataset.json.
+        labels: label name -> value, from dataset.json.
+        cases: one :class:`CaseSummary` per training case, then per test case.
+        problems: every problem found, dataset-wide ones first.
+        seconds: how long the inspection took.
+    """
+
+    dataset_name: str
+    layout: str
+    root: str
+    file_ending: str
+    n_cases: int
+    n_test_cases: int
+    channels: dict[int, str]
+    labels: dict[str, int]
+    cases: tuple[CaseSummary, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    seconds: float = 0.0
+
+    # ------------------------------------------------------------------ problems by severity
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.WARNING)
+
+    @property
+    def infos(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity is Severity.INFO)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing stops training (warnings and infos allowed)."""
+        return not self.errors
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def training_cases(self) -> tuple[CaseSummary, ...]:
+        return tuple(c for c in self.cases if c.split == "training")
+
+    def problems_of(self, code: str | None = None, *, case_id: str | None = None) -> tuple[Problem, ...]:
+        """Problems with a given code and/or case id."""
+        return tuple(p for p in self.problems
+                     if (code is None or p.code == code) and (case_id is None or p.case_id == case_id))
+
+    # ------------------------------------------------------------------ summary statistics
+    def shape_summary(self) -> list[str]:
+        """Per axis ``"min..max (median m)"`` of the training cases' shapes."""
+        return self._per_axis([c.shape for c in self.training_cases if c.shape], "g")
+
+    def spacing_summary(self) -> list[str]:
+        """Per axis ``"min..max (median m)"`` of the training cases' spacings."""
+        return self._per_axis([c.spacing for c in self.training_cases if c.spacing], ".3g")
+
+    @staticmethod
+    def _per_axis(rows: list[tuple], digits: str) -> list[str]:
+        ndims = Counter(len(r) for r in rows)
+        if not ndims:
+            return []
+        ndim = ndims.most_common(1)[0][0]
+        rows = [r for r in rows if len(r) == ndim]
+        return [_fmt_range([float(r[axis]) for r in rows], digits) for axis in range(ndim)]
+
+    def anisotropy(self) -> float | None:
+        """Largest / smallest median spacing over the axes (nnU-Net treats > 3 as anisotropic)."""
+        spacings = [c.spacing for c in self.training_cases if c.spacing]
+        if not spacings or len({len(s) for s in spacings}) != 1:
+            return None
+        median = np.median(np.asarray(spacings, dtype=float), axis=0)
+        return float(median.max() / median.min()) if median.min() > 0 else None
+
+    def _axis_names(self) -> tuple[str, ...]:
+        return ("rows", "cols") if self.file_ending in IMAGE_2D_ENDINGS else ("x", "y", "z")
+
+    def _label_presence(self) -> dict[int, int]:
+        counts: Counter = Counter()
+        for case in self.training_cases:
+            for value in case.label_values or ():
+                counts[value] += 1
+        return dict(sorted(counts.items()))
+
+    # ------------------------------------------------------------------ text
+    def _header_lines(self) -> list[str]:
+        channels = ", ".join(f"{i} {n}" for i, n in self.channels.items()) or "none declared"
+        labels = ", ".join(f"{v} {n}" for n, v in self.labels.items()) or "none declared"
+        kind = "2D" if self.file_ending in IMAGE_2D_ENDINGS else "3D"
+        lines = [
+            f"Dataset report: {self.dataset_name}  ({self.layout} layout, {kind} {self.file_ending or '?'} files)",
+            f"  folder     {self.root}",
+            f"  cases      {self.n_cases} labelled training case(s), {self.n_test_cases} test image(s)",
+            f"  channels   {self.n_channels}: {channels}",
+            f"  labels     {len(self.labels)}: {labels}",
+        ]
+        axes = self._axis_names()
+        for title, stats in (("shape", self.shape_summary()), ("spacing", self.spacing_summary())):
+            if stats:
+                lines.append(f"  {title:10s} " + "   ".join(f"{a} {s}" for a, s in zip(axes, stats)))
+        ratio = self.anisotropy()
+        if ratio is not None and len(axes) == 3:
+            lines.append(f"  anisotropy {ratio:.2f} (largest/smallest median spacing; nnU-Net treats > 3 as "
+                         "anisotropic)")
+        dtypes = Counter(c.dtype for c in self.cases if c.dtype)
+        label_dtypes = Counter(c.label_dtype for c in self.cases if c.label_dtype)
+        if dtypes:
+            lines.append("  dtypes     images " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common())
+                         + ("; labels " + ", ".join(f"{d} x{n}" for d, n in label_dtypes.most_common())
+                            if label_dtypes else ""))
+        lines += self._intensity_lines()
+        presence = self._label_presence()
+        if presence:
+            lines.append("  label values present: " + ", ".join(
+                f"{_fmt_number(v)} in {n} case(s)" for v, n in presence.items()))
+        return lines
+
+    def _intensity_lines(self) -> list[str]:
+        lines = []
+        for channel, name in (self.channels.items() or [(0, "?")]):
+            ranges = [c.intensity_range[channel] for c in self.training_cases
+                      if len(c.intensity_range) > channel and c.intensity_range[channel] is not None]
+            if ranges:
+                lows, highs = [r[0] for r in ranges], [r[1] for r in ranges]
+                lines.append(f"  intensity  channel {channel} ({name}): {_fmt_number(min(lows))} .. "
+                             f"{_fmt_number(max(highs))}; per-case max from {_fmt_number(min(highs))} to "
+                             f"{_fmt_number(max(highs))} (median {_fmt_number(float(np.median(highs)))})")
+        return lines
+
+    def table(self, max_rows: int | None = None) -> str:
+        """One line per case: shape, spacing, dtype, intensity range, label values present."""
+        rows = [f"  {'case':24s} {'split':8s} {'shape':14s} {'spacing':16s} {'dtype':8s} "
+                f"{'intensity (ch 0)':22s} labels"]
+        for case in self.cases[: max_rows if max_rows is not None else len(self.cases)]:
+            shape = "x".join(map(str, case.shape)) if case.shape else "?"
+            spacing = _fmt_spacing(case.spacing) if case.spacing else "?"
+            first = case.intensity_range[0] if case.intensity_range else None
+            intensity = f"{_fmt_number(first[0])}..{_fmt_number(first[1])}" if first else "?"
+            labels = "" if case.split == "test" else (
+                ",".join(_fmt_number(v) for v in case.label_values) if case.label_values is not None else "?")
+            rows.append(f"  {case.case_id:24s} {case.split:8s} {shape:14s} {spacing:16s} {case.dtype or '?':8s} "
+                        f"{intensity:22s} {labels}")
+        if max_rows is not None and len(self.cases) > max_rows:
+            rows.append(f"  ... {len(self.cases) - max_rows} more case(s): report.table() lists all")
+        return "\n".join(rows)
+
+    def _problem_groups(self) -> list[list[Problem]]:
+        """Problems grouped by (severity, code), errors first, in order of first appearance."""
+        groups: dict[tuple, list[Problem]] = {}
+        for problem in self.problems:
+            groups.setdefault((problem.severity, problem.code), []).append(problem)
+        return [groups[key] for key in sorted(groups, key=lambda k: _SEVERITY_ORDER[k[0]])]
+
+    def _problem_lines(self) -> list[str]:
+        lines = [f"Problems: {len(self.errors)} error(s), {len(self.warnings)} warning(s), "
+                 f"{len(self.infos)} info(s)" + ("" if self.problems else " -- the dataset looks fine")]
+        for group in self._problem_groups():
+            first = group[0]
+            cases = f" ({len(group)} case(s))" if any(p.case_id for p in group) else ""
+            lines.append(f"{first.severity.value.upper()} {first.code}{cases}")
+            for problem in group[:LINES_PER_PROBLEM_KIND]:
+                where = f"[{problem.case_id}] " if problem.case_id else ""
+                lines.append(f"  - {where}{problem.message}")
+            rest = group[LINES_PER_PROBLEM_KIND:]
+            if rest:
+                ids = ", ".join(p.case_id or p.file or "?" for p in rest)
+                lines.append(f"  - and {len(rest)} more of this kind: {ids}")
+            if first.why:
+                lines.append(f"    why: {first.why}")
+            if first.fix:
+                lines.append(f"    fix: {first.fix}")
+        return lines
+
+    def __str__(self) -> str:
+        parts = ["\n".join(self._header_lines())]
+        if 0 < len(self.cases) <= PER_CASE_TABLE_MAX_ROWS:
+            parts.append(self.table())
+        parts.append("\n".join(self._problem_lines()))
+        verdict = ("RESULT: errors found; fix them before training" if self.errors
+                   else "RESULT: ready for the next step (tutorseg.fingerprint)")
+        parts.append(f"{verdict}  [{self.n_cases + self.n_test_cases} case(s) read in {self.seconds:.1f} s]")
+        return "\n\n".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"DatasetReport({self.dataset_name!r}, {self.n_cases} training + {self.n_test_cases} test cases, "
+                f"{self.n_channels} channel(s), {len(self.labels)} label(s), {len(self.errors)} error(s), "
+                f"{len(self.warnings)} warning(s), {len(self.infos)} info(s))")
+
+    # ------------------------------------------------------------------ HTML
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        facts = [line.strip().split(None, 1) for line in self._header_lines()[1:]]
+        fact_rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>"
+                            f"{esc(v) if len(fact) > 1 else ''}</td></tr>"
+                            for fact in facts for k, v in [(fact[0], fact[-1])])
+        colours = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1565c0"}
+        problem_rows = "".join(
+            f"<tr><td style='color:{colours[p.severity]};font-weight:bold'>{esc(p.severity.value)}</td>"
+            f"<td><code>{esc(p.code)}</code></td><td>{esc(p.case_id or '')}</td>"
+            f"<td style='text-align:left'>{esc(p.message)}</td><td style='text-align:left'>{esc(p.fix)}</td></tr>"
+            for p in self.problems[:50])
+        more = (f"<p>... and {len(self.problems) - 50} more: <code>report.problems</code> lists all.</p>"
+                if len(self.problems) > 50 else "")
+        verdict = (f"<b style='color:#c62828'>{len(self.errors)} error(s)</b>" if self.errors
+                   else "<b style='color:#2e7d32'>no errors</b>")
+        problems_html = (
+            "<table><tr><th>severity</th><th>code</th><th>case</th><th>what</th><th>fix</th></tr>"
+            f"{problem_rows}</table>{more}" if self.problems else "<p>No problems found.</p>")
+        case_rows = "".join(
+            f"<tr><td>{esc(c.case_id)}</td><td>{c.split}</td>"
+            f"<td>{'x'.join(map(str, c.shape)) if c.shape else '?'}</td>"
+            f"<td>{_fmt_spacing(c.spacing) if c.spacing else '?'}</td><td>{esc(c.dtype or '?')}</td>"
+            f"<td>{', '.join(f'{_fmt_number(r[0])}..{_fmt_number(r[1])}' if r else '?' for r in c.intensity_range)}"
+            f"</td><td>{', '.join(_fmt_number(v) for v in c.label_values or ())}</td></tr>"
+            for c in self.cases)
+        return (
+            f"<div><h4>Dataset report: {esc(self.dataset_name)} ({esc(self.layout)} layout) &mdash; {verdict}, "
+            f"{len(self.warnings)} warning(s), {len(self.infos)} info(s)</h4>"
+            f"<table>{fact_rows}</table>{problems_html}"
+            f"<details><summary>{len(self.cases)} case(s)</summary><table><tr><th>case</th><th>split</th>"
+            f"<th>shape</th><th>spacing</th><th>dtype</th><th>intensity per channel</th><th>label values</th></tr>"
+            f"{case_rows}</table></details></div>")
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return {
+            "dataset_name": self.dataset_name, "layout": self.layout, "root": self.root,
+            "file_ending": self.file_ending, "n_cases": self.n_cases, "n_test_cases": self.n_test_cases,
+            "channels": {str(k): v for k, v in self.channels.items()}, "labels": dict(self.labels),
+            "n_errors": len(self.errors), "n_warnings": len(self.warnings), "n_infos": len(self.infos),
+            "problems": [p.to_dict() for p in self.problems],
+            "cases": [c.to_dict() for c in self.cases],
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetReport":
+        return cls(
+            dataset_name=data["dataset_name"], layout=data["layout"], root=data["root"],
+            file_ending=data["file_ending"], n_cases=data["n_cases"], n_test_cases=data["n_test_cases"],
+            channels={int(k): v for k, v in data["channels"].items()}, labels=dict(data["labels"]),
+            cases=tuple(CaseSummary.from_dict(c) for c in data.get("cases", ())),
+            problems=tuple(Problem.from_dict(p) for p in data.get("problems", ())),
+            seconds=data.get("seconds", 0.0))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the report as JSON (atomically: a temporary file, then renamed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DatasetReport":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
