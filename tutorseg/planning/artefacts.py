@@ -42,6 +42,8 @@ def _tuples(value: Any) -> Any:
     """Lists -> tuples, recursively (the inverse of :func:`_plain` for per-axis values)."""
     if isinstance(value, (list, tuple)):
         return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
     return value
 
 
@@ -85,12 +87,17 @@ class Decision:
     numbers: dict = field(default_factory=dict)
     source: str = ""
 
+    def __post_init__(self):
+        # one canonical form (JSON types, sequences as tuples), so that a decision survives a JSON round trip equal
+        object.__setattr__(self, "value", _tuples(_plain(self.value)))
+        object.__setattr__(self, "numbers", {k: _tuples(v) for k, v in _plain(self.numbers).items()})
+
     def to_dict(self) -> dict:
         return _plain({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decision":
-        return cls(**{**data, "value": _tuples(data["value"])})
+        return cls(**data)
 
     def __str__(self) -> str:
         return f"{self.name} = {_plain(self.value)} [{self.kind}]: {self.because or self.rule}"

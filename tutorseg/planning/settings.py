@@ -1,0 +1,131 @@
+"""nnU-Net's planning constants in one place, each with why it is what it is and where it comes from, and the
+named presets (hardware targets) that change some of them.
+
+Unless noted, values are from nnU-Net v2 2.8.1,
+``nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py`` (``ExperimentPlanner.__init__``)
+and the paper: Isensee et al., "nnU-Net: a self-configuring method for deep learning-based biomedical image
+segmentation", Nature Methods 18, 2021.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from ..problems import TutorsegError
+
+NNUNET_SOURCE = "nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py"
+TOPOLOGY_SOURCE = "nnunetv2/experiment_planning/experiment_planners/network_topology.py"
+FEATURE_MAP_SOURCE = "dynamic_network_architectures (PlainConvUNet.compute_conv_feature_map_size)"
+NORMALIZATION_SOURCE = "nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py"
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """The numbers planning uses. Defaults are nnU-Net v2's; a preset changes some of them."""
+
+    # GPU memory the plan must fit in. nnU-Net's default target (``gpu_memory_target_in_gb=8``).
+    gpu_memory_gb: float = 8.0
+    # An axis is "anisotropic" when its spacing is more than this many times the others' (nnunetv2/configuration.py
+    # ANISO_THRESHOLD = 3): thick slices get a different target spacing, kernel sizes and resampling.
+    anisotropy_threshold: float = 3.0
+    # Features of the first stage; each stage doubles them (the U-Net of Ronneberger et al. 2015 style, paper Fig. 2).
+    base_num_features: int = 32
+    # Cap on features per stage: doubling stops here to bound memory and parameters (320 in 3D, 512 in 2D).
+    max_features_3d: int = 320
+    max_features_2d: int = 512
+    # The encoder downsamples until a feature map edge would drop below this many voxels (paper: "until the
+    # feature map size is 4 voxels"); an axis is pooled only while it is at least twice this.
+    featuremap_min_edge_length: int = 4
+    # nnU-Net's memory model: a network whose summed feature-map size (see ``topology.estimate_feature_map_size``)
+    # is this large, trained with the reference batch size, fits in ``reference_gb`` GB. "really arbitrary and were
+    # set to reproduce nnU-Net v1's configurations" (code comment). Scaled linearly with ``gpu_memory_gb``.
+    reference_value_3d: float = 560_000_000
+    reference_value_2d: float = 85_000_000
+    reference_gb: float = 8.0
+    reference_batch_size_3d: int = 2
+    reference_batch_size_2d: int = 12
+    # Batch statistics (instance norm aside) and the Dice loss need more than one sample: never fewer than 2.
+    min_batch_size: int = 2
+    # No batch may cover more than 5 % of the dataset's voxels: an overfitting precaution for small datasets.
+    max_dataset_covered: float = 0.05
+    # Two 3x3(x3) convolutions per stage in encoder and decoder (the plain U-Net block).
+    n_conv_per_stage: int = 2
+    # A 3d_lowres configuration (and the cascade) is planned when the 3d_fullres patch covers less than 25 % of the
+    # median image: the network would not see enough context.
+    lowres_creation_threshold: float = 0.25
+    # Each lowres attempt increases the spacing by 3 % ("used to be 1.01 but that is slow").
+    lowres_spacing_increase: float = 1.03
+    # ... and 3d_lowres is dropped unless its median image has at most half the voxels of fullres.
+    lowres_min_shrink: float = 2.0
+    # Z-score normalisation uses the non-zero mask when cropping to it kept less than 3/4 of the voxels
+    # (``determine_normalization_scheme_and_whether_mask_is_used_for_norm``): much zero background (brain MRI).
+    mask_for_norm_crop_threshold: float = 0.75
+    # Not in nnU-Net: an upper bound on the batch size (``None`` = none). Only the cpu preset sets it.
+    max_batch_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named hardware target: planner settings plus what the learner should know about it."""
+
+    name: str
+    settings: PlannerSettings
+    description: str
+    gives_up: str = ""
+
+
+# The cpu preset's numbers, in one place: helper tuning for a ~0.2-0.4 s training step on 2 CPU cores
+# (Hippocampus 3d_fullres). Fewer features and a small memory budget shrink the patch and the network.
+CPU_PRESET_SETTINGS = PlannerSettings(
+    gpu_memory_gb=2.0,
+    base_num_features=16,
+    max_features_3d=128,
+    max_features_2d=256,
+    max_batch_size=4,
+)
+
+PRESETS: dict[str, Preset] = {
+    "nnunet-default": Preset(
+        "nnunet-default", PlannerSettings(),
+        "nnU-Net v2's default planner (nnUNetPlans): an 8 GB GPU; the plan nnU-Net itself would make.",
+    ),
+    "colab-t4": Preset(
+        "colab-t4", PlannerSettings(gpu_memory_gb=15.0),
+        "Google Colab's free NVIDIA T4 (16 GB, about 15 GB usable): the same rules with a larger memory budget, "
+        "so larger patches or batches than the 8 GB default where the dataset allows.",
+    ),
+    "cpu": Preset(
+        "cpu", CPU_PRESET_SETTINGS,
+        "no GPU: a small network (16 base features, at most 128) on a small memory budget (2 GB-equivalent) "
+        "with at most 4 patches per batch, so that a training step takes a fraction of a second on a laptop CPU.",
+        gives_up="accuracy and context: half the features of nnU-Net's network, smaller patches where the image is "
+                 "large and smaller batches. Expect a few Dice points less than the nnU-Net plan after long training; "
+                 "use it to learn and to smoke-test, not to report results.",
+    ),
+}
+
+
+def resolve_settings(preset: str | None, gpu_memory_gb: float | None,
+                     overrides: dict | None = None) -> tuple[PlannerSettings, str | None]:
+    """The settings for a preset name and/or a GPU memory budget (the budget wins over the preset's).
+
+    Raises:
+        TutorsegError: unknown preset, or a non-positive memory budget.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise TutorsegError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    settings = PRESETS[preset].settings if preset else PlannerSettings()
+    if gpu_memory_gb is not None:
+        if not gpu_memory_gb > 0:
+            raise TutorsegError(f"gpu_memory_gb must be positive, got {gpu_memory_gb}")
+        settings = replace(settings, gpu_memory_gb=float(gpu_memory_gb))
+    if overrides:
+        unknown = set(overrides) - set(PlannerSettings.__dataclass_fields__)
+        if unknown:
+            raise TutorsegError(f"unknown planner setting(s) {sorted(unknown)}; known: "
+                                f"{', '.join(PlannerSettings.__dataclass_fields__)}")
+        settings = replace(settings, **overrides)
+    return settings, preset

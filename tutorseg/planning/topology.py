@@ -1,0 +1,118 @@
+"""The U-Net's shape for a patch, and nnU-Net's estimate of how much memory it needs.
+
+All sequences here are in nnU-Net's axis order (see ``docs/planning.md``): ties between axes are broken by axis
+order, so computing in nnU-Net's order is what makes the outcome identical to nnU-Net's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The encoder of a U-Net for one patch size.
+
+    Attributes:
+        pool_per_axis: how often each axis is halved.
+        strides: per stage, the stride per axis (stage 0: all 1).
+        kernel_sizes: per stage, the kernel per axis (1 on an axis still much coarser than the others, else 3).
+        patch_size: the patch padded up to a multiple of ``2 ** pool_per_axis``.
+        divisible_by: ``2 ** pool_per_axis``.
+    """
+
+    pool_per_axis: tuple[int, ...]
+    strides: tuple[tuple[int, ...], ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    patch_size: tuple[int, ...]
+    divisible_by: tuple[int, ...]
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.strides)
+
+
+def unet_topology(spacing, patch_size, min_edge: int = 4) -> Topology:
+    """Pool the axes until the feature maps are small, as nnU-Net's ``get_pool_and_conv_props`` does.
+
+    Each round, the axes that may be halved are those (a) at least ``2 * min_edge`` voxels long and (b) whose current
+    spacing is less than twice the finest current spacing (so thick slices are not pooled until the in-plane axes
+    have caught up). If only one axis qualifies it must be at least ``3 * min_edge`` long. Kernels are 1 along an
+    axis until its spacing comes within 2x of the finest, then 3 for good; the bottleneck always gets 3.
+
+    Args:
+        spacing: per axis (nnU-Net order).
+        patch_size: per axis, before padding.
+        min_edge: the smallest feature map edge (4).
+    """
+    dims = len(spacing)
+    current_spacing = [float(s) for s in spacing]
+    current_size = [float(s) for s in patch_size]
+    pool_per_axis = [0] * dims
+    kernel = [1] * dims
+    strides = [tuple([1] * dims)]
+    kernels = []
+    while True:
+        long_enough = [a for a in range(dims) if current_size[a] >= 2 * min_edge]
+        if not long_enough:
+            break
+        finest = min(current_spacing[a] for a in long_enough)
+        poolable = [a for a in long_enough if current_spacing[a] / finest < 2]
+        if len(poolable) == 1 and current_size[poolable[0]] < 3 * min_edge:
+            break
+        if not poolable:
+            break
+        finest_overall = min(current_spacing)
+        kernel = [3 if k == 3 or current_spacing[a] / finest_overall < 2 else 1 for a, k in enumerate(kernel)]
+        stride = [1] * dims
+        for a in poolable:
+            stride[a] = 2
+            pool_per_axis[a] += 1
+            current_spacing[a] *= 2
+            current_size[a] = math.ceil(current_size[a] / 2)
+        strides.append(tuple(stride))
+        kernels.append(tuple(kernel))
+    kernels.append(tuple([3] * dims))
+    divisible_by = tuple(2 ** p for p in pool_per_axis)
+    # sizes may be x.5 (a median); nnU-Net pads those as floats and truncates after
+    padded = tuple(int(s if s % d == 0 else s + d - s % d) for s, d in zip(patch_size, divisible_by))
+    return Topology(tuple(pool_per_axis), tuple(strides), tuple(kernels), padded, divisible_by)
+
+
+def estimate_feature_map_size(patch_size, features_per_stage, strides, *, n_conv_per_stage: int = 2,
+                              n_classes: int, deep_supervision: bool = False) -> int:
+    """nnU-Net's memory proxy: the summed size (voxels x channels) of the U-Net's convolution outputs for one patch.
+
+    Encoder stage s: ``n_conv * features[s] * voxels after its stride``. Decoder stage for skip resolution r: its
+    convolutions, the transposed convolution output and, at the last stage (or every stage with deep supervision),
+    the segmentation output. nnU-Net builds the network for this estimate without deep supervision (the
+    ``PlainConvUNet`` default), so only the final segmentation output counts; so does this function by default.
+
+    Args:
+        patch_size: per axis.
+        features_per_stage: per stage.
+        strides: per stage, per axis.
+        n_conv_per_stage: convolutions per stage (encoder and decoder).
+        n_classes: outputs of the segmentation layer (labels including background).
+        deep_supervision: count a segmentation output at every decoder stage.
+    """
+    size = list(int(s) for s in patch_size)
+    total = 0
+    skip_sizes = []
+    for features, stride in zip(features_per_stage, strides):
+        size = [s // st for s, st in zip(size, stride)]
+        total += n_conv_per_stage * features * int(np.prod(size, dtype=np.int64))
+        skip_sizes.append(size)
+    n_decoder = len(features_per_stage) - 1
+    for s in range(n_decoder):
+        level = n_decoder - 1 - s             # from the deepest skip up to full resolution
+        voxels = int(np.prod(skip_sizes[level], dtype=np.int64))
+        features = features_per_stage[level]
+        total += n_conv_per_stage * features * voxels   # the decoder's convolutions
+        total += features * voxels                      # the transposed convolution's output
+        if deep_supervision or s == n_decoder - 1:
+            total += n_classes * voxels                 # the segmentation output
+    return int(total)
