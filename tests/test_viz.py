@@ -218,3 +218,96 @@ def test_viewer_reads_a_prediction_folder_2d(isbi_dir, tmp_path, artefact_dir):
     viewer.save(artefact_dir / "slice_viewer_2d_errors.png")
     viewer.case_picker.value = cases[1].case_id  # no prediction file for this one
     assert viewer.show_errors.disabled and "errors" not in viewer.message.value
+
+
+# --------------------------------------------------------------------------------------------------- charts
+
+
+def _configuration_from_nnunet(plans_file: Path, name: str):
+    """A ConfigurationPlan holding the values nnU-Net v2 itself planned (nnU-Net's (z, y, x) axes reversed for 3D)."""
+    import json
+
+    from tutorseg.planning import ConfigurationPlan
+
+    raw = json.loads(plans_file.read_text())["configurations"][name]
+    arch = raw["architecture"]["arch_kwargs"]
+    flip = (lambda v: tuple(v[::-1])) if name.startswith("3d") else tuple
+    return ConfigurationPlan(
+        name=name, spacing=flip(raw["spacing"]), patch_size=flip(raw["patch_size"]), batch_size=raw["batch_size"],
+        median_image_size_in_voxels=flip(raw["median_image_size_in_voxels"]),
+        normalization_schemes=tuple(raw["normalization_schemes"]), use_mask_for_norm=tuple(raw["use_mask_for_norm"]),
+        n_stages=arch["n_stages"], features_per_stage=tuple(arch["features_per_stage"]),
+        kernel_sizes=tuple(flip(k) for k in arch["kernel_sizes"]), strides=tuple(flip(s) for s in arch["strides"]),
+        n_conv_per_stage=tuple(arch["n_conv_per_stage"]),
+        n_conv_per_stage_decoder=tuple(arch["n_conv_per_stage_decoder"]), batch_dice=raw["batch_dice"])
+
+
+def test_plot_fingerprint_of_the_sample(sample_dir, tmp_path, artefact_dir):
+    from tutorseg import fingerprint
+    from tutorseg.viz import plot_fingerprint
+
+    fp = fingerprint(sample_dir, num_workers=1, progress=False)
+    fig = plot_fingerprint(fp.save(tmp_path / "fingerprint.json"))  # from the saved JSON, as notebook 02 may
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["spacing per axis", "shape after cropping", "foreground intensities", "class frequencies"]
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["background", "Anterior", "Posterior"]
+    assert len(fig.axes[2].patches) == 1  # one histogram: one channel
+    _png_ok(save_figure(fig, artefact_dir / "fingerprint_hippocampus_sample.png"))
+
+
+@pytest.mark.parametrize("dataset, name, expected_sizes", [
+    ("Task04_Hippocampus", "3d_fullres", [(40, 56, 40), (20, 28, 20), (10, 14, 10), (5, 7, 5)]),
+    ("ISBI2012_EM_membrane", "2d", None),
+])
+def test_plot_network_draws_each_stage(reference_dir, dataset, name, expected_sizes, artefact_dir):
+    from tutorseg.viz import feature_map_sizes, plot_network
+
+    configuration = _configuration_from_nnunet(reference_dir / dataset / "nnUNetPlans.json", name)
+    sizes = feature_map_sizes(configuration)
+    if expected_sizes:
+        assert sizes == expected_sizes  # x, y, z of nnU-Net's 40x56x40 patch halved three times
+    assert sizes[-1] == tuple(p // np.prod([s[a] for s in configuration.strides])
+                              for a, p in enumerate(configuration.patch_size))
+    fig = plot_network(configuration)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    for stage in range(configuration.n_stages):
+        assert any(t.startswith(f"stage {stage}: {configuration.features_per_stage[stage]} maps") for t in texts)
+    assert len([t for t in texts if "+ DS" in t]) == configuration.n_stages - 3  # all decoder outputs but the lowest
+    _png_ok(save_figure(fig, artefact_dir / f"network_{name}.png"))
+
+
+def test_plot_training_curves(tmp_path, artefact_dir):
+    import json
+
+    from tutorseg.viz import plot_training_curves
+
+    epochs = 12
+    history = {"epoch": list(range(epochs)), "train_loss": list(np.linspace(0.3, -0.7, epochs)),
+               "val_loss": list(np.linspace(0.2, -0.6, epochs)),
+               "lr": [0.01 * (1 - e / epochs) ** 0.9 for e in range(epochs)],
+               "pseudo_dice": [[e / epochs, e / (2 * epochs)] for e in range(epochs)],
+               "ema_pseudo_dice": [0.75 * e / epochs for e in range(epochs)], "class_names": ["Anterior", "Posterior"]}
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    fig = plot_training_curves(tmp_path)  # a run folder holding history.json
+    loss_ax, dice_ax, lr_ax = fig.axes
+    assert [line.get_label() for line in dice_ax.lines] == ["Anterior", "Posterior", "EMA of the mean"]
+    assert list(lr_ax.lines[0].get_ydata()) == history["lr"]
+    _png_ok(save_figure(fig, artefact_dir / "training_curves.png"))
+    with pytest.raises(VizError, match="train_loss"):
+        plot_training_curves({"loss": [1, 2]})
+
+
+def test_plot_metrics_of_a_real_evaluation(sample, artefact_dir):
+    from tutorseg.evaluation import evaluate
+    from tutorseg.viz import plot_metrics
+
+    cases = sample.training[:6]
+    references = {c.case_id: c.load_label() for c in cases}
+    predictions = {k: np.roll(v, shift, axis=0) for shift, (k, v) in enumerate(references.items())}
+    summary = evaluate(predictions, references, labels={"Anterior": 1, "Posterior": 2})
+    fig = plot_metrics(summary)
+    assert [ax.get_title() for ax in fig.axes] == ["Dice", "HD95 (mm)"]
+    dice_points = np.concatenate([c.get_offsets()[:, 1] for c in fig.axes[0].collections])
+    assert sorted(dice_points) == pytest.approx(sorted(
+        summary.case(k).metrics[n]["dice"] for k in references for n in ("Anterior", "Posterior")))
+    _png_ok(save_figure(fig, artefact_dir / "metrics.png"))

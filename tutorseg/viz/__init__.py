@@ -1,13 +1,21 @@
 """Pictures of every step: plain plotting functions returning matplotlib figures, and widgets built on them.
 
-Plots (``tutorseg.viz.plots``) work anywhere matplotlib does and save to PNG with :func:`save_figure`; the slice
-viewer (``tutorseg.viz.widgets``) wraps them in ipywidgets controls and needs no interactive backend. No pipeline
-step imports this package: it only reads their artefacts.
+- ``tutorseg.viz.plots``: slices of images with their reference, prediction and errors (:func:`plot_slices`,
+  :func:`plot_case`), and :func:`save_figure`;
+- ``tutorseg.viz.charts``: the artefacts of the steps (:func:`plot_fingerprint`, :func:`plot_network`,
+  :func:`plot_training_curves`, :func:`plot_metrics`);
+- ``tutorseg.viz.widgets``: :func:`slice_viewer`, ipywidgets controls around :func:`plot_slices` (no interactive
+  matplotlib backend needed, so it works on Colab).
+
+Figures are built without pyplot: return one as the last expression of a notebook cell to see it. No pipeline step
+imports this package: it only reads their artefacts.
 """
 
+from .charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
 from .plots import (CLASS_COLOURS, ERROR_COLOURS, VizError, error_map, figure_to_png, plot_case, plot_slices,
                     save_figure, window_from_level)
 from .widgets import SliceViewer, slice_viewer
 
-__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "SliceViewer", "VizError", "error_map", "figure_to_png", "plot_case",
-           "plot_slices", "save_figure", "slice_viewer", "window_from_level"]
+__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "SliceViewer", "VizError", "error_map", "feature_map_sizes",
+           "figure_to_png", "plot_case", "plot_fingerprint", "plot_metrics", "plot_network", "plot_slices",
+           "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]

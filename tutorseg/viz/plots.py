@@ -5,12 +5,7 @@ of plots leaks no open figures and works with any backend (Agg in CI, inline in 
 shows itself when it is the last expression of a notebook cell and saves with :func:`save_figure`.
 
 The slice views (:func:`plot_slices`, :func:`plot_case`) are what :func:`tutorseg.viz.slice_viewer` redraws
-when a slider moves; the other views plot the artefacts of the pipeline steps:
-
-- :func:`plot_fingerprint` -- a :class:`tutorseg.DatasetFingerprint` (spacings, shapes, intensities, classes);
-- :func:`plot_network` -- a planned configuration (the U-Net's stages and feature-map sizes);
-- :func:`plot_training_curves` -- a training history (losses, pseudo-Dice per class, learning rate);
-- :func:`plot_metrics` -- per-case metrics as box plots.
+when a slider moves; :mod:`tutorseg.viz.charts` plots the artefacts of the pipeline steps.
 
 Axis conventions (``docs/glossary.md``): images are channel-first ``(C, *spatial)``; NIfTI spatial axes are
 nibabel's voxel order ``(x, y, z)`` and a slice of them is drawn with ``x`` to the right and ``y`` up, as
