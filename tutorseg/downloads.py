@@ -268,17 +268,21 @@ def _transfer(url: str, target: Path, bar, *, timeout: float) -> None:
             bar.total = offset + int(length)
         bar.reset(total=bar.total)
         bar.update(offset)
+        received = 0
         with open(target, "ab" if resumed else "wb") as f:
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                 f.write(chunk)
+                received += len(chunk)
                 bar.update(len(chunk))
+    if length is not None and received < int(length):  # read() returns b"" when the server closes early
+        raise http.client.IncompleteRead(b"", int(length) - received)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
     if isinstance(exc, http.client.IncompleteRead):
-        return f"connection closed after {len(exc.partial)} more bytes"
+        return f"the server closed the connection {exc.expected} bytes before the end"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
