@@ -378,6 +378,5 @@ def create_manifest(source: str | os.PathLike, *, out: str | os.PathLike | None 
     manifest_path = manifest.save(out / f"{name}.json")
     if verbose:
         print(f"archive:  {archive} ({_size_text(entry['size'])}, {entry['hash']})")
-        print(f"manifest: {manifest_path}")
         print(sharing_instructions(manifest_path, archive))
     return manifest_path
