@@ -1,0 +1,275 @@
+"""Predict: segment new images with trained folds, so that the result lies exactly on the input's grid.
+
+For each case (nnU-Net v2's ``nnUNetPredictor.predict_from_files`` does the same steps):
+
+1. read the channel files and preprocess them exactly as in training (crop to non-zero, resample to the plan's
+   spacing, normalise: :func:`tutorseg.preprocessing.preprocess_image`);
+2. sliding-window inference with Gaussian weighting, 50 % overlap and mirroring test-time augmentation
+   (:func:`tutorseg.inference.predict_probabilities`), once per fold;
+3. average the folds' probabilities (the ensemble), undo resampling and cropping
+   (:func:`tutorseg.preprocessing.undo_preprocessing`), take the most probable class;
+4. apply the post-processing decided on the validation folds (``postprocessing.json``), if any;
+5. write ``CASE.nii.gz`` with the input's affine and header (it opens aligned in 3D Slicer, ITK-SNAP, MITK) or
+   ``CASE.png`` for 2D images, and optionally the probabilities as ``CASE.npz``.
+
+Notebook ``04_predict_and_evaluate.ipynb`` runs it on a trained fold.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Case, Dataset, load_dataset
+from .io import file_ending, read_geometry, write_segmentation
+from .problems import TutorsegError
+
+CHECKPOINTS = ("final", "best", "latest")
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+class PredictionError(TutorsegError):
+    """Prediction cannot run: a run folder without checkpoints, inputs that do not match the plan, etc."""
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """One trained fold, loaded for prediction."""
+
+    run_dir: Path
+    network: object
+    plan: object
+    configuration: str
+
+
+# --------------------------------------------------------------------------------------------------- models
+
+
+def _checkpoint_in(run_dir: Path, preferred: str) -> str:
+    """The checkpoint to load: ``preferred`` if present, else the next in final > best > latest."""
+    if not run_dir.is_dir():
+        raise PredictionError(f"run folder {run_dir} does not exist; give the --out folder of `tutorseg train`")
+    order = [preferred] + [c for c in CHECKPOINTS if c != preferred]
+    for name in order:
+        if (run_dir / f"checkpoint_{name}.pt").is_file():
+            return name
+    raise PredictionError(f"run folder {run_dir} holds no checkpoint (checkpoint_final.pt, checkpoint_best.pt or "
+                          "checkpoint_latest.pt); train it first (`tutorseg train ... --out RUN_DIR`) or resume it "
+                          "(`tutorseg train --resume --out RUN_DIR`)")
+
+
+def load_folds(run_dirs, *, checkpoint: str = "final", device=None) -> list[FoldModel]:
+    """Load each run folder's network (``torch.load(weights_only=True)`` inside ``load_model``).
+
+    Raises:
+        PredictionError: a folder without checkpoints, or folds trained with different plans or configurations.
+    """
+    from .training import load_model
+
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise PredictionError("no run folder given; pass at least one folder written by `tutorseg train`")
+    folds = []
+    for run_dir in map(Path, run_dirs):
+        name = _checkpoint_in(run_dir, checkpoint)
+        network, plan, configuration, _ = load_model(run_dir, checkpoint=name, device=device)
+        folds.append(FoldModel(run_dir, network, plan, configuration))
+    first = folds[0]
+    for fold in folds[1:]:
+        config_a, config_b = first.plan[first.configuration], fold.plan[fold.configuration]
+        if (fold.configuration != first.configuration or config_a.patch_size != config_b.patch_size
+                or fold.plan.labels != first.plan.labels or config_a.spacing != config_b.spacing):
+            raise PredictionError(f"{fold.run_dir} was trained with another plan or configuration than "
+                                  f"{first.run_dir} ({fold.configuration} vs {first.configuration}); "
+                                  "an ensemble averages folds of the same plan and configuration")
+    return folds
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+
+
+def _cases_in_folder(folder: Path) -> list[Case]:
+    """Cases of a folder: ``CASE_XXXX`` files grouped per case; files without suffix are one case each."""
+    groups: dict[str, dict[int, Path]] = {}
+    singles = []
+    for path in sorted(folder.iterdir()):
+        ending = file_ending(path)
+        if not ending or not path.is_file() or path.name.startswith("."):
+            continue
+        match = _CHANNEL_SUFFIX.match(path.name[: -len(ending)])
+        if match:
+            groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        else:
+            singles.append(Case(path.name[: -len(ending)], (path,)))
+    cases = [Case(cid, tuple(ch[i] for i in sorted(ch))) for cid, ch in sorted(groups.items())]
+    return sorted(cases + singles, key=lambda c: c.case_id)
+
+
+def resolve_inputs(inputs) -> list[Case]:
+    """The cases to predict from a file, a folder of ``CASE_XXXX`` files, a dataset folder (its ``imagesTs``),
+    a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
+
+    Raises:
+        PredictionError: nothing to predict, or an unsupported file.
+    """
+    if isinstance(inputs, Dataset):
+        cases = list(inputs.test)
+    elif isinstance(inputs, (list, tuple)) and all(isinstance(c, Case) for c in inputs):
+        cases = list(inputs)
+    else:
+        path = Path(inputs)
+        if path.is_file():
+            ending = file_ending(path)
+            if not ending:
+                raise PredictionError(f"{path.name} is not an image tutorseg reads (.nii.gz, .nii, .png, .tif)")
+            stem = path.name[: -len(ending)]
+            match = _CHANNEL_SUFFIX.match(stem)
+            if match:  # CASE_0000.nii.gz: also take the case's other channel files beside it
+                siblings = [c for c in _cases_in_folder(path.parent) if c.case_id == match["case"]]
+                cases = siblings
+            else:
+                cases = [Case(stem, (path,))]
+        elif (path / "dataset.json").is_file():
+            cases = list(load_dataset(path).test)
+        elif path.is_dir():
+            cases = _cases_in_folder(path)
+        else:
+            raise PredictionError(f"input {path} does not exist; give an image file, a folder of CASE_0000 files "
+                                  "or a dataset folder with imagesTs/")
+    if not cases:
+        raise PredictionError(f"no images found in {inputs}; expected files such as CASE_0000.nii.gz or CASE_0000.png")
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------- one case
+
+
+def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
+                               tta: bool = True, case_id: str = "") -> np.ndarray:
+    """The folds' averaged class probabilities on the input's own grid.
+
+    Args:
+        folds: loaded fold models of the same plan and configuration.
+        image: ``(C, *spatial)`` float32, as read from the files.
+        spacing: the image's voxel size (tutorseg axis order).
+        tta: mirroring test-time augmentation.
+        case_id: for error messages.
+
+    Returns:
+        ``(K, *spatial)`` float32 probabilities with the input's spatial shape.
+    """
+    from .inference import predict_probabilities
+    from .preprocessing import preprocess_image, undo_preprocessing
+
+    plan, configuration = folds[0].plan, folds[0].configuration
+    config = plan[configuration]
+    if image.shape[0] != len(plan.channel_names):
+        raise PredictionError(f"case {case_id}: {image.shape[0]} channel(s), but the plan was made for "
+                              f"{len(plan.channel_names)} ({', '.join(plan.channel_names.values())}); give one file "
+                              "per channel (CASE_0000, CASE_0001, ...) as in training")
+    data, _, properties = preprocess_image(image, spacing, plan, configuration)
+    total = None
+    for fold in folds:
+        probabilities = predict_probabilities(fold.network, data, patch_size=config.patch_size, tta=tta,
+                                              slice_axis=config.slice_axis)
+        total = probabilities if total is None else total + probabilities
+    averaged = total / len(folds)
+    restored = undo_preprocessing(averaged, properties, plan, configuration)
+    if restored.shape[1:] != image.shape[1:]:
+        raise PredictionError(f"case {case_id}: restored prediction has shape {restored.shape[1:]}, the input "
+                              f"{image.shape[1:]}; this is a bug in undo_preprocessing, please report it")
+    return restored.astype(np.float32, copy=False)
+
+
+def _postprocessing_for(run_dirs, postprocess):
+    """The post-processing decision to apply: a given one, the runs' ``postprocessing.json``, or none."""
+    from .postprocessing import PostprocessingDecision
+
+    if postprocess is False or postprocess is None:
+        return None
+    if isinstance(postprocess, PostprocessingDecision):
+        return postprocess
+    if isinstance(postprocess, (str, os.PathLike)):
+        return PostprocessingDecision.load(postprocess)
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "postprocessing.json"
+        if path.is_file():
+            return PostprocessingDecision.load(path)
+    return None
+
+
+def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------------------- predict
+
+
+def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True, save_probabilities: bool = False,
+            progress: bool = True, postprocess=True, checkpoint: str = "final", device=None,
+            folds: Sequence[FoldModel] | None = None) -> list[Path]:
+    """Segment images with one or more trained folds (their probabilities averaged).
+
+    Args:
+        run_dirs: a run folder of ``tutorseg train`` or a list of them (one per fold).
+        inputs: an image file, a folder of ``CASE_XXXX`` files (or MSD-style ``CASE.nii.gz``), a dataset folder
+            (its ``imagesTs``), a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
+        output_dir: where ``CASE.nii.gz`` / ``CASE.png`` (and ``CASE.npz``) are written.
+        tta: mirroring test-time augmentation (on by default as nnU-Net; off is 8x faster in 3D).
+        save_probabilities: also write ``CASE.npz`` with ``probabilities (K, *spatial)`` float16 and ``classes``.
+        progress: show a progress bar.
+        postprocess: ``True`` applies the runs' ``postprocessing.json`` when present; ``False`` none; or a
+            :class:`~tutorseg.postprocessing.PostprocessingDecision` / its JSON path.
+        checkpoint: ``"final"``, ``"best"`` or ``"latest"`` (falls back in that order when missing).
+        device: where to run (default: the GPU if there is one).
+        folds: already loaded models (from :func:`load_folds`), to skip loading them again.
+
+    Returns:
+        The written segmentation files, in case order.
+
+    Raises:
+        PredictionError: a run folder without checkpoints, a channel count that does not match the plan, etc.
+    """
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    folds = list(folds) if folds is not None else load_folds(run_dirs, checkpoint=checkpoint, device=device)
+    decision = _postprocessing_for(run_dirs, postprocess)
+    cases = resolve_inputs(inputs)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    labels = folds[0].plan.labels
+    written = []
+    iterator = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cases, desc="predicting", unit="case")
+    for case in iterator:
+        geometry = read_geometry(case.image_files[0], spacing_2d=case.spacing_2d)
+        image = case.load_image()
+        probabilities = predict_case_probabilities(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
+        values = np.array(sorted(labels.values()))
+        segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
+        if decision is not None:
+            segmentation = decision.apply(segmentation)
+        ending = file_ending(case.image_files[0])
+        out = output_dir / f"{case.case_id}{'.png' if ending in ('.tif', '.tiff') else ending}"
+        write_segmentation(segmentation, out, reference=case.image_files[0])
+        if save_probabilities:
+            _save_probabilities(output_dir / f"{case.case_id}.npz", probabilities, labels)
+        written.append(out)
+    return written
