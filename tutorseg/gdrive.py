@@ -1,6 +1,7 @@
 """The Google Drive edge: fetch one publicly shared file with gdown and explain what Drive refused.
 
-Only this module imports gdown. Tested with gdown 6.5 (``pyproject.toml`` pins ``gdown>=5.2,<7``). gdown 6 removed
+Only this module imports gdown. Tested with gdown 6.5.1; needs ``gdown>=6.5,<7`` (``retries=``, ``timeout=``,
+``progress=``). gdown 6 removed
 ``fuzzy=``, ``cached_download(md5=...)`` and the ``--id`` option, and raises instead of returning ``None``, so the
 call below is ``gdown.download(id=...)`` and every failure arrives as an exception, which is translated here into
 a :class:`~tutorseg.downloads.DownloadError` that says what to do.
