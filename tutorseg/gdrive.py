@@ -21,7 +21,7 @@ import errno
 import os
 from pathlib import Path
 
-from .downloads import DiskFullError, DownloadError, NetworkError, _os_error
+from .downloads import DownloadError, NetworkError, _os_error
 
 QUOTA_TEXT = "too many users have viewed or downloaded this file"
 NOT_PUBLIC_TEXT = "cannot retrieve the public link"
