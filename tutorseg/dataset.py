@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import problems as P
-from .io import Geometry, IMAGE_2D_ENDINGS, SUPPORTED_ENDINGS, file_ending, read_geometry, read_image
+from .io import Geometry, IMAGE_2D_ENDINGS, NIFTI_ENDINGS, SUPPORTED_ENDINGS, file_ending, read_geometry, read_image
 from .problems import DatasetError, Problem
 
 LAYOUT_NNUNETV2 = "nnunetv2"
@@ -216,6 +216,7 @@ def _read_json(path: Path, found: list[Problem]) -> dict:
         return {}
     if not isinstance(data, dict):
         found.append(P.error("malformed_dataset_json", "dataset.json must hold a JSON object ({...})",
+                             why="tutorseg reads channels, labels and files from its keys",
                              fix="wrap the content in {...} with the keys channel_names, labels, numTraining, "
                                  "file_ending", file="dataset.json"))
         return {}
@@ -362,13 +363,15 @@ def _group_channel_files(files: list[Path], ending: str, folder_name: str,
     return groups
 
 
-def _discover_v2(root: Path, data: dict, spacing_2d, found: list[Problem]):
+def _discover_v2(root: Path, data: dict, spacing_2d, found: list[Problem], n_declared_channels: int = 0):
     ending = data.get("file_ending")
     if not isinstance(ending, str) or not ending.startswith("."):
-        found.append(_bad_key("file_ending", 'the files\' ending, e.g. ".nii.gz" or ".png"', ending))
+        if data:  # without a usable dataset.json that problem is reported already
+            found.append(_bad_key("file_ending", 'the files\' ending, e.g. ".nii.gz" or ".png"', ending))
         ending = _guess_ending(root)
     elif ending not in SUPPORTED_ENDINGS:
         found.append(P.error("unsupported_format", f"file_ending '{ending}' is not supported",
+                             why="tutorseg reads NIfTI (3D) and PNG/TIFF (2D) files only",
                              fix=f"convert the images to one of {', '.join(SUPPORTED_ENDINGS)}", file="dataset.json"))
 
     image_files, junk = _list_files(root / "imagesTr")
@@ -379,6 +382,9 @@ def _discover_v2(root: Path, data: dict, spacing_2d, found: list[Problem]):
 
     typical_channels = Counter(len(g) for g in groups.values()).most_common(1)
     typical_channels = typical_channels[0][0] if typical_channels else 0
+    if ending in NIFTI_ENDINGS and n_declared_channels:
+        # one NIfTI file per declared channel; a 2D RGB file holds 3 channels, so there the files' own count rules
+        typical_channels = n_declared_channels
     training = []
     for case_id in sorted(groups):
         channels = groups[case_id]
@@ -446,7 +452,10 @@ def _msd_case_id(path: Path) -> str:
 
 def _discover_msd(root: Path, data: dict, spacing_2d, found: list[Problem]):
     entries = data.get("training")
-    if not isinstance(entries, list):
+    if not data:  # no usable dataset.json (reported already): pair the files by name so the cases can be checked
+        entries = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
+                   for p in _list_files(root / "imagesTr")[0] if file_ending(p)]
+    elif not isinstance(entries, list):
         found.append(_bad_key("training", 'a list of {"image": "./imagesTr/CASE.nii.gz", '
                               '"label": "./labelsTr/CASE.nii.gz"}', entries))
         entries = []
@@ -569,7 +578,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     if layout == LAYOUT_NNUNETV2:
         channel_names = _parse_index_dict(data, "channel_names", found) if data else {}
         labels = _parse_labels_v2(data, found) if data else {}
-        ending, training, test = _discover_v2(root, data, spacing_2d, found)
+        ending, training, test = _discover_v2(root, data, spacing_2d, found, len(channel_names))
     else:
         channel_names = _parse_index_dict(data, "modality", found) if data else {}
         labels = _parse_labels_msd(data, found) if data else {}
