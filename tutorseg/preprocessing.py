@@ -1,0 +1,561 @@
+"""Preprocessing: crop, normalise and resample every case as the plan says, and store the result for training.
+
+nnU-Net's ``DefaultPreprocessor.run_case_npy``, step by step (``docs/preprocessing.md``; notebook 03):
+
+1. **Crop to the non-zero region**: the bounding box of the voxels that are non-zero in any channel (holes
+   filled). Outside this region the label map gets ``-1`` where it was background, so that statistics and the
+   loss can tell "outside the scan" from "background inside the scan" (nnU-Net's ``crop_to_nonzero``).
+2. **Normalise each channel** by the plan's scheme, before resampling as nnU-Net does: Z-score (over the
+   non-zero region when ``use_mask_for_norm``), CT (clip to the dataset's foreground 0.5/99.5 percentiles, then
+   the dataset's foreground mean and std), none, rescale to 0-1, or RGB / 255.
+3. **Resample** image and label to the configuration's target spacing (:mod:`tutorseg.resampling`).
+4. **Sample foreground locations** per class, for the patch sampler's oversampling.
+
+Storage, in ``out_dir/<configuration>/`` (a few files per case, fine on Google Drive)::
+
+    CASE.npz             data (C, *S) float32, label (*S) int8/int16, locations_<class> (N, ndim) int32
+    properties.json      per case: original shape, spacing, affine, crop box, shapes after crop/resampling...
+    preprocessed.json    what was preprocessed with what: a hash of the plan's preprocessing settings and each
+                         case's file sizes and modification times; a second call with the same inputs does nothing
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .dataset import Case, Dataset, as_dataset
+from .problems import TutorsegError
+from .resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
+
+FORMAT_VERSION = 1  # bump when the stored format or the processing changes: old folders are then redone
+N_LOCATIONS = 10_000  # nnU-Net's _sample_foreground_locations: at most 10,000 voxels per class ...
+MIN_LOCATION_COVERAGE = 0.01  # ... but at least 1% of the class's voxels
+LOCATION_SEED = 1234  # nnU-Net's seed for that sampling (deterministic per case)
+NORMALIZATION_SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
+                         "RGBTo01Normalization")
+
+
+class PreprocessingError(TutorsegError):
+    """A case or a plan cannot be preprocessed; the message names the case and what to change."""
+
+
+# --------------------------------------------------------------------------------------------------- artefacts
+
+
+@dataclass(frozen=True)
+class CaseProperties:
+    """What preprocessing did to one case: everything needed to map a prediction back onto the original image.
+
+    Attributes:
+        case_id: the case.
+        original_shape: spatial shape of the raw image (tutorseg axis order).
+        original_spacing: its spacing.
+        affine: 4x4 voxel-to-world matrix of a NIfTI image (list of lists), ``None`` for 2D images.
+        crop_bbox: ``[[start, stop], ...]`` per axis: the non-zero bounding box in the raw image.
+        shape_after_crop: spatial shape after cropping.
+        target_spacing: the spacing resampled to (for ``2d`` on 3D data the slice axis keeps the case's own).
+        shape_after_resampling: spatial shape of the stored arrays.
+        separate_z_axis: the axis resampled separately (anisotropic data), or ``None``.
+        normalization: per channel, the scheme and the numbers used (``{"scheme": ..., "mean": ..., "std": ...}``).
+        class_voxels: label value -> voxels of that class after resampling (foreground classes).
+    """
+
+    case_id: str
+    original_shape: tuple[int, ...]
+    original_spacing: tuple[float, ...]
+    affine: list | None
+    crop_bbox: tuple[tuple[int, int], ...]
+    shape_after_crop: tuple[int, ...]
+    target_spacing: tuple[float, ...]
+    shape_after_resampling: tuple[int, ...]
+    separate_z_axis: int | None
+    normalization: tuple[dict, ...] = ()
+    class_voxels: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["class_voxels"] = {str(k): v for k, v in self.class_voxels.items()}
+        return json.loads(json.dumps(data))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CaseProperties":
+        return cls(
+            case_id=data["case_id"], original_shape=tuple(data["original_shape"]),
+            original_spacing=tuple(data["original_spacing"]), affine=data.get("affine"),
+            crop_bbox=tuple(tuple(b) for b in data["crop_bbox"]), shape_after_crop=tuple(data["shape_after_crop"]),
+            target_spacing=tuple(data["target_spacing"]), shape_after_resampling=tuple(data["shape_after_resampling"]),
+            separate_z_axis=data.get("separate_z_axis"), normalization=tuple(data.get("normalization", ())),
+            class_voxels={int(k): int(v) for k, v in data.get("class_voxels", {}).items()})
+
+
+@dataclass(frozen=True)
+class PreprocessedCase:
+    """One preprocessed case in memory (what :class:`tutorseg.sampling.PatchSampler` samples from).
+
+    Attributes:
+        case_id: the case.
+        data: (C, *S) float32 normalised image at the target spacing.
+        label: (*S) int8/int16 label map, -1 outside the non-zero region; ``None`` for an unlabelled image.
+        class_locations: class -> (N, ndim) int32 voxel indices of that class (a sample of at most 10,000).
+        properties: the case's :class:`CaseProperties`.
+    """
+
+    case_id: str
+    data: np.ndarray
+    label: np.ndarray | None
+    class_locations: dict[int, np.ndarray]
+    properties: CaseProperties
+
+    def __repr__(self) -> str:
+        return (f"PreprocessedCase({self.case_id!r}, data {self.data.shape} {self.data.dtype}, "
+                f"spacing {list(self.properties.target_spacing)}, classes {sorted(self.class_locations)})")
+
+
+@dataclass(frozen=True)
+class PreprocessedDataset:
+    """A folder of preprocessed cases for one configuration; :meth:`load_cases` brings them into memory.
+
+    Attributes:
+        folder: ``out_dir/<configuration>``.
+        configuration: the configuration's name.
+        case_ids: the cases, sorted.
+        properties: case id -> :class:`CaseProperties`.
+        processed: the cases this call (re)processed; empty when everything was up to date.
+        seconds: how long the call took.
+    """
+
+    folder: Path
+    configuration: str
+    case_ids: tuple[str, ...]
+    properties: dict[str, CaseProperties]
+    processed: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "PreprocessedDataset":
+        """Open a folder written by :func:`preprocess` (``out_dir/<configuration>``).
+
+        Raises:
+            PreprocessingError: the folder holds no finished preprocessing.
+        """
+        folder = Path(folder)
+        record, props = folder / "preprocessed.json", folder / "properties.json"
+        if not record.is_file() or not props.is_file():
+            raise PreprocessingError(f"{folder} holds no finished preprocessing (preprocessed.json or "
+                                     "properties.json missing); run tutorseg.preprocess(dataset, plan, "
+                                     "configuration, out_dir) first")
+        meta = json.loads(record.read_text(encoding="utf-8"))
+        properties = {k: CaseProperties.from_dict(v)
+                      for k, v in json.loads(props.read_text(encoding="utf-8")).items()}
+        return cls(folder, meta["configuration"], tuple(sorted(properties)), properties)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def load_case(self, case_id: str) -> PreprocessedCase:
+        """Read one case's arrays (a single uncompressed .npz: fast)."""
+        if case_id not in self.properties:
+            raise KeyError(f"no case {case_id!r} in {self.folder}; cases are e.g. {', '.join(self.case_ids[:3])}")
+        with np.load(self.folder / f"{case_id}.npz") as stored:
+            data, label = stored["data"], stored["label"]
+            locations = {int(k.split("_", 1)[1]): stored[k] for k in stored.files if k.startswith("locations_")}
+        return PreprocessedCase(case_id, data, label, locations, self.properties[case_id])
+
+    def load_cases(self, case_ids: Sequence[str] | None = None, *, progress: bool = False) -> list[PreprocessedCase]:
+        """Load cases into memory (all by default), in the order given: the training data path's cache."""
+        ids = list(self.case_ids if case_ids is None else case_ids)
+        return [self.load_case(c) for c in _progress(ids, progress, "loading")]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk of the cases' arrays (what loading them all takes in memory, roughly)."""
+        return sum((self.folder / f"{c}.npz").stat().st_size for c in self.case_ids)
+
+    def __repr__(self) -> str:
+        state = f"{len(self.processed)} processed now" if self.processed else "up to date"
+        return (f"PreprocessedDataset({self.configuration}: {len(self)} cases in {self.folder.name}/, {state}, "
+                f"{self.nbytes / 1e6:.1f} MB)")
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{p.case_id}</td><td>{list(p.original_shape)}</td><td>{list(p.original_spacing)}</td>"
+            f"<td>{list(p.shape_after_crop)}</td><td>{list(p.shape_after_resampling)}</td>"
+            f"<td>{list(p.target_spacing)}</td></tr>"
+            for p in list(self.properties.values())[:10])
+        more = f"<p>... and {len(self) - 10} more cases</p>" if len(self) > 10 else ""
+        return (f"<b>Preprocessed {self.configuration}</b>: {len(self)} cases, {self.nbytes / 1e6:.1f} MB"
+                "<table><tr><th>case</th><th>original shape</th><th>spacing</th><th>after crop</th>"
+                f"<th>after resampling</th><th>target spacing</th></tr>{rows}</table>{more}")
+
+
+# --------------------------------------------------------------------------------------------------- steps
+
+
+def nonzero_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels non-zero in any channel, holes filled (nnU-Net's ``create_nonzero_mask``): (*S) bool."""
+    mask = np.any(image != 0, axis=0)
+    return ndimage.binary_fill_holes(mask)
+
+
+def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """``((start, stop), ...)`` per axis of the True voxels; the whole array when there are none."""
+    if not mask.any():
+        return tuple((0, s) for s in mask.shape)
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append((int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def crop_to_nonzero(image: np.ndarray, label: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]:
+    """Crop to the non-zero bounding box; mark background outside the non-zero region as -1.
+
+    Args:
+        image: (C, *S) image.
+        label: (*S) integer label map, or ``None`` (then the returned map is 0 inside, -1 outside the mask).
+
+    Returns:
+        (C, *S') cropped image, (*S') int16 label map with -1 outside the non-zero region, and the box.
+    """
+    mask = nonzero_mask(image)
+    box = bounding_box(mask)
+    region = tuple(slice(a, b) for a, b in box)
+    mask = mask[region]
+    cropped = image[(slice(None), *region)]
+    if label is None:
+        cropped_label = np.where(mask, 0, -1).astype(np.int16)
+    else:
+        cropped_label = label[region].astype(np.int16, copy=True)
+        cropped_label[(cropped_label == 0) & ~mask] = -1
+    return cropped, cropped_label, box
+
+
+def normalize_channel(channel: np.ndarray, scheme: str, *, inside: np.ndarray | None = None,
+                      intensity_properties: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Normalise one channel by an nnU-Net scheme (``nnunetv2/preprocessing/normalization``).
+
+    Args:
+        channel: (*S) intensities.
+        scheme: one of :data:`NORMALIZATION_SCHEMES`.
+        inside: (*S) bool: statistics and changes only inside (Z-score with ``use_mask_for_norm``).
+        intensity_properties: the fingerprint's foreground statistics of this channel (CT scheme).
+
+    Returns:
+        (*S) float32 normalised channel, and the numbers used.
+    """
+    channel = channel.astype(np.float32, copy=True)
+    if inside is not None and not inside.any():
+        inside = None  # an empty mask (an all-zero image): fall back to the whole channel
+    if scheme == "ZScoreNormalization":
+        values = channel[inside] if inside is not None else channel
+        mean, std = float(values.mean()), float(values.std())
+        if inside is not None:
+            channel[inside] = (channel[inside] - mean) / max(std, 1e-8)
+        else:
+            channel = (channel - mean) / max(std, 1e-8)
+        return channel, {"scheme": scheme, "mean": mean, "std": std, "masked": inside is not None}
+    if scheme == "CTNormalization":
+        if not intensity_properties:
+            raise PreprocessingError("CT normalisation needs the fingerprint's foreground intensity statistics; "
+                                     "the plan has none for this channel: make the plan from a fingerprint")
+        low, high = intensity_properties["percentile_00_5"], intensity_properties["percentile_99_5"]
+        mean, std = intensity_properties["mean"], intensity_properties["std"]
+        channel = (np.clip(channel, low, high) - mean) / max(std, 1e-8)
+        return channel, {"scheme": scheme, "clip": [low, high], "mean": mean, "std": std}
+    if scheme == "NoNormalization":
+        return channel, {"scheme": scheme}
+    if scheme == "RescaleTo01Normalization":
+        low = float(channel.min())
+        high = float(channel.max())
+        return (channel - low) / max(high - low, 1e-8), {"scheme": scheme, "min": low, "max": high}
+    if scheme == "RGBTo01Normalization":
+        if channel.min() < 0 or channel.max() > 255:
+            raise PreprocessingError(f"RGBTo01Normalization expects 0..255 values, found {channel.min()}.."
+                                     f"{channel.max()}; use ZScoreNormalization for this channel")
+        return channel / 255.0, {"scheme": scheme}
+    raise PreprocessingError(f"unknown normalisation scheme {scheme!r}; expected one of "
+                             f"{', '.join(NORMALIZATION_SCHEMES)}")
+
+
+def normalize(image: np.ndarray, label: np.ndarray, plan, configuration) -> tuple[np.ndarray, tuple[dict, ...]]:
+    """Normalise every channel of a cropped image by the configuration's schemes: (C, *S) float32."""
+    schemes = configuration.normalization_schemes
+    if len(schemes) != image.shape[0]:
+        raise PreprocessingError(f"the image has {image.shape[0]} channels but configuration {configuration.name} "
+                                 f"normalises {len(schemes)}; plan with this dataset")
+    out, used = np.empty(image.shape, dtype=np.float32), []
+    for c, scheme in enumerate(schemes):
+        inside = (label >= 0) if configuration.use_mask_for_norm[c] else None
+        props = plan.foreground_intensity_properties_per_channel.get(str(c))
+        out[c], numbers = normalize_channel(image[c], scheme, inside=inside, intensity_properties=props)
+        used.append(numbers)
+    return out, tuple(used)
+
+
+def sample_class_locations(label: np.ndarray, classes: Sequence[int], *, seed: int = LOCATION_SEED
+                           ) -> dict[int, np.ndarray]:
+    """Up to 10,000 voxel indices per class (at least 1% of its voxels), for foreground oversampling.
+
+    nnU-Net's ``_sample_foreground_locations`` with the same numbers; indices are spatial (no channel index).
+    """
+    rng = np.random.default_rng(seed)
+    locations = {}
+    for value in classes:
+        where = np.argwhere(label == value)
+        if len(where) == 0:
+            locations[int(value)] = np.zeros((0, label.ndim), dtype=np.int32)
+            continue
+        n = max(min(N_LOCATIONS, len(where)), int(np.ceil(len(where) * MIN_LOCATION_COVERAGE)))
+        chosen = rng.choice(len(where), n, replace=False)
+        locations[int(value)] = where[np.sort(chosen)].astype(np.int32)
+    return locations
+
+
+def _configuration(plan, configuration):
+    if isinstance(configuration, str):
+        return plan[configuration]
+    return configuration
+
+
+def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configuration, label: np.ndarray | None = None,
+                     *, case_id: str = "image", affine=None
+                     ) -> tuple[np.ndarray, np.ndarray | None, CaseProperties]:
+    """Crop, normalise and resample one image as preprocessing does (used for prediction).
+
+    Args:
+        image: (C, *S) raw image.
+        spacing: its spacing (tutorseg axis order).
+        plan: the :class:`tutorseg.planning.Plan`.
+        configuration: a configuration name (``"3d_fullres"``) or its :class:`ConfigurationPlan`.
+        label: (*S) integer label map, or ``None``.
+
+    Returns:
+        data (C, *S2) float32, label (*S2) int8/int16 (or ``None``), and the case's :class:`CaseProperties`.
+    """
+    config = _configuration(plan, configuration)
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != image.ndim - 1:
+        raise PreprocessingError(f"{case_id}: spacing {spacing} does not match the image's {image.ndim - 1} axes")
+    cropped, cropped_label, box = crop_to_nonzero(image, label)
+    data, used = normalize(cropped, cropped_label, plan, config)
+    target = config.target_spacing_for_case(spacing) if hasattr(config, "target_spacing_for_case") \
+        else tuple(config.spacing)
+    if len(target) != len(spacing):
+        raise PreprocessingError(f"{case_id}: configuration {config.name} resamples {len(target)} axes but the image "
+                                 f"has {len(spacing)}; was the plan made for this dataset?")
+    new_shape = compute_new_shape(cropped.shape[1:], spacing, target)
+    orders = dict(order_z=config.resampling_order_z, separate_z=config.separate_z)
+    data = resample_image(data, spacing, target, order=config.resampling_order_data, **orders)
+    out_label = resample_label(cropped_label, spacing, target, order=config.resampling_order_seg, **orders)
+    out_label = out_label.astype(np.int8 if out_label.max(initial=0) <= 127 else np.int16)
+    counts = {v: int((out_label == v).sum()) for v in plan.labels.values() if v != 0} if label is not None else {}
+    properties = CaseProperties(
+        case_id=case_id, original_shape=tuple(int(s) for s in image.shape[1:]), original_spacing=spacing,
+        affine=None if affine is None else np.asarray(affine, dtype=float).tolist(), crop_bbox=box,
+        shape_after_crop=tuple(int(s) for s in cropped.shape[1:]), target_spacing=tuple(target),
+        shape_after_resampling=tuple(int(s) for s in new_shape),
+        separate_z_axis=separate_z_axis(spacing, target, config.separate_z), normalization=used,
+        class_voxels=counts)
+    return data, (out_label if label is not None else None), properties
+
+
+def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
+    """Map a prediction on the preprocessed grid back onto the original image (resample back, then un-crop).
+
+    Args:
+        prediction: (K, *S2) class probabilities, or (*S2) integer label map, on the preprocessed grid.
+        properties: the case's :class:`CaseProperties` (from :func:`preprocess_image` or the preprocessed folder).
+        plan, configuration: as for :func:`preprocess_image`.
+
+    Returns:
+        (K, *original_shape) float32 probabilities (outside the crop box: background 1, other classes 0), or
+        (*original_shape) label map (background 0 outside the box), aligned with the raw image.
+    """
+    config = _configuration(plan, configuration)
+    is_label = np.issubdtype(prediction.dtype, np.integer) or prediction.dtype == bool
+    spacing, original = properties.target_spacing, properties.original_spacing
+    orders = dict(new_shape=properties.shape_after_crop, order_z=config.resampling_order_z,
+                  separate_z=config.separate_z)
+    region = tuple(slice(a, b) for a, b in properties.crop_bbox)
+    if is_label:
+        back = resample_label(prediction, spacing, original, order=config.resampling_order_seg, **orders)
+        full = np.zeros(properties.original_shape, dtype=back.dtype)
+        full[region] = np.maximum(back, 0)
+        return full
+    order = getattr(config, "resampling_order_probabilities", 1)
+    back = resample_image(prediction, spacing, original, order=order, **orders)
+    full = np.zeros((prediction.shape[0], *properties.original_shape), dtype=np.float32)
+    full[0] = 1.0
+    full[(slice(None), *region)] = back
+    return full
+
+
+# --------------------------------------------------------------------------------------------------- the folder
+
+
+def _settings(plan, config) -> dict:
+    """The parts of the plan that change the preprocessed arrays (a changed batch size does not redo anything)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "configuration": config.name,
+        "spacing": list(config.spacing),
+        "slice_axis": getattr(config, "slice_axis", None),
+        "normalization_schemes": list(config.normalization_schemes),
+        "use_mask_for_norm": list(config.use_mask_for_norm),
+        "resampling_order_data": config.resampling_order_data,
+        "resampling_order_seg": config.resampling_order_seg,
+        "resampling_order_z": config.resampling_order_z,
+        "separate_z": config.separate_z,
+        "labels": {str(k): int(v) for k, v in plan.labels.items()},
+        "intensity_properties": {str(k): v for k, v in plan.foreground_intensity_properties_per_channel.items()}
+        if "CTNormalization" in config.normalization_schemes else {},
+    }
+
+
+def _settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def case_signature(case: Case) -> list:
+    """``[[file name, size, mtime_ns], ...]`` of a case's files: changes when a file is replaced or edited."""
+    files = [*case.image_files, *([case.label_file] if case.label_file else [])]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def _write_atomically(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_json(path: Path, data) -> None:
+    _write_atomically(path, lambda h: h.write(json.dumps(data, indent=1).encode("utf-8")))
+
+
+def _process_case(case: Case, plan, config, folder: Path) -> dict:
+    """Worker: preprocess one case and write CASE.npz; returns its properties as a dict."""
+    geometry = case.geometry()
+    label = case.load_label() if case.has_label else None
+    data, out_label, props = preprocess_image(case.load_image(), geometry.spacing, plan, config, label,
+                                              case_id=case.case_id, affine=geometry.affine)
+    foreground = [v for v in plan.labels.values() if v != 0]
+    arrays = {"data": data, "label": out_label if out_label is not None else np.zeros(0, np.int8)}
+    if out_label is not None:
+        for value, where in sample_class_locations(out_label, foreground).items():
+            arrays[f"locations_{value}"] = where
+    _write_atomically(folder / f"{case.case_id}.npz", lambda h: np.savez(h, **arrays))
+    return props.to_dict()
+
+
+def _progress(items, enabled: bool, description: str, total: int | None = None):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=description, total=total, leave=False)
+
+
+def _run(cases: list[Case], plan, config, folder: Path, num_workers: int, progress: bool) -> dict[str, dict]:
+    if num_workers <= 1 or len(cases) <= 1:
+        return {c.case_id: _process_case(c, plan, config, folder)
+                for c in _progress(cases, progress, f"preprocessing {config.name}")}
+    results = {}
+    with ProcessPoolExecutor(num_workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_process_case, c, plan, config, folder): c.case_id for c in cases}
+        from concurrent.futures import as_completed
+
+        for future in _progress(as_completed(futures), progress, f"preprocessing {config.name}", len(futures)):
+            case_id = futures[future]
+            try:
+                results[case_id] = future.result()
+            except TutorsegError as exc:
+                raise PreprocessingError(f"case {case_id}: {exc}") from None
+    return results
+
+
+def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, out_dir: str | os.PathLike, *,
+               num_workers: int | None = None, progress: bool = True, verbose: bool = True) -> PreprocessedDataset:
+    """Preprocess a dataset's labelled cases for one configuration, into ``out_dir/<configuration>/``.
+
+    Idempotent: ``preprocessed.json`` records a hash of the plan's preprocessing settings and each case's file
+    sizes and modification times. A second call with the same inputs does nothing (and says so); a changed plan
+    redoes every case; changed, new or removed cases are redone or removed alone.
+
+    Args:
+        dataset: a :class:`tutorseg.dataset.Dataset` or its folder.
+        plan: the :class:`tutorseg.planning.Plan`.
+        configuration: ``"3d_fullres"``, ``"2d"``... (a name in ``plan.configurations``).
+        out_dir: where to write (e.g. a folder on Google Drive in Colab).
+        num_workers: processes; default: the CPU count (at most 8). 0 or 1 runs in this process.
+        progress: show a progress bar.
+        verbose: print one line saying what was done.
+
+    Returns:
+        The :class:`PreprocessedDataset` (``processed`` lists the cases processed by this call).
+
+    Raises:
+        PreprocessingError: the plan does not fit the dataset, or a case cannot be processed (the case is named).
+    """
+    start = time.perf_counter()
+    dataset = as_dataset(dataset)
+    config = _configuration(plan, configuration)
+    cases = [c for c in dataset.training if c.has_label]
+    if not cases:
+        raise PreprocessingError(f"{dataset.name} has no labelled cases to preprocess (labelsTr/ is empty)")
+    folder = Path(out_dir).expanduser() / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = _settings(plan, config)
+    digest = _settings_hash(settings)
+    signatures = {c.case_id: case_signature(c) for c in cases}
+    record_path, props_path = folder / "preprocessed.json", folder / "properties.json"
+    previous = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else {}
+    old_props = json.loads(props_path.read_text("utf-8")) if props_path.is_file() else {}
+    same_plan = previous.get("settings_hash") == digest
+    done = previous.get("cases", {}) if same_plan else {}
+    todo = [c for c in cases if done.get(c.case_id) != signatures[c.case_id] or c.case_id not in old_props
+            or not (folder / f"{c.case_id}.npz").is_file()]
+    removed = sorted(set(old_props) - set(signatures))
+    if not todo and not removed:
+        result = PreprocessedDataset.open(folder)
+        if verbose:
+            print(f"{folder.name}: already preprocessed ({len(cases)} cases, same plan settings and files); "
+                  "nothing to do")
+        return PreprocessedDataset(folder, config.name, result.case_ids, result.properties, (),
+                                   time.perf_counter() - start)
+    workers = min(os.cpu_count() or 1, 8) if num_workers is None else int(num_workers)
+    fresh = _run(todo, plan, config, folder, min(workers, len(todo)), progress)
+    properties = {k: v for k, v in old_props.items() if same_plan and k in signatures and k not in fresh}
+    properties.update(fresh)
+    for case_id in removed:
+        (folder / f"{case_id}.npz").unlink(missing_ok=True)
+    properties = dict(sorted(properties.items()))
+    _write_json(props_path, properties)
+    _write_json(record_path, {"tutorseg_format": FORMAT_VERSION, "configuration": config.name, "dataset": dataset.name,
+                              "settings_hash": digest, "settings": settings, "cases": signatures})
+    seconds = time.perf_counter() - start
+    if verbose:
+        why = "new folder" if not previous else ("plan settings changed" if not same_plan else "cases changed")
+        print(f"{folder.name}: preprocessed {len(todo)} of {len(cases)} cases ({why}"
+              + (f", removed {len(removed)}" if removed else "") + f") in {seconds:.1f} s")
+    return PreprocessedDataset(folder, config.name, tuple(properties),
+                               {k: CaseProperties.from_dict(v) for k, v in properties.items()},
+                               tuple(c.case_id for c in todo), seconds)
