@@ -1,0 +1,112 @@
+"""Every notebook: its skeleton checked (notebooks/README.md), then run top to bottom in smoke mode on CPU.
+
+Each notebook is executed with papermill, parameters ``SMOKE=True`` and ``WORK_DIR=<tmp>``, from the notebooks
+folder (as a learner runs it), and the test fails on any cell error. One test per notebook, so pytest-xdist
+(``-n auto``) runs them in parallel. The executed copies are kept in ``$TUTORSEG_TEST_ARTEFACTS/notebooks`` when
+that variable is set (else pytest's temporary folder), for reading what a failing notebook printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+         "(https://colab.research.google.com/github/tutorseg/tutorseg/blob/main/notebooks/{name})")
+CELL_TIMEOUT_S = 600  # no smoke-mode cell should come near this; it stops a hung kernel
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def _source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _ids(paths):
+    return [p.stem for p in paths]
+
+
+def test_the_series_is_complete():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == [f"{i:02d}" for i in range(len(numbers))], f"notebooks are numbered 00, 01, ...: {numbers}"
+    assert len(NOTEBOOKS) >= 1
+
+
+# --------------------------------------------------------------------------------------------------- skeleton
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_saved_without_outputs(path):
+    for index, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{path.name} cell {index} has outputs: clear them before committing"
+            assert cell.get("execution_count") is None, f"{path.name} cell {index} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_follows_the_skeleton(path):
+    cells = _cells(path)
+    first = _source(cells[0])
+    assert cells[0]["cell_type"] == "markdown"
+    assert re.match(rf"# {path.name[:2]} · \S", first), f"{path.name}: title must be '# {path.name[:2]} · Title'"
+    assert BADGE.format(name=path.name) in first, f"{path.name}: the Colab badge must point at notebooks/{path.name}"
+    headings = [line.strip() for cell in cells if cell["cell_type"] == "markdown"
+                for line in _source(cell).splitlines() if line.startswith("## ")]
+    for required in ("## What you will learn", "## Set-up", "## Exercises"):
+        assert required in headings, f"{path.name} lacks the section '{required}'"
+    assert any(h.startswith("## Step 1 · ") for h in headings), f"{path.name}: steps are '## Step N · ...'"
+    assert headings.index("## What you will learn") < headings.index("## Set-up") < headings.index("## Exercises")
+
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert 'importlib.util.find_spec("tutorseg") is None' in _source(code[0]), \
+        f"{path.name}: the first code cell is the Colab-safe install cell"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one code cell must be tagged 'parameters' (papermill)"
+    parameters = _source(tagged[0])
+    for name in ("SMOKE = False", "DATASET_DIR = ", "WORK_DIR = "):
+        assert name in parameters, f"{path.name}: the parameters cell must set {name.strip()}"
+    imports = _source(code[code.index(tagged[0]) + 1])
+    assert "describe_environment" in imports, f"{path.name}: the imports cell ends with the configuration print"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_cells_stay_short(path):
+    """Logic lives in tutorseg/: a notebook cell that grows long is a function waiting to be written."""
+    for index, cell in enumerate(_cells(path)):
+        if cell["cell_type"] == "code":
+            lines = [line for line in _source(cell).splitlines() if line.strip() and not line.strip().startswith("#")]
+            assert len(lines) <= 25, f"{path.name} cell {index} has {len(lines)} lines of code; move logic to tutorseg/"
+
+
+# --------------------------------------------------------------------------------------------------- execution
+
+
+@pytest.fixture
+def notebook_out(tmp_path) -> Path:
+    root = os.environ.get("TUTORSEG_TEST_ARTEFACTS")
+    path = Path(root) / "notebooks" if root else tmp_path / "executed"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_runs_in_smoke_mode(path, tmp_path, notebook_out):
+    papermill = pytest.importorskip("papermill")
+    output = notebook_out / path.name
+    try:
+        papermill.execute_notebook(str(path), str(output), parameters={"SMOKE": True, "WORK_DIR": str(tmp_path / "work")},
+                                   cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                                   execution_timeout=CELL_TIMEOUT_S, log_output=False)
+    except papermill.PapermillExecutionError as exc:
+        pytest.fail(f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                    f"(executed copy: {output})", pytrace=False)
