@@ -1,0 +1,314 @@
+"""Turn your own images and masks into a dataset: two folders in, an nnU-Net v2 dataset folder out.
+
+The input is what people usually have: a folder of images and a folder of masks, NIfTI or PNG/TIFF, a mask
+named like its image (``liver_03.nii.gz`` and ``liver_03.nii.gz``, or ``cell7.png`` and ``cell7_mask.png``). The
+output is the nnU-Net v2 layout every tutorseg step (and nnU-Net itself) reads::
+
+    Dataset501_MyCells/
+        dataset.json          {"channel_names": {"0": "image"}, "labels": {"background": 0, "class_1": 1},
+                               "numTraining": 30, "file_ending": ".png"}
+        imagesTr/CASE_0000.png    (the channel suffix _0000: nnU-Net's naming, one file per channel)
+        labelsTr/CASE.png
+        imagesTs/CASE_0000.png    images that had no mask
+
+Masks are read as label maps: integer class values, 0 for background. A mask saved as 0/255 (black and white,
+the usual export of drawing tools) becomes 0/1, and a mask with a few grey levels (0/128/255) becomes 0/1/2, each
+with a note in the result. Notebook 05 uses this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .io import IMAGE_2D_ENDINGS, NIFTI_ENDINGS, file_ending, read_geometry, read_image, write_segmentation
+from .problems import TutorsegError
+
+# suffixes that tell a mask's file name from its image's: "cell7_mask.png" belongs to "cell7.png"
+MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_segmentation", "_gt", "-mask", "-label", "_0000")
+# mask values of 8-bit drawing tools that mean "foreground"
+BINARY_WHITE = 255
+
+
+class ConversionError(TutorsegError):
+    """The folders cannot be turned into a dataset; the message lists every file concerned and what to do."""
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What :func:`convert_folders` made.
+
+    Attributes:
+        dataset_dir: the new dataset folder.
+        n_training: image/mask pairs written to ``imagesTr``/``labelsTr``.
+        n_test: images without a mask, written to ``imagesTs``.
+        labels: label name -> value written to ``dataset.json``.
+        value_map: {value in the mask files: class value written} for the values that changed (``{255: 1}``).
+        notes: what was done that a user should know (value conversions, unmatched files).
+    """
+
+    dataset_dir: Path
+    n_training: int
+    n_test: int
+    labels: dict[str, int]
+    value_map: dict[int, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        lines = [f"dataset folder: {self.dataset_dir.name} ({self.n_training} training cases, {self.n_test} test images)",
+                 f"labels: {self.labels}"]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+    def __repr__(self) -> str:
+        return f"ConversionResult({self.dataset_dir.name!r}, training={self.n_training}, test={self.n_test})"
+
+    def _repr_html_(self) -> str:
+        notes = "".join(f"<li>{n}</li>" for n in self.notes)
+        return (f"<b>ConversionResult</b> <code>{self.dataset_dir.name}</code>: {self.n_training} training cases, "
+                f"{self.n_test} test images; labels <code>{self.labels}</code>" + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+# --------------------------------------------------------------------------------------------------- matching
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    """Stem (name without ending) -> file, for the image files of a folder (hidden files skipped)."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        ending = file_ending(path)
+        if path.is_file() and ending and not path.name.startswith("."):
+            files[path.name[: -len(ending)]] = path
+    return files
+
+
+def _case_key(stem: str) -> str:
+    """The name a mask and its image share: the stem without a mask suffix or nnU-Net's ``_0000``."""
+    lowered = stem.lower()
+    for suffix in MASK_SUFFIXES:
+        if lowered.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def match_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> tuple[dict, list[Path], list[Path]]:
+    """Pair images with masks by name.
+
+    Returns:
+        ``({case_id: (image, mask)}, images without a mask, masks without an image)``.
+
+    Raises:
+        ConversionError: a folder is missing or empty, or two files map to the same case name.
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    for what, folder in (("images", images_dir), ("masks", masks_dir)):
+        if not folder.is_dir():
+            raise ConversionError(f"the {what} folder {folder} does not exist")
+    images, masks = _image_files(images_dir), _image_files(masks_dir)
+    if not images:
+        raise ConversionError(f"no images in {images_dir}: expected .nii.gz, .nii, .png or .tif files")
+    by_key: dict[str, dict[str, Path]] = {"image": {}, "mask": {}}
+    for kind, files in (("image", images), ("mask", masks)):
+        for stem, path in files.items():
+            key = _case_key(stem)
+            if key in by_key[kind]:
+                raise ConversionError(f"{by_key[kind][key].name} and {path.name} both look like the {kind} of case "
+                                      f"'{key}'; rename one of them")
+            by_key[kind][key] = path
+    pairs = {key: (path, by_key["mask"][key]) for key, path in by_key["image"].items() if key in by_key["mask"]}
+    lonely_images = [p for key, p in by_key["image"].items() if key not in by_key["mask"]]
+    lonely_masks = [p for key, p in by_key["mask"].items() if key not in by_key["image"]]
+    return pairs, lonely_images, lonely_masks
+
+
+# --------------------------------------------------------------------------------------------------- masks
+
+
+def value_map(values: set[int]) -> dict[int, int]:
+    """Decide, for the whole dataset, which class value each mask value becomes.
+
+    Decided over all masks at once, so that a case in which class 1 is absent keeps its class 2 as 2:
+
+    - values already 0, 1, 2, ... (consecutive from 0 over the dataset): kept (empty map);
+    - 0/255 (binary masks from a drawing tool): 255 -> 1;
+    - other sets (0/128/255, 0/10/20): the k-th smallest value -> k (0 stays background).
+
+    Args:
+        values: every value found in the masks.
+
+    Returns:
+        ``{old value: new value}`` for the values that change.
+    """
+    values = set(values) | {0}
+    if values == set(range(max(values) + 1)):
+        return {}
+    if values == {0, BINARY_WHITE}:
+        return {BINARY_WHITE: 1}
+    return {old: new for new, old in enumerate(sorted(values)) if old != new}
+
+
+def mask_values(mask: np.ndarray, *, case_id: str = "") -> set[int]:
+    """The class values of a mask as read from a file.
+
+    Raises:
+        ConversionError: non-integer or negative values (a probability map, a smoothed or JPEG-compressed mask).
+    """
+    mask = np.asarray(mask)
+    if mask.dtype.kind == "f":
+        if not np.all(np.isfinite(mask)) or not np.array_equal(mask, np.round(mask)):
+            raise ConversionError(f"case {case_id}: the mask holds non-integer values (a probability map or a "
+                                  "smoothed image?); save masks as integer class values")
+    values = {int(v) for v in np.unique(mask)}
+    if values and min(values) < 0:
+        raise ConversionError(f"case {case_id}: the mask holds negative values {sorted(values)[:5]}; "
+                              "class values are 0 (background), 1, 2, ...")
+    return values
+
+
+def mask_to_labels(mask: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
+    """Apply a :func:`value_map` to a mask: ``(*spatial)`` -> ``(*spatial)`` uint8 (int16 beyond 255 classes)."""
+    mask = np.asarray(mask).astype(np.int64)
+    if mapping:
+        lookup = np.arange(max(int(mask.max(initial=0)), max(mapping)) + 1)
+        for old, new in mapping.items():
+            lookup[old] = new
+        mask = lookup[mask]
+    return mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int16)
+
+
+def _read_mask(path: Path, case_id: str) -> np.ndarray:
+    array = read_image(path).array
+    if array.shape[0] == 3 and np.array_equal(array[0], array[1]) and np.array_equal(array[0], array[2]):
+        array = array[:1]  # a grey mask saved as RGB
+    if array.shape[0] != 1:
+        raise ConversionError(f"case {case_id}: the mask {path.name} has {array.shape[0]} colour channels with "
+                              "different values; save masks as single-channel (grey) images of class values")
+    return array[0]
+
+
+# --------------------------------------------------------------------------------------------------- the dataset
+
+
+def _write_json(data: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def _output_ending(path: Path) -> str:
+    ending = file_ending(path)
+    return ".png" if ending in IMAGE_2D_ENDINGS else ending
+
+
+def _copy_image(source: Path, target: Path) -> None:
+    """Copy an image, converting 2D formats to PNG (what nnU-Net's 2D reader expects)."""
+    if file_ending(source) in NIFTI_ENDINGS or file_ending(source) == ".png":
+        shutil.copyfile(source, target)
+        return
+    from PIL import Image
+
+    Image.open(source).save(target)
+
+
+def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                    name: str = "Dataset500_MyData", channel_names: Mapping[int, str] | None = None,
+                    labels: Mapping[str, int] | None = None, overwrite: bool = False) -> ConversionResult:
+    """Turn a folder of images and a folder of masks into an nnU-Net v2 dataset folder ``out_dir/name``.
+
+    Images and masks are matched by name (:func:`match_files`); images without a mask go to ``imagesTs``. Masks
+    are converted to consecutive class values (:func:`value_map`, decided over all masks) and must have their image's
+    shape.
+
+    Args:
+        images_dir: folder of images (``.nii.gz``, ``.nii``, ``.png``, ``.tif``), one file per case.
+        masks_dir: folder of masks named like the images (optionally with ``_mask``, ``_label``, ``_seg``...).
+        out_dir: where to create the dataset folder.
+        name: the dataset folder's name; nnU-Net wants ``DatasetXXX_Name`` with a three-digit id.
+        channel_names: channel index -> name; ``None``: ``{0: "image"}`` (``{0: "R", 1: "G", 2: "B"}`` for colour
+            images). The name chooses the normalisation: ``"CT"`` gets CT clipping, anything else z-scoring.
+        labels: label name -> value; ``None``: ``background`` and ``class_1``, ``class_2``... for the values found.
+        overwrite: replace an existing dataset folder of that name.
+
+    Returns:
+        a :class:`ConversionResult`. Check the new folder with :func:`tutorseg.inspect_dataset`.
+
+    Raises:
+        ConversionError: listing every unusable file (mask without image, shape mismatch, bad mask values),
+            or the output folder exists and ``overwrite`` is False.
+    """
+    pairs, lonely_images, lonely_masks = match_files(images_dir, masks_dir)
+    if not pairs:
+        raise ConversionError(f"no image in {images_dir} has a mask of the same name in {masks_dir}; "
+                              "name each mask like its image (cell7.png and cell7.png or cell7_mask.png)")
+    target = Path(out_dir) / name
+    if target.exists() and not overwrite:
+        raise ConversionError(f"{target} already exists; choose another name or pass overwrite=True")
+    endings = {_output_ending(image) for image, _ in pairs.values()} | {_output_ending(p) for p in lonely_images}
+    if len(endings) > 1:
+        raise ConversionError(f"the images mix file types {sorted(endings)}; convert them all to one type")
+    ending = endings.pop()
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    problems, values_seen, n_channels = [], set(), None
+    for case_id, (image_path, mask_path) in sorted(pairs.items()):  # first pass: check every pair, collect values
+        geometry = read_geometry(image_path)  # header only
+        n_channels = n_channels or geometry.n_channels
+        try:
+            mask = _read_mask(mask_path, case_id)
+            if mask.shape != geometry.shape:
+                raise ConversionError(f"case {case_id}: the mask {mask_path.name} has shape {mask.shape}, its image "
+                                      f"{image_path.name} {geometry.shape}; masks must cover their image voxel for voxel")
+            values_seen |= mask_values(mask, case_id=case_id)
+        except ConversionError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConversionError(f"{len(problems)} case(s) cannot be converted:\n  " + "\n  ".join(problems))
+    mapping = value_map(values_seen)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=out_dir))
+    try:
+        for folder in ("imagesTr", "labelsTr", "imagesTs"):
+            (staging / folder).mkdir()
+        for case_id, (image_path, mask_path) in sorted(pairs.items()):  # second pass: write
+            _copy_image(image_path, staging / "imagesTr" / f"{case_id}_0000{ending}")
+            write_segmentation(mask_to_labels(_read_mask(mask_path, case_id), mapping),
+                               staging / "labelsTr" / f"{case_id}{ending}",
+                               reference=mask_path if ending in NIFTI_ENDINGS else None)
+        for image_path in lonely_images:
+            case_id = _case_key(image_path.name[: -len(file_ending(image_path))])
+            _copy_image(image_path, staging / "imagesTs" / f"{case_id}_0000{ending}")
+
+        if labels is None:
+            new_values = {mapping.get(v, v) for v in values_seen} - {0}
+            labels = {"background": 0, **{f"class_{v}": v for v in sorted(new_values)}}
+        if channel_names is None:
+            channel_names = {0: "R", 1: "G", 2: "B"} if n_channels == 3 else {c: "image" for c in range(n_channels)}
+        _write_json({"channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
+                     "numTraining": len(pairs), "file_ending": ending,
+                     "description": f"converted by tutorseg.convert from {Path(images_dir).name}/ and "
+                                    f"{Path(masks_dir).name}/"}, staging / "dataset.json")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+    notes = []
+    if mapping:
+        notes.append(f"mask values changed to class values {mapping} (old: new)"
+                     + ("; 0/255 masks become 0/1, as nnU-Net needs consecutive classes" if mapping == {255: 1} else ""))
+    if lonely_images:
+        notes.append(f"{len(lonely_images)} image(s) without a mask went to imagesTs: "
+                     + ", ".join(p.name for p in lonely_images[:5]))
+    if lonely_masks:
+        notes.append(f"{len(lonely_masks)} mask(s) without an image were left out: "
+                     + ", ".join(p.name for p in lonely_masks[:5]))
+    return ConversionResult(target, len(pairs), len(lonely_images), dict(labels), mapping, tuple(notes))
