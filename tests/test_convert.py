@@ -121,3 +121,13 @@ def test_existing_output_is_not_overwritten_silently(png_folders, tmp_path):
         convert_folders(images, masks, tmp_path / "out", name="Dataset501_EM")
     result = convert_folders(images, masks, tmp_path / "out", name="Dataset501_EM", overwrite=True)
     assert result.n_training == 5
+
+
+def test_example_folders_round_trip(sample_dir, tmp_path):
+    from tutorseg.convert import make_example_folders
+
+    images, masks = make_example_folders(tmp_path / "mine", n_cases=3)
+    assert len(list(images.iterdir())) == 3 and all(p.name.endswith("_mask.nii.gz") for p in masks.iterdir())
+    result = convert_folders(images, masks, tmp_path / "out")
+    assert result.n_training == 3 and result.value_map == {}
+    assert not inspect_dataset(result.dataset_dir, progress=False, num_workers=1).errors

@@ -312,3 +312,32 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         notes.append(f"{len(lonely_masks)} mask(s) without an image were left out: "
                      + ", ".join(p.name for p in lonely_masks[:5]))
     return ConversionResult(target, len(pairs), len(lonely_images), dict(labels), mapping, tuple(notes))
+
+
+def make_example_folders(out_dir: str | os.PathLike, *, n_cases: int | None = None,
+                         source: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write ``out_dir/images`` and ``out_dir/masks`` from a dataset's training cases, as a user's folders look.
+
+    Notebook 05 uses it to have something to convert when you have not given your own folders: images keep their
+    names, masks get a ``_mask`` suffix.
+
+    Args:
+        out_dir: where to create ``images/`` and ``masks/``.
+        n_cases: how many training cases (default: all).
+        source: the dataset to take them from (default: the bundled sample).
+
+    Returns:
+        ``(images folder, masks folder)``.
+    """
+    from .dataset import load_dataset
+    from .sample import sample_dataset_path
+
+    dataset = load_dataset(source or sample_dataset_path())
+    images, masks = Path(out_dir) / "images", Path(out_dir) / "masks"
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    for case in dataset.training[:n_cases]:
+        ending = file_ending(case.image_files[0])
+        shutil.copyfile(case.image_files[0], images / f"{case.case_id}{ending}")
+        shutil.copyfile(case.label_file, masks / f"{case.case_id}_mask{file_ending(case.label_file)}")
+    return images, masks
