@@ -1,0 +1,130 @@
+"""Checkpoints and run-folder files, written so that a process killed at any moment leaves nothing broken.
+
+Every file is written to a temporary file in the same folder, flushed and fsync'ed, then moved over the old one with
+``os.replace`` (atomic on POSIX and on Google Drive's FUSE mount): a reader sees the old file or the new one, never a
+half-written one. Checkpoints hold only tensors and plain Python types, so ``torch.load(path, weights_only=True)``
+(the safe loader, the default since torch 2.6) opens them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..problems import TutorsegError
+
+CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (FUSE mounts) do not sync folders
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically."""
+    text = json.dumps(data, indent=2, sort_keys=False)
+    _atomic_write(path, lambda f: f.write((text + "\n").encode()))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Save a checkpoint atomically (temp file in the same folder + fsync + ``os.replace``)."""
+    _atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
+    """Load a checkpoint with the safe loader (``weights_only=True``).
+
+    Raises:
+        TutorsegError: the file is missing or cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TutorsegError(f"no checkpoint at {path}; train first (tutorseg.train_fold) or pick another checkpoint "
+                            f"({', '.join(CHECKPOINT_NAMES)})")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise TutorsegError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); use another checkpoint "
+                            "of the run (checkpoint_best.pt / checkpoint_latest.pt) or train again") from exc
+
+
+# ------------------------------------------------------------------------------------------------------ RNG states
+
+
+def capture_rng(numpy_generator: np.random.Generator, torch_generator: torch.Generator | None = None) -> dict:
+    """All random states that decide what happens next, as tensors and plain types.
+
+    Python's ``random`` state is ``(version, tuple_of_625_ints, gauss)``; numpy's Generator state is a dict of ints;
+    torch's states are uint8 tensors. All pass ``weights_only=True``.
+    """
+    state = {
+        "python": random.getstate(),
+        "numpy_global": _numpy_global_state(),
+        "numpy": numpy_generator.bit_generator.state,
+        "torch": torch.get_rng_state(),
+    }
+    if torch_generator is not None:
+        state["torch_generator"] = torch_generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, numpy_generator: np.random.Generator, torch_generator: torch.Generator | None = None):
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    _set_numpy_global_state(state["numpy_global"])
+    numpy_generator.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    if torch_generator is not None and "torch_generator" in state:
+        torch_generator.set_state(state["torch_generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_global_state() -> dict:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_global_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["gauss"]))

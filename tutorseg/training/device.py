@@ -1,0 +1,158 @@
+"""Where training runs and at what precision, and what to say when the hardware is not what was hoped for.
+
+On CUDA: mixed precision (float16 autocast + ``GradScaler``, as nnU-Net) and TF32 matrix maths. On a CPU the same
+code runs unchanged; bfloat16 autocast makes this network's convolutions about 1.6x faster on CPUs with AVX-512
+(measured in bench/train.md), and the loss stays in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from ..problems import TutorsegError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class TrainingOutOfMemoryError(TutorsegError):
+    """The GPU ran out of memory; the message says which plan values to lower."""
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """The device and the numeric precision of a run (recorded in config.json).
+
+    Attributes:
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, ...
+        precision: ``"fp16"`` (CUDA autocast + GradScaler), ``"bf16"`` (autocast, no scaler needed) or ``"fp32"``.
+        note: a sentence for the learner (e.g. "no GPU found, training on CPU: ...").
+    """
+
+    device: str
+    precision: str
+    note: str
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def autocast(self):
+        """The autocast context for forward passes."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.torch_device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for float16 (bfloat16 has float32's exponent range)."""
+        return torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
+
+
+NO_GPU_NOTE = ("no GPU found, training on CPU. Expect about 1-3 s per iteration for a small 3D plan on 2 cores "
+               "(Hippocampus, preset 'cpu'): a 10-minute budget reaches a usable model there, the nnU-Net default plan "
+               "needs a GPU. In Colab: Runtime > Change runtime type > T4 GPU.")
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bfloat16 maths (AVX-512 BF16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        capability = torch.backends.cpu.get_cpu_capability().lower()
+    except AttributeError:
+        return False
+    if "avx512" in capability or "amx" in capability:
+        flags = _cpu_flags()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return ""
+
+
+def choose_device(device: str | None = None, precision: str = "auto") -> DeviceSetup:
+    """Pick the device (CUDA when present) and the precision for it.
+
+    Args:
+        device: ``None`` (CUDA if available, else CPU), or any torch device string.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32) or an explicit value.
+    """
+    if precision not in PRECISIONS:
+        raise TutorsegError(f"precision {precision!r} is not one of {PRECISIONS}")
+    note = ""
+    if device is None:
+        if torch.cuda.is_available():
+            device = "cuda"
+        else:
+            device, note = "cpu", NO_GPU_NOTE
+    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise TutorsegError(f"device {device!r} asked for, but torch sees no CUDA GPU; pass device=None (CPU) or, in "
+                            "Colab, switch the runtime to a GPU (Runtime > Change runtime type)")
+    kind = torch.device(device).type
+    if precision == "auto":
+        precision = "fp16" if kind == "cuda" else ("bf16" if kind == "cpu" and cpu_supports_bf16() else "fp32")
+    if precision == "fp16" and kind != "cuda":
+        raise TutorsegError("precision 'fp16' needs a CUDA GPU (CPUs have no fast float16 convolutions); use 'bf16' "
+                            "or 'fp32' on a CPU")
+    return DeviceSetup(device=str(device), precision=precision, note=note)
+
+
+def configure_backends(setup: DeviceSetup) -> None:
+    """TF32 and cuDNN autotuning on CUDA (as nnU-Net); on CPU keep freed memory for reuse (see below)."""
+    if setup.torch_device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    else:
+        keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of returning it to the kernel after every step.
+
+    3D training frees and re-allocates the same large activation buffers every iteration. With glibc's defaults
+    each one above a dynamic threshold goes through mmap/munmap and the kernel zeroes fresh pages every time;
+    raising the mmap and trim thresholds (``mallopt``) keeps them in the heap. Does nothing outside glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
+
+
+def out_of_memory_error(configuration, device: str, exc: BaseException) -> TrainingOutOfMemoryError:
+    """The message for ``torch.cuda.OutOfMemoryError``: which plan values to lower and how."""
+    name = getattr(configuration, "name", "?")
+    patch = list(getattr(configuration, "patch_size", []))
+    batch = getattr(configuration, "batch_size", "?")
+    return TrainingOutOfMemoryError(
+        f"the GPU ({device}) ran out of memory training configuration {name!r} with batch_size={batch} and "
+        f"patch_size={patch}. Lower what the plan asks of the GPU: re-plan with a smaller gpu_memory_gb "
+        "(tutorseg.plan(fp, gpu_memory_gb=...)) or preset='small', or edit the configuration's batch_size (2 is "
+        "nnU-Net's minimum) or patch_size (multiples of the network's total stride). Close other notebooks that hold "
+        f"GPU memory too. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+
+def cpu_threads() -> int:
+    """Threads for CPU training: every core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,65 @@
+"""The loss: Dice + cross-entropy on every deep-supervision output, weighted as nnU-Net weights them.
+
+nnU-Net v2 (``nnUNetTrainer._build_loss``): ``DC_and_CE_loss`` (soft Dice without background, smooth 1e-5, batch Dice
+per the plan, weight 1 each) wrapped in ``DeepSupervisionWrapper`` with weights ``1 / 2**i`` for output ``i``
+(0 = full resolution), the lowest-resolution output's weight set to 0, then normalised to sum to 1. The labels are
+down-sampled (nearest neighbour) to each output's resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DICE_SMOOTH = 1e-5  # nnU-Net: SoftDiceLoss(smooth=1e-5)
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """nnU-Net's deep-supervision weights, highest resolution first.
+
+    Example: 3 outputs -> 1, 1/2, 0 before normalising -> [2/3, 1/3, 0].
+    """
+    weights = [1 / 2 ** i for i in range(n_outputs)]
+    if n_outputs > 1:
+        weights[-1] = 0.0  # nnU-Net: "we don't use the lowest 2 outputs. Normalize weights so that they sum to 1"
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def downsample_labels(labels: torch.Tensor, shape) -> torch.Tensor:
+    """Nearest-neighbour down-sampling of a label batch ``(B, 1, *spatial)`` to ``(B, 1, *shape)``."""
+    if tuple(labels.shape[2:]) == tuple(shape):
+        return labels
+    return F.interpolate(labels.float(), size=tuple(shape), mode="nearest").to(labels.dtype)
+
+
+class DeepSupervisionLoss(torch.nn.Module):
+    """Dice + CE summed over the network's outputs with nnU-Net's weights.
+
+    Args:
+        n_outputs: how many outputs the network returns in training mode.
+        batch_dice: compute Dice over the whole batch as one volume (nnU-Net's ``batch_dice`` plan flag) instead of
+            per sample.
+
+    Call with ``outputs`` (a list of logits ``(B, K, *spatial_i)`` or one tensor) and ``labels (B, 1, *spatial)``
+    integer classes; returns a scalar.
+    """
+
+    def __init__(self, n_outputs: int, *, batch_dice: bool):
+        super().__init__()
+        from monai.losses import DiceCELoss
+
+        self.weights = deep_supervision_weights(n_outputs)
+        self.dice_ce = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice,
+                                  smooth_nr=DICE_SMOOTH, smooth_dr=DICE_SMOOTH, lambda_dice=1.0, lambda_ce=1.0)
+
+    def forward(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        total = 0.0
+        for weight, logits in zip(self.weights, outputs):
+            if weight == 0:
+                continue  # the lowest-resolution output: computed by the network, not trained (as nnU-Net)
+            # the loss runs in float32 even under autocast: softmax and log of fp16 logits lose too much
+            total = total + weight * self.dice_ce(logits.float(), downsample_labels(labels, logits.shape[2:]))
+        return total

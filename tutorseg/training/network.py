@@ -1,0 +1,131 @@
+"""The network: nnU-Net's plain convolutional U-Net, built with MONAI's ``DynUNet`` from a configuration plan.
+
+nnU-Net v2 builds ``PlainConvUNet`` (dynamic_network_architectures) from the plan's ``arch_kwargs``. The same plan
+fields map onto MONAI's ``DynUNet`` one to one:
+
+=========================================  ==========================================================
+nnU-Net ``arch_kwargs`` / plan             ``DynUNet`` argument
+=========================================  ==========================================================
+``n_stages``                               ``len(kernel_size)`` (one encoder stage per entry)
+``features_per_stage``                     ``filters``
+``kernel_sizes``                           ``kernel_size``
+``strides`` (first is 1: no pooling)       ``strides``; ``upsample_kernel_size = strides[1:]``
+``n_conv_per_stage`` = 2 per stage         fixed: each ``UnetBasicBlock`` has two convolutions
+``norm_op`` InstanceNorm, ``affine=True``  ``norm_name=("INSTANCE", {"affine": True})``
+``nonlin`` LeakyReLU (slope 0.01)          ``act_name=("leakyrelu", {"negative_slope": 0.01})``
+deep supervision: one output per decoder   ``deep_supervision=True``, ``deep_supr_num = n_stages - 2``
+stage, ``n_stages - 1`` outputs in all     (full-resolution output + ``n_stages - 2`` heads)
+=========================================  ==========================================================
+
+Differences, none of which changes what the network can learn:
+
+- Convolutions before instance normalisation have no bias in MONAI (``conv_bias=True`` in nnU-Net); the affine
+  normalisation that follows adds the same offset, so the bias is redundant.
+- Transposed convolutions (the up-sampling) have no bias in MONAI (nnU-Net: bias on).
+- ``DynUNet`` in training mode interpolates every deep-supervision head up to full resolution and stacks them. nnU-Net
+  instead keeps each head at its own resolution and down-samples the *labels*, which is cheaper. :class:`PlainUNet`
+  below reads MONAI's heads before that interpolation and returns them at their own resolution, as nnU-Net does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..problems import TutorsegError
+
+LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
+INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True
+
+
+class PlainUNet(nn.Module):
+    """A ``DynUNet`` whose deep-supervision outputs stay at their own resolution (as nnU-Net's).
+
+    In training mode ``forward`` returns a list of logits, highest resolution first:
+    ``[(B, K, *patch), (B, K, *patch / s1), ...]``. In eval mode it returns the full-resolution logits
+    ``(B, K, *patch)`` only, as every inference code expects.
+    """
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    @property
+    def n_outputs(self) -> int:
+        """How many outputs training mode returns (1 + deep-supervision heads)."""
+        return 1 + (self.unet.deep_supr_num if self.unet.deep_supervision else 0)
+
+    def forward(self, x: torch.Tensor):
+        out = self.unet.output_block(self.unet.skip_layers(x))
+        if self.training and self.unet.deep_supervision:
+            return [out, *self.unet.heads]
+        return out
+
+
+def _as_lists(values: Sequence, n_dims: int, what: str) -> list[list[int]]:
+    rows = [list(v) if isinstance(v, (list, tuple)) else [v] * n_dims for v in values]
+    for row in rows:
+        if len(row) != n_dims:
+            raise TutorsegError(f"plan field {what} has an entry {row} with {len(row)} values; the network has {n_dims} "
+                                "spatial dimensions. Re-run tutorseg.plan(...) to make a consistent plan.")
+    return [[int(x) for x in row] for row in rows]
+
+
+def build_network(configuration, n_channels: int, n_classes: int, *, deep_supervision: bool | None = None) -> PlainUNet:
+    """Build nnU-Net's plain U-Net for one planned configuration.
+
+    Args:
+        configuration: a ``tutorseg.planning.ConfigurationPlan`` (uses ``patch_size``, ``kernel_sizes``, ``strides``,
+            ``features_per_stage``, ``n_conv_per_stage``, ``n_conv_per_stage_decoder``, ``deep_supervision``).
+        n_channels: input channels C (the dataset's modalities).
+        n_classes: output classes K, background included.
+        deep_supervision: override the plan's flag (None: use the plan).
+
+    Returns:
+        The network in training mode; see :class:`PlainUNet` for what ``forward`` returns.
+
+    Raises:
+        TutorsegError: the plan asks for something ``DynUNet`` cannot build (a number of convolutions per stage other
+            than 2, or inconsistent per-axis fields).
+    """
+    n_dims = len(configuration.patch_size)
+    kernel_sizes = _as_lists(configuration.kernel_sizes, n_dims, "kernel_sizes")
+    strides = _as_lists(configuration.strides, n_dims, "strides")
+    features = [int(f) for f in configuration.features_per_stage]
+    if not len(kernel_sizes) == len(strides) == len(features):
+        raise TutorsegError(f"plan has {len(kernel_sizes)} kernel sizes, {len(strides)} strides and {len(features)} "
+                            "feature counts; they must have one entry per stage. Re-run tutorseg.plan(...).")
+    convs = list(getattr(configuration, "n_conv_per_stage", [2])) + list(
+        getattr(configuration, "n_conv_per_stage_decoder", [2]))
+    if any(int(n) != 2 for n in convs):
+        raise TutorsegError(f"plan asks for {convs} convolutions per stage; MONAI's DynUNet (used here) has exactly 2 "
+                            "per stage, as nnU-Net's default plans. Set n_conv_per_stage to 2 in the plan.")
+    if deep_supervision is None:
+        deep_supervision = bool(getattr(configuration, "deep_supervision", True))
+    n_heads = len(strides) - 2  # nnU-Net: one output per decoder stage, n_stages - 1 in all, the first at full res
+    deep_supervision = deep_supervision and n_heads >= 1
+
+    from monai.networks.nets import DynUNet
+
+    unet = DynUNet(
+        spatial_dims=n_dims,
+        in_channels=n_channels,
+        out_channels=n_classes,
+        kernel_size=kernel_sizes,
+        strides=strides,
+        upsample_kernel_size=strides[1:],
+        filters=features,
+        norm_name=INSTANCE_NORM,
+        act_name=("leakyrelu", {"inplace": True, "negative_slope": LEAKY_RELU_SLOPE}),
+        deep_supervision=deep_supervision,
+        deep_supr_num=max(n_heads, 1),
+        res_block=False,
+    )
+    return PlainUNet(unet)
+
+
+def count_parameters(network: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)

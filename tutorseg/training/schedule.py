@@ -1,0 +1,118 @@
+"""How long and how fast to train: the optimiser, nnU-Net's poly learning rate, budgets and named schedules.
+
+nnU-Net v2 (``nnUNetTrainer``): SGD, initial LR 1e-2, Nesterov momentum 0.99, weight decay 3e-5, gradient norm clipped
+at 12, ``PolyLRScheduler`` ``lr = lr0 * (1 - epoch / max_epochs) ** 0.9``, 1000 epochs of 250 iterations.
+
+tutorseg adds a wall-clock mode: with ``budget="20min"`` the poly schedule runs on *progress = elapsed / budget*
+instead of ``epoch / max_epochs``, so the learning rate reaches ~0 when the time is up and the run ends converged
+rather than cut in the middle of a high learning rate.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..problems import TutorsegError
+
+INITIAL_LR = 1e-2  # nnU-Net: initial_lr
+MOMENTUM = 0.99  # nnU-Net: SGD momentum, Nesterov
+WEIGHT_DECAY = 3e-5  # nnU-Net: weight_decay
+POLY_EXPONENT = 0.9  # nnU-Net: PolyLRScheduler exponent
+GRAD_CLIP = 12.0  # nnU-Net: clip_grad_norm_(..., 12)
+NNUNET_EPOCHS = 1000  # nnU-Net: num_epochs
+NNUNET_ITERATIONS_PER_EPOCH = 250  # nnU-Net: num_iterations_per_epoch
+NNUNET_VAL_ITERATIONS = 50  # nnU-Net: num_val_iterations_per_epoch
+
+
+def make_optimizer(network: torch.nn.Module, *, lr: float = INITIAL_LR) -> torch.optim.SGD:
+    """nnU-Net's optimiser: SGD with Nesterov momentum 0.99 and weight decay 3e-5."""
+    return torch.optim.SGD(network.parameters(), lr=lr, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY)
+
+
+def poly_lr(progress: float, *, initial_lr: float = INITIAL_LR, exponent: float = POLY_EXPONENT) -> float:
+    """The poly learning rate at ``progress`` in [0, 1] (epochs done / epochs, or elapsed / budget)."""
+    return initial_lr * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+_UNITS = {"h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1}
+
+
+def parse_budget(text: str | float | int) -> float:
+    """Wall-clock budget in seconds from ``"10m"``, ``"20min"``, ``"1h30m"``, ``"90s"`` or a number of seconds.
+
+    Raises:
+        TutorsegError: the text is not a duration, or it is not positive.
+    """
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        compact = str(text).strip().lower().replace(" ", "")
+        parts = re.findall(r"(\d+(?:\.\d+)?)(h|min|m|sec|s)", compact)
+        if not parts or "".join(n + u for n, u in parts) != compact:
+            raise TutorsegError(f"budget {text!r} is not a duration; write it like '10m', '20min', '1h30m' or '90s'")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise TutorsegError(f"budget {text!r} must be positive")
+    return seconds
+
+
+def format_seconds(seconds: float) -> str:
+    """``754.2`` -> ``'12m34s'``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes or hours else "") + f"{secs}s"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named training schedule for workshops: a budget (or epochs) and the epoch size.
+
+    Attributes:
+        name: key in :data:`SCHEDULES`.
+        budget: wall-clock budget (``"15m"``) or None to train by epochs.
+        epochs: number of epochs when ``budget`` is None.
+        iterations_per_epoch: training iterations between two validations/checkpoints.
+        val_iterations: validation patches batches per epoch (pseudo-Dice).
+        preset: the planning preset this schedule was measured with (``tutorseg.plan(..., preset=...)``).
+        device: where it was measured / meant to run.
+        measured: the Dice it reached and how, or "unmeasured" with the reason.
+    """
+
+    name: str
+    budget: str | None
+    epochs: int | None
+    iterations_per_epoch: int
+    val_iterations: int
+    preset: str
+    device: str
+    measured: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "nnunet": Schedule("nnunet", None, NNUNET_EPOCHS, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, "default",
+                       "GPU", "nnU-Net's own schedule (1000 x 250 iterations; a day on a modern GPU); unmeasured here"),
+    "colab-t4-15min": Schedule("colab-t4-15min", "15m", None, 250, 50, "default", "GPU (Colab T4)",
+                               "unmeasured: no GPU was lent while this was written"),
+    "cpu-10min": Schedule("cpu-10min", "10m", None, 50, 10, "cpu", "CPU (2 cores)",
+                          "see bench/train.md for the Dice measured on Task04_Hippocampus fold 0"),
+    "smoke": Schedule("smoke", None, 2, 2, 1, "cpu", "any", "a seconds-long run that proves the pipeline works; "
+                      "the Dice is meaningless"),
+}
+
+
+def get_schedule(name: str) -> Schedule:
+    if name not in SCHEDULES:
+        raise TutorsegError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    return SCHEDULES[name]
