@@ -171,3 +171,31 @@ def test_shared_datasets_load(hippocampus_dir, isbi_dir):
 
 def test_sample_ids_are_real_cases():
     assert all((sample_dataset_path() / "imagesTr" / f"{i}.nii.gz").is_file() for i in sample_ids(5))
+
+
+@pytest.mark.parametrize("variant", ["scaled_int16", "big_endian", "uncompressed", "nifti2", "four_d"])
+def test_read_image_matches_nibabel(tmp_path, sample_dir, variant):
+    """tutorseg's fast NIfTI-1 reader gives nibabel's voxels and affine, for every header variant."""
+    source = nib.load(str(sample_dir / "imagesTr" / "hippocampus_003.nii.gz"))
+    data = np.asanyarray(source.dataobj).astype(np.float32)
+    path = tmp_path / ("image.nii" if variant == "uncompressed" else "image.nii.gz")
+    if variant == "scaled_int16":
+        img = nib.Nifti1Image(data, source.affine)
+        img.set_data_dtype(np.int16)  # nibabel stores int16 with scl_slope / scl_inter
+    elif variant == "big_endian":
+        img = nib.Nifti1Image(data.astype(">f4"), source.affine, nib.Nifti1Header(endianness=">"))
+    elif variant == "nifti2":
+        img = nib.Nifti2Image(data, source.affine)
+    elif variant == "four_d":
+        img = nib.Nifti1Image(np.stack([data, -data], axis=-1), source.affine)
+    else:
+        img = nib.Nifti1Image(data, source.affine)
+    nib.save(img, str(path))
+    expected = nib.load(str(path))
+    image = read_image(path)
+    reference = np.asanyarray(expected.dataobj)
+    reference = np.moveaxis(reference, 3, 0) if reference.ndim == 4 else reference[None]
+    np.testing.assert_array_equal(image.array, reference)
+    assert image.array.dtype == reference.dtype and image.array.flags.writeable
+    np.testing.assert_allclose(image.geometry.affine, expected.affine)
+    assert image.geometry == read_geometry(path)

@@ -361,27 +361,21 @@ def test_rgb_label_is_not_a_label_map(tmp_path):
     the_problem(inspect(root), "label_not_single_channel", case_id=case_id)
 
 
-def test_all_problems_at_once_and_in_parallel(tmp_path):
-    """Several broken cases: every one is reported, and worker processes give the same report as one process."""
+def test_all_problems_at_once_and_in_parallel(tmp_path, monkeypatch):
+    """Several broken cases: every one is reported, and a thread pool gives the same report as one thread."""
+    import tutorseg.inspection as inspection
+
     ids = sample_ids(6)
     root = msd_dataset(tmp_path, ids=ids)
     truncate(root / "imagesTr" / f"{ids[0]}.nii.gz")
     _rewrite_label(root, ids[1], np.zeros_like)
     _rewrite_label(root, ids[2], lambda lab: np.where(lab == 1, 9, lab).astype(np.uint8))
     serial = inspect(root)
-    parallel = inspect_dataset(root, progress=False, num_workers=2)  # 6 cases: below the process threshold
-    import tutorseg.inspection as inspection
-
-    inspection_min = inspection.MIN_CASES_FOR_PROCESSES
-    try:
-        inspection.MIN_CASES_FOR_PROCESSES = 1
-        processes = inspect_dataset(root, progress=False, num_workers=2)
-    finally:
-        inspection.MIN_CASES_FOR_PROCESSES = inspection_min
+    monkeypatch.setattr(inspection, "MIN_CASES_FOR_POOL", 1)  # 6 cases would otherwise be read one by one
+    pooled = inspect_dataset(root, progress=False, num_workers=3)
     codes = {(p.code, p.case_id) for p in serial.problems}
     assert codes == {("unreadable_file", ids[0]), ("empty_label", ids[1]), ("undeclared_label_values", ids[2])}
-    assert serial.problems == parallel.problems == processes.problems
-    assert serial.cases == processes.cases
+    assert serial.problems == pooled.problems and serial.cases == pooled.cases
 
 
 # --------------------------------------------------------------------------------------------------- the report

@@ -20,8 +20,7 @@ import json
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,8 +40,8 @@ AFFINE_ATOL_MM = 1e-3  # absolute difference of affine entries (origin in mm, di
 MAX_LABEL_VALUES_KEPT = 32  # a non-integer "label" can hold thousands of values: keep the first few in the summary
 PER_CASE_TABLE_MAX_ROWS = 30  # __str__ prints one row per case up to this many cases, else summary statistics
 LINES_PER_PROBLEM_KIND = 12  # __str__ prints every problem; beyond this many of one kind, the rest by case id only
-MIN_CASES_FOR_PROCESSES = 48  # fewer cases are read in-process: starting workers would cost more than it saves
-MAX_WORKERS = 8  # reading is partly bound by disk; more processes than this rarely help
+MIN_CASES_FOR_POOL = 16  # fewer cases are read one after the other: a pool would not pay for itself
+MAX_WORKERS = 8  # reading is partly bound by disk; more threads than this rarely help
 
 
 # --------------------------------------------------------------------------------------------------- per-case summary
@@ -424,37 +423,30 @@ def _expectations(dataset: Dataset, spacing_rtol: float, affine_atol: float) -> 
 
 
 def _run_jobs(jobs: list, num_workers: int | None, progress: bool) -> list:
-    """Inspect cases in parallel worker processes (in-process for small datasets), keeping the input order.
+    """Inspect cases with a pool of threads (in this thread for small datasets), keeping the input order.
 
-    Processes, not threads: most of the time per file goes to nibabel's header checks, pure Python that holds
-    the GIL, so threads barely overlap (bench/inspect.md has the numbers). Below ``MIN_CASES_FOR_PROCESSES`` the
-    cost of starting workers outweighs the gain.
+    Threads, not processes: decompressing gzip, decoding PNG and numpy's reductions release the GIL, so threads
+    overlap where files are large, and they cost nothing to start, pickle nothing and behave the same in a
+    notebook on every OS. On small files (Hippocampus: 30 kB) the work is mostly Python and the pool gains little;
+    bench/inspect.md has the measurements.
     """
     from tqdm.auto import tqdm
 
     workers = min(num_workers if num_workers is not None else (os.cpu_count() or 1), MAX_WORKERS)
     bar = tqdm(total=len(jobs), desc="inspecting cases", unit="case", disable=not progress or not jobs)
+    results = []
     try:
-        if workers > 1 and len(jobs) >= MIN_CASES_FOR_PROCESSES:
-            try:
-                return _run_in_processes(jobs, workers, bar)
-            except BrokenProcessPool:  # a worker died (out of memory, a crash in a library): go on in-process
-                bar.reset()
-        results = []
-        for job in jobs:
-            results.append(_inspect_case_safely(job))
-            bar.update()
-        return results
+        if workers > 1 and len(jobs) >= MIN_CASES_FOR_POOL:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(_inspect_case_safely, jobs):
+                    results.append(result)
+                    bar.update()
+        else:
+            for job in jobs:
+                results.append(_inspect_case_safely(job))
+                bar.update()
     finally:
         bar.close()
-
-
-def _run_in_processes(jobs: list, workers: int, bar) -> list:
-    results = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for result in pool.map(_inspect_case_safely, jobs, chunksize=4):
-            results.append(result)
-            bar.update()
     return results
 
 
@@ -470,8 +462,8 @@ def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress:
         path_or_dataset: the dataset folder (holding ``dataset.json`` and ``imagesTr/``) or a loaded
             :class:`~tutorseg.dataset.Dataset`.
         progress: show a progress bar.
-        num_workers: parallel worker processes (default: the number of CPU cores, at most 8; 1 reads
-            in this process).
+        num_workers: parallel threads (default: the number of CPU cores, at most 8; 1 reads one case
+            after the other).
         spacing_rtol: relative tolerance when comparing an image's spacing with its label's.
         affine_atol: absolute tolerance (mm) when comparing an image's affine with its label's.
 
