@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,10 +50,15 @@ def build_folder(source: Path, target: Path, n_cases: int) -> Path:
     return target
 
 
-def time_command(command: list[str]) -> tuple[float, int, str]:
+def time_command(command: list[str]) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds (user + system, all threads), exit status and output of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
-    return time.perf_counter() - start, result.returncode, result.stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, result.returncode, result.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             code = ("import sys, tutorseg; r = tutorseg.inspect_dataset(sys.argv[1], progress=False, "
                     f"num_workers={args.workers}); print(r); sys.exit(1 if r.errors else 0)")
             command = [sys.executable, "-c", code, str(folder)]
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.repeats):
-            seconds, returncode, stdout = time_command(command)
+            seconds, cpu, returncode, stdout = time_command(command)
             if returncode != 0 or f"{args.cases} labelled training case(s)" not in stdout:
                 print(stdout)
                 raise SystemExit(f"the inspection failed (exit status {returncode})")
             times.append(seconds)
+            cpu_times.append(cpu)
 
     print(f"date      {datetime.date.today().isoformat()}")
     print(f"machine   {platform.machine()}, {os.cpu_count()} CPU core(s), Python {platform.python_version()}, "
@@ -86,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f"  (num_workers={args.workers})" if args.workers is not None else ""))
     print(f"wall s    {', '.join(f'{t:.2f}' for t in times)}  (median {statistics.median(times):.2f}, "
           f"best {min(times):.2f}; includes interpreter start and imports)")
-    print(f"per case  {1000 * statistics.median(times) / args.cases:.1f} ms (median run)")
+    print(f"cpu s     {', '.join(f'{t:.2f}' for t in cpu_times)}  (user + system, all threads: what the run "
+          "costs whatever the load)")
+    print(f"per case  {1000 * statistics.median(times) / args.cases:.1f} ms wall (median run)")
     return 0
 
 
