@@ -455,3 +455,30 @@ def test_cli_not_a_dataset_folder(tmp_path):
     assert result.returncode == 2
     assert "dataset folder not found" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_region_labels_missing_folder_and_other_endings(tmp_path):
+    regions = v2_dataset(tmp_path / "regions", 2)
+    write_json(regions, {**read_json(regions), "labels": {"background": 0, "whole": [1, 2], "core": 2}})
+    the_problem(inspect(regions), "unsupported_regions")
+
+    no_images = msd_dataset(tmp_path / "no_images", 2)
+    shutil.rmtree(no_images / "imagesTr")
+    report = inspect(no_images)
+    the_problem(report, "missing_folder")
+    assert len(report.problems_of("missing_image")) == 2
+
+    mixed = v2_dataset(tmp_path / "mixed", 2)
+    first = sample_ids(1)[0]
+    image, img = load_nifti(mixed / "imagesTr" / f"{first}_0000.nii.gz")
+    save_nifti(image, mixed / "imagesTr" / "extra_0000.nii", img)
+    the_problem(inspect(mixed), "other_file_ending", severity=Severity.WARNING)
+
+
+def test_listed_test_image_missing(tmp_path):
+    root = msd_dataset(tmp_path, 2, test=2)
+    missing = sorted((root / "imagesTs").iterdir())[0]
+    missing.unlink()
+    report = inspect(root)
+    the_problem(report, "missing_image", case_id=missing.name.removesuffix(".nii.gz"), severity=Severity.WARNING)
+    assert report.n_test_cases == 1

@@ -519,9 +519,17 @@ def _discover_msd(root: Path, data: dict, spacing_2d, found: list[Problem]):
         found.append(_bad_key("test", 'a list of "./imagesTs/CASE.nii.gz" paths', test_entries))
         test_entries = []
     for entry in test_entries:
-        path = _msd_path(root, entry if isinstance(entry, str) else (entry or {}).get("image"))
-        if path is not None and path.is_file():
+        path = _msd_path(root, entry.get("image") if isinstance(entry, dict) else entry)  # "./x" or {"image": "./x"}
+        if path is None:
+            found.append(_bad_key("test", 'a list of "./imagesTs/CASE.nii.gz" paths', test_entries))
+            break
+        if path.is_file():
             test.append(Case(_msd_case_id(path), (path,), None, spacing_2d))
+        else:
+            found.append(P.warning("missing_image", f"test image {entry} listed in dataset.json does not exist",
+                                   case_id=_msd_case_id(path), why="the test case cannot be predicted",
+                                   fix="add the file or remove the entry from dataset.json 'test'",
+                                   file=str(entry)))
     if not test_entries:  # some MSD copies leave 'test' empty: take imagesTs/ as it is
         for path in _list_files(root / "imagesTs")[0]:
             if file_ending(path):
