@@ -388,13 +388,14 @@ def test_report_text_html_and_json_round_trip(tmp_path):
 
     text = str(report)
     assert "3 labelled training case(s), 1 test image(s)" in text
-    assert "channels   1: 0 MRI" in text and "0 background, 1 Anterior, 2 Posterior" in text
+    assert "channels     1: 0 MRI" in text and "0 background, 1 Anterior, 2 Posterior" in text
     assert "WARNING empty_label" in text and "why:" in text and "fix:" in text
     assert sample_ids(1)[0] in text and "shape" in text and "spacing" in text
     assert "1 warning(s)" in repr(report)
 
     page = report._repr_html_()
     assert page.startswith("<div>") and "<table>" in page and "empty_label" in page
+    assert ">spacing</th>" in page and "<details>" in page and page.count("<tr>") > 4 + 1
     assert "<script" not in page
 
     saved = report.save(tmp_path / "out" / "report.json")

@@ -624,49 +624,50 @@ class DatasetReport:
         return dict(sorted(counts.items()))
 
     # ------------------------------------------------------------------ text
-    def _header_lines(self) -> list[str]:
+    def title(self) -> str:
+        kind = "2D" if self.file_ending in IMAGE_2D_ENDINGS else "3D"
+        return f"Dataset report: {self.dataset_name}  ({self.layout} layout, {kind} {self.file_ending or '?'} files)"
+
+    def facts(self) -> list[tuple[str, str]]:
+        """The report's summary as (name, value) pairs: what the text header and the HTML table show."""
         channels = ", ".join(f"{i} {n}" for i, n in self.channels.items()) or "none declared"
         labels = ", ".join(f"{v} {n}" for n, v in self.labels.items()) or "none declared"
-        kind = "2D" if self.file_ending in IMAGE_2D_ENDINGS else "3D"
-        lines = [
-            f"Dataset report: {self.dataset_name}  ({self.layout} layout, {kind} {self.file_ending or '?'} files)",
-            f"  folder     {self.root}",
-            f"  cases      {self.n_cases} labelled training case(s), {self.n_test_cases} test image(s)",
-            f"  channels   {self.n_channels}: {channels}",
-            f"  labels     {len(self.labels)}: {labels}",
-        ]
+        facts = [("folder", self.root),
+                 ("cases", f"{self.n_cases} labelled training case(s), {self.n_test_cases} test image(s)"),
+                 ("channels", f"{self.n_channels}: {channels}"),
+                 ("labels", f"{len(self.labels)}: {labels}")]
         axes = self._axis_names()
-        for title, stats in (("shape", self.shape_summary()), ("spacing", self.spacing_summary())):
+        for name, stats in (("shape", self.shape_summary()), ("spacing", self.spacing_summary())):
             if stats:
-                lines.append(f"  {title:10s} " + "   ".join(f"{a} {s}" for a, s in zip(axes, stats)))
+                facts.append((name, "   ".join(f"{a} {s}" for a, s in zip(axes, stats))))
         ratio = self.anisotropy()
         if ratio is not None and len(axes) == 3:
-            lines.append(f"  anisotropy {ratio:.2f} (largest/smallest median spacing; nnU-Net treats > 3 as "
-                         "anisotropic)")
+            facts.append(("anisotropy", f"{ratio:.2f} (largest/smallest median spacing; nnU-Net treats > 3 as "
+                                        "anisotropic)"))
         dtypes = Counter(c.dtype for c in self.cases if c.dtype)
         label_dtypes = Counter(c.label_dtype for c in self.cases if c.label_dtype)
         if dtypes:
-            lines.append("  dtypes     images " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common())
-                         + ("; labels " + ", ".join(f"{d} x{n}" for d, n in label_dtypes.most_common())
-                            if label_dtypes else ""))
-        lines += self._intensity_lines()
+            facts.append(("dtypes", "images " + ", ".join(f"{d} x{n}" for d, n in dtypes.most_common())
+                          + ("; labels " + ", ".join(f"{d} x{n}" for d, n in label_dtypes.most_common())
+                             if label_dtypes else "")))
+        facts += self._intensity_facts()
         presence = self._label_presence()
         if presence:
-            lines.append("  label values present: " + ", ".join(
-                f"{_fmt_number(v)} in {n} case(s)" for v, n in presence.items()))
-        return lines
+            facts.append(("label values", ", ".join(f"{_fmt_number(v)} in {n} case(s)" for v, n in presence.items())))
+        return facts
 
-    def _intensity_lines(self) -> list[str]:
-        lines = []
+    def _intensity_facts(self) -> list[tuple[str, str]]:
+        facts = []
         for channel, name in (self.channels.items() or [(0, "?")]):
             ranges = [c.intensity_range[channel] for c in self.training_cases
                       if len(c.intensity_range) > channel and c.intensity_range[channel] is not None]
             if ranges:
                 lows, highs = [r[0] for r in ranges], [r[1] for r in ranges]
-                lines.append(f"  intensity  channel {channel} ({name}): {_fmt_number(min(lows))} .. "
-                             f"{_fmt_number(max(highs))}; per-case max from {_fmt_number(min(highs))} to "
-                             f"{_fmt_number(max(highs))} (median {_fmt_number(float(np.median(highs)))})")
-        return lines
+                facts.append(("intensity", f"channel {channel} ({name}): {_fmt_number(min(lows))} .. "
+                                           f"{_fmt_number(max(highs))}; per-case max from {_fmt_number(min(highs))} "
+                                           f"to {_fmt_number(max(highs))} (median "
+                                           f"{_fmt_number(float(np.median(highs)))})"))
+        return facts
 
     def table(self, max_rows: int | None = None) -> str:
         """One line per case: shape, spacing, dtype, intensity range, label values present."""
@@ -713,7 +714,7 @@ class DatasetReport:
         return lines
 
     def __str__(self) -> str:
-        parts = ["\n".join(self._header_lines())]
+        parts = ["\n".join([self.title()] + [f"  {name:12s} {value}" for name, value in self.facts()])]
         if 0 < len(self.cases) <= PER_CASE_TABLE_MAX_ROWS:
             parts.append(self.table())
         parts.append("\n".join(self._problem_lines()))
@@ -730,10 +731,8 @@ class DatasetReport:
     # ------------------------------------------------------------------ HTML
     def _repr_html_(self) -> str:
         esc = html.escape
-        facts = [line.strip().split(None, 1) for line in self._header_lines()[1:]]
-        fact_rows = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>"
-                            f"{esc(v) if len(fact) > 1 else ''}</td></tr>"
-                            for fact in facts for k, v in [(fact[0], fact[-1])])
+        fact_rows = "".join(f"<tr><th style='text-align:left'>{esc(name)}</th><td style='text-align:left'>"
+                            f"{esc(value)}</td></tr>" for name, value in self.facts())
         colours = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1565c0"}
         problem_rows = "".join(
             f"<tr><td style='color:{colours[p.severity]};font-weight:bold'>{esc(p.severity.value)}</td>"
