@@ -118,7 +118,7 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     interrupted = not trained and (run_dir / "checkpoint_latest.pt").is_file()
     steps.run("train", trained, lambda: resume(run_dir, progress=progress) if interrupted else train_fold(
         dataset, the_plan, fold=FOLD, out_dir=run_dir, configuration=configuration, budget=budget,
-        progress=progress))
+        progress=progress, verbose=progress, validate=False))  # the held-out fold is predicted below, with predict
 
     folds = load_folds([run_dir])
     validation_cases = _validation_cases(dataset, run_dir)

@@ -174,7 +174,7 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
         raise PredictionError(f"case {case_id}: {image.shape[0]} channel(s), but the plan was made for "
                               f"{len(plan.channel_names)} ({', '.join(plan.channel_names.values())}); give one file "
                               "per channel (CASE_0000, CASE_0001, ...) as in training")
-    data, _, properties = preprocess_image(image, spacing, plan, configuration)
+    data, _, properties = preprocess_image(image, spacing, plan, configuration, case_id=case_id)
     total = None
     for fold in folds:
         probabilities = predict_probabilities(fold.network, data, patch_size=config.patch_size, tta=tta,

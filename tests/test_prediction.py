@@ -1,0 +1,129 @@
+"""Tests of tutorseg.prediction with tiny real training runs (seconds) on the bundled sample and on ISBI crops.
+
+The outputs must lie exactly on the input's grid: same shape, affine, orientation and spacing, also for inputs
+with rotated, anisotropic affines in another orientation (built from real cases).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tutorseg.dataset import load_dataset
+from tutorseg.prediction import PredictionError, predict, resolve_inputs
+
+
+def _tiny_run(dataset_dir, out_dir):
+    from tutorseg.fingerprinting import fingerprint
+    from tutorseg.planning import plan
+    from tutorseg.training import train_fold
+
+    the_plan = plan(fingerprint(dataset_dir, num_workers=1, progress=False), preset="cpu")
+    train_fold(dataset_dir, the_plan, fold=0, out_dir=out_dir, budget="4s", progress=False, validate=False,
+               verbose=False)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def hippo_run(sample_dir, tmp_path_factory):
+    return _tiny_run(sample_dir, tmp_path_factory.mktemp("hippo") / "fold_0")
+
+
+@pytest.fixture(scope="module")
+def isbi_crops(isbi_dir, tmp_path_factory):
+    """Six real ISBI slices cropped to 96x128 (nnU-Net v2 layout, PNG), and one test image."""
+    root = tmp_path_factory.mktemp("isbi") / "Dataset103_ISBIcrops"
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / folder).mkdir(parents=True)
+    for index in range(7):
+        case_id = f"isbi2012_{index:03d}"
+        image = np.asarray(Image.open(isbi_dir / "imagesTr" / f"{case_id}_0000.png"))[:96, :128]
+        label = np.asarray(Image.open(isbi_dir / "labelsTr" / f"{case_id}.png"))[:96, :128]
+        if index < 6:
+            Image.fromarray(image).save(root / "imagesTr" / f"{case_id}_0000.png")
+            Image.fromarray(label).save(root / "labelsTr" / f"{case_id}.png")
+        else:
+            Image.fromarray(image).save(root / "imagesTs" / f"{case_id}_0000.png")
+    meta = json.loads((isbi_dir / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**meta, "numTraining": 6}))
+    return root
+
+
+def _odd_geometry_case(sample_dir, folder):
+    """A real test image given a rotated, anisotropic affine and another orientation (axes flipped and swapped)."""
+    source = nib.load(str(sample_dir / "imagesTs" / sorted(p.name for p in (sample_dir / "imagesTs").iterdir()
+                                                          if p.name.endswith(".nii.gz"))[0]))
+    data = np.asanyarray(source.dataobj).astype(np.float32)
+    data = np.flip(np.transpose(data, (1, 0, 2)), axis=2).copy()  # another voxel order on disk
+    angle = np.deg2rad(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([-1.2, 0.9, 2.5])  # flipped x, anisotropic
+    affine[:3, 3] = [40.0, -12.5, 7.0]
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "oddcase_0000.nii.gz"
+    nib.save(image, str(path))
+    return path
+
+
+def test_nifti_prediction_keeps_shape_affine_and_orientation(hippo_run, sample_dir, tmp_path):
+    path = _odd_geometry_case(sample_dir, tmp_path / "inputs")
+    written = predict(hippo_run, path, tmp_path / "out", tta=False, progress=False, save_probabilities=True)
+    assert [p.name for p in written] == ["oddcase.nii.gz"]
+    source, result = nib.load(str(path)), nib.load(str(written[0]))
+    assert result.shape == source.shape
+    assert np.allclose(result.affine, source.affine)
+    assert nib.aff2axcodes(result.affine) == nib.aff2axcodes(source.affine)
+    assert np.allclose(result.header.get_zooms(), source.header.get_zooms())
+    assert (int(result.header["sform_code"]), int(result.header["qform_code"])) == (2, 1)
+    values = np.unique(np.asanyarray(result.dataobj))
+    assert set(values) <= {0, 1, 2}
+    saved = np.load(tmp_path / "out" / "oddcase.npz")
+    assert saved["probabilities"].shape == (3, *source.shape)
+    assert np.allclose(saved["probabilities"].astype(np.float32).sum(0), 1, atol=1e-2)
+    assert list(saved["classes"]) == ["background", "Anterior", "Posterior"]
+
+
+def test_dataset_test_images_and_folder_inputs(hippo_run, sample_dir, tmp_path):
+    dataset = load_dataset(sample_dir)
+    written = predict([hippo_run], sample_dir, tmp_path / "test", tta=False, progress=False)
+    assert [p.name.replace(".nii.gz", "") for p in written] == [c.case_id for c in dataset.test]
+    for case, out in zip(dataset.test, written):
+        assert nib.load(str(out)).shape == case.geometry().shape
+    # a folder of nnU-Net style CASE_0000 files
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(dataset.test[0].image_files[0], folder / f"{dataset.test[0].case_id}_0000.nii.gz")
+    assert [c.case_id for c in resolve_inputs(folder)] == [dataset.test[0].case_id]
+    assert predict(hippo_run, folder, tmp_path / "out2", tta=False, progress=False)[0].is_file()
+
+
+def test_clear_errors(hippo_run, sample_dir, tmp_path):
+    empty = tmp_path / "not_trained"
+    empty.mkdir()
+    with pytest.raises(PredictionError, match="holds no checkpoint"):
+        predict(empty, sample_dir, tmp_path / "out", progress=False)
+    with pytest.raises(PredictionError, match="does not exist"):
+        predict(hippo_run, tmp_path / "missing.nii.gz", tmp_path / "out", progress=False)
+    source = nib.load(str(load_dataset(sample_dir).test[0].image_files[0]))
+    data = np.asanyarray(source.dataobj).astype(np.float32)
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), source.affine), str(tmp_path / "two_0000.nii.gz"))
+    with pytest.raises(PredictionError, match="2 channel"):
+        predict(hippo_run, tmp_path / "two_0000.nii.gz", tmp_path / "out", progress=False)
+
+
+def test_png_prediction_matches_input(isbi_crops, tmp_path):
+    run = _tiny_run(isbi_crops, tmp_path / "isbi_run")
+    written = predict(run, isbi_crops, tmp_path / "out", progress=False)
+    assert [p.name for p in written] == ["isbi2012_006.png"]
+    result = np.asarray(Image.open(written[0]))
+    assert result.shape == (96, 128) and result.dtype == np.uint8
+    assert set(np.unique(result)) <= {0, 1}
