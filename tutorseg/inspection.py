@@ -1,6 +1,6 @@
 """Step 1 of the pipeline: inspect a dataset folder and report everything that is wrong with it, at once.
 
-``inspect_dataset(path)`` reads every case (headers first, then the voxels, in parallel) and returns a
+``inspect_dataset(path)`` reads every case (each file once: its header, then its voxels; in threads) and returns a
 :class:`DatasetReport`: what the dataset holds (cases, channels, labels, shapes, spacings, intensity ranges, label
 values present) and a list of :class:`~tutorseg.problems.Problem` objects, each naming the case, what is wrong, why
 it matters for training and how to fix it. Nothing stops at the first problem, and bad data never shows a raw
