@@ -65,9 +65,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from .fingerprinting import DatasetFingerprint
     from .planning import compare_with_nnunet, plan
 
-    fp = DatasetFingerprint.load(args.fingerprint)
     if args.preset and args.gpu_memory is not None:
-        raise TutorsegError("give either --gpu-memory or --preset, not both")
+        raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
+    fp = DatasetFingerprint.load(args.fingerprint)
     kwargs = {"preset": args.preset} if args.preset else {}
     if args.gpu_memory is not None:
         kwargs["gpu_memory_gb"] = args.gpu_memory
