@@ -127,3 +127,20 @@ def test_png_prediction_matches_input(isbi_crops, tmp_path):
     result = np.asarray(Image.open(written[0]))
     assert result.shape == (96, 128) and result.dtype == np.uint8
     assert set(np.unique(result)) <= {0, 1}
+
+
+def test_cli_predict_then_evaluate(hippo_run, sample_dir, tmp_path, capsys):
+    from tutorseg.cli import main
+
+    dataset = load_dataset(sample_dir)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    case = dataset.training[0]
+    shutil.copy(case.image_files[0], inputs / f"{case.case_id}_0000.nii.gz")
+    assert main(["predict", str(hippo_run), "-i", str(inputs), "-o", str(tmp_path / "pred"), "--no-tta", "-q",
+                 "--checkpoint", "latest"]) == 0
+    assert "1 segmentation(s) written" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "pred"), str(sample_dir), "-o", str(tmp_path / "summary.json")]) == 0
+    assert (tmp_path / "summary.csv").is_file() and "mean Dice" in capsys.readouterr().out
+    assert main(["predict", str(tmp_path), "-i", str(inputs), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err

@@ -146,7 +146,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .prediction import predict
 
     written = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
-                      save_probabilities=args.save_probabilities, progress=not args.quiet)
+                      save_probabilities=args.save_probabilities, progress=not args.quiet,
+                      postprocess=not args.no_postprocessing, checkpoint=args.checkpoint)
     print(f"{len(written)} segmentation(s) written to {args.output}")
     return 0
 
@@ -158,6 +159,10 @@ def _add_predict(sub) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster, slightly worse)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities (.npz)")
+    p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final",
+                   help="which checkpoint of each run to use (default: final)")
+    p.add_argument("--no-postprocessing", action="store_true",
+                   help="ignore the runs' postprocessing.json (keep every connected component)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
