@@ -149,20 +149,20 @@ DERIVED = (
                                               spacings=[(0.2, 0.2, 0.2)])),
     DerivedDataset(
         "Dataset903_HippoAniso",
-        "4 cases upsampled x4 in-plane only, slices 1.0-1.6 mm vs 0.25 mm in-plane: anisotropic target spacing "
-        "(10th percentile), kernels 1 along z, memory-limited 2d batch",
-        lambda root, _: hippocampus_upsampled(root, name="HippoAniso", n=4, factors=(4, 4, 1),
-                                              spacings=[(0.25, 0.25, 1.0), (0.25, 0.25, 1.2),
-                                                        (0.25, 0.25, 1.6), (0.25, 0.25, 1.4)])),
+        "4 cases upsampled x6 in-plane only (~210x300x42), slices 1.0-1.6 mm vs 0.2 mm in-plane: anisotropic target "
+        "spacing (10th percentile), kernels 1 along z, the memory estimate shrinks the 3d_fullres patch",
+        lambda root, _: hippocampus_upsampled(root, name="HippoAniso", n=4, factors=(6, 6, 1),
+                                              spacings=[(0.2, 0.2, 1.0), (0.2, 0.2, 1.2),
+                                                        (0.2, 0.2, 1.6), (0.2, 0.2, 1.4)])),
     DerivedDataset(
         "Dataset904_HippoTwoChannel",
-        "3 cases upsampled x3 with two channels named CT and noNorm: per-channel schemes, memory-limited patch",
-        lambda root, _: hippocampus_upsampled(root, name="HippoTwoChannel", n=3, factors=(3, 3, 3),
+        "2 cases upsampled x4 with two channels named CT and noNorm: per-channel schemes, memory-limited patch",
+        lambda root, _: hippocampus_upsampled(root, name="HippoTwoChannel", n=2, factors=(4, 4, 4),
                                               spacings=[(0.5, 0.5, 0.5)], channel_names={"0": "CT", "1": "noNorm"})),
     DerivedDataset(
         "Dataset905_HippoRGB",
-        "3 RGB PNGs of middle slices upsampled x24 (~840x1200): 2D data, rgb_to_0_1, memory-limited 2d patch",
-        lambda root, _: hippocampus_rgb_slices(root, name="HippoRGB", n=3, factor=24)),
+        "2 RGB PNGs of middle slices upsampled x40 (~1400x2000): 2D data, rgb_to_0_1, memory-limited 2d patch",
+        lambda root, _: hippocampus_rgb_slices(root, name="HippoRGB", n=2, factor=40)),
     DerivedDataset(
         "Dataset906_IsbiTiled",
         "3 ISBI slices tiled 3x3 (1536x1536): the 2d patch shrinks from the median image to fit 8 GB",
