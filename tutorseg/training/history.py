@@ -1,0 +1,79 @@
+"""The per-epoch history of a run and nnU-Net's online evaluation (pseudo-Dice on validation patches).
+
+nnU-Net v2 (``nnUNetTrainer.validation_step`` / ``on_validation_epoch_end``): for each validation batch, the
+full-resolution output's argmax is compared with the patch labels; true positives, false positives and false
+negatives per foreground class are summed over all validation batches of the epoch, and the "pseudo-Dice" is
+``2 TP / (2 TP + FP + FN)`` per class. Its exponential moving average (``ema = 0.9 * ema + 0.1 * mean``) decides
+which checkpoint is the best.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+EMA_MOMENTUM = 0.9  # nnU-Net: ema_fg_dice = 0.9 * previous + 0.1 * current
+
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "pseudo_dice", "mean_pseudo_dice", "ema_pseudo_dice", "lr",
+                "iterations", "epoch_seconds", "elapsed_seconds", "data_seconds")
+
+
+def new_history(class_names: list[str]) -> dict:
+    """An empty history: one list per quantity, one entry per epoch (``class_names``: the foreground classes)."""
+    history = {key: [] for key in HISTORY_KEYS}
+    history["class_names"] = list(class_names)
+    return history
+
+
+def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """TP, FP, FN per foreground class, summed over the batch: ``(3, K - 1)`` float64 on the CPU.
+
+    Args:
+        logits: ``(B, K, *spatial)`` full-resolution output.
+        labels: ``(B, 1, *spatial)`` integer labels.
+    """
+    predicted = logits.argmax(dim=1)
+    truth = labels[:, 0].to(predicted.dtype)
+    counts = torch.zeros(3, n_classes - 1, dtype=torch.float64)
+    for c in range(1, n_classes):
+        p, t = predicted == c, truth == c
+        counts[0, c - 1] = (p & t).sum().item()
+        counts[1, c - 1] = (p & ~t).sum().item()
+        counts[2, c - 1] = (~p & t).sum().item()
+    return counts
+
+
+def dice_from_counts(counts: torch.Tensor) -> list[float]:
+    """Per-class Dice ``2TP / (2TP + FP + FN)``; NaN for a class absent from both prediction and labels."""
+    tp, fp, fn = counts
+    out = []
+    for t, p, n in zip(tp.tolist(), fp.tolist(), fn.tolist()):
+        denominator = 2 * t + p + n
+        out.append(2 * t / denominator if denominator > 0 else math.nan)
+    return out
+
+
+def nan_mean(values) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def update_ema(previous: float | None, current: float) -> float:
+    """nnU-Net's moving average of the mean pseudo-Dice (the first epoch starts it)."""
+    if previous is None or math.isnan(previous):
+        return current
+    if math.isnan(current):
+        return previous
+    return EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * current
+
+
+def json_safe(value):
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,565 @@
+"""Training one fold: ``train_fold`` sets a run folder up, ``resume`` continues one; both run the same epochs.
+
+One epoch (nnU-Net's ``run_training``):
+
+1. ``iterations_per_epoch`` training steps: sample a batch from the cases in memory (one third forced to contain
+   foreground), augment it on the training device, forward under autocast, Dice + CE on every deep-supervision
+   output, backward, clip the gradient norm at 12, SGD step. The learning rate follows the poly schedule, over epochs
+   or over the wall-clock budget.
+2. ``val_iterations`` batches of validation patches (no augmentation): validation loss and pseudo-Dice per class.
+3. Save history.json, progress.png, checkpoint_latest.pt (and checkpoint_best.pt when the EMA pseudo-Dice improved),
+   all atomically. A process killed at any point loses at most the epoch it was in.
+
+At the end: checkpoint_final.pt and the full-case validation of the fold (``validation/summary.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..problems import TutorsegError
+from . import checkpoint as ckpt
+from .device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
+from .history import (confusion_counts, dice_from_counts, json_safe, nan_mean, new_history, update_ema)
+from .loss import DeepSupervisionLoss
+from .network import build_network, count_parameters
+from .progress import LivePlot, progress_bar
+from .record import TrainingRecord
+from .schedule import (GRAD_CLIP, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, format_seconds, get_schedule,
+                       make_optimizer, parse_budget, poly_lr, set_lr)
+
+DEFAULT_SEED = 12345
+CPU_ITERATIONS_PER_EPOCH = 50  # on a CPU an nnU-Net epoch (250 steps) would take many minutes between checkpoints
+CPU_VAL_ITERATIONS = 10
+
+
+class TrainingError(TutorsegError):
+    """A run folder or a training setting is not usable (the message says what to do)."""
+
+
+# --------------------------------------------------------------------------------------------------- the run state
+
+
+@dataclass
+class Run:
+    """Everything one training run holds while it trains (plain container; the steps are functions below)."""
+
+    run_dir: Path
+    config: dict
+    plan: Any
+    configuration: Any
+    dataset: Any
+    setup: DeviceSetup
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss: DeepSupervisionLoss
+    train_sampler: Any
+    val_sampler: Any
+    val_cases: list
+    augmentation: Any
+    numpy_rng: np.random.Generator
+    torch_generator: torch.Generator
+    history: dict
+    epoch: int = 0
+    iterations: int = 0
+    elapsed: float = 0.0
+    best_ema: float | None = None
+    best_epoch: int | None = None
+    tracker: Any = None
+    live_plot: LivePlot | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.plan.labels)
+
+    def log(self, message: str, *, echo: bool = True) -> None:
+        """Append a time-stamped line to log.txt (and print it)."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
+            f.write(f"{stamp}  {message}\n")
+        if echo and self.config.get("verbose", True):
+            print(message, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- setting up
+
+
+def _load_plan(plan):
+    from ..planning import Plan
+
+    if isinstance(plan, Plan):
+        return plan
+    path = Path(plan)
+    if not path.is_file():
+        raise TrainingError(f"no plan at {path}; make one with tutorseg.plan(tutorseg.fingerprint(dataset)) and "
+                            "plan.save(path), or pass the Plan object")
+    return Plan.load(path)
+
+
+def _resolve_length(config: dict, setup: DeviceSetup) -> dict:
+    """Budget or epochs, epoch size and validation size, from the arguments, a named schedule and the device."""
+    on_cpu = setup.torch_device.type == "cpu"
+    if config["schedule"] is not None:
+        schedule = get_schedule(config["schedule"])
+        for key in ("budget", "epochs", "iterations_per_epoch", "val_iterations"):
+            if config[key] is None:
+                config[key] = getattr(schedule, key)
+    if config["budget"] is not None and config["epochs"] is not None:
+        raise TrainingError("give either budget= (wall clock, e.g. '20min') or epochs=, not both")
+    if config["budget"] is None and config["epochs"] is None:
+        raise TrainingError("say how long to train: budget='20min' (the schedule is stretched over it), epochs=N, "
+                            f"or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
+    config["budget_seconds"] = parse_budget(config["budget"]) if config["budget"] is not None else None
+    if config["epochs"] is not None and int(config["epochs"]) < 1:
+        raise TrainingError(f"epochs must be at least 1, got {config['epochs']}")
+    if config["iterations_per_epoch"] is None:
+        config["iterations_per_epoch"] = CPU_ITERATIONS_PER_EPOCH if on_cpu else NNUNET_ITERATIONS_PER_EPOCH
+    if config["val_iterations"] is None:
+        config["val_iterations"] = CPU_VAL_ITERATIONS if on_cpu else NNUNET_VAL_ITERATIONS
+    return config
+
+
+def _prepare_data(dataset, plan, configuration, config: dict, splits_path: Path, progress: bool):
+    """Preprocess (idempotent), make or read the splits, load the fold's cases into memory."""
+    from ..preprocessing import preprocess
+    from ..splits import fold_cases, load_splits, make_splits, save_splits
+
+    preprocessed = preprocess(dataset, plan, configuration.name, config["preprocessed_dir"], progress=progress,
+                              verbose=config.get("verbose", True))
+    case_ids = list(preprocessed.case_ids)
+    if splits_path.is_file():
+        splits = load_splits(splits_path, case_ids)
+    else:
+        splits = make_splits(case_ids) if config["fold"] != "all" or len(case_ids) >= 5 else [
+            {"train": case_ids, "val": []}]
+        save_splits(splits, splits_path)
+    train_ids, val_ids = fold_cases(splits, config["fold"], case_ids)
+    train_cases = preprocessed.load_cases(train_ids)
+    val_cases = preprocessed.load_cases(val_ids) if val_ids else []
+    return train_cases, val_cases
+
+
+def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
+    from ..augmentation import sampling_patch_size
+    from ..sampling import PatchSampler
+
+    patch = tuple(configuration.patch_size)
+    slice_axis = configuration.slice_axis if len(patch) == 2 and train_cases[0].label.ndim == 3 else None
+    train = PatchSampler(train_cases, patch_size=patch, batch_size=configuration.batch_size,
+                         sample_size=sampling_patch_size(patch, augmentation), slice_axis=slice_axis, seed=seed)
+    # nnU-Net validates on patches drawn like training patches (same oversampling), without augmentation;
+    # with fold "all" there is no validation set and the training cases stand in (as nnU-Net does).
+    val = PatchSampler(val_cases or train_cases, patch_size=patch, batch_size=configuration.batch_size,
+                       slice_axis=slice_axis, seed=seed + 1)
+    return train, val
+
+
+def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) -> Run:
+    from ..augmentation import AugmentationConfig
+
+    configuration = plan[config["configuration"]]
+    setup = choose_device(config["device"], config["precision"])
+    configure_backends(setup)
+    if setup.torch_device.type == "cpu":
+        torch.set_num_threads(cpu_threads())
+    augmentation = AugmentationConfig.from_dict(config["augmentation"])
+    train_cases, val_cases = _prepare_data(dataset, plan, configuration, config, run_dir / "splits_final.json",
+                                           progress)
+    torch.manual_seed(config["seed"])
+    network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
+    if setup.torch_device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3
+                             else torch.channels_last)
+    train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config["seed"])
+    generator = torch.Generator(device=setup.torch_device)
+    generator.manual_seed(config["seed"])
+    names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
+    run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
+              network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
+              loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice),
+              train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
+              numpy_rng=np.random.default_rng(config["seed"]), torch_generator=generator, history=new_history(names),
+              live_plot=LivePlot(run_dir / "progress.png", show=progress))
+    run.extra["n_train_cases"] = len(train_cases)
+    return run
+
+
+def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iterations_per_epoch, val_iterations,
+                schedule, preprocessed_dir, run_dir, device, precision, augmentation, wandb, seed, validate,
+                validation_tta, verbose) -> dict:
+    from .. import __version__
+
+    return {
+        "dataset_dir": str(dataset.root), "dataset_name": dataset.name, "configuration": configuration,
+        "fold": fold, "budget": budget, "epochs": epochs, "iterations_per_epoch": iterations_per_epoch,
+        "val_iterations": val_iterations, "schedule": schedule,
+        "preprocessed_dir": str(preprocessed_dir if preprocessed_dir is not None else run_dir / "preprocessed"),
+        "device": device, "precision": precision, "augmentation": augmentation.to_dict(), "wandb": bool(wandb),
+        "seed": int(seed), "validate": bool(validate), "validation_tta": bool(validation_tta), "verbose": verbose,
+        "tutorseg_version": __version__, "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------- one epoch
+
+
+def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> tuple[float, float]:
+    """(lr, progress) now: poly over epochs (set once per epoch, as nnU-Net) or over the budget (every step)."""
+    if run.config["budget_seconds"] is not None:
+        progress = (epoch_start_elapsed + time.perf_counter() - epoch_clock) / run.config["budget_seconds"]
+    else:
+        progress = run.epoch / run.config["epochs"]
+    return poly_lr(progress), progress
+
+
+def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample on the CPU (slicing arrays in memory), move to the device, augment there as one batched operation."""
+    from ..augmentation import augment_batch
+
+    images, labels = run.train_sampler.next_batch()
+    device = run.setup.torch_device
+    non_blocking = device.type == "cuda"
+    if non_blocking:
+        images, labels = images.pin_memory(), labels.pin_memory()
+    images = images.to(device, non_blocking=non_blocking)
+    labels = labels.to(device, non_blocking=non_blocking)
+    return augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
+                         generator=run.torch_generator)
+
+
+def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """One SGD step; returns the loss. Mixed precision on CUDA with a GradScaler; gradient norm clipped at 12."""
+    run.optimizer.zero_grad(set_to_none=True)
+    with run.setup.autocast():
+        outputs = run.network(images)
+    loss = run.loss(outputs, labels)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.network.parameters(), GRAD_CLIP)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return float(loss.detach())
+
+
+def train_epoch(run: Run, *, progress: bool) -> dict:
+    """The training half of an epoch; stops early when the budget is used up."""
+    run.network.train()
+    epoch_clock = time.perf_counter()
+    start_elapsed = run.elapsed
+    losses, data_seconds, lr = [], 0.0, run.optimizer.param_groups[0]["lr"]
+    bar = progress_bar(run.config["iterations_per_epoch"], enabled=progress, description=f"epoch {run.epoch}")
+    for _ in range(run.config["iterations_per_epoch"]):
+        lr, fraction = learning_rate(run, start_elapsed, epoch_clock)
+        if run.config["budget_seconds"] is not None and fraction >= 1.0:
+            break
+        set_lr(run.optimizer, lr)
+        tick = time.perf_counter()
+        images, labels = next_training_batch(run)
+        data_seconds += time.perf_counter() - tick
+        losses.append(train_step(run, images, labels))
+        run.iterations += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if run.setup.torch_device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"train_loss": nan_mean(losses), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds}
+
+
+@torch.no_grad()
+def validate_epoch(run: Run) -> dict:
+    """nnU-Net's online evaluation: loss and pseudo-Dice on ``val_iterations`` batches of validation patches."""
+    run.network.eval()
+    counts = torch.zeros(3, run.n_classes - 1, dtype=torch.float64)
+    losses = []
+    device = run.setup.torch_device
+    for _ in range(run.config["val_iterations"]):
+        images, labels = run.val_sampler.next_batch()
+        images, labels = images.to(device), labels.to(device)
+        with run.setup.autocast():
+            logits = run.network(images)
+        losses.append(float(run.loss(logits, labels)))
+        counts += confusion_counts(logits, labels, run.n_classes)
+    dice = dice_from_counts(counts)
+    return {"val_loss": nan_mean(losses), "pseudo_dice": dice, "mean_pseudo_dice": nan_mean(dice)}
+
+
+def record_epoch(run: Run, train: dict, val: dict, epoch_seconds: float) -> bool:
+    """Append the epoch to the history; True when its EMA pseudo-Dice is the best so far."""
+    h = run.history
+    ema = update_ema(h["ema_pseudo_dice"][-1] if h["ema_pseudo_dice"] else None, val["mean_pseudo_dice"])
+    values = {"epoch": run.epoch, "train_loss": train["train_loss"], "val_loss": val["val_loss"],
+              "pseudo_dice": val["pseudo_dice"], "mean_pseudo_dice": val["mean_pseudo_dice"], "ema_pseudo_dice": ema,
+              "lr": train["lr"], "iterations": train["iterations"], "epoch_seconds": epoch_seconds,
+              "elapsed_seconds": run.elapsed, "data_seconds": train["data_seconds"]}
+    for key, value in values.items():
+        h[key].append(value)
+    improved = ema == ema and (run.best_ema is None or ema > run.best_ema)
+    if improved:
+        run.best_ema, run.best_epoch = ema, run.epoch
+    return improved
+
+
+# --------------------------------------------------------------------------------------------------- saving
+
+
+def checkpoint_state(run: Run) -> dict:
+    """What a checkpoint holds: only tensors and plain types (loads with ``weights_only=True``)."""
+    return {
+        "format": 1,
+        "network": run.network.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": run.epoch,
+        "iterations": run.iterations,
+        "elapsed_seconds": run.elapsed,
+        "best_ema_pseudo_dice": run.best_ema,
+        "best_epoch": run.best_epoch,
+        "history": json_safe(run.history),
+        "rng": ckpt.capture_rng(run.numpy_rng, run.torch_generator),
+        "train_sampler": run.train_sampler.state_dict(),
+        "val_sampler": run.val_sampler.state_dict(),
+        "configuration": run.configuration.name,
+        "n_channels": int(run.train_sampler.n_channels),
+        "n_classes": run.n_classes,
+    }
+
+
+def save_epoch(run: Run, improved: bool) -> None:
+    """history.json, progress.png, checkpoint_latest.pt and, when improved, checkpoint_best.pt (all atomic)."""
+    ckpt.write_json(run.run_dir / "history.json", json_safe(run.history))
+    run.live_plot.update(run.history)
+    state = checkpoint_state(run)
+    ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["latest"], state)
+    if improved:
+        ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["best"], state)
+
+
+def restore_state(run: Run, state: dict) -> None:
+    """Put a checkpoint's model, optimiser, scaler, counters, history and random states back into ``run``."""
+    run.network.load_state_dict(state["network"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.epoch, run.iterations, run.elapsed = state["epoch"], state["iterations"], state["elapsed_seconds"]
+    run.best_ema, run.best_epoch = state["best_ema_pseudo_dice"], state["best_epoch"]
+    history = state["history"]
+    run.history = {k: [float("nan") if v is None else v for v in vs] if k in ("train_loss", "val_loss",
+                   "mean_pseudo_dice", "ema_pseudo_dice") else vs for k, vs in history.items()}
+    ckpt.restore_rng(state["rng"], run.numpy_rng, run.torch_generator)
+    run.train_sampler.load_state_dict(state["train_sampler"])
+    run.val_sampler.load_state_dict(state["val_sampler"])
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+def _finished(run: Run) -> bool:
+    if run.config["budget_seconds"] is not None:
+        return run.elapsed >= run.config["budget_seconds"]
+    return run.epoch >= run.config["epochs"]
+
+
+def _epoch_metrics(run: Run) -> dict:
+    h = run.history
+    metrics = {k: h[k][-1] for k in ("train_loss", "val_loss", "mean_pseudo_dice", "ema_pseudo_dice", "lr",
+                                     "epoch_seconds", "data_seconds")}
+    for name, value in zip(h["class_names"], h["pseudo_dice"][-1]):
+        metrics[f"pseudo_dice/{name}"] = value
+    return metrics
+
+
+def _describe_epoch(run: Run) -> str:
+    h = run.history
+    dice = ", ".join("-" if v != v else f"{v:.3f}" for v in h["pseudo_dice"][-1])
+    limit = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config['budget_seconds'])}"
+             if run.config["budget_seconds"] is not None else f"of {run.config['epochs']}")
+    return (f"epoch {run.epoch} ({limit}): train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
+            f"pseudo-Dice [{dice}], EMA {h['ema_pseudo_dice'][-1]:.4f}, lr {h['lr'][-1]:.2e}, "
+            f"{h['epoch_seconds'][-1]:.1f} s ({h['data_seconds'][-1]:.1f} s data)")
+
+
+def _loop(run: Run, *, progress: bool) -> None:
+    while not _finished(run):
+        clock = time.perf_counter()
+        try:
+            train = train_epoch(run, progress=progress)
+            val = validate_epoch(run)
+        except torch.cuda.OutOfMemoryError as exc:
+            run.log(f"out of memory in epoch {run.epoch}")
+            raise out_of_memory_error(run.configuration, run.setup.device, exc) from exc
+        seconds = time.perf_counter() - clock
+        run.elapsed += seconds
+        improved = record_epoch(run, train, val, seconds)
+        run.epoch += 1
+        save_epoch(run, improved)
+        run.log(_describe_epoch(run) + ("  (new best)" if improved else ""), echo=not progress)
+        if run.tracker is not None:
+            run.tracker.log(_epoch_metrics(run), step=run.epoch)
+
+
+def _finish(run: Run, *, progress: bool) -> TrainingRecord:
+    from .validation import validate_cases
+
+    ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["final"], checkpoint_state(run))
+    stopped_by = "budget" if run.config["budget_seconds"] is not None else "epochs"
+    run.log(f"training done: {run.epoch} epochs, {run.iterations} iterations in {format_seconds(run.elapsed)} "
+            f"(stopped by {stopped_by}); checkpoint_final.pt written")
+    summary = None
+    if run.config["validate"] and run.val_cases:
+        clock = time.perf_counter()
+        summary = validate_cases(run.network, run.val_cases, run.dataset, run.plan, run.configuration,
+                                 run.run_dir / "validation", device=run.setup.torch_device,
+                                 tta=run.config["validation_tta"], progress=progress)
+        per_class = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_dice"].items() if v is not None)
+        run.log(f"full-case validation of {summary['n_cases']} cases in {time.perf_counter() - clock:.0f} s: "
+                f"mean foreground Dice {summary['mean_foreground_dice']:.4f} ({per_class})")
+        if run.tracker is not None:
+            run.tracker.summary({"validation/mean_foreground_dice": summary["mean_foreground_dice"],
+                                 **{f"validation/dice/{k}": v for k, v in summary["mean_dice"].items()}})
+    if run.tracker is not None:
+        run.tracker.finish()
+    record = TrainingRecord(
+        run_dir=run.run_dir, dataset_name=run.dataset.name, configuration=run.configuration.name,
+        fold=run.config["fold"], epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
+        stopped_by=stopped_by, best_epoch=run.best_epoch, best_ema_pseudo_dice=run.best_ema, validation=summary,
+        device=f"{run.setup.device}/{run.setup.precision}", history=json_safe(run.history))
+    record.save()
+    return record
+
+
+def _start(run: Run, *, resumed: bool) -> None:
+    n_params = count_parameters(run.network)
+    if run.setup.note:
+        run.log(run.setup.note)
+    c = run.configuration
+    limit = (f"budget {format_seconds(run.config['budget_seconds'])}" if run.config["budget_seconds"] is not None
+             else f"{run.config['epochs']} epochs")
+    run.log(f"{'resuming' if resumed else 'training'} {run.dataset.name} {c.name} fold {run.config['fold']} "
+            f"at epoch {run.epoch}: {run.extra['n_train_cases']} training / {len(run.val_cases)} validation cases, "
+            f"patch {list(c.patch_size)}, batch {c.batch_size}, {n_params / 1e6:.1f} M parameters, {limit}, "
+            f"{run.config['iterations_per_epoch']} iterations per epoch, on {run.setup.device} "
+            f"({run.setup.precision})")
+    if run.config["wandb"]:
+        from ..tracking import start_tracking
+
+        run.tracker = start_tracking(run.run_dir, {k: v for k, v in run.config.items() if k != "augmentation"})
+
+
+# --------------------------------------------------------------------------------------------------- public
+
+
+def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: str | None = None,
+               budget: str | float | None = None, epochs: int | None = None, iterations_per_epoch: int | None = None,
+               val_iterations: int | None = None, schedule: str | None = None, preprocessed_dir=None,
+               device: str | None = None, precision: str = "auto", augmentation=None, wandb: bool = False,
+               progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
+               verbose: bool = True) -> TrainingRecord:
+    """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
+
+    Args:
+        dataset: a :class:`tutorseg.dataset.Dataset` or its folder.
+        plan: a :class:`tutorseg.planning.Plan` or its JSON file.
+        fold: 0-4 (nnU-Net's 5-fold splits, seed 12345), or ``"all"`` (every labelled case trains, no validation).
+        out_dir: the run folder (e.g. on Google Drive in Colab); must not hold a run already (use :func:`resume`).
+        configuration: ``"3d_fullres"`` (default where planned), ``"2d"``, ``"3d_lowres"``.
+        budget: wall-clock training time (``"20min"``, ``"1h30m"``, ``"90s"`` or seconds); the poly learning rate
+            is stretched over it, so the run ends converged.
+        epochs: train a number of epochs instead (nnU-Net: 1000).
+        iterations_per_epoch: steps between validations and checkpoints (nnU-Net: 250; CPU default 50).
+        val_iterations: validation batches per epoch for the pseudo-Dice (nnU-Net: 50; CPU default 10).
+        schedule: a named schedule from :data:`tutorseg.training.SCHEDULES` (fills what is not given).
+        preprocessed_dir: where preprocessed cases are kept (default ``out_dir/preprocessed``; share it across folds).
+        device: ``None`` (the GPU if there is one, else the CPU) or a torch device string.
+        precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32), or explicit.
+        augmentation: a :class:`tutorseg.augmentation.AugmentationConfig` (default: nnU-Net's).
+        wandb: log to Weights & Biases (``tutorseg.tracking``).
+        progress: progress bar and, in a notebook, the live plot.
+        seed: seed of sampling, augmentation and initialisation.
+        validate: run the full-case validation of the fold at the end.
+        validation_tta: mirroring test-time augmentation in that validation (nnU-Net: on).
+        verbose: print what happens (also written to log.txt).
+
+    Returns:
+        The :class:`TrainingRecord` (also in ``out_dir/training_record.json``).
+
+    Raises:
+        TrainingError: bad settings, or ``out_dir`` already holds a run.
+        TrainingOutOfMemoryError: the GPU ran out of memory (the message says which plan values to lower).
+    """
+    from ..augmentation import AugmentationConfig
+    from ..dataset import as_dataset
+
+    dataset = as_dataset(dataset)
+    plan = _load_plan(plan)
+    configuration = configuration or plan.default_configuration
+    if configuration not in plan.configurations:
+        raise TrainingError(f"the plan has no configuration {configuration!r}; it has {sorted(plan.configurations)}")
+    if str(fold) != "all" and not (isinstance(fold, int) or str(fold).isdigit()):
+        raise TrainingError(f"fold must be 0-4 or 'all', not {fold!r}")
+    fold = "all" if str(fold) == "all" else int(fold)
+    run_dir = Path(out_dir).expanduser()
+    if (run_dir / ckpt.CHECKPOINT_NAMES["latest"]).exists():
+        raise TrainingError(f"{run_dir} already holds a run (checkpoint_latest.pt); continue it with "
+                            "tutorseg.resume(run_dir) (tutorseg train --resume) or choose a new out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = _run_config(dataset, plan, fold=fold, configuration=configuration, budget=budget, epochs=epochs,
+                         iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, schedule=schedule,
+                         preprocessed_dir=preprocessed_dir, run_dir=run_dir, device=device, precision=precision,
+                         augmentation=augmentation or AugmentationConfig(), wandb=wandb, seed=seed,
+                         validate=validate, validation_tta=validation_tta, verbose=verbose)
+    config = _resolve_length(config, choose_device(device, precision))
+    plan.save(run_dir / "plan.json")
+    ckpt.write_json(run_dir / "config.json", config)
+    run = _build_run(run_dir, config, plan, dataset, progress=progress)
+    _start(run, resumed=False)
+    _loop(run, progress=progress)
+    return _finish(run, progress=progress)
+
+
+def resume(run_dir, *, progress: bool = True, device: str | None = None) -> TrainingRecord:
+    """Continue a run where it stopped: model, optimiser, scaler, epoch, elapsed budget, history and every random
+    state come back from ``checkpoint_latest.pt``; the epoch that was interrupted is trained again.
+
+    Args:
+        run_dir: the run folder written by :func:`train_fold`.
+        progress: progress bar and live plot.
+        device: train on another device than recorded (e.g. the GPU came back); default: as recorded.
+
+    Raises:
+        TrainingError: the folder is not a run folder.
+    """
+    import json
+
+    from ..dataset import as_dataset
+    from ..planning import Plan
+
+    run_dir = Path(run_dir).expanduser()
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
+                            "tutorseg.train_fold(...)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if device is not None:
+        config["device"] = device
+    plan = Plan.load(run_dir / "plan.json")
+    dataset = as_dataset(config["dataset_dir"])
+    run = _build_run(run_dir, config, plan, dataset, progress=progress)
+    latest = run_dir / ckpt.CHECKPOINT_NAMES["latest"]
+    if latest.exists():
+        restore_state(run, ckpt.load_checkpoint(latest, map_location=run.setup.torch_device))
+    _start(run, resumed=True)
+    _loop(run, progress=progress)
+    return _finish(run, progress=progress)

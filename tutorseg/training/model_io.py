@@ -1,0 +1,52 @@
+"""Loading a trained network back from a run folder (what prediction needs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..problems import TutorsegError
+from .checkpoint import CHECKPOINT_NAMES, load_checkpoint
+from .network import build_network
+
+
+def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device | None = None):
+    """The trained network of a run, in eval mode, with the plan and configuration it was trained with.
+
+    Args:
+        run_dir: a run folder written by :func:`tutorseg.train_fold`.
+        checkpoint: ``"final"`` (end of training), ``"best"`` (best EMA pseudo-Dice) or ``"latest"`` (last epoch).
+        device: where to put the network (default: the CPU).
+
+    Returns:
+        ``(network, plan, configuration_name, config)``: the network in eval mode (``forward`` returns full-resolution
+        logits ``(B, K, *patch)``), the :class:`tutorseg.planning.Plan`, the configuration's name and the run's
+        config.json as a dict.
+
+    Raises:
+        TutorsegError: not a run folder, unknown checkpoint name, or the checkpoint cannot be read.
+    """
+    from ..planning import Plan
+
+    run_dir = Path(run_dir).expanduser()
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise TutorsegError(f"checkpoint must be one of {sorted(CHECKPOINT_NAMES)}, not {checkpoint!r}")
+    if not (run_dir / "plan.json").is_file() or not (run_dir / "config.json").is_file():
+        raise TutorsegError(f"{run_dir} is not a training run folder (plan.json / config.json missing); train one "
+                            "with tutorseg.train_fold(...)")
+    path = run_dir / CHECKPOINT_NAMES[checkpoint]
+    if checkpoint == "final" and not path.exists() and (run_dir / CHECKPOINT_NAMES["latest"]).exists():
+        raise TutorsegError(f"{run_dir} has no checkpoint_final.pt: the training did not finish. Finish it with "
+                            "tutorseg.resume(run_dir), or load checkpoint='latest' or 'best'")
+    state = load_checkpoint(path)
+    plan = Plan.load(run_dir / "plan.json")
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    name = state["configuration"]
+    network = build_network(plan[name], state["n_channels"], state["n_classes"])
+    network.load_state_dict(state["network"])
+    network.eval()
+    if device is not None:
+        network.to(device)
+    return network, plan, name, config

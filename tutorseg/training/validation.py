@@ -1,0 +1,77 @@
+"""Full-case validation at the end of training: sliding-window prediction of every validation case of the fold,
+mapped back onto the original image and compared with its label, as nnU-Net's ``perform_actual_validation``.
+
+Writes ``validation/CASE<ending>`` (the predicted label maps, aligned with the raw images) and
+``validation/summary.json`` (Dice per case and class, and the means) into the run folder.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..inference import predict_probabilities
+from .checkpoint import write_json
+from .history import json_safe, nan_mean
+
+
+def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: dict[str, int]) -> dict[str, float]:
+    """Dice of each foreground class; NaN where the class is absent from both (nnU-Net: NaN, left out of means)."""
+    out = {}
+    for name, value in labels.items():
+        if value == 0:
+            continue
+        p, r = prediction == value, reference == value
+        denominator = p.sum() + r.sum()
+        out[name] = float(2 * (p & r).sum() / denominator) if denominator > 0 else math.nan
+    return out
+
+
+def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, *, device, tta: bool = True,
+                   progress: bool = False) -> dict:
+    """Predict each preprocessed validation case, undo the preprocessing, write it, and score it.
+
+    Args:
+        network: the trained network.
+        cases: the fold's validation cases (:class:`tutorseg.preprocessing.PreprocessedCase`).
+        dataset: the :class:`tutorseg.dataset.Dataset` (raw labels and reference images).
+        plan, configuration: the plan and the configuration's :class:`ConfigurationPlan`.
+        out_dir: ``run_dir/validation``.
+        device: where to predict.
+        tta: mirroring test-time augmentation (nnU-Net validates with it).
+
+    Returns:
+        The summary written to ``summary.json``.
+    """
+    from ..preprocessing import undo_preprocessing
+    from ..io import write_segmentation
+    from .progress import progress_bar
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = {name: value for name, value in plan.labels.items()}
+    slice_axis = configuration.slice_axis if len(configuration.patch_size) < cases[0].data.ndim - 1 else None
+    per_case = []
+    bar = progress_bar(len(cases), enabled=progress, description="validation")
+    for case in cases:
+        probabilities = predict_probabilities(network, case.data, patch_size=configuration.patch_size, tta=tta,
+                                              device=device, slice_axis=slice_axis)
+        segmentation = probabilities.argmax(0).astype(np.int16)
+        original = undo_preprocessing(segmentation, case.properties, plan, configuration)
+        raw = dataset.case(case.case_id)
+        reference = raw.load_label()
+        write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
+                           reference=raw.image_files[0])
+        per_case.append({"case_id": case.case_id, "dice": dice_per_class(original, reference, labels)})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    names = [n for n, v in labels.items() if v != 0]
+    mean = {n: nan_mean([c["dice"][n] for c in per_case]) for n in names}
+    summary = {"n_cases": len(per_case), "tta": tta, "mean_dice": mean,
+               "mean_foreground_dice": nan_mean(list(mean.values())), "per_case": per_case}
+    summary = json_safe(summary)
+    write_json(out_dir / "summary.json", summary)
+    return summary
