@@ -112,13 +112,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import resume, train_fold
 
     if args.resume:
-        record = resume(args.out, progress=not args.quiet)
+        record = resume(args.out, progress=not args.quiet, device=args.device)
     else:
         if args.plan is None or args.dataset is None:
             raise TutorsegError("tutorseg train needs DATASET_DIR and --plan PLAN.json (or --resume --out RUN_DIR)")
         record = train_fold(args.dataset, args.plan, fold=args.fold, out_dir=args.out,
                             configuration=args.configuration, budget=args.budget, epochs=args.epochs,
-                            wandb=args.wandb, progress=not args.quiet)
+                            schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
+                            preprocessed_dir=args.preprocessed, device=args.device, wandb=args.wandb,
+                            progress=not args.quiet, verbose=not args.quiet)
     print(record)
     return 0
 
@@ -133,6 +135,10 @@ def _add_train(sub) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--budget", help="wall-clock budget, e.g. 10m, 1h30m, 90s")
     group.add_argument("--epochs", type=int, help="number of epochs")
+    group.add_argument("--schedule", help="a named schedule, e.g. cpu-10min, colab-t4-15min (tutorseg.training.SCHEDULES)")
+    p.add_argument("--iterations-per-epoch", type=int, help="steps between checkpoints (nnU-Net: 250; CPU: 50)")
+    p.add_argument("--preprocessed", type=Path, help="preprocessed-data folder to (re)use (default: RUN_DIR/preprocessed)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
