@@ -144,3 +144,24 @@ def test_cli_predict_then_evaluate(hippo_run, sample_dir, tmp_path, capsys):
     assert (tmp_path / "summary.csv").is_file() and "mean Dice" in capsys.readouterr().out
     assert main(["predict", str(tmp_path), "-i", str(inputs), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+
+def test_postprocessing_decision_is_applied(hippo_run, sample_dir, tmp_path):
+    from scipy import ndimage
+
+    from tutorseg.postprocessing import PostprocessingDecision
+
+    labels = {"Anterior": 1, "Posterior": 2}
+    keep_one = PostprocessingDecision(((1, 2),), labels, {}, {}, (), 0)
+    case = load_dataset(sample_dir).test[0]
+    run = tmp_path / "run_copy"
+    shutil.copytree(hippo_run, run)
+    keep_one.save(run / "postprocessing.json")  # found in the run folder, as predict does by default
+    for postprocess, folder in ((True, "with"), (False, "without")):
+        written = predict(run, [case], tmp_path / folder, tta=False, progress=False, postprocess=postprocess)
+        foreground = np.isin(np.asanyarray(nib.load(str(written[0])).dataobj), (1, 2))
+        if postprocess:
+            assert ndimage.label(foreground)[1] <= 1
+    cleaned = np.asanyarray(nib.load(str(tmp_path / "with" / written[0].name)).dataobj)
+    raw = np.asanyarray(nib.load(str(written[0])).dataobj)
+    assert np.array_equal(cleaned, keep_one.apply(raw))
