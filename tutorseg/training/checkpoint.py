@@ -63,6 +63,14 @@ def write_bytes(path: Path, data: bytes) -> None:
     _atomic_write(path, lambda f: f.write(data))
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete temporary files a killed process left behind (``.NAME.*.tmp``); returns what was removed."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Save a checkpoint atomically (temp file in the same folder + fsync + ``os.replace``)."""
     _atomic_write(path, lambda f: torch.save(state, f))

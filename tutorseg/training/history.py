@@ -16,7 +16,7 @@ import torch
 EMA_MOMENTUM = 0.9  # nnU-Net: ema_fg_dice = 0.9 * previous + 0.1 * current
 
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "pseudo_dice", "mean_pseudo_dice", "ema_pseudo_dice", "lr",
-                "iterations", "epoch_seconds", "elapsed_seconds", "data_seconds")
+                "iterations", "epoch_seconds", "elapsed_seconds", "data_seconds", "train_seconds")
 
 
 def new_history(class_names: list[str]) -> dict:

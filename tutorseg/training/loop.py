@@ -276,7 +276,8 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
         bar.close()
     if run.setup.torch_device.type == "cuda":
         torch.cuda.synchronize()
-    return {"train_loss": nan_mean(losses), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds}
+    return {"train_loss": nan_mean(losses), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
+            "train_seconds": time.perf_counter() - epoch_clock}
 
 
 @torch.no_grad()
@@ -304,7 +305,8 @@ def record_epoch(run: Run, train: dict, val: dict, epoch_seconds: float) -> bool
     values = {"epoch": run.epoch, "train_loss": train["train_loss"], "val_loss": val["val_loss"],
               "pseudo_dice": val["pseudo_dice"], "mean_pseudo_dice": val["mean_pseudo_dice"], "ema_pseudo_dice": ema,
               "lr": train["lr"], "iterations": train["iterations"], "epoch_seconds": epoch_seconds,
-              "elapsed_seconds": run.elapsed, "data_seconds": train["data_seconds"]}
+              "elapsed_seconds": run.elapsed, "data_seconds": train["data_seconds"],
+              "train_seconds": train["train_seconds"]}
     for key, value in values.items():
         h[key].append(value)
     improved = ema == ema and (run.best_ema is None or ema > run.best_ema)
@@ -339,13 +341,16 @@ def checkpoint_state(run: Run) -> dict:
 
 
 def save_epoch(run: Run, improved: bool) -> None:
-    """history.json, progress.png, checkpoint_latest.pt and, when improved, checkpoint_best.pt (all atomic)."""
-    ckpt.write_json(run.run_dir / "history.json", json_safe(run.history))
-    run.live_plot.update(run.history)
+    """checkpoint_latest.pt, checkpoint_best.pt when improved, then history.json and progress.png (all atomic).
+
+    The checkpoint goes first, so history.json never shows an epoch that a resume would not find.
+    """
     state = checkpoint_state(run)
     ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["latest"], state)
     if improved:
         ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["best"], state)
+    ckpt.write_json(run.run_dir / "history.json", json_safe(run.history))
+    run.live_plot.update(run.history)
 
 
 def restore_state(run: Run, state: dict) -> None:
@@ -552,6 +557,7 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
         raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
                             "tutorseg.train_fold(...)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    stale = ckpt.remove_stale_temporaries(run_dir)
     if device is not None:
         config["device"] = device
     plan = Plan.load(run_dir / "plan.json")
@@ -561,5 +567,7 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     if latest.exists():
         restore_state(run, ckpt.load_checkpoint(latest, map_location=run.setup.torch_device))
     _start(run, resumed=True)
+    if stale:
+        run.log(f"removed {len(stale)} half-written file(s) of the interrupted run: {', '.join(p.name for p in stale)}")
     _loop(run, progress=progress)
     return _finish(run, progress=progress)
