@@ -7,6 +7,7 @@ A resumed training continues the same wandb run (its id is kept in ``<run_dir>/w
 from __future__ import annotations
 
 import math
+import secrets
 from pathlib import Path
 
 from .problems import TutorsegError
@@ -46,7 +47,7 @@ def start_tracking(run_dir: Path, config: dict, *, project: str | None = None, n
                             "WANDB_MODE=offline to log to the run folder only)") from None
     run_dir = Path(run_dir)
     id_file = run_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)  # wandb run id
     id_file.write_text(run_id + "\n")
     run = wandb.init(project=project or DEFAULT_PROJECT, name=name or run_dir.name, id=run_id, resume="allow",
                      dir=str(run_dir), config=config, reinit="finish_previous")

@@ -1,0 +1,70 @@
+"""Device choice, the messages for a missing GPU and for out-of-memory, and Weights & Biases logging (offline)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tutorseg.problems import TutorsegError
+from tutorseg.training import train_fold
+from tutorseg.training import loop
+from tutorseg.training.device import TrainingOutOfMemoryError, choose_device, cpu_threads
+
+from training_helpers import TINY, tiny_plan
+
+
+@pytest.fixture(scope="module")
+def sample_plan(sample_dir):
+    return tiny_plan(sample_dir)
+
+
+def test_no_gpu_here_means_cpu_with_a_note():
+    setup = choose_device()
+    assert setup.device == "cpu" and setup.precision in ("fp32", "bf16")
+    assert "no GPU found, training on CPU" in setup.note and "Colab" in setup.note
+    assert not setup.grad_scaler().is_enabled()
+    assert 1 <= cpu_threads()
+
+
+def test_cuda_gets_fp16_and_a_scaler(monkeypatch):
+    # faked: this machine has no GPU; only the decision is tested, nothing runs on CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    setup = choose_device()
+    assert setup.device == "cuda" and setup.precision == "fp16" and setup.note == ""
+
+
+def test_asking_for_cuda_without_one_says_what_to_do():
+    with pytest.raises(TutorsegError, match="no CUDA GPU"):
+        choose_device("cuda")
+    with pytest.raises(TutorsegError, match="needs a CUDA GPU"):
+        choose_device("cpu", "fp16")
+
+
+def test_out_of_memory_names_the_plan_values_to_lower(sample_dir, sample_plan, tmp_path, monkeypatch):
+    # faked: a CUDA out-of-memory error cannot happen on this CPU-only machine, so the training step raises it
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loop, "train_step", out_of_memory)
+    with pytest.raises(TrainingOutOfMemoryError) as caught:
+        train_fold(sample_dir, sample_plan, out_dir=tmp_path / "run", preprocessed_dir=tmp_path / "pre", **TINY)
+    message = str(caught.value)
+    for hint in ("batch_size=2", "patch_size=", "gpu_memory_gb", "preset"):
+        assert hint in message
+    assert "out of memory in epoch 0" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_wandb_offline_run_holds_the_metrics(sample_dir, sample_plan, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    record = train_fold(sample_dir, sample_plan, fold="all", out_dir=tmp_path / "run", wandb=True,
+                        preprocessed_dir=tmp_path / "pre", **TINY)
+    runs = list((record.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    stored = b"".join(p.read_bytes() for p in runs[0].rglob("*.wandb"))
+    for metric in (b"train_loss", b"ema_pseudo_dice", b"pseudo_dice/Anterior", b"lr"):
+        assert metric in stored
+    run_id = (record.run_dir / "wandb_id.txt").read_text().strip()
+    assert run_id in runs[0].name
+    assert json.loads((record.run_dir / "config.json").read_text())["wandb"] is True
