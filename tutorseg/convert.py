@@ -18,7 +18,6 @@ with a note in the result. Notebook 05 uses this module.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import write_json_atomic
 from .io import IMAGE_2D_ENDINGS, NIFTI_ENDINGS, file_ending, read_geometry, read_image, write_segmentation
 from .problems import TutorsegError
 
@@ -195,13 +195,6 @@ def _read_mask(path: Path, case_id: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- the dataset
 
 
-def _write_json(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-
-
 def _output_ending(path: Path) -> str:
     ending = file_ending(path)
     return ".png" if ending in IMAGE_2D_ENDINGS else ending
@@ -290,10 +283,10 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             labels = {"background": 0, **{f"class_{v}": v for v in sorted(new_values)}}
         if channel_names is None:
             channel_names = {0: "R", 1: "G", 2: "B"} if n_channels == 3 else {c: "image" for c in range(n_channels)}
-        _write_json({"channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
-                     "numTraining": len(pairs), "file_ending": ending,
-                     "description": f"converted by tutorseg.convert from {Path(images_dir).name}/ and "
-                                    f"{Path(masks_dir).name}/"}, staging / "dataset.json")
+        write_json_atomic(staging / "dataset.json", {
+            "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
+            "numTraining": len(pairs), "file_ending": ending,
+            "description": f"converted by tutorseg.convert from {Path(images_dir).name}/ and {Path(masks_dir).name}/"})
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

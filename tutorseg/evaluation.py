@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import SUPPORTED_ENDINGS, file_ending, read_geometry, read_image
+from .files import write_text_atomic
+from .io import SUPPORTED_ENDINGS, file_ending, read_image
 from .problems import TutorsegError
 
 METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
@@ -151,8 +151,8 @@ class EvaluationSummary:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the summary as JSON (NaN as ``null``) and, beside it, the same numbers as CSV (``.csv``)."""
         path = Path(path)
-        _atomic_write(path, json.dumps(self.to_dict(), indent=2))
-        _atomic_write(path.with_suffix(".csv"), self.to_csv())
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
+        write_text_atomic(path.with_suffix(".csv"), self.to_csv())
         return path
 
     @classmethod
@@ -220,7 +220,12 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[
     Returns:
         class name -> {"dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3"}.
     """
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+    from monai.metrics import (
+        compute_dice,
+        compute_hausdorff_distance,
+        compute_iou,
+        compute_surface_dice,
+    )
 
     spacing = tuple(float(s) for s in (spacing or (1.0,) * reference.ndim))
     values = list(labels.values())
@@ -433,9 +438,3 @@ def _progress(items, enabled: bool, description: str):
     return tqdm(list(items), desc=description, unit="case")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Case, Dataset, as_dataset
-from .evaluation import _atomic_write
+from .files import write_text_atomic
 from .io import NIFTI_ENDINGS, read_geometry
 from .problems import TutorsegError
 
@@ -79,9 +79,9 @@ def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, 
             _write_label(case, staging / "labelsTr" / f"{case.case_id}{ending}")
         for case in dataset.test:
             _write_channels(case, staging / "imagesTs", ending)
-        _atomic_write(staging / "dataset.json", json.dumps(nnunet_dataset_json(dataset), indent=2))
+        write_text_atomic(staging / "dataset.json", json.dumps(nnunet_dataset_json(dataset), indent=2))
         if plan is not None:
-            _atomic_write(staging / "tutorseg_plans.json",
+            write_text_atomic(staging / "tutorseg_plans.json",
                           json.dumps(nnunet_plans(plan, target.name), indent=2))
         if target.exists():
             shutil.rmtree(target)

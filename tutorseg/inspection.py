@@ -28,6 +28,7 @@ import numpy as np
 
 from . import problems as P
 from .dataset import Case, Dataset, as_dataset
+from .files import write_json_atomic
 from .io import IMAGE_2D_ENDINGS, Geometry, read_image
 from .problems import ImageReadError, Problem, Severity
 
@@ -785,12 +786,7 @@ class DatasetReport:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON (atomically: a temporary file, then renamed)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DatasetReport":

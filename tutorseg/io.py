@@ -13,13 +13,13 @@ Axis conventions (the glossary in ``docs/glossary.md`` has them too):
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
 from .problems import ImageReadError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -205,7 +205,8 @@ _GREY_MODES = {"L", "P", "1", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
 def _open_pil(path: Path):
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
 
     try:
         pil = PILImage.open(path)
@@ -311,14 +312,11 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
         reference: the image the segmentation belongs to (required for NIfTI output).
     """
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     ending = file_ending(out_path)
     segmentation = np.asarray(segmentation)
-    tmp_dir = out_path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=ending, dir=tmp_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    if ending not in NIFTI_ENDINGS + IMAGE_2D_ENDINGS:
+        raise ValueError(f"unsupported output file type: {out_path.name}")
+    with atomic_path(out_path) as tmp:
         if ending in NIFTI_ENDINGS:
             import nibabel as nib
 
@@ -332,16 +330,10 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
             if len(header.get_data_shape()) != data.ndim:  # a 4D multi-channel reference: drop the channel axis
                 header.set_data_shape(data.shape)
             nib.save(type(ref)(data, ref.affine, header), str(tmp))
-        elif ending in IMAGE_2D_ENDINGS:
+        else:
             from PIL import Image as PILImage
 
             if segmentation.max(initial=0) > 255:
                 raise ValueError("PNG label maps hold at most 256 classes")
             PILImage.fromarray(segmentation.astype(np.uint8)).save(tmp, format="PNG" if ending == ".png" else "TIFF")
-        else:
-            raise ValueError(f"unsupported output file type: {out_path.name}")
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out_path

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from .archives import extract_archive, file_hash, find_dataset_folder, pack_folder, parse_hash
+from .files import write_json_atomic
 from .problems import TutorsegError
 
 SCHEMA_FILENAME = "manifest.schema.json"
@@ -148,12 +149,7 @@ class Manifest:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write as indented JSON (temporary file, then moved into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Manifest":

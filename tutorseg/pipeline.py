@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import as_dataset
-from .evaluation import EvaluationSummary, _atomic_write, evaluate
+from .evaluation import EvaluationSummary, evaluate
+from .files import write_text_atomic
 
 FOLD = 0
 """The cross-validation fold the demo trains (nnU-Net's five folds; one is enough to see every step)."""
@@ -218,7 +219,7 @@ def _write_report(out: Path, dataset, the_plan, configuration: str, summary: Eva
     md += [f"### {title}\n\n![{title}]({os.path.relpath(path, out)})\n" for title, path in figures.items()]
     md += ["## Time per step", "", *[f"- {k}: {v:.1f} s" for k, v in seconds.items()], "", "## Files", "",
            *[f"- {k}: `{v}`" for k, v in artefacts.items()], ""]
-    _atomic_write(out / "report.md", "\n".join(md))
+    write_text_atomic(out / "report.md", "\n".join(md))
 
     def embed(path: Path) -> str:
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -235,5 +236,5 @@ def _write_report(out: Path, dataset, the_plan, configuration: str, summary: Eva
                                                      for k, v in artefacts.items()) + "</ul>"]
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>tutorseg report</title></head>"
             f"<body style='font-family:sans-serif;max-width:60em;margin:auto'>{''.join(body)}</body></html>")
-    _atomic_write(out / "report.html", page)
+    write_text_atomic(out / "report.html", page)
     return out / "report.html"

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .evaluation import _atomic_write, _load_labels, _prediction_source, _reference_source, EvaluationError
+from .evaluation import EvaluationError, _load_labels, _prediction_source, _reference_source
+from .files import write_text_atomic
 
 
 def keep_largest_component(segmentation: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
@@ -114,7 +115,7 @@ class PostprocessingDecision:
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        _atomic_write(path, json.dumps(self.to_dict(), indent=2))
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod

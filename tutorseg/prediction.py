@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Case, Dataset, load_dataset
+from .files import atomic_path
 from .io import file_ending, read_geometry, write_segmentation
 from .problems import TutorsegError
 
@@ -206,14 +206,8 @@ def _postprocessing_for(run_dirs, postprocess):
 
 
 def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------------------------------- predict

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from .dataset import Case, Dataset, as_dataset
+from .files import atomic_path, write_json_atomic
 from .problems import TutorsegError
 from .resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
 
@@ -436,19 +436,8 @@ def case_signature(case: Case) -> list:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def _write_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_json(path: Path, data) -> None:
-    _write_atomically(path, lambda h: h.write(json.dumps(data, indent=1).encode("utf-8")))
+    write_json_atomic(path, data, indent=1)
 
 
 def _process_case(case: Case, plan, config, folder: Path) -> dict:
@@ -462,7 +451,8 @@ def _process_case(case: Case, plan, config, folder: Path) -> dict:
     if out_label is not None:
         for value, where in sample_class_locations(out_label, foreground).items():
             arrays[f"locations_{value}"] = where
-    _write_atomically(folder / f"{case.case_id}.npz", lambda h: np.savez(h, **arrays))
+    with atomic_path(folder / f"{case.case_id}.npz") as tmp:
+        np.savez(tmp, **arrays)
     return props.to_dict()
 
 

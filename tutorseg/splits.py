@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .files import write_json_atomic
 from .problems import TutorsegError
 
 NNUNET_SEED = 12345  # nnU-Net's random_state for KFold
@@ -137,17 +137,7 @@ def validate_splits(splits, case_ids: Sequence[str]) -> Splits:
 
 def save_splits(splits: Splits, path: str | os.PathLike) -> Path:
     """Write ``splits_final.json`` (nnU-Net's form) atomically. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(splits, handle, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_json_atomic(path, splits, indent=1)
 
 
 def load_splits(path: str | os.PathLike, case_ids: Sequence[str]) -> Splits:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from ..files import write_json_atomic
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
 FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
@@ -49,19 +50,7 @@ def _tuples(value: Any) -> Any:
 
 def write_json_atomically(data: dict, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(_plain(data), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_json_atomic(path, _plain(data))
 
 
 @dataclass(frozen=True)
