@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from .files import write_json_atomic
-from .io import IMAGE_2D_ENDINGS, NIFTI_ENDINGS, file_ending, read_geometry, read_image, write_segmentation
+from .io import (IMAGE_2D_ENDINGS, NIFTI_ENDINGS, file_ending, image_files_by_stem, read_geometry, read_image,
+                 write_segmentation)
 from .problems import TutorsegError
 
 # suffixes that tell a mask's file name from its image's: "cell7_mask.png" belongs to "cell7.png"
@@ -78,16 +79,6 @@ class ConversionResult:
 # --------------------------------------------------------------------------------------------------- matching
 
 
-def _image_files(folder: Path) -> dict[str, Path]:
-    """Stem (name without ending) -> file, for the image files of a folder (hidden files skipped)."""
-    files = {}
-    for path in sorted(folder.iterdir()):
-        ending = file_ending(path)
-        if path.is_file() and ending and not path.name.startswith("."):
-            files[path.name[: -len(ending)]] = path
-    return files
-
-
 def _case_key(stem: str) -> str:
     """The name a mask and its image share: the stem without a mask suffix or nnU-Net's ``_0000``."""
     lowered = stem.lower()
@@ -110,7 +101,7 @@ def match_files(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> 
     for what, folder in (("images", images_dir), ("masks", masks_dir)):
         if not folder.is_dir():
             raise ConversionError(f"the {what} folder {folder} does not exist")
-    images, masks = _image_files(images_dir), _image_files(masks_dir)
+    images, masks = image_files_by_stem(images_dir), image_files_by_stem(masks_dir)
     if not images:
         raise ConversionError(f"no images in {images_dir}: expected .nii.gz, .nii, .png or .tif files")
     by_key: dict[str, dict[str, Path]] = {"image": {}, "mask": {}}

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import write_text_atomic
-from .io import SUPPORTED_ENDINGS, file_ending, read_image
+from .io import SUPPORTED_ENDINGS, image_files_by_stem, read_image
 from .problems import TutorsegError
 
 METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
@@ -256,16 +256,6 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[
 # --------------------------------------------------------------------------------------------------- inputs
 
 
-def _label_files(folder: Path) -> dict[str, Path]:
-    """Case id -> label file for the image files of a folder (``CASE.nii.gz``, ``CASE.png``...)."""
-    files = {}
-    for path in sorted(folder.iterdir()):
-        ending = file_ending(path)
-        if path.is_file() and ending and not path.name.startswith("."):
-            files[path.name[: -len(ending)]] = path
-    return files
-
-
 def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
     """Case id -> label file or array, and the dataset's labels when known."""
     from .dataset import Dataset, load_dataset
@@ -280,7 +270,7 @@ def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
     if not folder.is_dir():
         raise EvaluationError(f"reference {folder} is neither a folder of label files nor a dataset folder; "
                               "pass labelsTr/ (CASE.nii.gz or CASE.png per case) or the dataset folder")
-    return _label_files(folder), None
+    return image_files_by_stem(folder), None
 
 
 def _prediction_source(predictions) -> tuple[dict, dict[str, int] | None]:
@@ -297,7 +287,7 @@ def _prediction_source(predictions) -> tuple[dict, dict[str, int] | None]:
         raw = json.loads(meta.read_text(encoding="utf-8")).get("labels", {})
         if raw and all(isinstance(v, int) for v in raw.values()):
             labels = {k: v for k, v in raw.items() if v != 0}
-    return _label_files(folder), labels
+    return image_files_by_stem(folder), labels
 
 
 def _load_labels(item, case_id: str, what: str) -> tuple[np.ndarray, tuple[float, ...] | None, tuple | None]:

@@ -36,6 +36,19 @@ def file_ending(path: str | os.PathLike) -> str:
     return ""
 
 
+def image_files_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
+    """Name without ending -> path, for the image files of a folder, sorted; hidden files are skipped.
+
+    ``labelsTr/hippocampus_001.nii.gz`` gives ``{"hippocampus_001": ...}``: the case id of a label or prediction.
+    """
+    files = {}
+    for path in sorted(Path(folder).iterdir()):
+        ending = file_ending(path)
+        if path.is_file() and ending and not path.name.startswith("."):
+            files[path.name[: -len(ending)]] = path
+    return files
+
+
 def is_2d_format(path: str | os.PathLike) -> bool:
     return file_ending(path) in IMAGE_2D_ENDINGS
 
