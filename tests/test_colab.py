@@ -8,7 +8,6 @@ and a temporary folder for Colab's local disk; everything after the mount (folde
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

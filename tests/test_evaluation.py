@@ -8,7 +8,6 @@ import math
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tutorseg.evaluation import EvaluationError, EvaluationSummary, case_metrics, evaluate, image_diagonal_mm, one_hot

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .artefacts import FIXED, RULE, Decision
-from .settings import FEATURE_MAP_SOURCE, NNUNET_SOURCE, NORMALIZATION_SOURCE, TOPOLOGY_SOURCE, PlannerSettings
+from .settings import NNUNET_SOURCE, NORMALIZATION_SOURCE, TOPOLOGY_SOURCE, PlannerSettings
 from .topology import Topology, estimate_feature_map_size, unet_topology
 
 # channel name (case-insensitive, as nnU-Net casefolds it) -> nnU-Net's normalisation class

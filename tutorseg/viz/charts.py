@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from .plots import VizError, class_colour, new_figure
@@ -33,7 +34,7 @@ def _load_json_artefact(source, what: str, hint: str) -> dict:
 # --------------------------------------------------------------------------------------------------- fingerprint
 
 
-def plot_fingerprint(fingerprint) -> "Figure":
+def plot_fingerprint(fingerprint) -> Figure:
     """Four panels about a dataset: spacings, shapes after cropping, foreground intensities, class frequencies.
 
     What to look for (notebook 02): spread-out or anisotropic spacings (the target spacing and the 2D/3D choice
@@ -135,7 +136,7 @@ def feature_map_sizes(configuration) -> list[tuple[int, ...]]:
     return sizes
 
 
-def plot_network(configuration, *, plan_configuration: str | None = None) -> "Figure":
+def plot_network(configuration, *, plan_configuration: str | None = None) -> Figure:
     """Draw the planned U-Net: one box per stage with its feature maps and their size, skips, deep supervision.
 
     The encoder goes down the left (each stage: ``n_conv`` convolutions, the first with the stage's stride), the
@@ -244,7 +245,7 @@ def _pseudo_dice_per_class(history: Mapping) -> dict[str, list[float]]:
     return {k[len("pseudo_dice_"):]: list(v) for k, v in history.items() if k.startswith("pseudo_dice_") and v}
 
 
-def plot_training_curves(history) -> "Figure":
+def plot_training_curves(history) -> Figure:
     """Training and validation loss, pseudo-Dice per class, and the learning rate, per epoch.
 
     nnU-Net's "pseudo-Dice" is the Dice of the validation *patches* of each epoch, pooled over the batch: cheap and
@@ -316,7 +317,7 @@ METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd95_mm": "HD95 (mm)", "surface_
                  "volume_reference_mm3": "reference volume (mm³)", "volume_prediction_mm3": "predicted volume (mm³)"}
 
 
-def plot_metrics(summary, *, metrics: Sequence[str] = ("dice", "hd95_mm")) -> "Figure":
+def plot_metrics(summary, *, metrics: Sequence[str] = ("dice", "hd95_mm")) -> Figure:
     """Box plots of per-case metrics, one box per class, every case a dot (worst cases stand out).
 
     Args:
