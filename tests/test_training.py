@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import tutorseg
 from tutorseg.problems import TutorsegError
 from tutorseg.training import SCHEDULES, TrainingRecord, load_model, parse_budget, resume, train_fold
 from tutorseg.training.loss import DeepSupervisionLoss, deep_supervision_weights

@@ -15,7 +15,6 @@ At the end: checkpoint_final.pt and the full-case validation of the fold (``vali
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -118,7 +117,7 @@ def _resolve_length(config: dict, setup: DeviceSetup) -> dict:
         raise TrainingError("give either budget= (wall clock, e.g. '20min') or epochs=, not both")
     if config["budget"] is None and config["epochs"] is None:
         raise TrainingError("say how long to train: budget='20min' (the schedule is stretched over it), epochs=N, "
-                            f"or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
+                            "or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
     config["budget_seconds"] = parse_budget(config["budget"]) if config["budget"] is not None else None
     if config["epochs"] is not None and int(config["epochs"]) < 1:
         raise TrainingError(f"epochs must be at least 1, got {config['epochs']}")
