@@ -21,13 +21,14 @@ HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
 BENCH_VENV_PYTHON = Path("/work/bench-venv/bin/python")
 
 
-def _plan(preset: str, out: Path):
+def _plan(preset: str, out: Path, settings: dict | None = None):
     import tutorseg
 
-    path = out / f"plan_{preset}.json"
+    tag = "" if not settings else "_" + "_".join(f"{k}{v}" for k, v in sorted(settings.items()))
+    path = out / f"plan_{preset}{tag}.json"
     if path.is_file():
         return tutorseg.Plan.load(path)
-    plan = tutorseg.plan(tutorseg.fingerprint(HIPPOCAMPUS, progress=False), preset=preset)
+    plan = tutorseg.plan(tutorseg.fingerprint(HIPPOCAMPUS, progress=False), preset=preset, settings=settings)
     plan.save(path)
     return plan
 
@@ -60,6 +61,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 iterations = int(sys.argv[1])
 pre = os.environ["nnUNet_preprocessed"]
 plans = load_json(os.path.join(pre, "Dataset004_Hippocampus", "nnUNetPlans.json"))
+plans["continue_training"] = False  # nnU-Net 2.8's run_training passes this through the plans dict
 dataset_json = load_json(os.path.join(pre, "Dataset004_Hippocampus", "dataset.json"))
 trainer = nnUNetTrainer(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
 trainer.num_iterations_per_epoch = iterations
@@ -118,18 +120,22 @@ def _nnunet_raw(raw: Path) -> None:
         "background": 0, "Anterior": 1, "Posterior": 2}, "numTraining": n, "file_ending": ".nii.gz"}))
 
 
-def budget(budget_text: str, out: Path) -> dict:
-    """cpu preset, fold 0, wall-clock budget, then the fold's full-case validation (42 cases, mirroring TTA)."""
+def budget(budget_text: str, out: Path, settings: dict | None = None) -> dict:
+    """cpu preset, fold 0, wall-clock budget, then the fold's full-case validation (42 cases, mirroring TTA).
+
+    ``settings``: planner overrides on top of the cpu preset (to try a cheaper network).
+    """
     from tutorseg import train_fold
 
-    plan = _plan("cpu", out)
+    plan = _plan("cpu", out, settings)
     run_dir = out / f"budget_{budget_text}_{int(time.time())}"
     clock = time.perf_counter()
     record = train_fold(HIPPOCAMPUS, plan, fold=0, out_dir=run_dir, budget=budget_text, schedule="cpu-10min",
                         preprocessed_dir=out / "preprocessed_cpu", progress=False)
     c = plan["3d_fullres"]
     return {"what": "tutorseg budget run", "budget": budget_text, "run_dir": str(run_dir), "preset": "cpu",
-            "patch": list(c.patch_size), "batch": c.batch_size, "features": list(c.features_per_stage),
+            "settings": settings or {}, "patch": list(c.patch_size), "batch": c.batch_size,
+            "features": list(c.features_per_stage),
             "epochs": record.epochs, "iterations": record.iterations,
             "training_seconds": round(record.elapsed_seconds, 1),
             "total_seconds_with_validation": round(time.perf_counter() - clock, 1),
@@ -145,6 +151,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_train"))
+    parser.add_argument("--settings", type=json.loads, default=None,
+                        help='planner overrides for budget, e.g. \'{"max_batch_size": 2, "base_num_features": 8}\'')
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "throughput":
@@ -152,7 +160,7 @@ def main() -> None:
     elif args.what == "nnunet":
         result = nnunet(args.iterations, args.out)
     else:
-        result = budget(args.budget, args.out)
+        result = budget(args.budget, args.out, args.settings)
     print(json.dumps(result), flush=True)
 
 
