@@ -83,7 +83,10 @@ print(json.dumps({"what": "nnU-Net v2 throughput", "iterations": len(steady), "s
                   "iterations_per_second": round(len(steady) / total, 4),
                   "seconds_per_iteration": round(total / len(steady), 3), "data_share": round(data / total, 4),
                   "batch": trainer.configuration_manager.batch_size,
-                  "patch": trainer.configuration_manager.patch_size}))
+                  "patch": trainer.configuration_manager.patch_size}), flush=True)
+import multiprocessing
+for worker in multiprocessing.active_children():  # nnU-Net's augmentation workers would outlive os._exit
+    worker.terminate()
 os._exit(0)
 """
 
@@ -100,9 +103,11 @@ def nnunet(iterations: int, out: Path) -> dict:
         bin_dir = BENCH_VENV_PYTHON.parent
         subprocess.run([bin_dir / "nnUNetv2_plan_and_preprocess", "-d", "4", "-c", "3d_fullres", "-np", "2"],
                        env=env, check=True, capture_output=True)
-    result = subprocess.run([BENCH_VENV_PYTHON, "-c", NNUNET_SCRIPT, str(iterations)], env=env, check=True,
-                            capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    log = out / "nnunet_throughput.log"
+    with open(log, "w") as f:  # a file, not a pipe: a stray worker holding a pipe would block the read
+        subprocess.run([BENCH_VENV_PYTHON, "-c", NNUNET_SCRIPT, str(iterations)], env=env, check=True, stdout=f,
+                       stderr=subprocess.STDOUT)
+    return json.loads(log.read_text().strip().splitlines()[-1])
 
 
 def _nnunet_raw(raw: Path) -> None:
