@@ -125,7 +125,7 @@ def _nnunet_raw(raw: Path) -> None:
         "background": 0, "Anterior": 1, "Posterior": 2}, "numTraining": n, "file_ending": ".nii.gz"}))
 
 
-def budget(budget_text: str, out: Path, settings: dict | None = None) -> dict:
+def budget(budget_text: str, out: Path, settings: dict | None = None, threads: int | None = None) -> dict:
     """cpu preset, fold 0, wall-clock budget, then the fold's full-case validation (42 cases, mirroring TTA).
 
     ``settings``: planner overrides on top of the cpu preset (to try a cheaper network).
@@ -136,10 +136,10 @@ def budget(budget_text: str, out: Path, settings: dict | None = None) -> dict:
     run_dir = out / f"budget_{budget_text}_{int(time.time())}"
     clock = time.perf_counter()
     record = train_fold(HIPPOCAMPUS, plan, fold=0, out_dir=run_dir, budget=budget_text, schedule="cpu-10min",
-                        preprocessed_dir=out / "preprocessed_cpu", progress=False)
+                        preprocessed_dir=out / "preprocessed_cpu", num_threads=threads, progress=False)
     c = plan["3d_fullres"]
     return {"what": "tutorseg budget run", "budget": budget_text, "run_dir": str(run_dir), "preset": "cpu",
-            "settings": settings or {}, "patch": list(c.patch_size), "batch": c.batch_size,
+            "settings": settings or {}, "threads": threads or "from the load", "patch": list(c.patch_size), "batch": c.batch_size,
             "features": list(c.features_per_stage),
             "epochs": record.epochs, "iterations": record.iterations,
             "training_seconds": round(record.elapsed_seconds, 1),
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("what", choices=("throughput", "nnunet", "budget"))
     parser.add_argument("--preset", default="nnunet-default")
     parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the budget run (default: from the load)")
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_train"))
     parser.add_argument("--settings", type=json.loads, default=None,
@@ -165,7 +166,7 @@ def main() -> None:
     elif args.what == "nnunet":
         result = nnunet(args.iterations, args.out)
     else:
-        result = budget(args.budget, args.out, args.settings)
+        result = budget(args.budget, args.out, args.settings, args.threads)
     print(json.dumps(result), flush=True)
 
 

@@ -54,7 +54,7 @@ def test_plan_command_budget_and_preset(fingerprint_json, tmp_path):
     assert main(["plan", str(fingerprint_json), "-o", str(cpu), "--preset", "cpu"]) == 0
     assert Plan.load(small).gpu_memory_gb == 2 and Plan.load(small).preset is None
     cpu_plan = Plan.load(cpu)
-    assert cpu_plan.preset == "cpu" and cpu_plan["3d_fullres"].features_per_stage[0] == 16
+    assert cpu_plan.preset == "cpu" and cpu_plan["3d_fullres"].features_per_stage[0] == 8
 
 
 def test_plan_command_refuses_budget_with_preset(fingerprint_json, tmp_path, capsys):

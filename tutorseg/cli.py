@@ -119,7 +119,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         record = train_fold(args.dataset, args.plan, fold=args.fold, out_dir=args.out,
                             configuration=args.configuration, budget=args.budget, epochs=args.epochs,
                             schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
-                            preprocessed_dir=args.preprocessed, device=args.device, wandb=args.wandb,
+                            preprocessed_dir=args.preprocessed, device=args.device, num_threads=args.threads,
+                            wandb=args.wandb,
                             progress=not args.quiet, verbose=not args.quiet)
     print(record)
     return 0
@@ -139,6 +140,7 @@ def _add_train(sub) -> None:
     p.add_argument("--iterations-per-epoch", type=int, help="steps between checkpoints (nnU-Net: 250; CPU: 50)")
     p.add_argument("--preprocessed", type=Path, help="preprocessed-data folder to (re)use (default: RUN_DIR/preprocessed)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores the current load leaves idle)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -170,7 +170,7 @@ def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) ->
     setup = choose_device(config["device"], config["precision"])
     configure_backends(setup)
     if setup.torch_device.type == "cpu":
-        torch.set_num_threads(cpu_threads())
+        torch.set_num_threads(config.get("num_threads") or cpu_threads())
     augmentation = AugmentationConfig.from_dict(config["augmentation"])
     train_cases, val_cases = _prepare_data(dataset, plan, configuration, config, run_dir / "splits_final.json",
                                            progress)
@@ -194,8 +194,8 @@ def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) ->
 
 
 def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iterations_per_epoch, val_iterations,
-                schedule, preprocessed_dir, run_dir, device, precision, augmentation, wandb, seed, validate,
-                validation_tta, verbose) -> dict:
+                schedule, preprocessed_dir, run_dir, device, precision, num_threads, augmentation, wandb, seed,
+                validate, validation_tta, verbose) -> dict:
     from .. import __version__
 
     return {
@@ -203,7 +203,8 @@ def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iteration
         "fold": fold, "budget": budget, "epochs": epochs, "iterations_per_epoch": iterations_per_epoch,
         "val_iterations": val_iterations, "schedule": schedule,
         "preprocessed_dir": str(preprocessed_dir if preprocessed_dir is not None else run_dir / "preprocessed"),
-        "device": device, "precision": precision, "augmentation": augmentation.to_dict(), "wandb": bool(wandb),
+        "device": device, "precision": precision, "num_threads": num_threads,
+        "augmentation": augmentation.to_dict(), "wandb": bool(wandb),
         "seed": int(seed), "validate": bool(validate), "validation_tta": bool(validation_tta), "verbose": verbose,
         "tutorseg_version": __version__, "torch_version": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -468,7 +469,8 @@ def _start(run: Run, *, resumed: bool) -> None:
 def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: str | None = None,
                budget: str | float | None = None, epochs: int | None = None, iterations_per_epoch: int | None = None,
                val_iterations: int | None = None, schedule: str | None = None, preprocessed_dir=None,
-               device: str | None = None, precision: str = "auto", augmentation=None, wandb: bool = False,
+               device: str | None = None, precision: str = "auto", num_threads: int | None = None,
+               augmentation=None, wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
                verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
@@ -488,6 +490,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         preprocessed_dir: where preprocessed cases are kept (default ``out_dir/preprocessed``; share it across folds).
         device: ``None`` (the GPU if there is one, else the CPU) or a torch device string.
         precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32), or explicit.
+        num_threads: CPU threads for training (default: the cores the machine's current load leaves idle, at
+            least 1: on a shared machine every operation otherwise waits for the thread that lost its core).
         augmentation: a :class:`tutorseg.augmentation.AugmentationConfig` (default: nnU-Net's).
         wandb: log to Weights & Biases (``tutorseg.tracking``).
         progress: progress bar and, in a notebook, the live plot.
@@ -522,6 +526,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
     config = _run_config(dataset, plan, fold=fold, configuration=configuration, budget=budget, epochs=epochs,
                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, schedule=schedule,
                          preprocessed_dir=preprocessed_dir, run_dir=run_dir, device=device, precision=precision,
+                         num_threads=num_threads,
                          augmentation=augmentation or AugmentationConfig(), wandb=wandb, seed=seed,
                          validate=validate, validation_tta=validation_tta, verbose=verbose)
     config = _resolve_length(config, choose_device(device, precision))
