@@ -144,8 +144,8 @@ def out_of_memory_error(configuration, device: str, exc: BaseException) -> Train
     batch = getattr(configuration, "batch_size", "?")
     return TrainingOutOfMemoryError(
         f"the GPU ({device}) ran out of memory training configuration {name!r} with batch_size={batch} and "
-        f"patch_size={patch}. Lower what the plan asks of the GPU: re-plan with a smaller gpu_memory_gb "
-        "(tutorseg.plan(fp, gpu_memory_gb=...)), or edit the configuration's batch_size (2 is "
+        f"patch_size={patch}. Lower what the plan asks of the GPU: re-plan for the memory your GPU has free "
+        "(tutorseg.plan(fp, gpu_memory_gb=...)) or with preset='cpu' (the smallest network), or edit the configuration's batch_size (2 is "
         "nnU-Net's minimum) or patch_size (multiples of the network's total stride). Close other notebooks that hold "
         f"GPU memory too. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
