@@ -214,7 +214,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         images_dir: folder of images (``.nii.gz``, ``.nii``, ``.png``, ``.tif``), one file per case.
         masks_dir: folder of masks named like the images (optionally with ``_mask``, ``_label``, ``_seg``...).
         out_dir: where to create the dataset folder.
-        name: the dataset folder's name; nnU-Net wants ``DatasetXXX_Name`` with a three-digit id.
+        name: the dataset folder's name; nnU-Net wants ``Dataset500_Name`` with a three-digit id.
         channel_names: channel index -> name; ``None``: ``{0: "image"}`` (``{0: "R", 1: "G", 2: "B"}`` for colour
             images). The name chooses the normalisation: ``"CT"`` gets CT clipping, anything else z-scoring.
         labels: label name -> value; ``None``: ``background`` and ``class_1``, ``class_2``... for the values found.

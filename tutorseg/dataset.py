@@ -331,7 +331,7 @@ def _list_files(folder: Path) -> tuple[list[Path], int]:
 
 def _group_channel_files(files: list[Path], ending: str, folder_name: str,
                          found: list[Problem]) -> dict[str, dict[int, Path]]:
-    """Group ``CASE_XXXX<ending>`` files by case; report files that do not follow the pattern."""
+    """Group ``CASE_0000<ending>`` files by case; report files that do not follow the pattern."""
     groups: dict[str, dict[int, Path]] = {}
     unsuffixed, other_ending = [], []
     for path in files:
@@ -350,7 +350,7 @@ def _group_channel_files(files: list[Path], ending: str, folder_name: str,
             "layout_mismatch",
             f"{len(unsuffixed)} file(s) in {folder_name}/ have no channel suffix _0000 ({shown}), "
             "but dataset.json is in nnU-Net v2 form",
-            why="nnU-Net v2 finds a case's channel files by the _XXXX suffix; these files belong to no case",
+            why="nnU-Net v2 finds a case's channel files by the suffixes _0000, _0001...; these belong to no case",
             fix="rename CASE.nii.gz to CASE_0000.nii.gz (one suffix per channel), or use an MSD-style dataset.json "
                 "with 'modality' and a 'training' list"))
     if other_ending:

@@ -8,7 +8,7 @@ A learner who outgrows tutorseg runs nnU-Net on the same data::
 
 What changes on the way (nnU-Net v2's documentation, ``documentation/dataset_format.md``):
 
-- images are one file per channel, ``CASE_XXXX.nii.gz``: the Medical Segmentation Decathlon's 4D multi-channel
+- images are one file per channel, ``CASE_0000.nii.gz``: the Medical Segmentation Decathlon's 4D multi-channel
   NIfTI files are split into 3D files, each keeping the affine and header;
 - labels must hold integers: float-typed label files (seen in real datasets) are rewritten as ``uint8``;
 - RGBA PNGs become RGB (nnU-Net's integrity check rejects four channels);
@@ -57,7 +57,7 @@ def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, 
         dataset: a dataset folder or :class:`~tutorseg.Dataset` (nnU-Net v2 or MSD layout).
         plan: a :class:`~tutorseg.Plan` or the path of its JSON, written as ``tutorseg_plans.json`` (nnU-Net's
             ``nnUNetPlans.json`` fields) in the exported folder; ``None`` for the data only.
-        out: the ``nnUNet_raw`` folder; the dataset goes into ``out/DatasetXXX_Name``.
+        out: the ``nnUNet_raw`` folder; the dataset goes into ``out/Dataset500_Name``.
         dataset_id: nnU-Net's dataset number (1-999; 500+ are free of nnU-Net's own numbers).
         overwrite: replace an existing export of the same name.
 
@@ -114,7 +114,7 @@ def _mkdir(path: Path) -> Path:
 
 
 def _write_channels(case: Case, folder: Path, ending: str) -> None:
-    """One file per channel, ``CASE_XXXX<ending>``: copied as they are, split when several channels share a file."""
+    """One file per channel, ``CASE_0000<ending>``: copied as they are, split when several channels share a file."""
     _mkdir(folder)
     channel = 0
     for source in case.image_files:

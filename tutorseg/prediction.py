@@ -96,7 +96,7 @@ def load_folds(run_dirs, *, checkpoint: str = "final", device=None) -> list[Fold
 
 
 def _cases_in_folder(folder: Path) -> list[Case]:
-    """Cases of a folder: ``CASE_XXXX`` files grouped per case; files without suffix are one case each."""
+    """Cases of a folder: ``CASE_0000``... files grouped per case; files without suffix are one case each."""
     groups: dict[str, dict[int, Path]] = {}
     singles = []
     for path in sorted(folder.iterdir()):
@@ -113,7 +113,7 @@ def _cases_in_folder(folder: Path) -> list[Case]:
 
 
 def resolve_inputs(inputs) -> list[Case]:
-    """The cases to predict from a file, a folder of ``CASE_XXXX`` files, a dataset folder (its ``imagesTs``),
+    """The cases to predict from a file, a folder of ``CASE_0000``... files, a dataset folder (its ``imagesTs``),
     a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
 
     Raises:
@@ -220,7 +220,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
 
     Args:
         run_dirs: a run folder of ``tutorseg train`` or a list of them (one per fold).
-        inputs: an image file, a folder of ``CASE_XXXX`` files (or MSD-style ``CASE.nii.gz``), a dataset folder
+        inputs: an image file, a folder of ``CASE_0000``... files (or MSD-style ``CASE.nii.gz``), a dataset folder
             (its ``imagesTs``), a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
         output_dir: where ``CASE.nii.gz`` / ``CASE.png`` (and ``CASE.npz``) are written.
         tta: mirroring test-time augmentation (on by default as nnU-Net; off is 8x faster in 3D).
