@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch
 from tutorseg.problems import TutorsegError
 from tutorseg.training import train_fold
 from tutorseg.training import loop
-from tutorseg.training.device import TrainingOutOfMemoryError, choose_device, cpu_threads
+from tutorseg.training.device import TrainingOutOfMemoryError, _busy_cores, choose_device, cpu_threads
 
 from training_helpers import TINY, tiny_plan
 
@@ -26,6 +29,19 @@ def test_no_gpu_here_means_cpu_with_a_note():
     assert "no GPU found, training on CPU" in setup.note and "Colab" in setup.note
     assert not setup.grad_scaler().is_enabled()
     assert 1 <= cpu_threads()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs /proc/stat and at least 2 cores")
+def test_a_core_busy_with_another_process_is_left_to_it():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # a real process holding one core
+    try:
+        busy = _busy_cores(1.0)
+        assert busy is not None and 0.8 <= busy <= os.cpu_count()
+        assert cpu_threads() <= len(os.sched_getaffinity(0)) - 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_cuda_gets_fp16_and_a_scaler(monkeypatch):

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -120,11 +121,14 @@ def configure_backends(setup: DeviceSetup) -> None:
 
 
 def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the kernel after every step.
+    """Ask glibc to keep freed memory in the heap instead of handing it back to the kernel after every step.
 
     3D training frees and re-allocates the same large activation buffers every iteration. With glibc's defaults
-    each one above a dynamic threshold goes through mmap/munmap and the kernel zeroes fresh pages every time;
-    raising the mmap and trim thresholds (``mallopt``) keeps them in the heap. Does nothing outside glibc.
+    each buffer above a threshold (at most 32 MiB) is its own ``mmap``: freeing it unmaps it, and the next
+    allocation faults in fresh pages the kernel must zero. On nnU-Net's default Hippocampus plan (batch 7, patch
+    40x56x40, 2 cores) that was 2-3 s of every 10 s step spent in the kernel. ``mallopt(M_MMAP_MAX, 0)`` serves
+    every allocation from the heap and a high trim threshold keeps freed memory there, so the next step reuses it:
+    the step took 8 s instead of 10.5 s for ~35 % more peak memory (bench/train.md). Does nothing outside glibc.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -132,8 +136,8 @@ def keep_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from glibc's <malloc.h>
+    libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
 
 
@@ -150,19 +154,47 @@ def out_of_memory_error(configuration, device: str, exc: BaseException) -> Train
         f"GPU memory too. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
 
-def cpu_threads() -> int:
-    """Threads for CPU training: the cores this process may use that other processes leave idle.
+def cpu_threads(window_seconds: float = 0.5) -> int:
+    """Threads for CPU training: the cores this process may use that other processes leave idle right now.
 
     PyTorch's CPU kernels split each operation over its threads and wait for the slowest; when another process
     occupies a core, every operation waits for the thread that lost its core. Measured on a shared 2-core machine
-    (load average ~8): one step took 20 s with 2 threads and 5 s with 1. So: cores minus the current load, at least 1.
+    (load average ~8): one step took 20 s with 2 threads and 5 s with 1. So: cores minus the cores busy with other
+    work, at least 1.
+
+    "Busy" is measured over the next ``window_seconds`` from the kernel's CPU counters (``/proc/stat``), while this
+    process waits. The load average is only the fallback (no ``/proc``): it trails by a minute, so right after
+    tutorseg's own preprocessing it would still count those finished workers and give training one core too few.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
+    busy = _busy_cores(window_seconds)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _busy_cores(window_seconds: float) -> float | None:
+    """How many cores of the machine were busy during the window (from ``/proc/stat``), or None where unreadable."""
+
+    def counters() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]  # user nice system idle iowait irq softirq steal ...
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values[:8]), idle
+
+    try:
+        total_before, idle_before = counters()
+        time.sleep(window_seconds)
+        total_after, idle_after = counters()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total_after - total_before
+    if elapsed <= 0:
+        return None
+    return (os.cpu_count() or 1) * (elapsed - (idle_after - idle_before)) / elapsed

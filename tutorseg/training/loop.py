@@ -176,9 +176,10 @@ def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) ->
                                            progress)
     torch.manual_seed(config["seed"])
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
-    if setup.torch_device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3
-                             else torch.channels_last)
+    # channels-last memory layout: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; on 2 CPU
+    # cores it made a step of nnU-Net's default Hippocampus plan ~10 % faster (bench/train.md)
+    network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3
+                         else torch.channels_last)
     train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config["seed"])
     generator = torch.Generator(device=setup.torch_device)
     generator.manual_seed(config["seed"])
