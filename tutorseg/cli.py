@@ -99,6 +99,30 @@ def _add_plan(sub) -> None:
 # --------------------------------------------------------------------------------------------------- train
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from .planning import Plan
+    from .preprocessing import preprocess
+
+    the_plan = Plan.load(args.plan)
+    configuration = args.configuration or the_plan.default_configuration
+    result = preprocess(args.dataset, the_plan, configuration, args.out, num_workers=args.workers,
+                        progress=not args.quiet, verbose=not args.quiet)
+    print(result)
+    return 0
+
+
+def _add_preprocess(sub) -> None:
+    p = sub.add_parser("preprocess", help="crop, resample and normalise the labelled cases for one configuration")
+    p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
+    p.add_argument("--plan", type=Path, required=True, metavar="PLAN.json")
+    p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
+    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
+                   help="writes OUT_DIR/CONFIGURATION/ (give it to tutorseg train --preprocessed OUT_DIR)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_preprocess)
+
+
 def _parse_fold(text: str):
     if text == "all":
         return "all"
@@ -178,7 +202,7 @@ def _add_predict(sub) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
-    summary = evaluate(args.predictions, args.reference, output=args.output)
+    summary = evaluate(args.predictions, args.reference, output=args.output, instance_reference=args.instances)
     print(summary)
     return 0
 
@@ -188,7 +212,46 @@ def _add_evaluate(sub) -> None:
     p.add_argument("predictions", type=Path, metavar="PRED_DIR")
     p.add_argument("reference", type=Path, metavar="REFERENCE_DIR")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="SUMMARY.json")
+    p.add_argument("--instances", type=Path, default=None, metavar="INSTANCE_DIR",
+                   help="instance label maps (one integer per object) named like the references: also report "
+                        "instance F1 at IoU 0.5 and panoptic quality")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _parse_mapping(text: str) -> dict[str, str]:
+    """``"0=R,1=G"`` -> ``{"0": "R", "1": "G"}``."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE pairs separated by commas, e.g. 0=CT or "
+                                         f"background=0,liver=1; got {text!r}")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_folders
+
+    channel_names = {int(k): v for k, v in args.channel_names.items()} if args.channel_names else None
+    labels = {k: int(v) for k, v in args.labels.items()} if args.labels else None
+    result = convert_folders(args.images, args.masks, args.out, name=args.name, channel_names=channel_names,
+                             labels=labels, overwrite=args.overwrite)
+    print(result)
+    print(f"next: tutorseg inspect {result.dataset_dir}")
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="turn a folder of images and a folder of masks into a dataset folder")
+    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="images, one file per case (NIfTI, PNG, TIFF)")
+    p.add_argument("masks", type=Path, metavar="MASKS_DIR",
+                   help="masks named like their images (cell7.png or cell7_mask.png); images without one go to imagesTs")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR", help="the dataset folder is made in here")
+    p.add_argument("--name", default="Dataset500_MyData", help="dataset folder name (default: Dataset500_MyData)")
+    p.add_argument("--channel-names", type=_parse_mapping, default=None, metavar="0=NAME,...",
+                   help="e.g. 0=CT (CT gets CT normalisation, other names z-scoring); default 0=image, or R,G,B")
+    p.add_argument("--labels", type=_parse_mapping, default=None, metavar="NAME=VALUE,...",
+                   help="e.g. background=0,liver=1,tumour=2; default background and class_1, class_2...")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
+    p.set_defaults(func=_cmd_convert)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -260,7 +323,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
     p.add_argument("--out", type=Path, default=Path("tutorseg_demo"), help="output folder (default: tutorseg_demo)")
-    p.add_argument("--budget", default="10m", help="training budget (default: 10m, the cpu-10min schedule)")
+    p.add_argument("--budget", default="5m", help="training budget (default: 5m; 10m is the cpu-10min schedule)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -274,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="nnU-Net-style self-configuring segmentation, one explained step at a time.")
     parser.add_argument("--version", action="version", version=f"tutorseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_inspect, _add_fingerprint, _add_plan, _add_train, _add_predict, _add_evaluate,
-                _add_download, _add_manifest, _add_export, _add_demo):
+    for add in (_add_inspect, _add_fingerprint, _add_plan, _add_preprocess, _add_train, _add_predict, _add_evaluate,
+                _add_convert, _add_download, _add_manifest, _add_export, _add_demo):
         add(sub)
     return parser
 

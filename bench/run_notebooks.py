@@ -1,0 +1,53 @@
+"""Run the notebook series top to bottom in full mode (``SMOKE=False``), as a learner runs it, and time each one.
+
+    python bench/run_notebooks.py --out /tmp/tutorseg_notebooks          # all, in order, one shared WORK_DIR
+    python bench/run_notebooks.py --out /tmp/tutorseg_notebooks 03 04    # some of them
+
+The notebooks share one ``WORK_DIR`` (as on Colab, where it is the Drive folder), so notebook 04 predicts with the
+fold notebook 03 trained. Executed copies (with their outputs) go to ``--out``; one JSON line per notebook says
+whether it ran without error and how long it took. The test suite runs the same notebooks in smoke mode; this is
+the full-mode check of issue 7, with its results in bench/notebooks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("numbers", nargs="*", help="notebook numbers to run (default: all)")
+    parser.add_argument("--out", type=Path, required=True, help="executed notebooks and the shared WORK_DIR go here")
+    parser.add_argument("--cell-timeout", type=int, default=3600)
+    args = parser.parse_args()
+
+    import papermill
+
+    notebooks = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.numbers:
+        notebooks = [p for p in notebooks if p.name[:2] in args.numbers]
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in notebooks:
+        start = time.perf_counter()
+        error = None
+        try:
+            papermill.execute_notebook(str(path), str(args.out / path.name),
+                                       parameters={"SMOKE": False, "WORK_DIR": str(args.out / "work")},
+                                       cwd=str(path.parent), kernel_name="python3", progress_bar=False,
+                                       execution_timeout=args.cell_timeout)
+        except papermill.PapermillExecutionError as exc:
+            error = f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
+            failed += 1
+        print(json.dumps({"notebook": path.name, "ok": error is None, "error": error,
+                          "minutes": round((time.perf_counter() - start) / 60, 1)}), flush=True)
+    raise SystemExit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
