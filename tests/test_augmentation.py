@@ -186,3 +186,55 @@ def test_bad_shapes_are_rejected(batch_3d):
         augment_batch(images, labels, patch_size=(64, 64, 64))
     with pytest.raises(ValueError, match="labels"):
         augment_batch(images, labels[:, 0])
+
+
+ELASTIC_ONLY = ALL_OFF.replace(p_elastic=1.0, elastic_scale_range=(0.1, 0.1), elastic_magnitude_range=(0.2, 0.2))
+
+
+def _ramp(shape, axis: int) -> torch.Tensor:
+    """An image whose value is the voxel index along ``axis``: sampling it reads back where each voxel came from."""
+    index = torch.arange(shape[axis], dtype=torch.float32).reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    return index.expand(shape).clone()[None, None]
+
+
+@pytest.mark.parametrize("patch", [(32, 40, 32), (96, 96)])
+def test_elastic_displacements_are_smooth_and_as_large_as_asked(patch):
+    for axis in range(len(patch)):
+        image = _ramp(patch, axis)
+        labels = torch.zeros((1, 1, *patch), dtype=torch.int16)
+        out, _ = spatial_transform(image, labels, patch, config=ELASTIC_ONLY,
+                                   generator=torch.Generator().manual_seed(axis))
+        margin = int(0.2 * max(patch) / 2) + 2  # away from the border, where zeros come in
+        inner = tuple(slice(margin, -margin) for _ in patch)
+        shift = (out[0, 0] - image[0, 0])[inner]  # voxels moved along this axis (linear interpolation of a ramp)
+        largest = 0.2 * patch[axis] / 2  # the magnitude: a fraction of the half patch
+        assert 0.3 * largest < shift.abs().max() <= largest + 1e-3
+        # smooth: neighbours move together (sigma 10 % of the patch), unlike white noise (correlation ~0)
+        here, next_ = shift.narrow(axis, 0, shift.shape[axis] - 1), shift.narrow(axis, 1, shift.shape[axis] - 1)
+        assert torch.corrcoef(torch.stack([here.flatten(), next_.flatten()]))[0, 1] > 0.9
+
+
+def test_elastic_keeps_image_and_label_together_and_is_off_by_default(batch_3d):
+    images, labels = batch_3d
+    out, out_labels = spatial_transform(images, labels, (32, 40, 32), config=ELASTIC_ONLY,
+                                        generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(out, images) and not torch.equal(out_labels, labels)
+    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
+    # the foreground moved with the image: image intensity inside the label stays what it was, on average
+    inside_before = images[labels > 0].mean()
+    inside_after = out[out_labels > 0].mean()
+    assert abs(float(inside_after - inside_before)) < 0.25 * float(images.std())
+    assert AugmentationConfig().p_elastic == 0  # nnU-Net v2's default trainer does not deform
+    first = augment_batch(images, labels, patch_size=(32, 40, 32), generator=torch.Generator().manual_seed(3))
+    again = augment_batch(images, labels, patch_size=(32, 40, 32), config=AugmentationConfig(p_elastic=0.0),
+                          generator=torch.Generator().manual_seed(3))
+    assert torch.equal(first[0], again[0])
+
+
+def test_elastic_on_dummy_2d_patches_stays_in_plane():
+    patch = (8, 64, 64)  # anisotropic: augmented slice by slice, as nnU-Net does
+    assert is_dummy_2d(patch)
+    image = _ramp(patch, 0)
+    out, _ = spatial_transform(image, torch.zeros((1, 1, *patch), dtype=torch.int16), patch, config=ELASTIC_ONLY,
+                               generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out[0, 0, :, 8:-8, 8:-8], image[0, 0, :, 8:-8, 8:-8], atol=1e-4)

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import tarfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import pytest
 from tutorseg.archives import file_hash, pack_folder
 from tutorseg.cli import main
 from tutorseg.dataset import load_dataset
-from tutorseg.downloads import ChecksumError, DiskFullError, DownloadError, MARKER_NAME, NetworkError, download
+from tutorseg.downloads import (ChecksumError, DiskFullError, DownloadError, MARKER_NAME, STAGING_PREFIX, NetworkError,
+                                download)
 from tutorseg.manifests import Manifest
 
 
@@ -42,6 +44,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append((self.path, self.headers.get("Range")))
+        time.sleep(self.server.delay_s)
         body = self.server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -69,6 +72,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.files, httpd.requests, httpd.cut_once, httpd.ignore_range = {}, [], set(), set()
+    httpd.delay_s = 0.0
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -124,6 +128,39 @@ def test_verified_cache_makes_no_request(server, sample_archive, sample_dir, tmp
     requests_before = len(server.requests)
     assert download(manifest, tmp_path, progress=False) == first
     assert len(server.requests) == requests_before
+
+
+def test_two_downloads_into_one_folder_fetch_once(server, sample_archive, sample_dir, tmp_path, capsys):
+    """Two notebooks downloading into the same folder at once: the second waits for the first and uses its result."""
+    manifest = manifest_for(sample_archive, [serve(server, sample_archive)], sample_dir)
+    server.delay_s = 1.0  # the first download is still running when the second starts
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(download(manifest, tmp_path / "data", progress=False))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 2 and results[0] == results[1]
+    assert [path for path, _ in server.requests].count("/data/sample.tar.gz") == 1
+    assert "another download into" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [sample_dir.name]
+
+
+def test_staging_left_by_a_killed_download_is_removed(server, sample_archive, sample_dir, tmp_path):
+    stale = tmp_path / "data" / f"{STAGING_PREFIX}killed"  # what a SIGKILLed download leaves behind
+    stale.mkdir(parents=True)
+    (stale / "hippocampus_sample.tar.gz").write_bytes(b"the first third of an archive")
+    manifest = manifest_for(sample_archive, [serve(server, sample_archive)], sample_dir)
+    download(manifest, tmp_path / "data", progress=False)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [sample_dir.name]
 
 
 def test_cache_with_missing_files_is_reported(server, sample_archive, sample_dir, tmp_path):

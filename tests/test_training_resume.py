@@ -104,9 +104,9 @@ def test_sigkill_mid_save_leaves_a_loadable_checkpoint(setup, tmp_path):
     child = _start_child(setup, run_dir, "die-mid-save")
     child.wait(timeout=180)
     assert child.returncode == -signal.SIGKILL, child.stdout.read().decode()
-    half_written = list(run_dir.glob(".checkpoint_latest.pt.*.tmp"))
+    half_written = list(run_dir.glob(".checkpoint_latest.*.tmp.pt"))
     assert len(half_written) == 1  # the save that was cut off
     before = json.loads((run_dir / "history.json").read_text())
     state = _check_resumed(run_dir, before)
     assert state["epoch"] == 1  # epoch 1's save was cut, epoch 0's checkpoint stands
-    assert not list(run_dir.glob(".*.tmp"))  # resume removed the half-written file
+    assert not list(run_dir.glob(".*.tmp*"))  # resume removed the half-written file

@@ -23,7 +23,9 @@ low-resolution simulation      0.25     downsample x0.5-1 (nearest), upsample (l
 gamma on the inverted image    0.1      gamma 0.7-1.5, mean and std kept
 gamma                          0.3      gamma 0.7-1.5, mean and std kept
 mirroring                      0.5      per axis
-elastic deformation            0        off in nnU-Net v2's default trainer; not implemented here
+elastic deformation            0        off in nnU-Net v2's default trainer (``p_elastic`` switches it on):
+                                        smoothed random displacements, sigma 0-20 % and largest shift 0-20 %
+                                        of the half patch per axis, applied before rotation and scaling
 =============================  =======  ====================================================================
 
 The factor ranges ``(0.75, 1.25)`` and ``(0.7, 1.5)`` are drawn as nnU-Net's ``BGContrast`` does: with
@@ -76,12 +78,15 @@ class AugmentationConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)  # BGContrast draw, per channel; mean and std retained
     p_mirror_per_axis: float = 0.5  # MirrorTransform: each allowed axis flipped with p 0.5
     mirror_axes: tuple[int, ...] | None = None  # spatial axes that may be flipped; None = all
+    p_elastic: float = 0.0  # SpatialTransform(p_elastic_deform=0): off in nnU-Net v2's default trainer
+    elastic_scale_range: tuple[float, float] = (0.0, 0.2)  # smoothing sigma, fraction of the patch size, per axis
+    elastic_magnitude_range: tuple[float, float] = (0.0, 0.2)  # largest shift, fraction of the half patch, per axis
 
     @classmethod
     def none(cls) -> "AugmentationConfig":
         """Every transform off: the batch passes through unchanged (except the centre crop)."""
         return cls(p_rotation=0, p_scaling=0, p_noise=0, p_blur=0, p_brightness=0, p_contrast=0,
-                   p_low_resolution=0, p_gamma_inverted=0, p_gamma=0, p_mirror_per_axis=0)
+                   p_low_resolution=0, p_gamma_inverted=0, p_gamma=0, p_mirror_per_axis=0, p_elastic=0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,6 +223,35 @@ def _affine_matrices(batch: int, dims: int, patch_size, config: AugmentationConf
     return matrices, rotate | scale
 
 
+def elastic_offsets(n: int, patch_size, config: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
+    """Smooth random displacement fields for ``n`` samples, ``(n, *patch_size, dims)`` in ``grid_sample`` units.
+
+    As nnU-Net v2's ``SpatialTransform`` (batchgeneratorsv2) draws them: per sample, white noise over the patch for
+    each displacement component, blurred with a Gaussian of sigma = scale x patch size along each axis (scale uniform
+    in ``elastic_scale_range``), then each component rescaled so that its largest absolute value is its magnitude
+    (uniform in ``elastic_magnitude_range``, a fraction of the half patch). The blur is done in Fourier space, as
+    nnU-Net does it (``scipy.ndimage.fourier_gaussian``): the field wraps around the patch, so no border gets larger
+    shifts than the inside. Dummy-2D patches get no displacement across slices. The last axis of the result is in
+    ``grid_sample``'s order (last spatial axis first).
+    """
+    dims = len(patch_size)
+    spatial = tuple(range(2, 2 + dims))
+    sigmas = _uniform(*config.elastic_scale_range, (n, dims), generator).cpu() * torch.tensor(patch_size)
+    magnitudes = _uniform(*config.elastic_magnitude_range, (n, dims), generator).cpu()
+    noise = torch.randn((n, dims, *patch_size), generator=generator, device=generator.device).cpu()
+    spectrum = torch.fft.fftn(noise, dim=spatial)
+    for axis, size in enumerate(patch_size):  # a Gaussian's Fourier transform: exp(-2 pi^2 sigma^2 f^2)
+        frequency = torch.fft.fftfreq(size).reshape([size if a == axis else 1 for a in range(dims)])
+        sigma = sigmas[:, axis].reshape(n, 1, *([1] * dims))
+        spectrum = spectrum * torch.exp(-2 * math.pi ** 2 * sigma ** 2 * frequency ** 2)
+    offsets = torch.fft.ifftn(spectrum, dim=spatial).real.reshape(n, dims, -1)
+    largest = offsets.abs().amax(dim=2, keepdim=True).clamp(min=1e-8)
+    offsets = (offsets / largest * magnitudes[..., None]).reshape(n, dims, *patch_size)
+    if is_dummy_2d(patch_size):
+        offsets[:, int(np.argmin(patch_size))] = 0.0  # slice-wise augmentation: no shift across slices
+    return offsets.flip(1).movedim(1, -1).to(torch.float32)  # components in grid_sample's (x, y, z) order
+
+
 def _centre_crop(tensor: torch.Tensor, patch_size) -> torch.Tensor:
     spatial = tensor.shape[2:]
     slices = [slice(None), slice(None)]
@@ -230,7 +264,7 @@ def _centre_crop(tensor: torch.Tensor, patch_size) -> torch.Tensor:
 def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
                       config: AugmentationConfig = AugmentationConfig(),
                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate and scale each sample about its centre and crop the centre ``patch_size``, in one grid_sample call.
+    """Deform, rotate and scale each sample about its centre and crop the centre ``patch_size``, in one grid_sample call.
 
     Images are interpolated linearly (nnU-Net: order 3 in v1, linear in v2's torch SpatialTransform), labels by
     nearest neighbour (nnU-Net v2 interpolates one-hot labels linearly; nearest keeps the batch a single call and
@@ -248,10 +282,13 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
     in_size = np.asarray(images.shape[2:], dtype=float)
     out_size = np.asarray(patch_size, dtype=float)
     matrices, transformed = _affine_matrices(batch, dims, patch_size, config, generator)
+    deformed = np.zeros(batch, dtype=bool)
+    if config.p_elastic > 0:  # no random draw when off, so runs without it keep their random sequence
+        deformed = _bernoulli(config.p_elastic, (batch,), generator).cpu().numpy()
     out_images, out_labels = _centre_crop(images, patch_size).clone(), _centre_crop(labels, patch_size).clone()
-    if not transformed.any():
+    if not (transformed | deformed).any():
         return out_images, out_labels
-    chosen = np.nonzero(transformed)[0]  # only these go through grid_sample; the others are centre crops
+    chosen = np.nonzero(transformed | deformed)[0]  # only these go through grid_sample; the others are centre crops
     matrices = matrices[chosen]
     # normalised coordinates (align_corners=False): n = 2 * offset / size; affine_grid orders axes last-first
     theta = np.diag(2.0 / in_size)[None] @ matrices @ np.diag(out_size / 2.0)[None]
@@ -259,6 +296,12 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
     theta = np.concatenate([theta, np.zeros((len(chosen), dims, 1))], axis=2)
     theta = torch.as_tensor(theta.copy(), dtype=torch.float32, device=images.device)
     grid = F.affine_grid(theta, [len(chosen), 1, *[int(p) for p in patch_size]], align_corners=False)
+    if deformed.any():  # deform first, then rotate and scale (nnU-Net's order): the offsets go through the matrix too
+        which = np.nonzero(deformed[chosen])[0]
+        offsets = elastic_offsets(len(which), patch_size, config, generator).to(images.device)
+        linear = theta[torch.as_tensor(which, device=images.device), :, :dims]
+        moved = torch.einsum("n...j,nij->n...i", offsets, linear)
+        grid[torch.as_tensor(which, device=images.device)] += moved
     index = torch.as_tensor(chosen, device=images.device)
     out_images[index] = F.grid_sample(images[index].float(), grid, mode="bilinear", padding_mode="zeros",
                                       align_corners=False).to(images.dtype)

@@ -12,7 +12,8 @@ What :func:`download` does for each file of a :class:`~tutorseg.manifests.Manife
    case count is checked, a marker with the archive's hash is written, and the folder is moved into place in one
    rename.
 
-Any failure removes the temporary folder, so the target never holds a half-written file or folder.
+Any failure removes the temporary folder, so the target never holds a half-written file or folder. One download
+runs into a folder at a time (a lock on the folder): a second one waits and then finds the first's result cached.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,15 +113,53 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
         raise _os_error(exc, f"cannot create the download folder {to}") from None
     placed: list[Path] = []
     try:
-        for entry in manifest.files:
-            placed.append(_download_file(entry, manifest, to, progress=progress, keep_archive=keep_archive,
-                                         check=check))
+        with _only_download_into(to):
+            for entry in manifest.files:
+                placed.append(_download_file(entry, manifest, to, progress=progress, keep_archive=keep_archive,
+                                             check=check))
     except BaseException:
         if created and to.is_dir() and not any(to.iterdir()):
             to.rmdir()
         raise
     folders = [find_dataset_folder(p) for p in placed if p.is_dir()]
     return next((f for f in folders if f is not None), to)
+
+
+@contextmanager
+def _only_download_into(to: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the download folder while downloading into it.
+
+    Two downloads into one folder (two notebooks, or a re-run cell while the first still runs) would fetch the same
+    archive twice and race to rename it into place. With the lock the second waits, then finds the first's verified
+    result in the cache. Whoever holds the lock also removes staging folders a killed download left behind (no
+    live download can own them). The lock is ``flock`` on the folder itself, so no lock file is left in it; where
+    the file system has no locks (Windows, some FUSE mounts) the download goes on unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(to, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"tutorseg: another download into {to} is running; waiting for it to finish", file=sys.stderr)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        if fd is not None:
+            for stale in to.glob(STAGING_PREFIX + "*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the lock
 
 
 # --------------------------------------------------------------------------------------------------- one file

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEMPORARY_PATTERN = ".*.tmp*"  # glob of the temporary files atomic_path makes: .NAME.<random>.tmp<ending>
+
 
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
@@ -65,13 +67,13 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
             tmp.unlink()
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically. Returns the path."""
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:
+    """Write UTF-8 text atomically (``durable``: see :func:`atomic_path`). Returns the path."""
+    with atomic_path(path, durable=durable) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
-def write_json_atomic(path: str | os.PathLike, data, *, indent: int = 2) -> Path:
+def write_json_atomic(path: str | os.PathLike, data, *, indent: int = 2, durable: bool = False) -> Path:
     """Write ``data`` as indented JSON (with a final newline) atomically. Returns the path."""
-    return write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+    return write_text_atomic(path, json.dumps(data, indent=indent) + "\n", durable=durable)

@@ -8,72 +8,42 @@ half-written one. Checkpoints hold only tensors and plain Python types, so ``tor
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..files import TEMPORARY_PATTERN, atomic_path, write_json_atomic
 from ..problems import TutorsegError
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems (FUSE mounts) do not sync folders
-    finally:
-        os.close(fd)
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False)
-    _atomic_write(path, lambda f: f.write((text + "\n").encode()))
+    """Write a run-folder JSON file atomically and durably."""
+    write_json_atomic(path, data, durable=True)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda f: f.write(data))
+    """Write a run-folder file atomically and durably."""
+    with atomic_path(path, durable=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete temporary files a killed process left behind (``.NAME.*.tmp``); returns what was removed."""
-    stale = sorted(Path(folder).glob(".*.tmp"))
+    """Delete temporary files a killed process left behind (``.NAME.*.tmp.pt`` etc.); returns what was removed."""
+    stale = sorted(Path(folder).glob(TEMPORARY_PATTERN))
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Save a checkpoint atomically (temp file in the same folder + fsync + ``os.replace``)."""
-    _atomic_write(path, lambda f: torch.save(state, f))
+    """Save a checkpoint atomically and durably (temp file in the same folder + fsync + ``os.replace``)."""
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path, *, map_location="cpu") -> dict:

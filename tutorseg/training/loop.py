@@ -390,9 +390,10 @@ def _epoch_metrics(run: Run) -> dict:
 def _describe_epoch(run: Run) -> str:
     h = run.history
     dice = ", ".join("-" if v != v else f"{v:.3f}" for v in h["pseudo_dice"][-1])
-    limit = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config['budget_seconds'])}"
-             if run.config["budget_seconds"] is not None else f"of {run.config['epochs']}")
-    return (f"epoch {run.epoch} ({limit}): train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
+    # epochs are numbered from 0, as in history.json and the progress bar; run.epoch counts the epochs done
+    done = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config['budget_seconds'])}"
+            if run.config["budget_seconds"] is not None else f"{run.epoch} of {run.config['epochs']} done")
+    return (f"epoch {h['epoch'][-1]} ({done}): train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
             f"pseudo-Dice [{dice}], EMA {h['ema_pseudo_dice'][-1]:.4f}, lr {h['lr'][-1]:.2e}, "
             f"{h['epoch_seconds'][-1]:.1f} s ({h['data_seconds'][-1]:.1f} s data)")
 
