@@ -79,7 +79,7 @@ class Preset:
 
 # The cpu preset's numbers, in one place. Empirical, measured on 2 CPU cores (bench/train.md): for Hippocampus
 # 3d_fullres, 8-64 features and batch 2 take ~0.3 s per training step (16-128 features and batch 4: ~1.4 s), so a
-# 10-minute budget gets ~1,500 steps and a mean foreground Dice of 0.84 on fold 0 (16-128 / batch 4: ~400 steps,
+# 10-minute budget gets ~2,000 steps and a mean foreground Dice of 0.85 on fold 0 (16-128 / batch 4: ~400 steps,
 # not enough). In a short budget the number of updates matters more than the width of the network.
 CPU_PRESET_SETTINGS = PlannerSettings(
     gpu_memory_gb=2.0,  # a small memory budget shrinks the patch of large images
@@ -103,7 +103,7 @@ PRESETS: dict[str, Preset] = {
         "cpu", CPU_PRESET_SETTINGS,
         "no GPU: a small network (8 base features, at most 64 in 3D) on a small memory budget (2 GB-equivalent) "
         "with 2 patches per batch, so that a training step takes a fraction of a second on a laptop CPU "
-        "(~0.3 s for Hippocampus on 2 cores; a 10-minute budget reached a mean Dice of 0.84 there).",
+        "(~0.3 s for Hippocampus on 2 cores; a 10-minute budget reached a mean Dice of 0.85 there).",
         gives_up="accuracy and context: a quarter of the features of nnU-Net's network, smaller patches where the image is "
                  "large and smaller batches. Expect a few Dice points less than the nnU-Net plan after long training; "
                  "use it to learn and to smoke-test, not to report results.",
