@@ -29,7 +29,6 @@ from .dataset import Case, Dataset, load_dataset
 from .files import atomic_path
 from .io import file_ending, read_geometry, write_segmentation
 from .problems import TutorsegError
-from .training.device import keep_freed_memory
 
 CHECKPOINTS = ("final", "best", "latest")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -243,6 +242,8 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         run_dirs = [run_dirs]
     folds = list(folds) if folds is not None else load_folds(run_dirs, checkpoint=checkpoint, device=device)
     if next(folds[0].network.parameters()).device.type == "cpu":
+        from .training.device import keep_freed_memory  # here, not at the top: importing this module stays torch-free
+
         keep_freed_memory()  # the large window buffers are reused instead of re-mapped: ~1/3 less time (bench/predict.md)
     decision = _postprocessing_for(run_dirs, postprocess)
     cases = resolve_inputs(inputs)
