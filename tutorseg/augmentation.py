@@ -234,14 +234,14 @@ def elastic_offsets(n: int, patch_size, config: AugmentationConfig, generator: t
     shifts than the inside. Dummy-2D patches get no displacement across slices. The last axis of the result is in
     ``grid_sample``'s order (last spatial axis first).
     """
-    dims = len(patch_size)
+    dims, device = len(patch_size), generator.device
     spatial = tuple(range(2, 2 + dims))
-    sigmas = _uniform(*config.elastic_scale_range, (n, dims), generator).cpu() * torch.tensor(patch_size)
-    magnitudes = _uniform(*config.elastic_magnitude_range, (n, dims), generator).cpu()
-    noise = torch.randn((n, dims, *patch_size), generator=generator, device=generator.device).cpu()
+    sigmas = _uniform(*config.elastic_scale_range, (n, dims), generator) * torch.tensor(patch_size, device=device)
+    magnitudes = _uniform(*config.elastic_magnitude_range, (n, dims), generator)
+    noise = torch.randn((n, dims, *patch_size), generator=generator, device=device)
     spectrum = torch.fft.fftn(noise, dim=spatial)
     for axis, size in enumerate(patch_size):  # a Gaussian's Fourier transform: exp(-2 pi^2 sigma^2 f^2)
-        frequency = torch.fft.fftfreq(size).reshape([size if a == axis else 1 for a in range(dims)])
+        frequency = torch.fft.fftfreq(size, device=device).reshape([size if a == axis else 1 for a in range(dims)])
         sigma = sigmas[:, axis].reshape(n, 1, *([1] * dims))
         spectrum = spectrum * torch.exp(-2 * math.pi ** 2 * sigma ** 2 * frequency ** 2)
     offsets = torch.fft.ifftn(spectrum, dim=spatial).real.reshape(n, dims, -1)
@@ -249,7 +249,7 @@ def elastic_offsets(n: int, patch_size, config: AugmentationConfig, generator: t
     offsets = (offsets / largest * magnitudes[..., None]).reshape(n, dims, *patch_size)
     if is_dummy_2d(patch_size):
         offsets[:, int(np.argmin(patch_size))] = 0.0  # slice-wise augmentation: no shift across slices
-    return offsets.flip(1).movedim(1, -1).to(torch.float32)  # components in grid_sample's (x, y, z) order
+    return offsets.flip(1).movedim(1, -1)  # components in grid_sample's (x, y, z) order
 
 
 def _centre_crop(tensor: torch.Tensor, patch_size) -> torch.Tensor:
@@ -297,11 +297,9 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
     theta = torch.as_tensor(theta.copy(), dtype=torch.float32, device=images.device)
     grid = F.affine_grid(theta, [len(chosen), 1, *[int(p) for p in patch_size]], align_corners=False)
     if deformed.any():  # deform first, then rotate and scale (nnU-Net's order): the offsets go through the matrix too
-        which = np.nonzero(deformed[chosen])[0]
+        which = torch.as_tensor(np.nonzero(deformed[chosen])[0], device=images.device)
         offsets = elastic_offsets(len(which), patch_size, config, generator).to(images.device)
-        linear = theta[torch.as_tensor(which, device=images.device), :, :dims]
-        moved = torch.einsum("n...j,nij->n...i", offsets, linear)
-        grid[torch.as_tensor(which, device=images.device)] += moved
+        grid[which] += torch.einsum("n...j,nij->n...i", offsets, theta[which, :, :dims])
     index = torch.as_tensor(chosen, device=images.device)
     out_images[index] = F.grid_sample(images[index].float(), grid, mode="bilinear", padding_mode="zeros",
                                       align_corners=False).to(images.dtype)
