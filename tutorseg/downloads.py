@@ -135,23 +135,7 @@ def _only_download_into(to: Path) -> Iterator[None]:
     live download can own them). The lock is ``flock`` on the folder itself, so no lock file is left in it; where
     the file system has no locks (Windows, some FUSE mounts) the download goes on unlocked.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        fcntl = None
-    fd = None
-    if fcntl is not None:
-        try:
-            fd = os.open(to, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"tutorseg: another download into {to} is running; waiting for it to finish", file=sys.stderr)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no locks on this file system
-            if fd is not None:
-                os.close(fd)
-            fd = None
+    fd = _lock_folder(to)
     try:
         if fd is not None:
             for stale in to.glob(STAGING_PREFIX + "*"):
@@ -160,6 +144,28 @@ def _only_download_into(to: Path) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding an exclusive ``flock`` (waiting for it if taken), or None."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"tutorseg: another download into {folder} is running; waiting for it to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # no locks on this file system
+        os.close(fd)
+        return None
+    return fd
 
 
 # --------------------------------------------------------------------------------------------------- one file
