@@ -82,7 +82,7 @@ def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, 
         write_text_atomic(staging / "dataset.json", json.dumps(nnunet_dataset_json(dataset), indent=2))
         if plan is not None:
             write_text_atomic(staging / "tutorseg_plans.json",
-                          json.dumps(nnunet_plans(plan, target.name), indent=2))
+                              json.dumps(nnunet_plans(plan, target.name), indent=2))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
