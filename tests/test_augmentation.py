@@ -8,7 +8,8 @@ import torch
 
 from tutorseg.augmentation import (AugmentationConfig, augment_batch, contrast, gamma, gaussian_blur, gaussian_noise,
                                    is_dummy_2d, mirror, multiplicative_brightness, rotation_range_degrees,
-                                   sampling_patch_size, simulate_low_resolution, spatial_transform)
+                                   move_labels, OUTSIDE, sampling_patch_size, simulate_low_resolution,
+                                   spatial_transform)
 from tutorseg.dataset import load_dataset
 
 ALL_OFF = AugmentationConfig.none()
@@ -238,3 +239,84 @@ def test_elastic_on_dummy_2d_patches_stays_in_plane():
     out, _ = spatial_transform(image, torch.zeros((1, 1, *patch), dtype=torch.int16), patch, config=ELASTIC_ONLY,
                                generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out[0, 0, :, 8:-8, 8:-8], image[0, 0, :, 8:-8, 8:-8], atol=1e-4)
+
+
+# ------------------------------------------------------------------ labels moved as nnU-Net v2 moves them
+
+def _grid(theta, size) -> torch.Tensor:
+    theta = torch.as_tensor(theta, dtype=torch.float32)[None]
+    return torch.nn.functional.affine_grid(theta, [1, 1, *size], align_corners=False)
+
+
+def _move_labels_by_stacking(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The rule of move_labels written out directly: a stack of every label's share, argmax, ties settled."""
+    F = torch.nn.functional
+    def interpolate(mask):
+        return F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    values = [OUTSIDE] + torch.unique(labels).tolist()
+    shares = [1 - interpolate(torch.ones_like(labels, dtype=torch.float32))]  # outside: what the input does not cover
+    shares += [interpolate((labels == value).float()) for value in values[1:]]
+    stack = torch.stack([(share * 1000).half().float() for share in shares])  # nnU-Net's float16 0-1000 scale
+    winner = torch.tensor(values, dtype=torch.float32)[stack.argmax(0)]  # argmax: the first (lowest) of ties
+    # nearest neighbour of the input padded with OUTSIDE: the same sample points on a grid 2 * 10 voxels wider
+    padded = F.pad(labels.float(), [10] * 2 * (labels.ndim - 2), value=OUTSIDE)
+    size = torch.tensor(labels.shape[2:][::-1], dtype=torch.float32)
+    nearest = F.grid_sample(padded, grid * size / (size + 20), mode="nearest", align_corners=False)
+    nearest_index = torch.searchsorted(torch.tensor(values, dtype=torch.float32), nearest.contiguous())
+    tied = stack.gather(0, nearest_index[None])[0] == stack.max(0).values
+    return torch.where(tied, nearest, winner).clamp(min=0).to(labels.dtype)
+
+
+def test_labels_unchanged_by_an_identity_grid(batch_3d):
+    _, labels = batch_3d
+    grid = torch.nn.functional.affine_grid(torch.eye(3, 4)[None].repeat(2, 1, 1), list(labels.shape),
+                                           align_corners=False)
+    assert torch.equal(move_labels(labels, grid), labels)
+
+
+def test_a_tie_between_two_labels_goes_to_the_nearest_neighbour():
+    labels = torch.tensor([[0, 0, 3, 3, 3, 7, 7, 0]], dtype=torch.int16).repeat(4, 1)[None, None]  # (1, 1, 4, 8)
+    grid = _grid([[1, 0, 1 / 8], [0, 1, 0]], (4, 8))  # shifted by half a voxel along x: every share is 0.5 / 0.5
+    nearest = torch.nn.functional.grid_sample(labels.float(), grid, mode="nearest", align_corners=False)
+    moved = move_labels(labels, grid)
+    assert torch.equal(moved[..., :-1], nearest[..., :-1].to(torch.int16))  # the last voxel: half outside
+    assert torch.equal(moved, _move_labels_by_stacking(labels, grid))
+
+
+def test_a_tie_the_nearest_neighbour_lost_goes_to_the_lowest_label():
+    # one sample point at the centre of a 2x2x2 block: each corner weighs 1/8. Labels 4 and 6 hold three corners
+    # each (a tie at 3/8); the nearest corner's label 9 holds two (2/8), so it is not among the tied labels.
+    centre = _grid([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], (1, 1, 1))
+    corners = torch.arange(8, dtype=torch.float32).reshape(1, 1, 2, 2, 2)
+    nearest = int(torch.nn.functional.grid_sample(corners, centre, mode="nearest", align_corners=False))
+    others = [c for c in range(8) if c != nearest]
+    values = torch.empty(8, dtype=torch.int16)
+    values[[nearest, others[0]]] = 9
+    values[others[1:4]] = 6
+    values[others[4:7]] = 4
+    labels = values.reshape(1, 1, 2, 2, 2)
+    assert int(move_labels(labels, centre)) == 4
+
+
+def test_outside_the_input_competes_and_becomes_background():
+    labels = torch.full((1, 1, 8, 8), 2, dtype=torch.int16)
+    grid = _grid([[1.5, 0, 0], [0, 1.5, 0]], (8, 8))  # zoomed out: the patch reaches past the input
+    moved = move_labels(labels, grid)
+    coverage = torch.nn.functional.grid_sample(torch.ones((1, 1, 8, 8)), grid, align_corners=False)
+    assert torch.equal(moved == 2, coverage > 0.5)  # the label's share against the outside's
+    assert set(moved.unique().tolist()) == {0, 2}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_move_labels_follows_the_rule_under_random_rotation_and_scaling(seed):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (1, 1, 6, 7, 5), generator=generator).repeat_interleave(3, dim=2)
+    labels = labels.repeat_interleave(3, dim=3).repeat_interleave(3, dim=4).to(torch.int16)  # blocks of 3 voxels
+    labels[labels == 2] = 255  # an ignore label is a label like any other here
+    angle = float(torch.rand(1, generator=generator)) * 0.6
+    c, s, zoom = np.cos(angle), np.sin(angle), 0.8 + 0.5 * float(torch.rand(1, generator=generator))
+    grid = _grid([[zoom * c, -zoom * s, 0, 0.05], [zoom * s, zoom * c, 0, 0], [0, 0, zoom, 0]], (16, 20, 14))
+    moved = move_labels(labels, grid)
+    assert torch.equal(moved, _move_labels_by_stacking(labels, grid))
+    assert set(moved.unique().tolist()) <= {0, 1, 255}
