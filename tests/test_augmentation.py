@@ -6,10 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from tutorseg.augmentation import (AugmentationConfig, augment_batch, contrast, gamma, gaussian_blur, gaussian_noise,
-                                   is_dummy_2d, mirror, multiplicative_brightness, rotation_range_degrees,
-                                   move_labels, OUTSIDE, sampling_patch_size, simulate_low_resolution,
-                                   spatial_transform)
+from tutorseg.augmentation import (
+    OUTSIDE,
+    AugmentationConfig,
+    augment_batch,
+    contrast,
+    gamma,
+    gaussian_blur,
+    gaussian_noise,
+    is_dummy_2d,
+    mirror,
+    move_labels,
+    multiplicative_brightness,
+    rotation_range_degrees,
+    sampling_patch_size,
+    simulate_low_resolution,
+    spatial_transform,
+)
 from tutorseg.dataset import load_dataset
 
 ALL_OFF = AugmentationConfig.none()
