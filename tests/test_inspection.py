@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tutorseg import inspect_dataset
-from tutorseg.inspection import CaseSummary, DatasetReport
+from tutorseg.dataset_report import CaseSummary, DatasetReport
 from tutorseg.problems import Severity
 
 from builders import (load_nifti, msd_dataset, msd_four_d_dataset, png_dataset, read_json, sample_ids, save_nifti,

@@ -25,7 +25,7 @@ _EXPORTS = {
     "DatasetError": "problems",
     "sample_dataset_path": "sample",
     "inspect_dataset": "inspection",
-    "DatasetReport": "inspection",
+    "DatasetReport": "dataset_report",
     "fingerprint": "fingerprinting",
     "DatasetFingerprint": "fingerprinting",
     "plan": "planning",

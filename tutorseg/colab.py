@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .environment import on_colab
+from .files import display_path
 from .problems import TutorsegError
 
 COLAB_DRIVE_MOUNT = Path("/content/drive")  # where Colab's drive.mount puts Google Drive, by convention
@@ -32,15 +33,6 @@ COPY_MARKER = ".tutorseg_copy.json"  # written into a copied dataset: what it wa
 
 class WorkspaceError(TutorsegError):
     """The workspace cannot be set up (Drive not mountable, dataset folder missing)."""
-
-
-def _display_path(path: Path | None) -> str:
-    """A path for printing, with the home folder as ``~`` (no user names in notebooks people share)."""
-    if path is None:
-        return "-"
-    text = str(path)
-    home = str(Path.home())
-    return "~" + text[len(home):] if home not in ("/", "") and text.startswith(home) else text
 
 
 @dataclass(frozen=True)
@@ -82,9 +74,9 @@ class Workspace:
                 "drive_mounted": self.drive_mounted, "notes": list(self.notes)}
 
     def _rows(self) -> list[tuple[str, str]]:
-        return [("runs (kept)", _display_path(self.runs_dir)),
-                ("scratch (fast, temporary)" if self.on_colab else "scratch", _display_path(self.scratch_dir)),
-                ("dataset", _display_path(self.dataset_dir)),
+        return [("runs (kept)", display_path(self.runs_dir)),
+                ("scratch (fast, temporary)" if self.on_colab else "scratch", display_path(self.scratch_dir)),
+                ("dataset", display_path(self.dataset_dir)),
                 ("where", "Google Colab, Drive mounted" if self.drive_mounted else
                  "Google Colab" if self.on_colab else "this computer")]
 
@@ -93,7 +85,7 @@ class Workspace:
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
     def __repr__(self) -> str:
-        return (f"Workspace(runs_dir={_display_path(self.runs_dir)!r}, dataset_dir={_display_path(self.dataset_dir)!r}, "
+        return (f"Workspace(runs_dir={display_path(self.runs_dir)!r}, dataset_dir={display_path(self.dataset_dir)!r}, "
                 f"on_colab={self.on_colab})")
 
     def _repr_html_(self) -> str:

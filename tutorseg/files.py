@@ -77,3 +77,16 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = Fal
 def write_json_atomic(path: str | os.PathLike, data, *, indent: int = 2, durable: bool = False) -> Path:
     """Write ``data`` as indented JSON (with a final newline) atomically. Returns the path."""
     return write_text_atomic(path, json.dumps(data, indent=indent) + "\n", durable=durable)
+
+
+def display_path(path: str | os.PathLike | None) -> str:
+    """A path for printing, with the home folder shown as ``~``: reports and notebooks get shared, user names need not.
+
+    ``None`` prints as ``-``.
+    """
+    if path is None:
+        return "-"
+    path, home = Path(path), Path.home()
+    if home == Path(home.anchor) or not path.is_relative_to(home):  # a home of "/" would turn every path into ~
+        return str(path)
+    return str(Path("~") / path.relative_to(home))

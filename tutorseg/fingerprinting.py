@@ -31,7 +31,7 @@ from .dataset import Case, Dataset, as_dataset
 from .problems import DatasetError, Problem, TutorsegError
 
 if TYPE_CHECKING:
-    from .inspection import DatasetReport
+    from .dataset_report import DatasetReport
 
 # nnU-Net v2 draws 10e7 = 1e8 foreground voxels for the whole dataset (fingerprint_extractor.py,
 # ``num_foreground_voxels_for_intensitystats``): enough for stable percentiles, bounded memory.
@@ -467,7 +467,7 @@ def _refuse(dataset: Dataset, problems: list[Problem], report: DatasetReport | N
 
     Args:
         problems: what stops the fingerprint.
-        report: the :class:`~tutorseg.inspection.DatasetReport` when already made; else it is made here.
+        report: the :class:`~tutorseg.dataset_report.DatasetReport` when already made; else it is made here.
     """
     lines = [str(p) for p in problems]
     if report is None:
@@ -526,7 +526,7 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
         dataset: a :class:`~tutorseg.dataset.Dataset` or the path of a dataset folder.
         num_workers: processes to use (default: the CPU count, at most 8); 1 runs in this process.
         progress: show a progress bar (tqdm; a widget in notebooks).
-        report: the :class:`~tutorseg.inspection.DatasetReport` of this dataset when you have just made it
+        report: the :class:`~tutorseg.dataset_report.DatasetReport` of this dataset when you have just made it
             (``tutorseg.inspect_dataset``); without it the dataset is inspected first, which reads every file once
             more (about a third of the fingerprint's time).
 
