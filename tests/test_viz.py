@@ -144,6 +144,7 @@ def test_label_names_in_both_directions():
     (lambda im, lab: plot_slices(im, lab, axis=2, index=99), "slice 99"),
     (lambda im, lab: plot_slices(im, lab, channel=1), "channel 1"),
     (lambda im, lab: plot_slices(im, lab, show_errors=True), "needs both"),
+    (lambda im, lab: plot_slices(im, lab, channel="rgb"), "this image has 1"),
 ])
 def test_bad_input_is_explained(case3d, call, message):
     _, image, label, _ = case3d
@@ -164,6 +165,28 @@ def test_plot_case_2d(isbi_dir, artefact_dir):
     fig = plot_case(dataset.training[1], label_names=dataset.labels)
     assert len(fig.axes) == 1
     _png_ok(save_figure(fig, artefact_dir / "case_2d.png"))
+
+
+@pytest.fixture(scope="module")
+def rgb_dataset(tmp_path_factory):
+    """PNGs of real Hippocampus middle slices in RGB: the slice in red and blue, its inverse in green."""
+    from builders import png_dataset
+
+    return load_dataset(png_dataset(tmp_path_factory.mktemp("rgb"), 2, mode="RGB"))
+
+
+def test_three_channels_drawn_as_one_colour_image(rgb_dataset, artefact_dir):
+    case = rgb_dataset.training[0]
+    image, label = case.load_image(), case.load_label()
+    colour = _png_ok(save_figure(plot_slices(image, label, channel="rgb", alpha=0.0, legend=False),
+                                 artefact_dir / "viewer_2d_rgb.png"))
+    grey = _png_ok(save_figure(plot_slices(image, label, channel=1, alpha=0.0, legend=False),
+                               artefact_dir / "viewer_2d_rgb_channel_1.png"))
+    # dark background: (0, 255, 0) green; bright tissue: red and blue high, green low, so magenta-ish
+    assert _colour_present(colour, "#00FF00") and _colour_present(colour, "#FF00FF", tolerance=120)
+    assert not _colour_present(grey, "#00FF00", tolerance=120)  # one channel: shades of grey
+    fig = plot_case(case, channel="rgb")
+    _png_ok(save_figure(fig, artefact_dir / "case_2d_rgb.png"))
 
 
 # --------------------------------------------------------------------------------------------------- the widget
@@ -311,3 +334,18 @@ def test_plot_metrics_of_a_real_evaluation(sample, artefact_dir):
     assert sorted(dice_points) == pytest.approx(sorted(
         summary.case(k).metrics[n]["dice"] for k in references for n in ("Anterior", "Posterior")))
     _png_ok(save_figure(fig, artefact_dir / "metrics.png"))
+
+
+def test_viewer_shows_a_colour_image_in_colour_first(rgb_dataset):
+    viewer = slice_viewer(rgb_dataset)
+    assert viewer.channel_picker.value == "rgb" and ("RGB", "rgb") in viewer.channel_picker.options
+    colour = viewer.png
+    viewer.channel_picker.value = 2
+    assert viewer.png != colour
+    low, high = window_from_level(viewer.level_slider.value, viewer.width_slider.value)
+    assert 0 <= low < high <= 255 * 1.01
+
+
+def test_viewer_offers_no_colour_view_for_one_channel(sample):
+    viewer = slice_viewer(sample)
+    assert viewer.channel_picker.value == 0 and [v for _, v in viewer.channel_picker.options] == [0]

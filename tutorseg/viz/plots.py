@@ -53,6 +53,9 @@ class VizError(TutorsegError):
 # --------------------------------------------------------------------------------------------------- helpers
 
 
+RGB = "rgb"  # channel=RGB draws the first three channels as one colour image (photographs, histology)
+
+
 def class_colour(value: int) -> str:
     """The colour of a class value in every tutorseg figure (value 1 -> the first colour)."""
     return CLASS_COLOURS[(int(value) - 1) % len(CLASS_COLOURS)]
@@ -131,7 +134,8 @@ def window_from_level(level: float, width: float) -> tuple[float, float]:
 
 
 def default_window(image: np.ndarray) -> tuple[float, float]:
-    """The 0.5 and 99.5 percentiles of the intensities (of one channel); a flat image gets a unit range."""
+    """The 0.5 and 99.5 percentiles of the intensities (of one channel, or of several together); a flat image
+    gets a unit range."""
     low, high = np.percentile(image, DEFAULT_PERCENTILES)
     if high <= low:
         high = low + 1.0
@@ -156,6 +160,20 @@ def _split_channels(image: np.ndarray, spatial_ndim: int | None) -> np.ndarray:
         return image
     raise VizError(f"an image of shape {image.shape} cannot be drawn with {spatial_ndim}D labels: "
                    f"give (C, *spatial) or (*spatial) with {spatial_ndim} spatial axes")
+
+
+def shown_channels(channels: np.ndarray, channel: int | str) -> np.ndarray:
+    """The channel(s) ``channel`` draws from ``(C, *spatial)``: ``(1, *spatial)``, or ``(3, *spatial)`` for RGB."""
+    n = channels.shape[0]
+    if channel == RGB:
+        if n != 3:
+            raise VizError(f"channel='rgb' draws three channels as red, green and blue; this image has {n}. "
+                           "Pick one channel by its number instead")
+        return channels
+    if not isinstance(channel, (int, np.integer)) or not 0 <= channel < n:
+        raise VizError(f"channel {channel!r} does not exist: the image has {n} channel(s), 0 to {n - 1}"
+                       + (", or 'rgb'" if n == 3 else ""))
+    return channels[channel:channel + 1]
 
 
 def foreground_slice(label: np.ndarray, axis: int) -> int:
@@ -247,7 +265,7 @@ def _pixel_centres(plane_shape: tuple[int, int], extent) -> tuple[np.ndarray, np
 
 
 def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: np.ndarray | None = None, *,
-                axis: int = -1, index: int | None = None, channel: int = 0,
+                axis: int = -1, index: int | None = None, channel: int | str = 0,
                 window: tuple[float, float] | None = None, alpha: float = 0.4, show_errors: bool = False,
                 label_names: Mapping | None = None, spacing: Sequence[float] | None = None,
                 title: str | None = None, legend: bool = True, ax=None) -> Figure:
@@ -266,8 +284,10 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
             RAS image). Ignored for 2D.
         index: slice index along ``axis``; ``None``: the slice with the most reference (else predicted)
             foreground, or the middle slice.
-        channel: which channel of a multi-channel image to show.
-        window: ``(low, high)`` intensities drawn black and white; ``None``: the channel's 0.5/99.5 percentiles.
+        channel: which channel of a multi-channel image to show, or ``"rgb"``: a three-channel image as one
+            colour image (channel 0 red, 1 green, 2 blue), with one window for all three.
+        window: ``(low, high)`` intensities drawn black and white; ``None``: the channel's 0.5/99.5 percentiles
+            (for ``"rgb"``: those of all three channels together, so the colours keep their balance).
             Use :func:`window_from_level` to give a window/level.
         alpha: opacity of the filled overlays (0 invisible, 1 opaque).
         show_errors: overlay the errors of ``prediction`` against ``label`` instead of the classes.
@@ -297,12 +317,10 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
         if array is not None and array.shape != spatial:
             raise VizError(f"the {name} has shape {array.shape} but the image's spatial shape is {spatial}; "
                            "overlay maps must be on the image's grid")
-    if not 0 <= channel < channels.shape[0]:
-        raise VizError(f"channel {channel} does not exist: the image has {channels.shape[0]} channel(s), "
-                       f"0 to {channels.shape[0] - 1}")
+    drawn = shown_channels(channels, channel)
     if show_errors and (label is None or prediction is None):
         raise VizError("show_errors needs both the reference label and the prediction")
-    volume = channels[channel]
+    volume = drawn[0]
     is_3d = volume.ndim == 3
     if volume.ndim not in (2, 3):
         raise VizError(f"only 2D and 3D images can be drawn; this one has {volume.ndim} spatial axes {spatial}")
@@ -316,16 +334,21 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
         if not 0 <= index < spatial[axis]:
             raise VizError(f"slice {index} is outside the image: axis {axis} has {spatial[axis]} slices "
                            f"(0 to {spatial[axis] - 1})")
-    low, high = window if window is not None else default_window(volume)
+    low, high = window if window is not None else default_window(drawn)
 
     if ax is None:
         fig, (ax,) = new_figure(1, panel_size=5.0)
     else:
         fig = ax.figure
     origin = "lower" if is_3d else "upper"
-    plane = _take_slice(volume, axis, index)
-    extent = _extent(plane.shape, spacing, axis if is_3d else None, origin)
-    ax.imshow(plane, cmap="gray", vmin=low, vmax=high, interpolation="nearest", origin=origin, extent=extent)
+    planes = np.stack([_take_slice(v, axis, index) for v in drawn], axis=-1)  # (rows, cols, 1 or 3)
+    extent = _extent(planes.shape[:2], spacing, axis if is_3d else None, origin)
+    if len(drawn) == 3:  # imshow draws (rows, cols, 3) floats in [0, 1] as colours
+        colours = np.clip((planes - low) / (high - low), 0.0, 1.0)
+        ax.imshow(colours, interpolation="nearest", origin=origin, extent=extent)
+    else:
+        ax.imshow(planes[..., 0], cmap="gray", vmin=low, vmax=high, interpolation="nearest", origin=origin,
+                  extent=extent)
     label_plane = _take_slice(label, axis, index)
     prediction_plane = _take_slice(prediction, axis, index)
 
@@ -379,7 +402,7 @@ def _extent(plane_shape: tuple[int, int], spacing: Sequence[float] | None, axis:
 
 
 def plot_case(case, *, prediction: np.ndarray | None = None, label_names: Mapping | None = None,
-              show_errors: bool = False, alpha: float = 0.4, channel: int = 0,
+              show_errors: bool = False, alpha: float = 0.4, channel: int | str = 0,
               window: tuple[float, float] | None = None) -> Figure:
     """Draw a dataset case through its foreground: three orthogonal slices for 3D, the image for 2D.
 
@@ -405,7 +428,7 @@ def plot_case(case, *, prediction: np.ndarray | None = None, label_names: Mappin
                     show_errors=show_errors, label_names=label_names, spacing=spacing, ax=axes[0])
     else:
         fig, axes = new_figure(3, panel_size=3.6)
-        window = window or default_window(image[channel])
+        window = window or default_window(shown_channels(image, channel))
         for axis, ax in enumerate(axes):
             plot_slices(image, label, prediction, axis=axis, channel=channel, window=window, alpha=alpha,
                         show_errors=show_errors, label_names=label_names, spacing=spacing,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..problems import TutorsegError
-from .plots import default_window, figure_to_png, foreground_slice, plot_slices
+from .plots import RGB, default_window, figure_to_png, foreground_slice, plot_slices, shown_channels
 
 
 def _require_ipywidgets():
@@ -72,7 +72,7 @@ class SliceViewer:
         case_picker: Dropdown of case ids.
         axis_buttons: ToggleButtons x / y / z (3D only).
         slice_slider: IntSlider, the slice index along the chosen axis.
-        channel_picker: Dropdown of channels.
+        channel_picker: Dropdown of channels (and "RGB" for three-channel images: one colour image).
         level_slider, width_slider: FloatSliders, the intensity window's centre and width.
         show_reference, show_prediction, show_errors: Checkboxes for the overlays.
         opacity_slider: FloatSlider, opacity of the filled overlays.
@@ -146,8 +146,11 @@ class SliceViewer:
         self._spacing = case.geometry().spacing
         self._updating = True
         try:
-            self.channel_picker.options = [(str(c), c) for c in range(self._image.shape[0])]
-            self.channel_picker.value = 0
+            n_channels = self._image.shape[0]
+            colour = [("RGB", RGB)] if n_channels == 3 else []
+            self.channel_picker.options = [(str(c), c) for c in range(n_channels)] + colour
+            # a three-channel 2D image is most likely a colour picture: show it in colour first
+            self.channel_picker.value = RGB if n_channels == 3 and not self.is_3d else 0
             self.axis_buttons.layout.display = None if self.is_3d else "none"
             self.show_reference.disabled = self._label is None
             self.show_prediction.disabled = self._prediction is None
@@ -159,7 +162,7 @@ class SliceViewer:
 
     def _reset_window(self) -> None:
         """Window/level sliders spanning the channel's range, set to its 0.5/99.5 percentile window."""
-        volume = self._image[self.channel_picker.value]
+        volume = shown_channels(self._image, self.channel_picker.value)
         low, high = default_window(volume)
         v_min, v_max = float(volume.min()), float(volume.max())
         span = max(v_max - v_min, 1e-6)
