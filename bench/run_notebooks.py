@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # notebook_kernel: the kernel client the notebook tests use
 
 
 def main() -> None:
@@ -27,6 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import papermill
+    from notebook_kernel import SlicedPollKernelManager
 
     notebooks = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.numbers:
@@ -40,7 +43,8 @@ def main() -> None:
             papermill.execute_notebook(str(path), str(args.out / path.name),
                                        parameters={"SMOKE": False, "WORK_DIR": str(args.out / "work")},
                                        cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-                                       execution_timeout=args.cell_timeout)
+                                       execution_timeout=args.cell_timeout,
+                                       kernel_manager_class=SlicedPollKernelManager)
         except papermill.PapermillExecutionError as exc:
             error = f"cell {exc.cell_index}: {exc.ename}: {exc.evalue}"
             failed += 1

@@ -14,14 +14,15 @@ import re
 from pathlib import Path
 
 import pytest
+from notebook_kernel import SlicedPollKernelManager
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/tutorseg/tutorseg/blob/main/notebooks/{name})")
-CELL_TIMEOUT_S = 600
+CELL_TIMEOUT_S = 600  # no smoke-mode cell should come near this; it stops a hung kernel
 # notebooks whose smoke run needs the shared data beside the repository (offline they would have to download it)
-NEEDS_SHARED = {"06_2d_microscopy.ipynb": REPO.parent / "shared" / "data" / "ISBI2012_EM_membrane"}  # no smoke-mode cell should come near this; it stops a hung kernel
+NEEDS_SHARED = {"06_2d_microscopy.ipynb": REPO.parent / "shared" / "data" / "ISBI2012_EM_membrane"}
 
 
 def _cells(path: Path) -> list[dict]:
@@ -110,7 +111,8 @@ def test_runs_in_smoke_mode(path, tmp_path, notebook_out):
     try:
         papermill.execute_notebook(str(path), str(output), parameters={"SMOKE": True, "WORK_DIR": str(tmp_path / "work")},
                                    cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-                                   execution_timeout=CELL_TIMEOUT_S, log_output=False)
+                                   execution_timeout=CELL_TIMEOUT_S, log_output=False,
+                                   kernel_manager_class=SlicedPollKernelManager)
     except papermill.PapermillExecutionError as exc:
         pytest.fail(f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                     f"(executed copy: {output})", pytrace=False)
