@@ -53,7 +53,7 @@ class VizError(TutorsegError):
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-RGB = "rgb"  # channel=RGB draws the first three channels as one colour image (photographs, histology)
+RGB = "rgb"  # channel=RGB draws a three-channel image as one colour image (photographs, histology)
 
 
 def class_colour(value: int) -> str:
@@ -134,8 +134,10 @@ def window_from_level(level: float, width: float) -> tuple[float, float]:
 
 
 def default_window(image: np.ndarray) -> tuple[float, float]:
-    """The 0.5 and 99.5 percentiles of the intensities (of one channel, or of several together); a flat image
-    gets a unit range."""
+    """The 0.5 and 99.5 percentiles of the intensities; a flat image gets a unit range.
+
+    Give one channel, or the three channels of a colour image together (one window keeps their balance).
+    """
     low, high = np.percentile(image, DEFAULT_PERCENTILES)
     if high <= low:
         high = low + 1.0
