@@ -4,7 +4,8 @@ nnU-Net v2 augments each sample on the CPU in worker processes (``nnUNetTrainer.
 from batchgeneratorsv2). Colab gives a learner two CPU cores, which cannot keep a GPU busy that way. tutorseg runs
 the same transforms, with the same probabilities and ranges, on the batch tensor wherever it lives: one
 ``affine_grid`` / ``grid_sample`` call for the rotations and scalings of the whole batch's images (labels: one per
-label value, see :func:`move_labels`), and vectorised intensity transforms. On a GPU the augmentation costs milliseconds; on a CPU it uses torch's threads.
+label value, see :func:`move_labels`), and vectorised intensity transforms. On a GPU the augmentation costs
+milliseconds; on a CPU it uses torch's threads.
 
 The transforms, in nnU-Net's order (probabilities are per sample unless said otherwise):
 
@@ -264,7 +265,7 @@ def _centre_crop(tensor: torch.Tensor, patch_size) -> torch.Tensor:
 def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
                       config: AugmentationConfig = AugmentationConfig(),
                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deform, rotate and scale each sample about its centre and crop the centre ``patch_size``, in one grid_sample call.
+    """Deform, rotate and scale each sample about its centre and crop the centre ``patch_size`` (one grid, all samples).
 
     Images are interpolated linearly (nnU-Net: order 3 in v1, linear in v2's torch SpatialTransform), labels as
     nnU-Net v2 moves them (see :func:`move_labels`). Regions outside the input read 0 (images) and background

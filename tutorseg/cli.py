@@ -243,8 +243,10 @@ def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="turn a folder of images and a folder of masks into a dataset folder")
     p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="images, one file per case (NIfTI, PNG, TIFF)")
     p.add_argument("masks", type=Path, metavar="MASKS_DIR",
-                   help="masks named like their images (cell7.png or cell7_mask.png); images without one go to imagesTs")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR", help="the dataset folder is made in here")
+                   help="masks named like their images (cell7.png or cell7_mask.png); images without one go to "
+                        "imagesTs")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR",
+                   help="the dataset folder is made in here")
     p.add_argument("--name", default="Dataset500_MyData", help="dataset folder name (default: Dataset500_MyData)")
     p.add_argument("--channel-names", type=_parse_mapping, default=None, metavar="0=NAME,...",
                    help="e.g. 0=CT (CT gets CT normalisation, other names z-scoring); default 0=image, or R,G,B")

@@ -81,8 +81,8 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
         out_dir: where everything goes (created).
         budget: wall-clock training budget (``"5m"``, ``"90s"``...). Measured on the bundled sample with 2 idle CPU
             cores (the README): 5 minutes (900-1,000 steps) reached a mean Dice of 0.52 and 0.68 (two runs) on the 5
-            held-out cases, 10 minutes 0.78. The network predicts only background for its first few hundred steps, so budgets much
-            shorter than 5 minutes (or a machine busy with other work) can end with a Dice of 0.
+            held-out cases, 10 minutes 0.78. The network predicts only background for its first few hundred steps,
+            so budgets much shorter than 5 minutes (or a machine busy with other work) can end with a Dice of 0.
         progress: print the steps and show progress bars.
         configuration: the configuration to train (default: the plan's, ``3d_fullres`` for 3D data).
         tta: mirroring test-time augmentation when predicting.
