@@ -1,7 +1,7 @@
 """Seconds per Hippocampus case on CPU, with and without mirroring TTA: tutorseg.predict vs nnUNetv2_predict.
 
 Both predict the same test images with the same plan (tutorseg's plan for the data, handed to nnU-Net through
-``tutorseg.export.nnunet_plans``) and a network of the same architecture. Weights are freshly initialised: the
+``tutorseg.integrations.export.nnunet_plans``) and a network of the same architecture. Weights are freshly initialised: the
 time does not depend on their values, and no trained nnU-Net checkpoint is needed. nnU-Net gets a real
 ``checkpoint_final.pth`` in a real results folder and runs as the command ``nnUNetv2_predict -i ... -o ... -d ...
 -c 3d_fullres -f 0 -device cpu``: its own entry point parses the arguments, so its defaults hold (3 preprocessing
@@ -85,7 +85,7 @@ def prepare_inputs(dataset_dir: Path, n_cases: int, folder: Path) -> None:
 
 def time_tutorseg(fold, images: Path, out: Path, tta: bool) -> dict:
     """``tutorseg.predict`` on every image of the folder: seconds per case."""
-    from tutorseg.prediction import predict
+    from tutorseg.prediction.predictor import predict
 
     n_cases = len(list(images.glob("*_0000.nii.gz")))
     start = time.perf_counter()
@@ -95,7 +95,7 @@ def time_tutorseg(fold, images: Path, out: Path, tta: bool) -> dict:
 
 def nnunet_results_folder(python: str, the_plan, dataset, work: Path) -> dict:
     """An nnU-Net results folder with the plan, dataset.json and a fresh fold-0 checkpoint; returns the environment."""
-    from tutorseg.export import nnunet_dataset_json, nnunet_plans
+    from tutorseg.integrations.export import nnunet_dataset_json, nnunet_plans
 
     results = work / "nnUNet_results" / "Dataset004_Hippocampus" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     results.mkdir(parents=True)
@@ -148,10 +148,11 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
     from tutorseg import load_dataset
     from tutorseg.fingerprinting import fingerprint
     from tutorseg.planning import plan
-    from tutorseg.prediction import FoldModel
+    from tutorseg.prediction.predictor import FoldModel
     from tutorseg.training.network import build_network
 
     dataset = load_dataset(args.dataset)

@@ -1,6 +1,6 @@
 """Build the bundled sample: a small real subset of the Medical Segmentation Decathlon's Task04_Hippocampus.
 
-The sample ships inside the package (``tutorseg/sample_data/Task04_Hippocampus_sample``) so that the README's main
+The sample ships inside the package (``tutorseg/data/sample_data/Task04_Hippocampus_sample``) so that the README's main
 job, the notebooks and most tests run offline. It keeps the MSD layout and copies files byte-for-byte: no
 resampling, no re-encoding, so every quirk of the real data is kept, including ``hippocampus_003``, whose label is
 stored as float32 (one of the two such cases of the full set).
@@ -28,7 +28,7 @@ import nibabel as nib
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
-DEFAULT_OUT = REPO / "tutorseg" / "sample_data" / "Task04_Hippocampus_sample"
+DEFAULT_OUT = REPO / "tutorseg" / "data" / "sample_data" / "Task04_Hippocampus_sample"
 
 EVERY_NTH_CASE = 9  # 208 cases -> 24, about 2 MB: small enough for a wheel, enough for a 5-fold split
 ALWAYS_INCLUDED = ("hippocampus_003",)  # its label is float32 with values {0, 1, 2}: learners should meet this quirk

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.augmentation on real Hippocampus and ISBI patches."""
+"""Tests of tutorseg.training.augmentation on real Hippocampus and ISBI patches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tutorseg.augmentation import (
+from tutorseg.data.dataset import load_dataset
+from tutorseg.training.augmentation import (
     OUTSIDE,
     AugmentationConfig,
     augment_batch,
@@ -23,7 +24,6 @@ from tutorseg.augmentation import (
     simulate_low_resolution,
     spatial_transform,
 )
-from tutorseg.dataset import load_dataset
 
 ALL_OFF = AugmentationConfig.none()
 

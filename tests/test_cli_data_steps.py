@@ -12,13 +12,12 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from training_helpers import tiny_plan
 
 from tutorseg import load_dataset
 from tutorseg.cli import main
-from tutorseg.instances import label_instances
-from tutorseg.io import read_image
-
-from training_helpers import tiny_plan
+from tutorseg.data.imageio import read_image
+from tutorseg.evaluation.instances import label_instances
 
 
 def test_convert_makes_a_dataset_with_the_names_given(isbi_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.colab and tutorseg.environment.
+"""Tests of tutorseg.colab and tutorseg.integrations.environment.
 
 The local branch runs for real. The Colab branch cannot: google.colab exists only on Google's machines. It is
 tested with a stand-in folder for the mounted Drive (``<tmp>/drive/MyDrive``, what ``drive.mount`` leaves behind)
@@ -13,7 +13,7 @@ import pytest
 
 from tutorseg import load_dataset
 from tutorseg.colab import COPY_MARKER, Workspace, WorkspaceError, copy_dataset, setup_workspace
-from tutorseg.environment import describe_environment
+from tutorseg.integrations.environment import describe_environment
 
 
 def test_describe_environment():

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.convert on folders made from real cases (ISBI 2012 PNGs, Hippocampus NIfTIs)."""
+"""Tests of tutorseg.integrations.convert on folders made from real cases (ISBI 2012 PNGs, Hippocampus NIfTIs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tutorseg import inspect_dataset, load_dataset
-from tutorseg.convert import ConversionError, convert_folders, match_files, value_map
+from tutorseg.integrations.convert import ConversionError, convert_folders, match_files, value_map
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_existing_output_is_not_overwritten_silently(png_folders, tmp_path):
 
 
 def test_example_folders_round_trip(sample_dir, tmp_path):
-    from tutorseg.convert import make_example_folders
+    from tutorseg.integrations.convert import make_example_folders
 
     images, masks = make_example_folders(tmp_path / "mine", n_cases=3)
     assert len(list(images.iterdir())) == 3 and all(p.name.endswith("_mask.nii.gz") for p in masks.iterdir())

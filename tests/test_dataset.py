@@ -7,15 +7,22 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from builders import (
+    msd_dataset,
+    msd_four_d_dataset,
+    png_dataset,
+    read_json,
+    sample_ids,
+    v2_dataset,
+    v2_two_channel_dataset,
+    write_json,
+)
 from PIL import Image
 
 from tutorseg import DatasetError, load_dataset, sample_dataset_path
-from tutorseg.dataset import as_dataset
-from tutorseg.io import read_geometry, read_image, write_segmentation
-from tutorseg.problems import ImageReadError, Problem, Severity
-
-from builders import (msd_dataset, msd_four_d_dataset, png_dataset, read_json, sample_ids, v2_dataset,
-                      v2_two_channel_dataset, write_json)
+from tutorseg.data.dataset import as_dataset
+from tutorseg.data.imageio import read_geometry, read_image, write_segmentation
+from tutorseg.data.problems import ImageReadError, Problem, Severity
 
 
 def test_sample_dataset(sample_dir):

@@ -9,8 +9,8 @@ own request flow runs unchanged.
 from __future__ import annotations
 
 import errno
-import io
 import http.server
+import io
 import json
 import shutil
 import ssl
@@ -23,13 +23,19 @@ from pathlib import Path
 
 import pytest
 
-from tutorseg.archives import file_hash, pack_folder
 from tutorseg.cli import main
-from tutorseg.dataset import load_dataset
-from tutorseg.downloads import (ChecksumError, DiskFullError, DownloadError, MARKER_NAME, STAGING_PREFIX, NetworkError,
-                                download)
-from tutorseg.manifests import Manifest
-
+from tutorseg.data.dataset import load_dataset
+from tutorseg.integrations.archives import file_hash, pack_folder
+from tutorseg.integrations.downloads import (
+    MARKER_NAME,
+    STAGING_PREFIX,
+    ChecksumError,
+    DiskFullError,
+    DownloadError,
+    NetworkError,
+    download,
+)
+from tutorseg.integrations.manifests import Manifest
 
 # --------------------------------------------------------------------------------------------------- loopback server
 
@@ -222,7 +228,7 @@ def test_escaping_archive_is_rejected(server, sample_dir, tmp_path, kind, messag
 
 
 def test_interrupted_download_resumes_with_range(server, sample_archive, sample_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("tutorseg.downloads.RESUME_BACKOFF_S", 0.0)
+    monkeypatch.setattr("tutorseg.integrations.downloads.RESUME_BACKOFF_S", 0.0)
     url = serve(server, sample_archive)
     server.cut_once.add("/data/sample.tar.gz")
     folder = download(manifest_for(sample_archive, [url], sample_dir), tmp_path, progress=False)
@@ -234,7 +240,7 @@ def test_interrupted_download_resumes_with_range(server, sample_archive, sample_
 
 def test_server_ignoring_range_sends_the_whole_file_again(server, sample_archive, sample_dir, tmp_path,
                                                           monkeypatch):
-    monkeypatch.setattr("tutorseg.downloads.RESUME_BACKOFF_S", 0.0)
+    monkeypatch.setattr("tutorseg.integrations.downloads.RESUME_BACKOFF_S", 0.0)
     url = serve(server, sample_archive)
     server.cut_once.add("/data/sample.tar.gz")
     server.ignore_range.add("/data/sample.tar.gz")
@@ -267,7 +273,7 @@ def test_disk_full_gives_clear_message_and_leaves_nothing(server, sample_archive
         (Path(destination) / "half_written.nii.gz").write_bytes(b"\0" * 100)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("tutorseg.downloads.extract_archive", full_disk)
+    monkeypatch.setattr("tutorseg.integrations.downloads.extract_archive", full_disk)
     manifest = manifest_for(sample_archive, [serve(server, sample_archive)], sample_dir)
     with pytest.raises(DiskFullError, match="(?s)disk full.*Free some space"):
         download(manifest, tmp_path / "data", progress=False)

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.evaluation on real Hippocampus and ISBI labels, against MONAI's metric functions."""
+"""Tests of tutorseg.evaluation.metrics on real Hippocampus and ISBI labels, against MONAI's metric functions."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tutorseg.evaluation import EvaluationError, EvaluationSummary, case_metrics, evaluate, image_diagonal_mm, one_hot
-from tutorseg.io import read_image
+from tutorseg.data.imageio import read_image
+from tutorseg.evaluation.metrics import (
+    EvaluationError,
+    EvaluationSummary,
+    case_metrics,
+    evaluate,
+    image_diagonal_mm,
+    one_hot,
+)
 
 LABELS = {"Anterior": 1, "Posterior": 2}
 

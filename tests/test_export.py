@@ -1,4 +1,4 @@
-"""Tests of tutorseg.export: nnU-Net v2 raw format from the bundled sample and from derived real datasets."""
+"""Tests of tutorseg.integrations.export: nnU-Net v2 raw format from the bundled sample and from derived real datasets."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tutorseg.dataset import load_dataset
-from tutorseg.export import ExportError, export_nnunet, nnunet_plans
+from tutorseg.data.dataset import load_dataset
+from tutorseg.integrations.export import ExportError, export_nnunet, nnunet_plans
 from tutorseg.planning import ConfigurationPlan, Plan
 
 

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.files: atomic writes and how paths are shown."""
+"""Tests of tutorseg.data.files: atomic writes and how paths are shown."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tutorseg.files import display_path, write_json_atomic, write_text_atomic
+from tutorseg.data.files import display_path, write_json_atomic, write_text_atomic
 
 
 def test_atomic_writes_leave_only_the_finished_file(tmp_path):

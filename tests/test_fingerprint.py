@@ -8,8 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from tutorseg.fingerprinting import DatasetFingerprint, fingerprint, nonzero_bbox, sample_foreground, weighted_percentiles
-from tutorseg.problems import DatasetError, TutorsegError
+from tutorseg.data.problems import DatasetError, TutorsegError
+from tutorseg.fingerprinting import (
+    DatasetFingerprint,
+    fingerprint,
+    nonzero_bbox,
+    sample_foreground,
+    weighted_percentiles,
+)
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,14 @@ import json
 import subprocess
 import sys
 
+import builders
 import pytest
 
-import builders
 from tutorseg.cli import main
+from tutorseg.data.problems import DatasetError
 from tutorseg.fingerprinting import DatasetFingerprint, fingerprint
-from tutorseg.inspection import inspect_dataset
+from tutorseg.inspection.checks import inspect_dataset
 from tutorseg.planning import Plan
-from tutorseg.problems import DatasetError
 
 
 @pytest.fixture(scope="module")

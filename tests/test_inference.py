@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tutorseg.inference import mirror_axes_combinations, predict_logits, predict_probabilities
-from tutorseg.io import read_image
+from tutorseg.data.imageio import read_image
+from tutorseg.training.sliding_window import mirror_axes_combinations, predict_logits, predict_probabilities
 
 
 def _small_unet(in_channels: int = 1, n_classes: int = 3) -> torch.nn.Module:

@@ -10,14 +10,24 @@ import sys
 
 import numpy as np
 import pytest
+from builders import (
+    load_nifti,
+    msd_dataset,
+    msd_four_d_dataset,
+    png_dataset,
+    read_json,
+    sample_ids,
+    save_nifti,
+    truncate,
+    v2_dataset,
+    v2_two_channel_dataset,
+    write_json,
+)
 from PIL import Image
 
 from tutorseg import inspect_dataset
-from tutorseg.dataset_report import CaseSummary, DatasetReport
-from tutorseg.problems import Severity
-
-from builders import (load_nifti, msd_dataset, msd_four_d_dataset, png_dataset, read_json, sample_ids, save_nifti,
-                      truncate, v2_dataset, v2_two_channel_dataset, write_json)
+from tutorseg.data.problems import Severity
+from tutorseg.inspection.report import CaseSummary, DatasetReport
 
 
 def inspect(root):
@@ -362,7 +372,7 @@ def test_rgb_label_is_not_a_label_map(tmp_path):
 
 def test_all_problems_at_once_and_in_parallel(tmp_path, monkeypatch):
     """Several broken cases: every one is reported, and a thread pool gives the same report as one thread."""
-    import tutorseg.inspection as inspection
+    import tutorseg.inspection.checks as inspection
 
     ids = sample_ids(6)
     root = msd_dataset(tmp_path, ids=ids)

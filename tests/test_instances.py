@@ -1,4 +1,4 @@
-"""Tests of tutorseg.instances on real ISBI 2012 masks: the cells (complement of membrane) are many objects."""
+"""Tests of tutorseg.evaluation.instances on real ISBI 2012 masks: the cells (complement of membrane) are many objects."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tutorseg.evaluation import evaluate
-from tutorseg.instances import aggregate_instance_scores, instance_scores, label_instances, match_instances
-from tutorseg.io import read_image
+from tutorseg.data.imageio import read_image
+from tutorseg.evaluation.instances import aggregate_instance_scores, instance_scores, label_instances, match_instances
+from tutorseg.evaluation.metrics import evaluate
 
 
 @pytest.fixture(scope="module")

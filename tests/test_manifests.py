@@ -9,10 +9,18 @@ import tarfile
 import jsonschema
 import pytest
 
-from tutorseg.archives import UnsafeArchiveError, extract_archive, file_hash, pack_folder
 from tutorseg.cli import main
-from tutorseg.manifests import (PLACEHOLDER_SOURCE, Manifest, ManifestError, create_manifest, find_manifest,
-                                load_schema, shipped_manifests, shipped_manifests_dir)
+from tutorseg.integrations.archives import UnsafeArchiveError, extract_archive, file_hash, pack_folder
+from tutorseg.integrations.manifests import (
+    PLACEHOLDER_SOURCE,
+    Manifest,
+    ManifestError,
+    create_manifest,
+    find_manifest,
+    load_schema,
+    shipped_manifests,
+    shipped_manifests_dir,
+)
 
 
 def test_schema_is_a_valid_json_schema():

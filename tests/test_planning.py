@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tutorseg.data.problems import TutorsegError
 from tutorseg.fingerprinting import fingerprint
 from tutorseg.planning import PRESETS, Plan, compare_with_nnunet, diff_plans, plan
-from tutorseg.problems import TutorsegError
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_normalization_from_channel_names(hippo_fp):
 
 def test_real_two_channel_anisotropic_nifti_dataset(sample_dir, tmp_path):
     """A dataset written from real cases: every 3rd slice (3 mm), a second channel (the image squared), v2 layout."""
-    from tutorseg.dataset import load_dataset
+    from tutorseg.data.dataset import load_dataset
 
     source = load_dataset(sample_dir)
     (tmp_path / "imagesTr").mkdir()

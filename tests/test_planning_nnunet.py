@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from derived_datasets import DERIVED
+
 from tutorseg.fingerprinting import fingerprint
 from tutorseg.planning import compare_with_nnunet, plan
 

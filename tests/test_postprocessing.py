@@ -1,4 +1,4 @@
-"""Tests of tutorseg.postprocessing on real labels with spurious blobs added, and on real many-object masks."""
+"""Tests of tutorseg.prediction.postprocessing on real labels with spurious blobs added, and on real many-object masks."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tutorseg.io import read_image
-from tutorseg.postprocessing import (PostprocessingDecision, determine_postprocessing, dice_per_class,
-                                     keep_largest_component)
+from tutorseg.data.imageio import read_image
+from tutorseg.evaluation.postprocessing import determine_postprocessing, dice_per_class
+from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
 
 LABELS = {"Anterior": 1, "Posterior": 2}
 CASES = ("hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006")
@@ -71,7 +71,7 @@ def test_many_objects_reject_largest_component(isbi_dir):
 
 
 def test_dice_matches_evaluate(references):
-    from tutorseg.evaluation import case_metrics
+    from tutorseg.evaluation.metrics import case_metrics
 
     ref = references["hippocampus_003"]
     pred = np.roll(ref, 1, axis=1)

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.prediction with tiny real training runs (seconds) on the bundled sample and on ISBI crops.
+"""Tests of tutorseg.prediction.predictor with tiny real training runs (seconds) on the bundled sample and on ISBI crops.
 
 The outputs must lie exactly on the input's grid: same shape, affine, orientation and spacing, also for inputs
 with rotated, anisotropic affines in another orientation (built from real cases).
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tutorseg.dataset import load_dataset
-from tutorseg.prediction import PredictionError, predict, resolve_inputs
+from tutorseg.data.dataset import load_dataset
+from tutorseg.prediction.predictor import PredictionError, predict, resolve_inputs
 
 
 def _tiny_run(dataset_dir, out_dir):
@@ -149,7 +149,7 @@ def test_cli_predict_then_evaluate(hippo_run, sample_dir, tmp_path, capsys):
 def test_postprocessing_decision_is_applied(hippo_run, sample_dir, tmp_path):
     from scipy import ndimage
 
-    from tutorseg.postprocessing import PostprocessingDecision
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
 
     labels = {"Anterior": 1, "Posterior": 2}
     keep_one = PostprocessingDecision(((1, 2),), labels, {}, {}, (), 0)

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.preprocessing on real Hippocampus (3D) and ISBI (2D) cases, against nnU-Net's plans."""
+"""Tests of tutorseg.preprocessing.preprocessor on real Hippocampus (3D) and ISBI (2D) cases, against nnU-Net's plans."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tutorseg.dataset import load_dataset
+from tutorseg.data.dataset import load_dataset
 from tutorseg.planning import ConfigurationPlan, Plan
-from tutorseg.preprocessing import (CaseProperties, PreprocessedDataset, PreprocessingError, crop_to_nonzero,
-                                    normalize_channel, preprocess, preprocess_image, undo_preprocessing)
-from tutorseg.sampling import PatchSampler
+from tutorseg.preprocessing.preprocessor import (
+    CaseProperties,
+    PreprocessedDataset,
+    PreprocessingError,
+    crop_to_nonzero,
+    normalize_channel,
+    preprocess,
+    preprocess_image,
+    undo_preprocessing,
+)
+from tutorseg.training.patch_sampling import PatchSampler
 
 
 def plan_from_nnunet(path: Path, labels: dict, *, is_2d_data: bool = False) -> Plan:

@@ -1,13 +1,19 @@
-"""Tests of tutorseg.resampling: nnU-Net's rules on real Hippocampus cases."""
+"""Tests of tutorseg.preprocessing.resampling: nnU-Net's rules on real Hippocampus cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tutorseg.dataset import load_dataset
-from tutorseg.resampling import (compute_new_shape, is_anisotropic, lowres_axes, resample_image, resample_label,
-                                 separate_z_axis)
+from tutorseg.data.dataset import load_dataset
+from tutorseg.preprocessing.resampling import (
+    compute_new_shape,
+    is_anisotropic,
+    lowres_axes,
+    resample_image,
+    resample_label,
+    separate_z_axis,
+)
 
 
 @pytest.fixture(scope="module")

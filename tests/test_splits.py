@@ -1,4 +1,4 @@
-"""Tests of tutorseg.splits: nnU-Net's KFold assignment, saving, and validation of user splits."""
+"""Tests of tutorseg.training.splits: nnU-Net's KFold assignment, saving, and validation of user splits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tutorseg.dataset import load_dataset
-from tutorseg.splits import SplitsError, fold_cases, load_splits, make_splits, save_splits, validate_splits
+from tutorseg.data.dataset import load_dataset
+from tutorseg.training.splits import SplitsError, fold_cases, load_splits, make_splits, save_splits, validate_splits
 
 # Computed once with scikit-learn 1.x: KFold(n_splits=5, shuffle=True, random_state=12345).split(sorted ids),
 # exactly nnU-Net's generate_crossval_split (scikit-learn is not a tutorseg dependency).

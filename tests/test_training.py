@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from training_helpers import TINY, tiny_plan, two_channel_dataset
 
-from tutorseg.problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 from tutorseg.training import SCHEDULES, TrainingRecord, load_model, parse_budget, resume, train_fold
 from tutorseg.training.loss import DeepSupervisionLoss, deep_supervision_weights
 from tutorseg.training.network import build_network
 from tutorseg.training.schedule import poly_lr
-
-from training_helpers import TINY, tiny_plan, two_channel_dataset
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +129,8 @@ def test_validation_predictions_are_aligned_with_the_raw_images(trained, sample_
 
 
 def test_load_model_and_predict_probabilities(trained):
-    from tutorseg.inference import predict_probabilities
-    from tutorseg.preprocessing import PreprocessedDataset
+    from tutorseg.preprocessing.preprocessor import PreprocessedDataset
+    from tutorseg.training.sliding_window import predict_probabilities
 
     network, plan, name, config = load_model(trained.run_dir, checkpoint="best")
     assert not network.training and name == "3d_fullres" and config["fold"] == 0

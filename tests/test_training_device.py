@@ -9,13 +9,11 @@ import sys
 
 import pytest
 import torch
-
-from tutorseg.problems import TutorsegError
-from tutorseg.training import train_fold
-from tutorseg.training import loop
-from tutorseg.training.device import TrainingOutOfMemoryError, _busy_cores, choose_device, cpu_threads
-
 from training_helpers import TINY, tiny_plan
+
+from tutorseg.data.problems import TutorsegError
+from tutorseg.training import loop, train_fold
+from tutorseg.training.device import TrainingOutOfMemoryError, _busy_cores, choose_device, cpu_threads
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import time
 
 import pytest
 import torch
+from training_helpers import tiny_plan
 
 from tutorseg.training import resume
-
-from training_helpers import tiny_plan
 
 CHILD = textwrap.dedent("""
     import os, signal, sys

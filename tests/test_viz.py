@@ -14,8 +14,18 @@ import pytest
 from PIL import Image
 
 from tutorseg import load_dataset
-from tutorseg.viz import (ERROR_COLOURS, SliceViewer, VizError, error_map, figure_to_png, plot_case, plot_slices,
-                          save_figure, slice_viewer, window_from_level)
+from tutorseg.viz import (
+    ERROR_COLOURS,
+    SliceViewer,
+    VizError,
+    error_map,
+    figure_to_png,
+    plot_case,
+    plot_slices,
+    save_figure,
+    slice_viewer,
+    window_from_level,
+)
 from tutorseg.viz.plots import foreground_slice, label_names_by_value
 
 
@@ -229,7 +239,7 @@ def test_viewer_case_picker_loads_the_case(sample):
 
 
 def test_viewer_reads_a_prediction_folder_2d(isbi_dir, tmp_path, artefact_dir):
-    from tutorseg.io import write_segmentation
+    from tutorseg.data.imageio import write_segmentation
 
     dataset = load_dataset(isbi_dir)
     cases = list(dataset.training[:2])
@@ -321,7 +331,7 @@ def test_plot_training_curves(tmp_path, artefact_dir):
 
 
 def test_plot_metrics_of_a_real_evaluation(sample, artefact_dir):
-    from tutorseg.evaluation import evaluate
+    from tutorseg.evaluation.metrics import evaluate
     from tutorseg.viz import plot_metrics
 
     cases = sample.training[:6]

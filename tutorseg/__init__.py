@@ -9,49 +9,68 @@ Names are imported lazily, so ``import tutorseg`` is quick and a step that needs
 
 from __future__ import annotations
 
-import importlib
+from typing import TYPE_CHECKING
+
+from tutorseg.data.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (module names differ from function names on purpose: a module
-# called ``plan`` would shadow the function ``tutorseg.plan`` once imported)
+# public name -> module that defines it, in pipeline order (the package folders read the same way:
+# data -> inspection -> fingerprinting -> planning -> preprocessing -> training -> prediction -> evaluation)
 _EXPORTS = {
-    "Case": "dataset",
-    "Dataset": "dataset",
-    "load_dataset": "dataset",
-    "Problem": "problems",
-    "Severity": "problems",
-    "TutorsegError": "problems",
-    "DatasetError": "problems",
-    "sample_dataset_path": "sample",
-    "inspect_dataset": "inspection",
-    "DatasetReport": "dataset_report",
+    "Case": "data.dataset",
+    "Dataset": "data.dataset",
+    "load_dataset": "data.dataset",
+    "Problem": "data.problems",
+    "Severity": "data.problems",
+    "TutorsegError": "data.problems",
+    "DatasetError": "data.problems",
+    "sample_dataset_path": "data.sample",
+    "inspect_dataset": "inspection.checks",
+    "DatasetReport": "inspection.report",
     "fingerprint": "fingerprinting",
     "DatasetFingerprint": "fingerprinting",
-    "plan": "planning",
-    "Plan": "planning",
-    "preprocess": "preprocessing",
-    "make_splits": "splits",
-    "train_fold": "training",
-    "resume": "training",
-    "predict": "prediction",
-    "evaluate": "evaluation",
-    "export_nnunet": "export",
-    "download": "downloads",
+    "plan": "planning.planner",
+    "Plan": "planning.artefacts",
+    "preprocess": "preprocessing.preprocessor",
+    "make_splits": "training.splits",
+    "train_fold": "training.loop",
+    "resume": "training.loop",
+    "TrainingRecord": "training.record",
+    "predict": "prediction.predictor",
+    "evaluate": "evaluation.metrics",
+    "EvaluationSummary": "evaluation.metrics",
+    "determine_postprocessing": "evaluation.postprocessing",
+    "export_nnunet": "integrations.export",
+    "download": "integrations.downloads",
+    "describe_environment": "integrations.environment",
     "run_pipeline": "pipeline",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["Case", "Dataset", "DatasetError", "DatasetFingerprint", "DatasetReport", "EvaluationSummary", "Plan",
+           "Problem", "Severity", "TrainingRecord", "TutorsegError", "describe_environment",
+           "determine_postprocessing", "download", "evaluate", "export_nnunet", "fingerprint", "inspect_dataset",
+           "load_dataset", "make_splits", "plan", "predict", "preprocess", "resume", "run_pipeline",
+           "sample_dataset_path", "train_fold", "__version__"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tutorseg' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+if TYPE_CHECKING:  # what editors and type checkers see; at run time the names above are imported on first use
+    from tutorseg.data.dataset import Case, Dataset, load_dataset
+    from tutorseg.data.problems import DatasetError, Problem, Severity, TutorsegError
+    from tutorseg.data.sample import sample_dataset_path
+    from tutorseg.evaluation.metrics import EvaluationSummary, evaluate
+    from tutorseg.evaluation.postprocessing import determine_postprocessing
+    from tutorseg.fingerprinting import DatasetFingerprint, fingerprint
+    from tutorseg.inspection.checks import inspect_dataset
+    from tutorseg.inspection.report import DatasetReport
+    from tutorseg.integrations.downloads import download
+    from tutorseg.integrations.environment import describe_environment
+    from tutorseg.integrations.export import export_nnunet
+    from tutorseg.pipeline import run_pipeline
+    from tutorseg.planning.artefacts import Plan
+    from tutorseg.planning.planner import plan
+    from tutorseg.prediction.predictor import predict
+    from tutorseg.preprocessing.preprocessor import preprocess
+    from tutorseg.training.loop import resume, train_fold
+    from tutorseg.training.record import TrainingRecord
+    from tutorseg.training.splits import make_splits

@@ -1,5 +1,5 @@
 """``python -m tutorseg`` is the same as the ``tutorseg`` command."""
 
-from .cli import main
+from tutorseg.cli import main
 
 raise SystemExit(main())

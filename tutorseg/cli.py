@@ -11,15 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .problems import TutorsegError
-
+from tutorseg import __version__
+from tutorseg.data.problems import TutorsegError
 
 # --------------------------------------------------------------------------------------------------- inspect
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .inspection import inspect_dataset
+    from tutorseg.inspection.checks import inspect_dataset
 
     report = inspect_dataset(args.dataset, progress=not args.quiet)
     print(report)
@@ -43,7 +42,7 @@ def _add_inspect(sub) -> None:
 
 
 def _cmd_fingerprint(args: argparse.Namespace) -> int:
-    from .fingerprinting import fingerprint
+    from tutorseg.fingerprinting import fingerprint
 
     fp = fingerprint(args.dataset, num_workers=args.workers, progress=not args.quiet)
     fp.save(args.output)
@@ -62,8 +61,8 @@ def _add_fingerprint(sub) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .fingerprinting import DatasetFingerprint
-    from .planning import compare_with_nnunet, plan
+    from tutorseg.fingerprinting import DatasetFingerprint
+    from tutorseg.planning import compare_with_nnunet, plan
 
     if args.preset and args.gpu_memory is not None:
         raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
@@ -100,8 +99,8 @@ def _add_plan(sub) -> None:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from .planning import Plan
-    from .preprocessing import preprocess
+    from tutorseg.planning import Plan
+    from tutorseg.preprocessing.preprocessor import preprocess
 
     the_plan = Plan.load(args.plan)
     configuration = args.configuration or the_plan.default_configuration
@@ -133,7 +132,7 @@ def _parse_fold(text: str):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import resume, train_fold
+    from tutorseg.training import resume, train_fold
 
     if args.resume:
         record = resume(args.out, progress=not args.quiet, device=args.device)
@@ -175,7 +174,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .prediction import predict
+    from tutorseg.prediction.predictor import predict
 
     written = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
                       save_probabilities=args.save_probabilities, progress=not args.quiet,
@@ -200,7 +199,7 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate
+    from tutorseg.evaluation.metrics import evaluate
 
     summary = evaluate(args.predictions, args.reference, output=args.output, instance_reference=args.instances)
     print(summary)
@@ -228,7 +227,7 @@ def _parse_mapping(text: str) -> dict[str, str]:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_folders
+    from tutorseg.integrations.convert import convert_folders
 
     channel_names = {int(k): v for k, v in args.channel_names.items()} if args.channel_names else None
     labels = {k: int(v) for k, v in args.labels.items()} if args.labels else None
@@ -260,7 +259,7 @@ def _add_convert(sub) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .downloads import download
+    from tutorseg.integrations.downloads import download
 
     path = download(args.name, args.to, progress=not args.quiet)
     print(f"ready: {path}")
@@ -276,7 +275,7 @@ def _add_download(sub) -> None:
 
 
 def _cmd_manifest_create(args: argparse.Namespace) -> int:
-    from .manifests import create_manifest
+    from tutorseg.integrations.manifests import create_manifest
 
     manifest_path = create_manifest(args.source, out=args.output, name=args.name)
     print(f"manifest written to {manifest_path}")
@@ -294,7 +293,7 @@ def _add_manifest(sub) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_nnunet
+    from tutorseg.integrations.export import export_nnunet
 
     out = export_nnunet(args.dataset, args.plan, args.out, dataset_id=args.dataset_id)
     print(f"nnU-Net v2 raw dataset written to {out}")
@@ -314,7 +313,7 @@ def _add_export(sub) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
+    from tutorseg.pipeline import run_pipeline
 
     result = run_pipeline(args.dataset, args.out, budget=args.budget, progress=not args.quiet)
     print(result)

@@ -22,9 +22,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .environment import on_colab
-from .files import display_path
-from .problems import TutorsegError
+from tutorseg.data.files import display_path
+from tutorseg.data.problems import TutorsegError
+from tutorseg.integrations.environment import on_colab
 
 COLAB_DRIVE_MOUNT = Path("/content/drive")  # where Colab's drive.mount puts Google Drive, by convention
 COLAB_LOCAL_DISK = Path("/content")  # the Colab machine's own (fast, temporary) disk

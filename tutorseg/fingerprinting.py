@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import problems as P
-from .dataset import Case, Dataset, as_dataset
-from .problems import DatasetError, Problem, TutorsegError
+from tutorseg.data import problems as P
+from tutorseg.data.dataset import Case, Dataset, as_dataset
+from tutorseg.data.problems import DatasetError, Problem, TutorsegError
 
 if TYPE_CHECKING:
-    from .dataset_report import DatasetReport
+    from tutorseg.inspection.report import DatasetReport
 
 # nnU-Net v2 draws 10e7 = 1e8 foreground voxels for the whole dataset (fingerprint_extractor.py,
 # ``num_foreground_voxels_for_intensitystats``): enough for stable percentiles, bounded memory.
@@ -226,7 +226,7 @@ class DatasetFingerprint:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fingerprint as JSON (atomically). Returns the path."""
-        from .planning.artefacts import write_json_atomically
+        from tutorseg.planning.artefacts import write_json_atomically
 
         return write_json_atomically(self.to_dict(), path)
 
@@ -280,7 +280,7 @@ class DatasetFingerprint:
 
 
 def _plain(value):
-    from .planning.artefacts import _plain as plain
+    from tutorseg.planning.artefacts import _plain as plain
 
     return plain(value)
 
@@ -467,11 +467,11 @@ def _refuse(dataset: Dataset, problems: list[Problem], report: DatasetReport | N
 
     Args:
         problems: what stops the fingerprint.
-        report: the :class:`~tutorseg.dataset_report.DatasetReport` when already made; else it is made here.
+        report: the :class:`~tutorseg.inspection.report.DatasetReport` when already made; else it is made here.
     """
     lines = [str(p) for p in problems]
     if report is None:
-        from .inspection import inspect_dataset
+        from tutorseg.inspection.checks import inspect_dataset
 
         try:
             report = inspect_dataset(dataset, progress=False)
@@ -523,10 +523,10 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
     """Measure a dataset's training cases, as nnU-Net's ``nnUNetv2_extract_fingerprint`` does.
 
     Args:
-        dataset: a :class:`~tutorseg.dataset.Dataset` or the path of a dataset folder.
+        dataset: a :class:`~tutorseg.data.dataset.Dataset` or the path of a dataset folder.
         num_workers: processes to use (default: the CPU count, at most 8); 1 runs in this process.
         progress: show a progress bar (tqdm; a widget in notebooks).
-        report: the :class:`~tutorseg.dataset_report.DatasetReport` of this dataset when you have just made it
+        report: the :class:`~tutorseg.inspection.report.DatasetReport` of this dataset when you have just made it
             (``tutorseg.inspect_dataset``); without it the dataset is inspected first, which reads every file once
             more (about a third of the fingerprint's time).
 
@@ -542,7 +542,7 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
         >>> fp.median_spacing                                     # doctest: +SKIP
         (1.0, 1.0, 1.0)
     """
-    from .inspection import inspect_dataset
+    from tutorseg.inspection.checks import inspect_dataset
 
     dataset = as_dataset(dataset)
     if report is None:

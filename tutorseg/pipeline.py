@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import as_dataset
-from .evaluation import EvaluationSummary, evaluate
-from .files import write_text_atomic
+from tutorseg.data.dataset import as_dataset
+from tutorseg.data.files import write_text_atomic
+from tutorseg.evaluation.metrics import EvaluationSummary, evaluate
 
 FOLD = 0
 """The cross-validation fold the demo trains (nnU-Net's five folds; one is enough to see every step)."""
@@ -90,13 +90,13 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     Returns:
         The :class:`PipelineResult`; open ``result.report`` in a browser.
     """
-    from .fingerprinting import DatasetFingerprint, fingerprint
-    from .inspection import inspect_dataset
-    from .planning import Plan, plan
-    from .postprocessing import determine_postprocessing
-    from .prediction import load_folds, predict
-    from .sample import sample_dataset_path
-    from .training import resume, train_fold
+    from tutorseg.data.sample import sample_dataset_path
+    from tutorseg.fingerprinting import DatasetFingerprint, fingerprint
+    from tutorseg.inspection.checks import inspect_dataset
+    from tutorseg.planning import Plan, plan
+    from tutorseg.evaluation.postprocessing import determine_postprocessing
+    from tutorseg.prediction.predictor import load_folds, predict
+    from tutorseg.training import resume, train_fold
 
     dataset = as_dataset(dataset if dataset is not None else sample_dataset_path())
     out = Path(out_dir)
@@ -160,8 +160,8 @@ def _has_predictions(folder: Path, cases) -> bool:
 
 def _evaluate_postprocessed(files: dict[str, Path], dataset) -> EvaluationSummary:
     """Apply the decided post-processing to the validation predictions (what ``predict`` will do) and evaluate."""
-    from .io import read_image, write_segmentation
-    from .postprocessing import PostprocessingDecision
+    from tutorseg.data.imageio import read_image, write_segmentation
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
 
     decision = PostprocessingDecision.load(files["postprocessing"])
     folder = files["validation_postprocessed"]
@@ -176,8 +176,8 @@ def _evaluate_postprocessed(files: dict[str, Path], dataset) -> EvaluationSummar
 
 def _figures(dataset, files: dict[str, Path], summary: EvaluationSummary) -> dict[str, Path]:
     """Training curves, metric box plots, and the best and worst validation case with their errors."""
-    from .io import read_image
-    from .viz import plot_metrics, plot_slices, plot_training_curves, save_figure
+    from tutorseg.data.imageio import read_image
+    from tutorseg.viz import plot_metrics, plot_slices, plot_training_curves, save_figure
 
     folder = files["figures"]
     figures = {}

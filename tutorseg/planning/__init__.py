@@ -10,11 +10,11 @@
 - ``explain``: text and HTML explanations; ``compare``: field-by-field comparison with nnU-Net's plans.
 """
 
-from .artefacts import ConfigurationPlan, Decision, Plan
-from .compare import PlanComparison, compare_with_nnunet
-from .explain import diff_plans
-from .planner import plan
-from .settings import PRESETS, PlannerSettings, Preset
+from tutorseg.planning.artefacts import ConfigurationPlan, Decision, Plan
+from tutorseg.planning.compare import PlanComparison, compare_with_nnunet
+from tutorseg.planning.explain import diff_plans
+from tutorseg.planning.planner import plan
+from tutorseg.planning.settings import PRESETS, PlannerSettings, Preset
 
 __all__ = ["ConfigurationPlan", "Decision", "Plan", "PlanComparison", "PlannerSettings", "Preset", "PRESETS",
            "compare_with_nnunet", "diff_plans", "plan"]

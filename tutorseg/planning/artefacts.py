@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..files import write_json_atomic
+from tutorseg.data.files import write_json_atomic
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
 FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
@@ -296,7 +296,7 @@ class Plan:
         Raises:
             TutorsegError: the file is missing or is not a tutorseg plan.
         """
-        from ..problems import TutorsegError
+        from tutorseg.data.problems import TutorsegError
 
         path = Path(path)
         if not path.is_file():
@@ -316,12 +316,12 @@ class Plan:
 
     def explain(self, configuration: str | None = None) -> str:
         """Every decision with its rule and numbers, as text (see also the notebook's HTML view)."""
-        from .explain import explain_text
+        from tutorseg.planning.explain import explain_text
 
         return explain_text(self, configuration)
 
     def _repr_html_(self) -> str:
-        from .explain import explain_html
+        from tutorseg.planning.explain import explain_html
 
         return explain_html(self)
 

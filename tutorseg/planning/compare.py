@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..problems import TutorsegError
-from .artefacts import Plan
+from tutorseg.data.problems import TutorsegError
+from tutorseg.planning.artefacts import Plan
 
 # the fields the issue requires to match: name in tutorseg's ConfigurationPlan -> where nnU-Net keeps it
 COMPARED_FIELDS = ("spacing", "patch_size", "batch_size", "normalization_schemes", "use_mask_for_norm",

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .artefacts import FIXED, RULE, Decision
-from .settings import NNUNET_SOURCE, NORMALIZATION_SOURCE, TOPOLOGY_SOURCE, PlannerSettings
-from .topology import Topology, estimate_feature_map_size, unet_topology
+from tutorseg.planning.artefacts import FIXED, RULE, Decision
+from tutorseg.planning.settings import NNUNET_SOURCE, NORMALIZATION_SOURCE, TOPOLOGY_SOURCE, PlannerSettings
+from tutorseg.planning.topology import Topology, estimate_feature_map_size, unet_topology
 
 # channel name (case-insensitive, as nnU-Net casefolds it) -> nnU-Net's normalisation class
 NORMALIZATION_BY_CHANNEL_NAME = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 
-from .artefacts import Decision, Plan
+from tutorseg.planning.artefacts import Decision, Plan
 
 
 def _value(value) -> str:

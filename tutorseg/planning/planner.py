@@ -9,12 +9,20 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..fingerprinting import DatasetFingerprint
-from ..problems import TutorsegError
-from .artefacts import FIXED, RULE, ConfigurationPlan, Decision, Plan
-from .decisions import (Axes, decide_batch_size, decide_median_shape, decide_normalization, decide_patch_and_topology,
-                        decide_target_spacing, decide_transpose, fixed_decisions)
-from .settings import NNUNET_SOURCE, PRESETS, PlannerSettings, resolve_settings
+from tutorseg.data.problems import TutorsegError
+from tutorseg.fingerprinting import DatasetFingerprint
+from tutorseg.planning.artefacts import FIXED, RULE, ConfigurationPlan, Decision, Plan
+from tutorseg.planning.decisions import (
+    Axes,
+    decide_batch_size,
+    decide_median_shape,
+    decide_normalization,
+    decide_patch_and_topology,
+    decide_target_spacing,
+    decide_transpose,
+    fixed_decisions,
+)
+from tutorseg.planning.settings import NNUNET_SOURCE, PRESETS, PlannerSettings, resolve_settings
 
 AXIS_ORDER_3D = ("tutorseg (x, y, z) = nibabel voxel order; nnU-Net's (z, y, x) (SimpleITK) is the reverse. "
                  "3D configurations: reverse nnU-Net's per-axis lists (with transpose_forward applied). "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from ..problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 NNUNET_SOURCE = "nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py"
 TOPOLOGY_SOURCE = "nnunetv2/experiment_planning/experiment_planners/network_topology.py"

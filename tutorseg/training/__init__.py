@@ -9,12 +9,24 @@
 - ``loop``: :func:`train_fold` and :func:`resume`.
 - ``validation``: full-case validation of the fold at the end.
 - ``progress``: progress bar and live plot; ``record``: :class:`TrainingRecord`; ``model_io``: :func:`load_model`.
+
+What the loop uses, from the data side:
+
+- ``splits``: nnU-Net's five cross-validation folds (``splits_final.json``).
+- ``patch_sampling``: patches for a batch, a third of them forced to contain foreground.
+- ``augmentation``: nnU-Net's augmentation set, on the batch.
+- ``sliding_window``: Gaussian-weighted sliding-window inference with mirroring (validation and prediction).
+- ``tracking``: optional Weights & Biases logging.
+
+Names are imported on first use, so that importing ``tutorseg.training.splits`` does not load torch.
 """
 
-from .loop import TrainingError, resume, train_fold
-from .model_io import load_model
-from .record import TrainingRecord
-from .schedule import SCHEDULES, Schedule, parse_budget
+from tutorseg.data.lazy import lazy_exports
 
-__all__ = ["SCHEDULES", "Schedule", "TrainingError", "TrainingRecord", "load_model", "parse_budget", "resume",
-           "train_fold"]
+_EXPORTS = {
+    "train_fold": "loop", "resume": "loop", "TrainingError": "loop", "load_model": "model_io",
+    "TrainingRecord": "record", "SCHEDULES": "schedule", "Schedule": "schedule", "parse_budget": "schedule",
+    "make_splits": "splits",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import TEMPORARY_PATTERN, atomic_path, write_json_atomic
-from ..problems import TutorsegError
+from tutorseg.data.files import TEMPORARY_PATTERN, atomic_path, write_json_atomic
+from tutorseg.data.problems import TutorsegError
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 

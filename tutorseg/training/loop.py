@@ -24,16 +24,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..problems import TutorsegError
-from . import checkpoint as ckpt
-from .device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
-from .history import (confusion_counts, dice_from_counts, json_safe, nan_mean, new_history, update_ema)
-from .loss import DeepSupervisionLoss
-from .network import build_network, count_parameters
-from .progress import LivePlot, progress_bar
-from .record import TrainingRecord
-from .schedule import (GRAD_CLIP, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, format_seconds, get_schedule,
-                       make_optimizer, parse_budget, poly_lr, set_lr)
+from tutorseg.data.problems import TutorsegError
+from tutorseg.training import checkpoint as ckpt
+from tutorseg.training.device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
+from tutorseg.training.history import confusion_counts, dice_from_counts, json_safe, nan_mean, new_history, update_ema
+from tutorseg.training.loss import DeepSupervisionLoss
+from tutorseg.training.network import build_network, count_parameters
+from tutorseg.training.progress import LivePlot, progress_bar
+from tutorseg.training.record import TrainingRecord
+from tutorseg.training.schedule import (
+    GRAD_CLIP,
+    NNUNET_ITERATIONS_PER_EPOCH,
+    NNUNET_VAL_ITERATIONS,
+    format_seconds,
+    get_schedule,
+    make_optimizer,
+    parse_budget,
+    poly_lr,
+    set_lr,
+)
 
 DEFAULT_SEED = 12345
 CPU_ITERATIONS_PER_EPOCH = 50  # on a CPU an nnU-Net epoch (250 steps) would take many minutes between checkpoints
@@ -94,7 +103,7 @@ class Run:
 
 
 def _load_plan(plan):
-    from ..planning import Plan
+    from tutorseg.planning import Plan
 
     if isinstance(plan, Plan):
         return plan
@@ -130,8 +139,8 @@ def _resolve_length(config: dict, setup: DeviceSetup) -> dict:
 
 def _prepare_data(dataset, plan, configuration, config: dict, splits_path: Path, progress: bool):
     """Preprocess (idempotent), make or read the splits, load the fold's cases into memory."""
-    from ..preprocessing import preprocess
-    from ..splits import fold_cases, load_splits, make_splits, save_splits
+    from tutorseg.preprocessing.preprocessor import preprocess
+    from tutorseg.training.splits import fold_cases, load_splits, make_splits, save_splits
 
     preprocessed = preprocess(dataset, plan, configuration.name, config["preprocessed_dir"], progress=progress,
                               verbose=config.get("verbose", True))
@@ -149,8 +158,8 @@ def _prepare_data(dataset, plan, configuration, config: dict, splits_path: Path,
 
 
 def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
-    from ..augmentation import sampling_patch_size
-    from ..sampling import PatchSampler
+    from tutorseg.training.augmentation import sampling_patch_size
+    from tutorseg.training.patch_sampling import PatchSampler
 
     patch = tuple(configuration.patch_size)
     slice_axis = configuration.slice_axis if len(patch) == 2 and train_cases[0].label.ndim == 3 else None
@@ -164,7 +173,7 @@ def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
 
 
 def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) -> Run:
-    from ..augmentation import AugmentationConfig
+    from tutorseg.training.augmentation import AugmentationConfig
 
     configuration = plan[config["configuration"]]
     setup = choose_device(config["device"], config["precision"])
@@ -197,7 +206,7 @@ def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) ->
 def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iterations_per_epoch, val_iterations,
                 schedule, preprocessed_dir, run_dir, device, precision, num_threads, augmentation, wandb, seed,
                 validate, validation_tta, verbose) -> dict:
-    from .. import __version__
+    from tutorseg import __version__
 
     return {
         "dataset_dir": str(dataset.root), "dataset_name": dataset.name, "configuration": configuration,
@@ -226,7 +235,7 @@ def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> t
 
 def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample on the CPU (slicing arrays in memory), move to the device, augment there as one batched operation."""
-    from ..augmentation import augment_batch
+    from tutorseg.training.augmentation import augment_batch
 
     images, labels = run.train_sampler.next_batch()
     device = run.setup.torch_device
@@ -418,7 +427,7 @@ def _loop(run: Run, *, progress: bool) -> None:
 
 
 def _finish(run: Run, *, progress: bool) -> TrainingRecord:
-    from .validation import validate_cases
+    from tutorseg.training.validation import validate_cases
 
     ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["final"], checkpoint_state(run))
     stopped_by = "budget" if run.config["budget_seconds"] is not None else "epochs"
@@ -460,7 +469,7 @@ def _start(run: Run, *, resumed: bool) -> None:
             f"{run.config['iterations_per_epoch']} iterations per epoch, on {run.setup.device} "
             f"({run.setup.precision})")
     if run.config["wandb"]:
-        from ..tracking import start_tracking
+        from tutorseg.training.tracking import start_tracking
 
         run.tracker = start_tracking(run.run_dir, {k: v for k, v in run.config.items() if k != "augmentation"})
 
@@ -478,7 +487,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
 
     Args:
-        dataset: a :class:`tutorseg.dataset.Dataset` or its folder.
+        dataset: a :class:`tutorseg.data.dataset.Dataset` or its folder.
         plan: a :class:`tutorseg.planning.Plan` or its JSON file.
         fold: 0-4 (nnU-Net's 5-fold splits, seed 12345), or ``"all"`` (every labelled case trains, no validation).
         out_dir: the run folder (e.g. on Google Drive in Colab); must not hold a run already (use :func:`resume`).
@@ -494,8 +503,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32), or explicit.
         num_threads: CPU threads for training (default: the cores the machine's current load leaves idle, at
             least 1: on a shared machine every operation otherwise waits for the thread that lost its core).
-        augmentation: a :class:`tutorseg.augmentation.AugmentationConfig` (default: nnU-Net's).
-        wandb: log to Weights & Biases (``tutorseg.tracking``).
+        augmentation: a :class:`tutorseg.training.augmentation.AugmentationConfig` (default: nnU-Net's).
+        wandb: log to Weights & Biases (``tutorseg.training.tracking``).
         progress: progress bar and, in a notebook, the live plot.
         seed: seed of sampling, augmentation and initialisation.
         validate: run the full-case validation of the fold at the end.
@@ -509,8 +518,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         TrainingError: bad settings, or ``out_dir`` already holds a run.
         TrainingOutOfMemoryError: the GPU ran out of memory (the message says which plan values to lower).
     """
-    from ..augmentation import AugmentationConfig
-    from ..dataset import as_dataset
+    from tutorseg.data.dataset import as_dataset
+    from tutorseg.training.augmentation import AugmentationConfig
 
     dataset = as_dataset(dataset)
     plan = _load_plan(plan)
@@ -554,8 +563,8 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     """
     import json
 
-    from ..dataset import as_dataset
-    from ..planning import Plan
+    from tutorseg.data.dataset import as_dataset
+    from tutorseg.planning import Plan
 
     run_dir = Path(run_dir).expanduser()
     config_path = run_dir / "config.json"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..problems import TutorsegError
-from .checkpoint import CHECKPOINT_NAMES, load_checkpoint
-from .network import build_network
+from tutorseg.data.problems import TutorsegError
+from tutorseg.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
+from tutorseg.training.network import build_network
 
 
 def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device | None = None):
@@ -28,7 +28,7 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
     Raises:
         TutorsegError: not a run folder, unknown checkpoint name, or the checkpoint cannot be read.
     """
-    from ..planning import Plan
+    from tutorseg.planning import Plan
 
     run_dir = Path(run_dir).expanduser()
     if checkpoint not in CHECKPOINT_NAMES:

@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
 INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True

@@ -10,7 +10,7 @@ import io
 import math
 from pathlib import Path
 
-from .checkpoint import write_bytes
+from tutorseg.training.checkpoint import write_bytes
 
 
 def progress_bar(total: int, *, enabled: bool, description: str):

@@ -8,8 +8,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .checkpoint import write_json
-from .history import json_safe
+from tutorseg.training.checkpoint import write_json
+from tutorseg.training.history import json_safe
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 INITIAL_LR = 1e-2  # nnU-Net: initial_lr
 MOMENTUM = 0.99  # nnU-Net: SGD momentum, Nesterov

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference import predict_probabilities
-from .checkpoint import write_json
-from .history import json_safe, nan_mean
+from tutorseg.training.checkpoint import write_json
+from tutorseg.training.history import json_safe, nan_mean
+from tutorseg.training.sliding_window import predict_probabilities
 
 
 def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: dict[str, int]) -> dict[str, float]:
@@ -35,8 +35,8 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
 
     Args:
         network: the trained network.
-        cases: the fold's validation cases (:class:`tutorseg.preprocessing.PreprocessedCase`).
-        dataset: the :class:`tutorseg.dataset.Dataset` (raw labels and reference images).
+        cases: the fold's validation cases (:class:`tutorseg.preprocessing.preprocessor.PreprocessedCase`).
+        dataset: the :class:`tutorseg.data.dataset.Dataset` (raw labels and reference images).
         plan, configuration: the plan and the configuration's :class:`ConfigurationPlan`.
         out_dir: ``run_dir/validation``.
         device: where to predict.
@@ -45,9 +45,9 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     Returns:
         The summary written to ``summary.json``.
     """
-    from ..preprocessing import undo_preprocessing
-    from ..io import write_segmentation
-    from .progress import progress_bar
+    from tutorseg.data.imageio import write_segmentation
+    from tutorseg.preprocessing.preprocessor import undo_preprocessing
+    from tutorseg.training.progress import progress_bar
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {name: value for name, value in plan.labels.items()}

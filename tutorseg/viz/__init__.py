@@ -11,10 +11,19 @@ Figures are built without pyplot: return one as the last expression of a noteboo
 imports this package: it only reads their artefacts.
 """
 
-from .charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
-from .plots import (CLASS_COLOURS, ERROR_COLOURS, VizError, error_map, figure_to_png, plot_case, plot_slices,
-                    save_figure, window_from_level)
-from .widgets import SliceViewer, slice_viewer
+from tutorseg.viz.charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
+from tutorseg.viz.plots import (
+                                CLASS_COLOURS,
+                                ERROR_COLOURS,
+                                VizError,
+                                error_map,
+                                figure_to_png,
+                                plot_case,
+                                plot_slices,
+                                save_figure,
+                                window_from_level,
+)
+from tutorseg.viz.widgets import SliceViewer, slice_viewer
 
 __all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "SliceViewer", "VizError", "error_map", "feature_map_sizes",
            "figure_to_png", "plot_case", "plot_fingerprint", "plot_metrics", "plot_network", "plot_slices",

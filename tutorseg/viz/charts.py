@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from .plots import VizError, class_colour, new_figure
+from tutorseg.viz.plots import VizError, class_colour, new_figure
 
 AXIS_NAMES_3D = ("x", "y", "z")
 AXIS_NAMES_2D = ("rows", "cols")
@@ -47,7 +47,7 @@ def plot_fingerprint(fingerprint) -> Figure:
     Returns:
         the Figure (2 x 2 panels).
     """
-    from ..fingerprinting import DatasetFingerprint
+    from tutorseg.fingerprinting import DatasetFingerprint
 
     fp = fingerprint if isinstance(fingerprint, DatasetFingerprint) else DatasetFingerprint.load(fingerprint)
     axis_names = AXIS_NAMES_2D if fp.is_2d_data else AXIS_NAMES_3D
@@ -151,7 +151,7 @@ def plot_network(configuration, *, plan_configuration: str | None = None) -> Fig
     Returns:
         the Figure.
     """
-    from ..planning import Plan
+    from tutorseg.planning import Plan
 
     if isinstance(configuration, Plan):
         configuration = configuration[plan_configuration or configuration.default_configuration]
@@ -299,7 +299,7 @@ def plot_training_curves(history) -> Figure:
 
 
 def _summary_object(summary):
-    from ..evaluation import EvaluationSummary
+    from tutorseg.evaluation.metrics import EvaluationSummary
 
     if isinstance(summary, EvaluationSummary):
         return summary
@@ -321,8 +321,8 @@ def plot_metrics(summary, *, metrics: Sequence[str] = ("dice", "hd95_mm")) -> Fi
     """Box plots of per-case metrics, one box per class, every case a dot (worst cases stand out).
 
     Args:
-        summary: a :class:`tutorseg.evaluation.EvaluationSummary`, its dict, or the ``summary.json`` it saved.
-        metrics: which metrics, one panel each (names of :data:`tutorseg.evaluation.METRICS`).
+        summary: a :class:`tutorseg.evaluation.metrics.EvaluationSummary`, its dict, or the ``summary.json`` it saved.
+        metrics: which metrics, one panel each (names of :data:`tutorseg.evaluation.metrics.METRICS`).
 
     Returns:
         the Figure.

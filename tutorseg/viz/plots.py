@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..files import atomic_path
-from ..problems import TutorsegError
+from tutorseg.data.files import atomic_path
+from tutorseg.data.problems import TutorsegError
 
 # One colour per foreground class value (1, 2, 3...), distinct on a grey image and for most colour-blind viewers
 # (Paul Tol's "bright" scheme, then a few more).
@@ -412,7 +412,7 @@ def plot_case(case, *, prediction: np.ndarray | None = None, label_names: Mappin
     unlabelled case), drawn with the case's spacing.
 
     Args:
-        case: a :class:`tutorseg.dataset.Case` (``dataset.training[0]``).
+        case: a :class:`tutorseg.data.dataset.Case` (``dataset.training[0]``).
         prediction: ``(*spatial)`` predicted label map of this case, or ``None``.
         label_names: ``{name: value}`` for the legend (``dataset.labels``).
         show_errors, alpha, channel, window: as in :func:`plot_slices`.

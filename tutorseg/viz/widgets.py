@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..problems import TutorsegError
-from .plots import RGB, default_window, figure_to_png, foreground_slice, plot_slices, shown_channels
+from tutorseg.data.problems import TutorsegError
+from tutorseg.viz.plots import RGB, default_window, figure_to_png, foreground_slice, plot_slices, shown_channels
 
 
 def _require_ipywidgets():
@@ -31,7 +31,7 @@ def _require_ipywidgets():
 
 def _cases_of(dataset_or_cases) -> tuple[list, dict]:
     """A Dataset, a dataset folder or a list of Cases -> (cases, label names)."""
-    from ..dataset import Case, as_dataset
+    from tutorseg.data.dataset import Case, as_dataset
 
     if isinstance(dataset_or_cases, Case):
         return [dataset_or_cases], {}
@@ -43,7 +43,7 @@ def _cases_of(dataset_or_cases) -> tuple[list, dict]:
 
 def _load_prediction(source, case) -> np.ndarray | None:
     """A prediction given as an array, a file, or a folder holding ``CASE.nii.gz`` / ``CASE.png``."""
-    from ..io import SUPPORTED_ENDINGS, read_image
+    from tutorseg.data.imageio import SUPPORTED_ENDINGS, read_image
 
     if source is None:
         return None
@@ -222,7 +222,7 @@ class SliceViewer:
 
     def figure(self):
         """The current view as a matplotlib Figure (what :meth:`render` shows), e.g. to save it."""
-        from .plots import window_from_level
+        from tutorseg.viz.plots import window_from_level
 
         label = self._label if self.show_reference.value or self.show_errors.value else None
         prediction = self._prediction if self.show_prediction.value or self.show_errors.value else None
@@ -257,7 +257,7 @@ class SliceViewer:
 
     def save(self, path: str | os.PathLike, *, dpi: int = 150) -> Path:
         """Save the current view as PNG."""
-        from .plots import save_figure
+        from tutorseg.viz.plots import save_figure
 
         return save_figure(self.figure(), path, dpi=dpi)
 

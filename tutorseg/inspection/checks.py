@@ -2,7 +2,7 @@
 
 ``inspect_dataset(path)`` reads every case (each file once: its header, then its voxels; in threads) and returns a
 :class:`DatasetReport`: what the dataset holds (cases, channels, labels, shapes, spacings, intensity ranges, label
-values present) and a list of :class:`~tutorseg.problems.Problem` objects, each naming the case, what is wrong, why
+values present) and a list of :class:`~tutorseg.data.problems.Problem` objects, each naming the case, what is wrong, why
 it matters for training and how to fix it. Nothing stops at the first problem, and bad data never shows a raw
 traceback: a file that cannot be read becomes a problem of its case.
 
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import problems as P
-from .dataset import Case, Dataset, as_dataset
-from .dataset_report import CaseSummary, DatasetReport, format_spacing
-from .files import display_path
-from .io import IMAGE_2D_ENDINGS, Geometry, read_image
-from .problems import ImageReadError, Problem
+from tutorseg.data import problems as P
+from tutorseg.data.dataset import Case, Dataset, as_dataset
+from tutorseg.data.files import display_path
+from tutorseg.data.imageio import IMAGE_2D_ENDINGS, Geometry, read_image
+from tutorseg.data.problems import ImageReadError, Problem
+from tutorseg.inspection.report import CaseSummary, DatasetReport, format_spacing
 
 # Tolerances for comparing an image's geometry with its label's. nnU-Net compares spacings with np.allclose
 # (relative 1e-5) and affines with np.allclose too; exports from different tools differ in the 6th-7th digit
@@ -263,7 +263,7 @@ def _label_value_checks(label: np.ndarray, declared: tuple[int, ...], case_id: s
 def _inspect_case(case: Case, split: str, root: Path, expect: _Expectations) -> tuple[CaseSummary, list[Problem]]:
     """Every check of one case. Never raises for bad data: what goes wrong becomes a problem of the case.
 
-    Each file is opened once: :func:`tutorseg.io.read_image` reads the header first (and refuses unsupported
+    Each file is opened once: :func:`tutorseg.data.imageio.read_image` reads the header first (and refuses unsupported
     dimensionalities before decoding any voxel), then the voxels, which the intensity and label checks need.
     """
     cid = case.case_id
@@ -404,7 +404,7 @@ def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress:
 
     Args:
         path_or_dataset: the dataset folder (holding ``dataset.json`` and ``imagesTr/``) or a loaded
-            :class:`~tutorseg.dataset.Dataset`.
+            :class:`~tutorseg.data.dataset.Dataset`.
         progress: show a progress bar.
         num_workers: parallel threads (default: the number of CPU cores, at most 8; 1 reads one case
             after the other).

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path
-from .problems import ImageReadError
+from tutorseg.data.files import atomic_path
+from tutorseg.data.problems import ImageReadError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 IMAGE_2D_ENDINGS = (".png", ".tif", ".tiff")

@@ -1,6 +1,6 @@
 """Archives: hash them, pack a dataset folder into one deterministically, unpack one safely.
 
-Used by :mod:`tutorseg.downloads` (verify, then extract what arrived) and :mod:`tutorseg.manifests` (an instructor
+Used by :mod:`tutorseg.integrations.downloads` (verify, then extract what arrived) and :mod:`tutorseg.integrations.manifests` (an instructor
 packs and hashes a dataset). Safety rules for extraction, because an archive from the internet is untrusted input:
 
 * no entry may have an absolute path (``/etc/passwd``, ``C:\\x``) or a ``..`` component;
@@ -18,7 +18,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 HASH_ALGORITHMS = ("sha256", "md5")
 CHUNK_BYTES = 1 << 20  # read files 1 MiB at a time: constant memory for multi-GB archives

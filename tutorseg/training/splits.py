@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import write_json_atomic
-from .problems import TutorsegError
+from tutorseg.data.files import write_json_atomic
+from tutorseg.data.problems import TutorsegError
 
 NNUNET_SEED = 12345  # nnU-Net's random_state for KFold
 N_FOLDS = 5

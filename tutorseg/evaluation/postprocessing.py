@@ -11,44 +11,20 @@ remove_connected_components.py``, ``determine_postprocessing``). tutorseg follow
 2. then, for datasets with more than one class, each class on its own, in label order, applied on top of the
    accepted steps: accepted when that class's mean Dice improves.
 
-The decision and its numbers are saved as ``postprocessing.json``; :func:`tutorseg.predict` applies it.
+The decision and its numbers are saved as ``postprocessing.json``
+(:class:`~tutorseg.prediction.postprocessing.PostprocessingDecision`); :func:`tutorseg.predict` applies it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
-from .evaluation import EvaluationError, _load_labels, _prediction_source, _reference_source
-from .files import write_text_atomic
-
-
-def keep_largest_component(segmentation: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
-    """Keep only the largest connected component of the region formed by ``labels``; the rest becomes background.
-
-    Args:
-        segmentation: ``(*spatial)`` label map (not modified).
-        labels: the label values that together form the region (one value for a single class).
-
-    Returns:
-        A new ``(*spatial)`` label map.
-    """
-    region = np.isin(segmentation, labels)
-    components, n = ndimage.label(region)
-    if n <= 1:
-        return segmentation.copy()
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    result = segmentation.copy()
-    result[region & (components != int(np.argmax(sizes)))] = 0
-    return result
+from tutorseg.evaluation.metrics import EvaluationError, _load_labels, _prediction_source, _reference_source
+from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
 
 
 def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int]) -> dict[str, float]:
@@ -71,67 +47,6 @@ def _mean_dice(pairs, labels: Mapping[str, int]) -> dict[str, float]:
     defined = [v for v in means.values() if not math.isnan(v)]
     means["foreground_mean"] = float(np.mean(defined)) if defined else math.nan
     return means
-
-
-@dataclass(frozen=True)
-class PostprocessingDecision:
-    """Which largest-component steps to apply, and the cross-validation numbers behind the decision.
-
-    Attributes:
-        steps: the accepted steps in order; each is the tuple of label values forming one region.
-        labels: class name -> value.
-        dice_before: mean Dice per class and ``foreground_mean`` without post-processing.
-        dice_after: the same with the accepted steps applied.
-        trials: every step tried: ``{"name", "labels", "dice_before", "dice_after", "accepted", "reason"}``.
-        n_cases: number of validation cases the decision was made on.
-    """
-
-    steps: tuple[tuple[int, ...], ...]
-    labels: dict[str, int]
-    dice_before: dict[str, float]
-    dice_after: dict[str, float]
-    trials: tuple[dict, ...]
-    n_cases: int
-
-    def apply(self, segmentation: np.ndarray) -> np.ndarray:
-        """Apply the accepted steps to one ``(*spatial)`` label map."""
-        for labels in self.steps:
-            segmentation = keep_largest_component(segmentation, labels)
-        return segmentation
-
-    @classmethod
-    def none(cls, labels: Mapping[str, int]) -> "PostprocessingDecision":
-        """No post-processing (for example when there are no validation predictions to decide on)."""
-        return cls((), dict(labels), {}, {}, (), 0)
-
-    def to_dict(self) -> dict:
-        return {"steps": [list(s) for s in self.steps], "labels": self.labels, "n_cases": self.n_cases,
-                "dice_before": self.dice_before, "dice_after": self.dice_after, "trials": list(self.trials)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PostprocessingDecision":
-        return cls(tuple(tuple(s) for s in data["steps"]), data["labels"], data["dice_before"], data["dice_after"],
-                   tuple(data["trials"]), data["n_cases"])
-
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "PostprocessingDecision":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    def __repr__(self) -> str:
-        lines = [f"PostprocessingDecision({len(self.steps)} step(s) accepted, decided on {self.n_cases} cases)"]
-        lines += [f"  {'accepted' if t['accepted'] else 'rejected'}: {t['name']}: {t['reason']}" for t in self.trials]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><td>{t['name']}</td><td>{'yes' if t['accepted'] else 'no'}</td><td>{t['reason']}</td></tr>"
-                       for t in self.trials)
-        return (f"<p><b>Post-processing</b> decided on {self.n_cases} validation cases</p>"
-                f"<table><tr><th>step</th><th>accepted</th><th>why</th></tr>{rows}</table>")
 
 
 def determine_postprocessing(predictions, references, *, labels: Mapping[str, int] | None = None,

@@ -8,7 +8,7 @@ nnU-Net's ``DefaultPreprocessor.run_case_npy``, step by step (``docs/preprocessi
 2. **Normalise each channel** by the plan's scheme, before resampling as nnU-Net does: Z-score (over the
    non-zero region when ``use_mask_for_norm``), CT (clip to the dataset's foreground 0.5/99.5 percentiles, then
    the dataset's foreground mean and std), none, rescale to 0-1, or RGB / 255.
-3. **Resample** image and label to the configuration's target spacing (:mod:`tutorseg.resampling`).
+3. **Resample** image and label to the configuration's target spacing (:mod:`tutorseg.preprocessing.resampling`).
 4. **Sample foreground locations** per class, for the patch sampler's oversampling.
 
 Storage, in ``out_dir/<configuration>/`` (a few files per case, fine on Google Drive)::
@@ -34,10 +34,10 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .dataset import Case, Dataset, as_dataset
-from .files import atomic_path, write_json_atomic
-from .problems import TutorsegError
-from .resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
+from tutorseg.data.dataset import Case, Dataset, as_dataset
+from tutorseg.data.files import atomic_path, write_json_atomic
+from tutorseg.data.problems import TutorsegError
+from tutorseg.preprocessing.resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
 
 FORMAT_VERSION = 1  # bump when the stored format or the processing changes: old folders are then redone
 N_LOCATIONS = 10_000  # nnU-Net's _sample_foreground_locations: at most 10,000 voxels per class ...
@@ -102,7 +102,7 @@ class CaseProperties:
 
 @dataclass(frozen=True)
 class PreprocessedCase:
-    """One preprocessed case in memory (what :class:`tutorseg.sampling.PatchSampler` samples from).
+    """One preprocessed case in memory (what :class:`tutorseg.training.patch_sampling.PatchSampler` samples from).
 
     Attributes:
         case_id: the case.
@@ -491,7 +491,7 @@ def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, o
     redoes every case; changed, new or removed cases are redone or removed alone.
 
     Args:
-        dataset: a :class:`tutorseg.dataset.Dataset` or its folder.
+        dataset: a :class:`tutorseg.data.dataset.Dataset` or its folder.
         plan: the :class:`tutorseg.planning.Plan`.
         configuration: ``"3d_fullres"``, ``"2d"``... (a name in ``plan.configurations``).
         out_dir: where to write (e.g. a folder on Google Drive in Colab).

@@ -1,7 +1,7 @@
 """The bundled sample: a small real subset of the Medical Segmentation Decathlon's Task04_Hippocampus.
 
 It ships inside the package so that the README's main job, the notebooks and most tests run offline. It is made
-from the full dataset by ``scripts/make_sample.py``; ``tutorseg/sample_data/Task04_Hippocampus_sample/README.md``
+from the full dataset by ``scripts/make_sample.py``; ``tutorseg/data/sample_data/Task04_Hippocampus_sample/README.md``
 gives its licence (CC-BY-SA 4.0) and attribution.
 """
 

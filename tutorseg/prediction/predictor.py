@@ -3,11 +3,11 @@
 For each case (nnU-Net v2's ``nnUNetPredictor.predict_from_files`` does the same steps):
 
 1. read the channel files and preprocess them exactly as in training (crop to non-zero, resample to the plan's
-   spacing, normalise: :func:`tutorseg.preprocessing.preprocess_image`);
+   spacing, normalise: :func:`tutorseg.preprocessing.preprocessor.preprocess_image`);
 2. sliding-window inference with Gaussian weighting, 50 % overlap and mirroring test-time augmentation
-   (:func:`tutorseg.inference.predict_probabilities`), once per fold;
+   (:func:`tutorseg.training.sliding_window.predict_probabilities`), once per fold;
 3. average the folds' probabilities (the ensemble), undo resampling and cropping
-   (:func:`tutorseg.preprocessing.undo_preprocessing`), take the most probable class;
+   (:func:`tutorseg.preprocessing.preprocessor.undo_preprocessing`), take the most probable class;
 4. apply the post-processing decided on the validation folds (``postprocessing.json``), if any;
 5. write ``CASE.nii.gz`` with the input's affine and header (it opens aligned in 3D Slicer, ITK-SNAP, MITK) or
    ``CASE.png`` for 2D images, and optionally the probabilities as ``CASE.npz``.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Case, Dataset, load_dataset
-from .files import atomic_path
-from .io import file_ending, read_geometry, write_segmentation
-from .problems import TutorsegError
+from tutorseg.data.dataset import Case, Dataset, load_dataset
+from tutorseg.data.files import atomic_path
+from tutorseg.data.imageio import file_ending, read_geometry, write_segmentation
+from tutorseg.data.problems import TutorsegError
 
 CHECKPOINTS = ("final", "best", "latest")
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -70,7 +70,7 @@ def load_folds(run_dirs, *, checkpoint: str = "final", device=None) -> list[Fold
     Raises:
         PredictionError: a folder without checkpoints, or folds trained with different plans or configurations.
     """
-    from .training import load_model
+    from tutorseg.training import load_model
 
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -165,8 +165,8 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
     Returns:
         ``(K, *spatial)`` float32 probabilities with the input's spatial shape.
     """
-    from .inference import predict_probabilities
-    from .preprocessing import preprocess_image, undo_preprocessing
+    from tutorseg.preprocessing.preprocessor import preprocess_image, undo_preprocessing
+    from tutorseg.training.sliding_window import predict_probabilities
 
     plan, configuration = folds[0].plan, folds[0].configuration
     config = plan[configuration]
@@ -190,7 +190,7 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
 
 def _postprocessing_for(run_dirs, postprocess):
     """The post-processing decision to apply: a given one, the runs' ``postprocessing.json``, or none."""
-    from .postprocessing import PostprocessingDecision
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
 
     if postprocess is False or postprocess is None:
         return None
@@ -227,7 +227,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         save_probabilities: also write ``CASE.npz`` with ``probabilities (K, *spatial)`` float16 and ``classes``.
         progress: show a progress bar.
         postprocess: ``True`` applies the runs' ``postprocessing.json`` when present; ``False`` none; or a
-            :class:`~tutorseg.postprocessing.PostprocessingDecision` / its JSON path.
+            :class:`~tutorseg.prediction.postprocessing.PostprocessingDecision` / its JSON path.
         checkpoint: ``"final"``, ``"best"`` or ``"latest"`` (falls back in that order when missing).
         device: where to run (default: the GPU if there is one).
         folds: already loaded models (from :func:`load_folds`), to skip loading them again.
@@ -242,7 +242,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         run_dirs = [run_dirs]
     folds = list(folds) if folds is not None else load_folds(run_dirs, checkpoint=checkpoint, device=device)
     if next(folds[0].network.parameters()).device.type == "cpu":
-        from .training.device import keep_freed_memory  # here, not at the top: importing this module stays torch-free
+        from tutorseg.training.device import keep_freed_memory
 
         keep_freed_memory()  # the large window buffers are reused instead of re-mapped: ~1/3 less time (bench/predict.md)
     decision = _postprocessing_for(run_dirs, postprocess)

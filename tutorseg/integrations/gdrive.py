@@ -4,7 +4,7 @@ Only this module imports gdown. Tested with gdown 6.5.1; needs ``gdown>=6.5,<7``
 ``progress=``). gdown 6 removed
 ``fuzzy=``, ``cached_download(md5=...)`` and the ``--id`` option, and raises instead of returning ``None``, so the
 call below is ``gdown.download(id=...)`` and every failure arrives as an exception, which is translated here into
-a :class:`~tutorseg.downloads.DownloadError` that says what to do.
+a :class:`~tutorseg.integrations.downloads.DownloadError` that says what to do.
 
 What users meet, and the text gdown hands over (taken from the pages Drive serves):
 
@@ -12,7 +12,7 @@ What users meet, and the text gdown hands over (taken from the pages Drive serve
   24 hours of waiting) -> :class:`DriveQuotaError`;
 * not shared: Drive sends a sign-in page, gdown finds no download link and says "Cannot retrieve the public link of
   the file" -> :class:`DriveNotSharedError`;
-* no network, disk full -> :class:`~tutorseg.downloads.NetworkError`, :class:`~tutorseg.downloads.DiskFullError`.
+* no network, disk full -> :class:`~tutorseg.integrations.downloads.NetworkError`, :class:`~tutorseg.integrations.downloads.DiskFullError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import errno
 import os
 from pathlib import Path
 
-from .downloads import DownloadError, NetworkError, _os_error
+from tutorseg.integrations.downloads import DownloadError, NetworkError, _os_error
 
 QUOTA_TEXT = "too many users have viewed or downloaded this file"
 NOT_PUBLIC_TEXT = "cannot retrieve the public link"
@@ -63,7 +63,7 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
     import gdown
     import requests
 
-    from .downloads import _progress_bar
+    from tutorseg.integrations.downloads import _progress_bar
 
     target = Path(target)
     bar = _progress_bar(target.name, None, progress)

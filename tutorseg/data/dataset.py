@@ -32,9 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import problems as P
-from .io import Geometry, IMAGE_2D_ENDINGS, NIFTI_ENDINGS, SUPPORTED_ENDINGS, file_ending, read_geometry, read_image
-from .problems import DatasetError, Problem
+from tutorseg.data import problems as P
+from tutorseg.data.imageio import (
+    IMAGE_2D_ENDINGS,
+    NIFTI_ENDINGS,
+    SUPPORTED_ENDINGS,
+    Geometry,
+    file_ending,
+    read_geometry,
+    read_image,
+)
+from tutorseg.data.problems import DatasetError, Problem
 
 LAYOUT_NNUNETV2 = "nnunetv2"
 LAYOUT_MSD = "msd"

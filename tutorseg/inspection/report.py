@@ -2,7 +2,7 @@
 
 The report holds the facts (cases, channels, labels, shapes, spacings, intensity ranges, label values present) and
 every problem found. It prints as text, shows as an HTML table in a notebook, and is saved and loaded as JSON
-(``report.save(path)`` / ``DatasetReport.load(path)``). The checks that fill it live in ``tutorseg/inspection.py``.
+(``report.save(path)`` / ``DatasetReport.load(path)``). The checks that fill it live in ``tutorseg/inspection/checks.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_json_atomic
-from .io import IMAGE_2D_ENDINGS
-from .problems import Problem, Severity
+from tutorseg.data.files import write_json_atomic
+from tutorseg.data.imageio import IMAGE_2D_ENDINGS
+from tutorseg.data.problems import Problem, Severity
 
 PER_CASE_TABLE_MAX_ROWS = 30  # __str__ prints one row per case up to this many cases, else summary statistics
 LINES_PER_PROBLEM_KIND = 12  # __str__ prints every problem; beyond this many of one kind, the rest by case id only

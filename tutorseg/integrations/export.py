@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Case, Dataset, as_dataset
-from .files import write_text_atomic
-from .io import NIFTI_ENDINGS, read_geometry
-from .problems import TutorsegError
+from tutorseg.data.dataset import Case, Dataset, as_dataset
+from tutorseg.data.files import write_text_atomic
+from tutorseg.data.imageio import NIFTI_ENDINGS, read_geometry
+from tutorseg.data.problems import TutorsegError
 
 
 class ExportError(TutorsegError):
@@ -177,7 +177,7 @@ def nnunet_plans(plan, dataset_name: str) -> dict:
         plan: a :class:`~tutorseg.Plan` or the path of its JSON.
         dataset_name: nnU-Net's dataset name (``Dataset004_Hippocampus``).
     """
-    from .planning import Plan
+    from tutorseg.planning import Plan
 
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)

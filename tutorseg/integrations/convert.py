@@ -27,10 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_json_atomic
-from .io import (IMAGE_2D_ENDINGS, NIFTI_ENDINGS, file_ending, image_files_by_stem, read_geometry, read_image,
-                 write_segmentation)
-from .problems import TutorsegError
+from tutorseg.data.files import write_json_atomic
+from tutorseg.data.imageio import (
+    IMAGE_2D_ENDINGS,
+    NIFTI_ENDINGS,
+    file_ending,
+    image_files_by_stem,
+    read_geometry,
+    read_image,
+    write_segmentation,
+)
+from tutorseg.data.problems import TutorsegError
 
 # suffixes that tell a mask's file name from its image's: "cell7_mask.png" belongs to "cell7.png"
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_segmentation", "_gt", "-mask", "-label", "_0000")
@@ -277,7 +284,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         write_json_atomic(staging / "dataset.json", {
             "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
             "numTraining": len(pairs), "file_ending": ending,
-            "description": f"converted by tutorseg.convert from {Path(images_dir).name}/ and {Path(masks_dir).name}/"})
+            "description": f"converted by tutorseg.integrations.convert from {Path(images_dir).name}/ and {Path(masks_dir).name}/"})
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -313,8 +320,8 @@ def make_example_folders(out_dir: str | os.PathLike, *, n_cases: int | None = No
     Returns:
         ``(images folder, masks folder)``.
     """
-    from .dataset import load_dataset
-    from .sample import sample_dataset_path
+    from tutorseg.data.dataset import load_dataset
+    from tutorseg.data.sample import sample_dataset_path
 
     dataset = load_dataset(source or sample_dataset_path())
     images, masks = Path(out_dir) / "images", Path(out_dir) / "masks"

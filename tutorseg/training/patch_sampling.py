@@ -13,8 +13,8 @@ foreground, so that small structures are seen often enough. tutorseg does the sa
 - "2d" on 3D data: a random slice along ``slice_axis`` (for a forced sample, a slice through the chosen voxel).
 
 Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch. Augmentation is
-the next step (:func:`tutorseg.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
-sampler the larger ``sample_size`` (:func:`tutorseg.augmentation.sampling_patch_size`) and the augmentation crops
+the next step (:func:`tutorseg.training.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
+sampler the larger ``sample_size`` (:func:`tutorseg.training.augmentation.sampling_patch_size`) and the augmentation crops
 the network's patch out of the rotated sample, as nnU-Net does.
 """
 
@@ -30,7 +30,7 @@ OVERSAMPLE_FOREGROUND = 0.33  # nnU-Net's oversample_foreground_percent
 
 
 class SampleableCase(Protocol):
-    """What the sampler needs of a case (:class:`tutorseg.preprocessing.PreprocessedCase` has it)."""
+    """What the sampler needs of a case (:class:`tutorseg.preprocessing.preprocessor.PreprocessedCase` has it)."""
 
     case_id: str
     data: np.ndarray  # (C, *S) float

@@ -23,9 +23,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .archives import extract_archive, file_hash, find_dataset_folder, pack_folder, parse_hash
-from .files import write_json_atomic
-from .problems import TutorsegError
+from tutorseg.data.files import write_json_atomic
+from tutorseg.data.problems import TutorsegError
+from tutorseg.integrations.archives import extract_archive, file_hash, find_dataset_folder, pack_folder, parse_hash
 
 SCHEMA_FILENAME = "manifest.schema.json"
 
@@ -207,7 +207,7 @@ def shipped_manifests_dir() -> Path:
     try:
         folder = Path(str(resources.files("tutorseg.data_manifests")))
     except ModuleNotFoundError:  # an editable install made before data_manifests/ was mapped into the package
-        folder = Path(__file__).resolve().parents[1] / "data_manifests"
+        folder = Path(__file__).resolve().parents[2] / "data_manifests"
     if not (folder / SCHEMA_FILENAME).is_file():
         raise ManifestError(f"the shipped manifests are missing (looked in {folder}); reinstall tutorseg")
     return folder
@@ -264,7 +264,7 @@ def find_manifest(name_or_path: "str | os.PathLike | Manifest") -> Manifest:
 
 def _dataset_facts(dataset_folder: Path) -> dict:
     """Manifest fields read from a dataset folder: layout, modality, dimensionality, spacing, case counts."""
-    from .dataset import load_dataset
+    from tutorseg.data.dataset import load_dataset
 
     ds = load_dataset(dataset_folder)
     meta = ds.metadata
@@ -287,7 +287,7 @@ def _dataset_facts(dataset_folder: Path) -> dict:
 
 def _check_dataset(dataset_folder: Path) -> None:
     """Run :func:`tutorseg.inspect_dataset` and refuse a dataset with errors, showing the whole report."""
-    from .inspection import inspect_dataset
+    from tutorseg.inspection.checks import inspect_dataset
 
     report = inspect_dataset(dataset_folder, progress=False)
     if report.errors:

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_text_atomic
-from .io import SUPPORTED_ENDINGS, image_files_by_stem, read_image
-from .problems import TutorsegError
+from tutorseg.data.files import write_text_atomic
+from tutorseg.data.imageio import SUPPORTED_ENDINGS, image_files_by_stem, read_image
+from tutorseg.data.problems import TutorsegError
 
 METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
 """The per-class metrics, in the order of the CSV columns."""
@@ -63,7 +63,7 @@ class CaseMetrics:
         metrics: class name -> metric name -> value (see :data:`METRICS`); NaN where undefined.
         spacing: voxel spacing used for distances and volumes (tutorseg axis order, mm).
         hd95_worst_mm: the HD95 reported when exactly one of the two masks is empty (the image diagonal).
-        instances: instance metrics (see :mod:`tutorseg.instances`) when instance references were given.
+        instances: instance metrics (see :mod:`tutorseg.evaluation.instances`) when instance references were given.
     """
 
     case_id: str
@@ -258,7 +258,7 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[
 
 def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
     """Case id -> label file or array, and the dataset's labels when known."""
-    from .dataset import Dataset, load_dataset
+    from tutorseg.data.dataset import Dataset, load_dataset
 
     if isinstance(ground_truth, Mapping):
         return dict(ground_truth), None
@@ -328,7 +328,7 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
         spacing: voxel size for arrays given directly (files carry their own spacing).
         surface_tolerance_mm: tolerance of the surface Dice.
         instance_reference: instance label maps (folder or mapping case id -> array; each object its own
-            integer) to also score instances from connected components (:mod:`tutorseg.instances`).
+            integer) to also score instances from connected components (:mod:`tutorseg.evaluation.instances`).
         progress: show a progress bar.
 
     Returns:
@@ -337,7 +337,7 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
     Raises:
         EvaluationError: no predictions, a prediction without reference, shapes that differ.
     """
-    from .instances import aggregate_instance_scores, instance_scores
+    from tutorseg.evaluation.instances import aggregate_instance_scores, instance_scores
 
     predicted, predicted_labels = _prediction_source(predictions)
     references, dataset_labels = _reference_source(ground_truth)

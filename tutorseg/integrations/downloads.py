@@ -1,14 +1,14 @@
 """Fetch a dataset described by a manifest: whole, verified, safely extracted, or not at all.
 
-What :func:`download` does for each file of a :class:`~tutorseg.manifests.Manifest`:
+What :func:`download` does for each file of a :class:`~tutorseg.integrations.manifests.Manifest`:
 
 1. **Cache**: a file (or extracted folder) already in the target and verified is used as it is, no request made.
-2. **Fetch**: sources are tried in order: ``gdrive:FILE_ID`` with gdown (:mod:`tutorseg.gdrive`), ``https://``
+2. **Fetch**: sources are tried in order: ``gdrive:FILE_ID`` with gdown (:mod:`tutorseg.integrations.gdrive`), ``https://``
    with the standard library. Bytes go to a temporary folder inside the target; a connection cut mid-file is
    resumed with an HTTP ``Range`` request where the server allows it.
 3. **Verify**: size and hash (``sha256`` or ``md5``) are checked before anything is used; a mismatch tries the next
    source.
-4. **Extract**: tar and zip archives are extracted safely (:mod:`tutorseg.archives`) into the temporary folder, the
+4. **Extract**: tar and zip archives are extracted safely (:mod:`tutorseg.integrations.archives`) into the temporary folder, the
    case count is checked, a marker with the archive's hash is written, and the folder is moved into place in one
    rename.
 
@@ -35,10 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
-from .manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
-from .problems import TutorsegError
+from tutorseg import __version__
+from tutorseg.data.problems import TutorsegError
+from tutorseg.integrations.archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
+from tutorseg.integrations.manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
 
 MARKER_NAME = ".tutorseg_download.json"  # written inside an extracted folder: which archive, which hash, which files
 STAGING_PREFIX = ".tutorseg-download-"  # the temporary folder inside the target, removed after success or failure
@@ -81,11 +81,11 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
 
     Args:
         name_or_manifest: a shipped manifest's name (``"Task04_Hippocampus"``, case-insensitive), the path of a
-            manifest ``.json`` file, or a :class:`~tutorseg.manifests.Manifest`.
+            manifest ``.json`` file, or a :class:`~tutorseg.integrations.manifests.Manifest`.
         to: the download folder (created if missing). Extracted datasets land in it as ``TO/<folder in archive>``.
         progress: show a progress bar (console and notebook) per file.
         keep_archive: keep the downloaded archive beside the extracted folder (default: delete it, to save disk).
-        check: after extraction, read the folder with :func:`tutorseg.dataset.load_dataset` (no voxels read) and
+        check: after extraction, read the folder with :func:`tutorseg.data.dataset.load_dataset` (no voxels read) and
             refuse it unless its layout and number of labelled cases match the manifest.
 
     Returns:
@@ -95,7 +95,7 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
     Raises:
         DownloadError: with a message saying what failed and what to do (Drive quota, file not shared, checksum,
             disk full, no network, unsafe archive...). Subclasses: :class:`ChecksumError`, :class:`NetworkError`,
-            :class:`DiskFullError`, :class:`tutorseg.gdrive.DriveQuotaError`, :class:`tutorseg.gdrive.DriveNotSharedError`.
+            :class:`DiskFullError`, :class:`tutorseg.integrations.gdrive.DriveQuotaError`, :class:`tutorseg.integrations.gdrive.DriveNotSharedError`.
         ManifestError: unknown name or invalid manifest.
 
     Example:
@@ -240,7 +240,7 @@ def _short(source: str) -> str:
 
 def _fetch(source: str, target: Path, *, size: int | None, progress: bool) -> None:
     if source.startswith("gdrive:"):
-        from .gdrive import fetch_drive_file  # gdown is imported only when a Drive source is used
+        from tutorseg.integrations.gdrive import fetch_drive_file
 
         fetch_drive_file(source.removeprefix("gdrive:"), target, progress=progress)
     else:
@@ -373,7 +373,7 @@ def _extract(archive: Path, entry: ManifestFile, manifest: Manifest, staging: Pa
 
 def _check_content(folder: Path, manifest: Manifest, entry: ManifestFile) -> None:
     """Refuse an archive whose dataset does not match the manifest (layout, labelled cases)."""
-    from .dataset import load_dataset
+    from tutorseg.data.dataset import load_dataset
 
     dataset_folder = find_dataset_folder(folder)
     if dataset_folder is None:

@@ -10,7 +10,7 @@ import math
 import secrets
 from pathlib import Path
 
-from .problems import TutorsegError
+from tutorseg.data.problems import TutorsegError
 
 DEFAULT_PROJECT = "tutorseg"
 
