@@ -17,7 +17,6 @@ Taught in ``notebooks/02_fingerprint_and_plan.ipynb``.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from dataclasses import dataclass, field, fields
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tutorseg.data import problems as P
+from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.problems import DatasetError, Problem, TutorsegError
 
@@ -81,7 +81,7 @@ class CaseFingerprint:
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["class_voxel_counts"] = {str(k): v for k, v in self.class_voxel_counts.items()}
-        return _plain(data)
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "CaseFingerprint":
@@ -187,7 +187,7 @@ class DatasetFingerprint:
         else:
             spacings = [list(c.spacing[::-1]) for c in self.cases]
             shapes = [list(c.shape_after_crop[::-1]) for c in self.cases]
-        return _plain({
+        return to_json_types({
             "foreground_intensity_properties_per_channel": self.foreground_intensity_properties_per_channel,
             "median_relative_size_after_cropping": self.median_relative_size_after_cropping,
             "shapes_after_crop": shapes,
@@ -205,7 +205,7 @@ class DatasetFingerprint:
             "class_voxel_counts": {str(k): v for k, v in self.class_voxel_counts.items()},
             "class_frequencies": {str(k): v for k, v in self.class_frequencies.items()},
         }
-        return _plain(data)
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "DatasetFingerprint":
@@ -226,34 +226,21 @@ class DatasetFingerprint:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fingerprint as JSON (atomically). Returns the path."""
-        from tutorseg.planning.artefacts import write_json_atomically
-
-        return write_json_atomically(self.to_dict(), path)
+        return write_artefact(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DatasetFingerprint":
         """Read a fingerprint written by :meth:`save`.
 
         Raises:
-            TutorsegError: the file is missing or not a tutorseg fingerprint.
+            ArtefactError: the file is missing, damaged or not a tutorseg fingerprint (nnU-Net's is named).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise TutorsegError(f"fingerprint file {path} not found; make one with "
-                                f"`tutorseg fingerprint DATASET_DIR -o {path}`")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TutorsegError(f"{path} is not valid JSON ({exc})") from None
-        if isinstance(data, dict) and "spacings" in data and "cases" not in data:
-            raise TutorsegError(f"{path} is nnU-Net's dataset_fingerprint.json; tutorseg plans from its own "
-                                "fingerprint, which also knows the channel names and labels: run "
-                                "`tutorseg fingerprint DATASET_DIR -o fingerprint.json`")
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TutorsegError(f"{path} is not a tutorseg fingerprint (missing or malformed field: {exc}); "
-                                "make one with `tutorseg fingerprint`") from None
+        nnunet_fingerprint = (lambda data: "spacings" in data and "cases" not in data,
+                              "this is nnU-Net's dataset_fingerprint.json; tutorseg plans from its own fingerprint, "
+                              "which also knows the channel names and labels: run "
+                              "`tutorseg fingerprint DATASET_DIR -o fingerprint.json`")
+        return read_artefact(path, cls.from_dict, what="tutorseg fingerprint",
+                             how_to_make=f"`tutorseg fingerprint DATASET_DIR -o {path}`", foreign=[nnunet_fingerprint])
 
     def __repr__(self) -> str:
         spacing = ", ".join(f"{s:.3g}" for s in self.median_spacing)
@@ -277,12 +264,6 @@ class DatasetFingerprint:
         body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
                        for k, v in rows)
         return f"<b>DatasetFingerprint</b> {self.dataset_name}<table>{body}</table>"
-
-
-def _plain(value):
-    from tutorseg.planning.artefacts import _plain as plain
-
-    return plain(value)
 
 
 # --------------------------------------------------------------------------------------------------- one case

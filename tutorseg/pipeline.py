@@ -91,10 +91,10 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
         The :class:`PipelineResult`; open ``result.report`` in a browser.
     """
     from tutorseg.data.sample import sample_dataset_path
+    from tutorseg.evaluation.postprocessing import determine_postprocessing
     from tutorseg.fingerprinting import DatasetFingerprint, fingerprint
     from tutorseg.inspection.checks import inspect_dataset
     from tutorseg.planning import Plan, plan
-    from tutorseg.evaluation.postprocessing import determine_postprocessing
     from tutorseg.prediction.predictor import load_folds, predict
     from tutorseg.training import resume, train_fold
 

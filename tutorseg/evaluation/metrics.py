@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.data.files import write_text_atomic
 from tutorseg.data.imageio import SUPPORTED_ENDINGS, image_files_by_stem, read_image
 from tutorseg.data.problems import TutorsegError
@@ -73,7 +74,7 @@ class CaseMetrics:
     instances: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"case_id": self.case_id, "metrics": _nan_to_none(self.metrics), "spacing": list(self.spacing),
+        return {"case_id": self.case_id, "metrics": to_json_types(self.metrics), "spacing": list(self.spacing),
                 "hd95_worst_mm": self.hd95_worst_mm, "instances": self.instances}
 
     @classmethod
@@ -136,8 +137,8 @@ class EvaluationSummary:
 
     def to_dict(self) -> dict:
         return {"labels": self.labels, "surface_tolerance_mm": self.surface_tolerance_mm,
-                "conventions": self.conventions, "foreground_mean": _nan_to_none(self.foreground_mean),
-                "mean": _nan_to_none(self.mean), "std": _nan_to_none(self.std), "instances": self.instances,
+                "conventions": self.conventions, "foreground_mean": to_json_types(self.foreground_mean),
+                "mean": to_json_types(self.mean), "std": to_json_types(self.std), "instances": self.instances,
                 "cases": [c.to_dict() for c in self.cases]}
 
     @classmethod
@@ -151,13 +152,14 @@ class EvaluationSummary:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the summary as JSON (NaN as ``null``) and, beside it, the same numbers as CSV (``.csv``)."""
         path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
+        write_artefact(path, self.to_dict())
         write_text_atomic(path.with_suffix(".csv"), self.to_csv())
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EvaluationSummary":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return read_artefact(path, cls.from_dict, what="tutorseg evaluation summary",
+                             how_to_make="`tutorseg evaluate PREDICTIONS REFERENCES -o summary.json`")
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -406,12 +408,6 @@ def _nanmean(values) -> float:
 def _nanstd(values) -> float:
     values = [v for v in values if not math.isnan(v)]
     return float(np.std(values)) if values else math.nan
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _none_to_nan(value):

@@ -8,7 +8,6 @@ every problem found. It prints as text, shows as an HTML table in a notebook, an
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tutorseg.data.files import write_json_atomic
+from tutorseg.data.artefacts import read_artefact, write_artefact
 from tutorseg.data.imageio import IMAGE_2D_ENDINGS
 from tutorseg.data.problems import Problem, Severity
 
@@ -358,8 +357,9 @@ class DatasetReport:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON (atomically: a temporary file, then renamed)."""
-        return write_json_atomic(path, self.to_dict())
+        return write_artefact(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DatasetReport":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return read_artefact(path, cls.from_dict, what="tutorseg dataset report",
+                             how_to_make="`tutorseg inspect DATASET_DIR --json report.json`")

@@ -13,13 +13,12 @@ list is the reverse of nnU-Net's (see ``docs/planning.md`` and the plan's ``axis
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tutorseg.data.files import write_json_atomic
+from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
 FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
@@ -28,29 +27,13 @@ EMPIRICAL = "empirical"  # chosen after training (e.g. best configuration, postp
 KINDS = (FIXED, RULE, EMPIRICAL)
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, numpy scalars -> Python numbers, recursively, so that ``json.dumps`` accepts the value."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return value.item()
-    return value
-
-
 def _tuples(value: Any) -> Any:
-    """Lists -> tuples, recursively (the inverse of :func:`_plain` for per-axis values)."""
+    """Lists -> tuples, recursively (the inverse of :func:`to_json_types` for per-axis values)."""
     if isinstance(value, (list, tuple)):
         return tuple(_tuples(v) for v in value)
     if isinstance(value, dict):
         return {k: _tuples(v) for k, v in value.items()}
     return value
-
-
-def write_json_atomically(data: dict, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
-    return write_json_atomic(path, _plain(data))
 
 
 @dataclass(frozen=True)
@@ -78,18 +61,18 @@ class Decision:
 
     def __post_init__(self):
         # one canonical form (JSON types, sequences as tuples), so that a decision survives a JSON round trip equal
-        object.__setattr__(self, "value", _tuples(_plain(self.value)))
-        object.__setattr__(self, "numbers", {k: _tuples(v) for k, v in _plain(self.numbers).items()})
+        object.__setattr__(self, "value", _tuples(to_json_types(self.value)))
+        object.__setattr__(self, "numbers", {k: _tuples(v) for k, v in to_json_types(self.numbers).items()})
 
     def to_dict(self) -> dict:
-        return _plain({f.name: getattr(self, f.name) for f in fields(self)})
+        return to_json_types({f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def from_dict(cls, data: dict) -> "Decision":
         return cls(**data)
 
     def __str__(self) -> str:
-        return f"{self.name} = {_plain(self.value)} [{self.kind}]: {self.because or self.rule}"
+        return f"{self.name} = {to_json_types(self.value)} [{self.kind}]: {self.because or self.rule}"
 
 
 @dataclass(frozen=True)
@@ -202,7 +185,7 @@ class ConfigurationPlan:
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "decisions"}
         data["decisions"] = [d.to_dict() for d in self.decisions]
-        return _plain(data)
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConfigurationPlan":
@@ -271,7 +254,7 @@ class Plan:
                 if f.name not in ("configurations", "decisions")}
         data["configurations"] = {name: c.to_dict() for name, c in self.configurations.items()}
         data["decisions"] = [d.to_dict() for d in self.decisions]
-        return _plain(data)
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
@@ -287,32 +270,20 @@ class Plan:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan as JSON (atomically). Returns the path."""
-        return write_json_atomically(self.to_dict(), path)
+        return write_artefact(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
         """Read a plan written by :meth:`save`.
 
         Raises:
-            TutorsegError: the file is missing or is not a tutorseg plan.
+            ArtefactError: the file is missing, damaged or not a tutorseg plan (nnU-Net's plans file is named).
         """
-        from tutorseg.data.problems import TutorsegError
-
-        path = Path(path)
-        if not path.is_file():
-            raise TutorsegError(f"plan file {path} not found; make one with `tutorseg plan FINGERPRINT.json -o {path}`")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TutorsegError(f"{path} is not valid JSON ({exc}); make a plan with `tutorseg plan`") from None
-        if isinstance(data, dict) and "plans_name" in data:
-            raise TutorsegError(f"{path} is an nnU-Net plans file, not a tutorseg plan; compare it with a tutorseg "
-                                "plan through `tutorseg plan FINGERPRINT.json --compare-nnunet " + str(path) + "`")
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TutorsegError(f"{path} is not a tutorseg plan (missing or malformed field: {exc}); "
-                                "make one with `tutorseg plan`") from None
+        nnunet_plans = (lambda data: "plans_name" in data,
+                        "this is an nnU-Net plans file, not a tutorseg plan; compare it with a tutorseg plan through "
+                        f"`tutorseg plan FINGERPRINT.json --compare-nnunet {path}`")
+        return read_artefact(path, cls.from_dict, what="tutorseg plan",
+                             how_to_make=f"`tutorseg plan FINGERPRINT.json -o {path}`", foreign=[nnunet_plans])
 
     def explain(self, configuration: str | None = None) -> str:
         """Every decision with its rule and numbers, as text (see also the notebook's HTML view)."""

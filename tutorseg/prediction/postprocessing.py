@@ -9,7 +9,6 @@ module holds the decision, :class:`PostprocessingDecision`, saved as ``postproce
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tutorseg.data.files import write_text_atomic
+from tutorseg.data.artefacts import read_artefact, write_artefact
 
 
 def keep_largest_component(segmentation: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
@@ -83,13 +82,13 @@ class PostprocessingDecision:
                    tuple(data["trials"]), data["n_cases"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
-        return path
+        return write_artefact(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PostprocessingDecision":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return read_artefact(path, cls.from_dict, what="post-processing decision",
+                             how_to_make="tutorseg.determine_postprocessing(VALIDATION_PREDICTIONS, DATASET, "
+                                         "output=RUN/postprocessing.json)")
 
     def __repr__(self) -> str:
         lines = [f"PostprocessingDecision({len(self.steps)} step(s) accepted, decided on {self.n_cases} cases)"]

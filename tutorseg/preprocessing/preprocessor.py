@@ -34,6 +34,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from tutorseg.data.artefacts import to_json_types
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import atomic_path, write_json_atomic
 from tutorseg.data.problems import TutorsegError
@@ -87,7 +88,7 @@ class CaseProperties:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["class_voxels"] = {str(k): v for k, v in self.class_voxels.items()}
-        return json.loads(json.dumps(data))
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "CaseProperties":

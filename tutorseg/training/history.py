@@ -66,14 +66,3 @@ def update_ema(previous: float | None, current: float) -> float:
     if math.isnan(current):
         return previous
     return EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * current
-
-
-def json_safe(value):
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    return value

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from tutorseg.data.artefacts import read_json, to_json_types
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training import checkpoint as ckpt
 from tutorseg.training.device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
-from tutorseg.training.history import confusion_counts, dice_from_counts, json_safe, nan_mean, new_history, update_ema
+from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
 from tutorseg.training.network import build_network, count_parameters
 from tutorseg.training.progress import LivePlot, progress_bar
@@ -340,7 +341,7 @@ def checkpoint_state(run: Run) -> dict:
         "elapsed_seconds": run.elapsed,
         "best_ema_pseudo_dice": run.best_ema,
         "best_epoch": run.best_epoch,
-        "history": json_safe(run.history),
+        "history": to_json_types(run.history),
         "rng": ckpt.capture_rng(run.numpy_rng, run.torch_generator),
         "train_sampler": run.train_sampler.state_dict(),
         "val_sampler": run.val_sampler.state_dict(),
@@ -359,7 +360,7 @@ def save_epoch(run: Run, improved: bool) -> None:
     ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["latest"], state)
     if improved:
         ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["best"], state)
-    ckpt.write_json(run.run_dir / "history.json", json_safe(run.history))
+    ckpt.write_json(run.run_dir / "history.json", to_json_types(run.history))
     run.live_plot.update(run.history)
 
 
@@ -451,7 +452,7 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
         run_dir=run.run_dir, dataset_name=run.dataset.name, configuration=run.configuration.name,
         fold=run.config["fold"], epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
         stopped_by=stopped_by, best_epoch=run.best_epoch, best_ema_pseudo_dice=run.best_ema, validation=summary,
-        device=f"{run.setup.device}/{run.setup.precision}", history=json_safe(run.history))
+        device=f"{run.setup.device}/{run.setup.precision}", history=to_json_types(run.history))
     record.save()
     return record
 
@@ -561,7 +562,6 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     Raises:
         TrainingError: the folder is not a run folder.
     """
-    import json
 
     from tutorseg.data.dataset import as_dataset
     from tutorseg.planning import Plan
@@ -571,7 +571,11 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     if not config_path.is_file():
         raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
                             "tutorseg.train_fold(...)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = read_json(config_path, what="training configuration",
+                       how_to_make="tutorseg.train_fold(...) in a new run folder (this one's config.json is damaged)")
+    if not isinstance(config, dict):
+        raise TrainingError(f"{config_path} is not a tutorseg training configuration; start a new run with "
+                            "tutorseg.train_fold(...)")
     stale = ckpt.remove_stale_temporaries(run_dir)
     if device is not None:
         config["device"] = device

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from tutorseg.data.artefacts import read_json
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from tutorseg.training.network import build_network
@@ -42,7 +42,8 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
                             "tutorseg.resume(run_dir), or load checkpoint='latest' or 'best'")
     state = load_checkpoint(path)
     plan = Plan.load(run_dir / "plan.json")
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config = read_json(run_dir / "config.json", what="training configuration",
+                       how_to_make="`tutorseg train` (the run folder's config.json is written when training starts)")
     name = state["configuration"]
     network = build_network(plan[name], state["n_channels"], state["n_classes"])
     network.load_state_dict(state["network"])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tutorseg.data.artefacts import read_artefact, to_json_types
 from tutorseg.training.checkpoint import write_json
-from tutorseg.training.history import json_safe
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class TrainingRecord:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["run_dir"] = str(self.run_dir)
-        return json_safe(data)
+        return to_json_types(data)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingRecord":
@@ -70,7 +69,8 @@ class TrainingRecord:
         path = Path(path)
         if path.is_dir():
             path = path / "training_record.json"
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return read_artefact(path, cls.from_dict, what="training record",
+                             how_to_make="`tutorseg train` (a finished run writes training_record.json)")
 
     def _lines(self) -> list[tuple[str, str]]:
         dice = self.mean_foreground_dice

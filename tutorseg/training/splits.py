@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tutorseg.data.artefacts import ArtefactError, read_json
 from tutorseg.data.files import write_json_atomic
 from tutorseg.data.problems import TutorsegError
 
@@ -147,12 +148,10 @@ def load_splits(path: str | os.PathLike, case_ids: Sequence[str]) -> Splits:
         SplitsError: the file is missing, not JSON, or does not fit the dataset (see :func:`validate_splits`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise SplitsError(f"splits file {path} not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SplitsError(f"{path.name} is not valid JSON ({exc})") from None
+        data = read_json(path, what="splits", how_to_make="tutorseg.make_splits(...) or nnU-Net's splits_final.json")
+    except ArtefactError as exc:
+        raise SplitsError(str(exc)) from None
     try:
         return validate_splits(data, case_ids)
     except SplitsError as exc:

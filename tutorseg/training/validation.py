@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tutorseg.data.artefacts import to_json_types
 from tutorseg.training.checkpoint import write_json
-from tutorseg.training.history import json_safe, nan_mean
+from tutorseg.training.history import nan_mean
 from tutorseg.training.sliding_window import predict_probabilities
 
 
@@ -72,6 +73,6 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     mean = {n: nan_mean([c["dice"][n] for c in per_case]) for n in names}
     summary = {"n_cases": len(per_case), "tta": tta, "mean_dice": mean,
                "mean_foreground_dice": nan_mean(list(mean.values())), "per_case": per_case}
-    summary = json_safe(summary)
+    summary = to_json_types(summary)
     write_json(out_dir / "summary.json", summary)
     return summary
