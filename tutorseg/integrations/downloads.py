@@ -19,7 +19,6 @@ runs into a folder at a time (a lock on the folder): a second one waits and then
 from __future__ import annotations
 
 import datetime
-import errno
 import http.client
 import json
 import os
@@ -36,9 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tutorseg import __version__
-from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
 from tutorseg.integrations.manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
+from tutorseg.integrations.transfers import (
+    ChecksumError,
+    DiskFullError,
+    DownloadError,
+    NetworkError,
+    byte_progress_bar,
+    download_os_error,
+)
 
 MARKER_NAME = ".tutorseg_download.json"  # written inside an extracted folder: which archive, which hash, which files
 STAGING_PREFIX = ".tutorseg-download-"  # the temporary folder inside the target, removed after success or failure
@@ -46,22 +52,6 @@ CHUNK_BYTES = 1 << 16  # network read size
 TIMEOUT_S = 60.0  # seconds without a byte before a connection counts as dead
 RESUME_ATTEMPTS = 5  # reconnections per source after a connection is cut mid-file
 RESUME_BACKOFF_S = 1.0  # wait before reconnection n: n * this
-
-
-class DownloadError(TutorsegError):
-    """A dataset could not be fetched, verified or extracted; the target folder is left as it was."""
-
-
-class ChecksumError(DownloadError):
-    """A fetched file's hash or size differs from the manifest's."""
-
-
-class NetworkError(DownloadError):
-    """A source could not be reached, or the connection failed and could not be resumed."""
-
-
-class DiskFullError(DownloadError):
-    """No space left on the device holding the target folder (ENOSPC)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +100,7 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
     try:
         to.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _os_error(exc, f"cannot create the download folder {to}") from None
+        raise download_os_error(exc, f"cannot create the download folder {to}") from None
     placed: list[Path] = []
     try:
         with _only_download_into(to):
@@ -188,7 +178,7 @@ def _download_file(entry: ManifestFile, manifest: Manifest, to: Path, *, progres
             _move_into_place(fetched, to / entry.filename)
         return placed
     except OSError as exc:
-        raise _os_error(exc, f"while writing {entry.filename} into {to}") from None
+        raise download_os_error(exc, f"while writing {entry.filename} into {to}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -277,7 +267,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, size: int | None = None, p
     """
     target = Path(target)
     target.unlink(missing_ok=True)
-    bar = _progress_bar(target.name, size, progress)
+    bar = byte_progress_bar(target.name, size, progress)
     try:
         for attempt in range(attempts + 1):
             before = target.stat().st_size if target.exists() else 0
@@ -295,7 +285,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, size: int | None = None, p
                                        f"the connection was cut {attempt + 1} times ({_reason(exc)})") from None
                 time.sleep(RESUME_BACKOFF_S * (attempt + 1))
     except OSError as exc:
-        raise _os_error(exc, f"while downloading {target.name}") from None
+        raise download_os_error(exc, f"while downloading {target.name}") from None
     finally:
         bar.close()
     return target
@@ -332,22 +322,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, http.client.IncompleteRead):
         return f"the server closed the connection {exc.expected} bytes before the end"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _progress_bar(name: str, total: int | None, enabled: bool):
-    from tqdm.auto import tqdm  # a widget in notebooks, text in a console
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled,
-                leave=True)
-
-
-def _os_error(exc: OSError, context: str) -> DownloadError:
-    """Turn an OSError into a DownloadError with advice; ENOSPC gets its own class."""
-    if exc.errno == errno.ENOSPC:
-        return DiskFullError(f"disk full {context}: no space left on the device. Free some space (on Colab: delete "
-                             "files in /content or use a Drive folder) or choose another --to folder, then run again. "
-                             "Nothing was left half-written.")
-    return DownloadError(f"{context}: {exc.strerror or exc}")
 
 
 # --------------------------------------------------------------------------------------------------- extraction

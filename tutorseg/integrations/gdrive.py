@@ -4,7 +4,7 @@ Only this module imports gdown. Tested with gdown 6.5.1; needs ``gdown>=6.5,<7``
 ``progress=``). gdown 6 removed
 ``fuzzy=``, ``cached_download(md5=...)`` and the ``--id`` option, and raises instead of returning ``None``, so the
 call below is ``gdown.download(id=...)`` and every failure arrives as an exception, which is translated here into
-a :class:`~tutorseg.integrations.downloads.DownloadError` that says what to do.
+a :class:`~tutorseg.integrations.transfers.DownloadError` that says what to do.
 
 What users meet, and the text gdown hands over (taken from the pages Drive serves):
 
@@ -12,7 +12,7 @@ What users meet, and the text gdown hands over (taken from the pages Drive serve
   24 hours of waiting) -> :class:`DriveQuotaError`;
 * not shared: Drive sends a sign-in page, gdown finds no download link and says "Cannot retrieve the public link of
   the file" -> :class:`DriveNotSharedError`;
-* no network, disk full -> :class:`~tutorseg.integrations.downloads.NetworkError`, :class:`~tutorseg.integrations.downloads.DiskFullError`.
+* no network, disk full -> :class:`~tutorseg.integrations.transfers.NetworkError`, :class:`~tutorseg.integrations.transfers.DiskFullError`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ import errno
 import os
 from pathlib import Path
 
-from tutorseg.integrations.downloads import DownloadError, NetworkError, _os_error
+from tutorseg.integrations.transfers import (
+    DownloadError,
+    NetworkError,
+    byte_progress_bar,
+    download_os_error,
+)
 
 QUOTA_TEXT = "too many users have viewed or downloaded this file"
 NOT_PUBLIC_TEXT = "cannot retrieve the public link"
@@ -63,10 +68,9 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
     import gdown
     import requests
 
-    from tutorseg.integrations.downloads import _progress_bar
 
     target = Path(target)
-    bar = _progress_bar(target.name, None, progress)
+    bar = byte_progress_bar(target.name, None, progress)
 
     def on_chunk(done: int, total: int | None) -> None:
         if total is not None and bar.total != total:
@@ -87,7 +91,7 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
         raise NetworkError(f"the Drive transfer failed: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise _os_error(exc, f"while downloading {target.name} from Drive") from None
+            raise download_os_error(exc, f"while downloading {target.name} from Drive") from None
         raise DownloadError(f"while downloading {target.name} from Drive: {exc}") from None
     finally:
         bar.close()

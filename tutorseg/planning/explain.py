@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import html
 import json
+from typing import TYPE_CHECKING
 
-from tutorseg.planning.artefacts import Decision, Plan
+if TYPE_CHECKING:  # only for annotations: artefacts imports this module to explain a plan
+    from tutorseg.planning.artefacts import Decision, Plan
 
 
 def _value(value) -> str:
