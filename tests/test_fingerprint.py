@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
+from tutorseg.data.cropping import nonzero_bounding_box
 from tutorseg.data.problems import DatasetError, TutorsegError
 from tutorseg.fingerprinting import (
     DatasetFingerprint,
     fingerprint,
-    nonzero_bbox,
     sample_foreground,
     weighted_percentiles,
 )
@@ -80,8 +80,8 @@ def test_nonzero_bbox_spans_any_channel():
     image = np.zeros((2, 6, 7, 8), np.float32)
     image[0, 1, 2, 3] = 1
     image[1, 4, 5, 6] = -2
-    assert nonzero_bbox(image) == ((1, 5), (2, 6), (3, 7))
-    assert nonzero_bbox(np.zeros((1, 3, 4), np.float32)) == ((0, 3), (0, 4))
+    assert nonzero_bounding_box(image) == ((1, 5), (2, 6), (3, 7))
+    assert nonzero_bounding_box(np.zeros((1, 3, 4), np.float32)) == ((0, 3), (0, 4))
 
 
 def _copy_cases(src, dst, n):

@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 
 from tutorseg.data.imageio import read_image
-from tutorseg.evaluation.postprocessing import determine_postprocessing, dice_per_class
+from tutorseg.data.label_maps import dice_per_class
+from tutorseg.evaluation.postprocessing import determine_postprocessing
 from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
 
 LABELS = {"Anterior": 1, "Posterior": 2}

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tutorseg.data.cropping import crop_to_nonzero
 from tutorseg.data.dataset import load_dataset
 from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.preprocessing.preprocessor import (
     CaseProperties,
     PreprocessedDataset,
     PreprocessingError,
-    crop_to_nonzero,
     normalize_channel,
     preprocess,
     preprocess_image,
@@ -231,3 +231,27 @@ def test_normalisation_schemes(hippocampus_dir, hippo_plan):
         normalize_channel(channel * 1000, "RGBTo01Normalization")  # beyond 0..255
     with pytest.raises(PreprocessingError, match="unknown normalisation scheme 'Foo'"):
         normalize_channel(channel, "Foo")
+
+
+def test_the_plans_anisotropy_threshold_reaches_resampling(hippocampus_dir, hippo_plan):
+    """A planner override of the threshold (nnU-Net's ANISO_THRESHOLD) changes what preprocessing does with it."""
+    case = load_dataset(hippocampus_dir).training[3]
+    image = case.load_image()
+    target = replace(hippo_plan["3d_fullres"], spacing=(1.0, 1.0, 2.5))  # 2.5x thicker: not anisotropic at 3
+    assert hippo_plan.anisotropy_threshold == 3.0
+    *_, by_default = preprocess_image(image, (1.0, 1.0, 1.0), hippo_plan, target)
+    assert by_default.separate_z_axis is None
+    lower = replace(hippo_plan, anisotropy_threshold=2.0)
+    *_, by_override = preprocess_image(image, (1.0, 1.0, 1.0), lower, target)
+    assert by_override.separate_z_axis == 2
+
+
+def test_a_planner_override_of_the_threshold_is_carried_by_the_plan(tmp_path):
+    from tutorseg import fingerprint, plan, sample_dataset_path
+    from tutorseg.training.augmentation import AugmentationConfig, is_dummy_2d
+
+    fp = fingerprint(sample_dataset_path(), progress=False, num_workers=1)
+    changed = plan(fp, settings={"anisotropy_threshold": 2.5})
+    assert changed.anisotropy_threshold == 2.5
+    assert Plan.load(changed.save(tmp_path / "plan.json")).anisotropy_threshold == 2.5
+    assert is_dummy_2d((24, 56, 64), 2.5) and not is_dummy_2d((24, 56, 64), AugmentationConfig().anisotropy_threshold)

@@ -82,3 +82,15 @@ def test_too_few_cases():
         make_splits(["a", "b"])
     with pytest.raises(SplitsError, match="duplicate"):
         make_splits(["a", "a", "b", "c", "d", "e"])
+
+
+def test_validation_case_ids_of_a_run_folder(tmp_path):
+    from tutorseg.training.splits import validation_case_ids
+
+    ids = [f"case_{i:02d}" for i in range(10)]
+    save_splits(make_splits(ids), tmp_path / "splits_final.json")
+    (tmp_path / "config.json").write_text(json.dumps({"fold": 2}))
+    assert validation_case_ids(tmp_path) == make_splits(ids)[2]["val"]
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(SplitsError, match="not a finished training run folder.*config.json is damaged"):
+        validation_case_ids(tmp_path)

@@ -17,7 +17,6 @@ Taught in ``notebooks/02_fingerprint_and_plan.ipynb``.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,7 +26,9 @@ import numpy as np
 
 from tutorseg.data import problems as P
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
+from tutorseg.data.cropping import nonzero_bounding_box
 from tutorseg.data.dataset import Case, Dataset, as_dataset
+from tutorseg.data.jobs import default_workers, run_per_case
 from tutorseg.data.problems import DatasetError, Problem, TutorsegError
 
 if TYPE_CHECKING:
@@ -279,26 +280,6 @@ class _CaseResult:
     problem: Problem | None = None
 
 
-def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...]:
-    """Bounding box of the voxels that are non-zero in any channel, as nnU-Net's ``crop_to_nonzero`` finds it.
-
-    (nnU-Net fills holes in the mask first; filling holes never changes the bounding box, so it is skipped here.)
-
-    Args:
-        image: ``(C, *spatial)``.
-
-    Returns:
-        ``((start, stop), ...)`` per spatial axis; the whole image when it is all zero.
-    """
-    mask = np.any(image != 0, axis=0)
-    bbox = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        bbox.append((int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, mask.shape[axis]))
-    return tuple(bbox)
-
-
 def to_nnunet_order(array: np.ndarray, *, is_2d: bool) -> np.ndarray:
     """A view of a ``(C, *spatial)`` array in nnU-Net's axis order: ``(C, z, y, x)`` or ``(C, 1, rows, cols)``."""
     if is_2d:
@@ -358,7 +339,7 @@ def fingerprint_case(case: Case, *, is_2d: bool, n_samples: int) -> _CaseResult:
             why="normalisation and training break on them", fix="replace them (e.g. by the image minimum)"))
 
     geometry = case.geometry()
-    bbox = nonzero_bbox(image)
+    bbox = nonzero_bounding_box(image)
     crop = tuple(slice(start, stop) for start, stop in bbox)
     image_crop = image[(slice(None), *crop)]
     label_crop = label[crop]
@@ -473,30 +454,13 @@ def blocking_problems(dataset: Dataset, report: DatasetReport) -> list[Problem]:
     return [p for p in report.errors if p.case_id is None or p.case_id not in test_only]
 
 
-def _default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
 def _run_jobs(jobs: list, num_workers: int, progress: bool, description: str) -> list[_CaseResult]:
-    """Run the case jobs in ``num_workers`` processes (in this process when 1), in order, with a progress bar."""
-    from tqdm.auto import tqdm
+    """Fingerprint the cases in ``num_workers`` processes (in this process when 1), in order, with a progress bar.
 
-    bar = tqdm(total=len(jobs), desc=description, unit="case", disable=not progress)
-    results = []
-    try:
-        if num_workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                results.append(_fingerprint_case_job(job))
-                bar.update()
-        else:
-            chunksize = max(1, len(jobs) // (num_workers * 8))
-            with multiprocessing.get_context().Pool(num_workers) as pool:
-                for result in pool.imap(_fingerprint_case_job, jobs, chunksize=chunksize):
-                    results.append(result)
-                    bar.update()
-    finally:
-        bar.close()
-    return results
+    Processes: sampling and summing intensities is Python-heavy, so threads would wait on the GIL.
+    """
+    return run_per_case(_fingerprint_case_job, jobs, num_workers=num_workers, workers="processes",
+                        progress=progress, description=description)
 
 
 def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None = None,
@@ -538,7 +502,7 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
     is_2d = dataset.is_2d_format
     n_samples = int(FOREGROUND_SAMPLES_IN_TOTAL // len(dataset.training))
     jobs = [(case, is_2d, n_samples) for case in dataset.training]
-    workers = _default_workers() if num_workers is None else max(1, int(num_workers))
+    workers = default_workers() if num_workers is None else max(1, int(num_workers))
     results = _run_jobs(jobs, workers, progress, f"fingerprint {dataset.name}")
 
     problems = [r.problem for r in results if r.problem is not None]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -149,9 +148,9 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
 
 def _validation_cases(dataset, run_dir: Path):
     """The held-out cases of the run's fold, from its ``splits_final.json`` (nnU-Net's form)."""
-    splits = json.loads((run_dir / "splits_final.json").read_text(encoding="utf-8"))
-    fold = FOLD if len(splits) > FOLD else 0
-    return [dataset.case(case_id) for case_id in splits[fold]["val"]]
+    from tutorseg.training.splits import validation_case_ids
+
+    return [dataset.case(case_id) for case_id in validation_case_ids(run_dir)]
 
 
 def _has_predictions(folder: Path, cases) -> bool:

@@ -50,6 +50,18 @@ LAYOUT_MSD = "msd"
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
+def split_channel_suffix(stem: str) -> tuple[str, int] | None:
+    """``(case id, channel)`` of a file name without its ending, by nnU-Net v2's ``CASE_0000`` naming, else ``None``.
+
+    >>> split_channel_suffix("BRATS_001_0003")
+    ('BRATS_001', 3)
+    >>> split_channel_suffix("hippocampus_001") is None
+    True
+    """
+    match = _CHANNEL_SUFFIX.match(stem)
+    return (match["case"], int(match["channel"])) if match else None
+
+
 def _is_junk(name: str) -> bool:
     """macOS resource forks (``._x.nii.gz``, shipped inside the MSD tar files) and other hidden files."""
     return name.startswith(".") or name in {"Thumbs.db", "desktop.ini"}
@@ -317,7 +329,7 @@ def _detect_layout(data: dict, root: Path, found: list[Problem]) -> str:
     # without a usable dataset.json, guess from the files so that the other checks can still run
     images = root / "imagesTr"
     names = [f.name for f in images.iterdir()] if images.is_dir() else []
-    suffixed = [n for n in names if _CHANNEL_SUFFIX.match(n[: -len(file_ending(n))] if file_ending(n) else n)]
+    suffixed = [n for n in names if split_channel_suffix(n[: -len(file_ending(n))] if file_ending(n) else n)]
     return LAYOUT_NNUNETV2 if suffixed else LAYOUT_MSD
 
 
@@ -347,11 +359,12 @@ def _group_channel_files(files: list[Path], ending: str, folder_name: str,
             if file_ending(path):
                 other_ending.append(path.name)
             continue
-        match = _CHANNEL_SUFFIX.match(path.name[: -len(ending)])
-        if not match:
+        suffix = split_channel_suffix(path.name[: -len(ending)])
+        if suffix is None:
             unsuffixed.append(path.name)
             continue
-        groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        case_id, channel = suffix
+        groups.setdefault(case_id, {})[channel] = path
     if unsuffixed:
         shown = ", ".join(unsuffixed[:3]) + (" ..." if len(unsuffixed) > 3 else "")
         found.append(P.error(
@@ -512,7 +525,7 @@ def _discover_msd(root: Path, data: dict, spacing_2d, found: list[Problem]):
     image_files, junk = _list_files(root / "imagesTr")
     _report_junk(junk, found)
     unlisted = [p for p in image_files if _msd_case_id(p) not in listed and file_ending(p)]
-    suffixed = [p for p in unlisted if _CHANNEL_SUFFIX.match(_msd_case_id(p))]
+    suffixed = [p for p in unlisted if split_channel_suffix(_msd_case_id(p))]
     others = [p for p in unlisted if p not in suffixed]
     if others:
         shown = ", ".join(p.name for p in others[:3]) + (" ..." if len(others) > 3 else "")

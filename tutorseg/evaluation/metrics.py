@@ -42,6 +42,7 @@ import numpy as np
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.data.files import write_text_atomic
 from tutorseg.data.imageio import SUPPORTED_ENDINGS, image_files_by_stem, read_image
+from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
 
 METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
@@ -353,7 +354,7 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
                               f"{' ...' if len(missing) > 5 else ''}; check that both folders hold the same cases")
 
     loaded = {}
-    for case_id in _progress(sorted(predicted), progress, "reading"):
+    for case_id in with_progress(sorted(predicted), enabled=progress, description="reading"):
         pred, pred_spacing, _ = _load_labels(predicted[case_id], case_id, "prediction")
         ref, ref_spacing, _ = _load_labels(references[case_id], case_id, "reference")
         if pred.shape != ref.shape:
@@ -366,7 +367,7 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
     labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
 
     cases = []
-    for case_id, (pred, ref, case_spacing) in _progress(loaded.items(), progress, "evaluating"):
+    for case_id, (pred, ref, case_spacing) in with_progress(list(loaded.items()), enabled=progress, description="evaluating"):
         case_spacing = tuple(case_spacing or (1.0,) * ref.ndim)
         metrics = case_metrics(pred, ref, labels, spacing=case_spacing, surface_tolerance_mm=surface_tolerance_mm)
         inst = None
@@ -414,13 +415,5 @@ def _none_to_nan(value):
     if isinstance(value, dict):
         return {k: _none_to_nan(v) for k, v in value.items()}
     return math.nan if value is None else value
-
-
-def _progress(items, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(list(items), desc=description, unit="case")
 
 

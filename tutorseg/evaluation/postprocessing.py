@@ -23,18 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from tutorseg.data.label_maps import dice_per_class
 from tutorseg.evaluation.metrics import EvaluationError, _load_labels, _prediction_source, _reference_source
 from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
-
-
-def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int]) -> dict[str, float]:
-    """Dice of each class, NaN where the class is in neither mask (nnU-Net's convention, as ``evaluate``)."""
-    result = {}
-    for name, value in labels.items():
-        pred, ref = prediction == value, reference == value
-        total = int(pred.sum()) + int(ref.sum())
-        result[name] = 2 * int((pred & ref).sum()) / total if total else math.nan
-    return result
 
 
 def _mean_dice(pairs, labels: Mapping[str, int]) -> dict[str, float]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tutorseg.data import problems as P
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import display_path
 from tutorseg.data.imageio import IMAGE_2D_ENDINGS, Geometry, read_image
+from tutorseg.data.jobs import run_per_case
 from tutorseg.data.problems import ImageReadError, Problem
 from tutorseg.inspection.report import CaseSummary, DatasetReport, format_spacing
 
@@ -374,24 +374,9 @@ def _run_jobs(jobs: list, num_workers: int | None, progress: bool) -> list:
     notebook on every OS. On small files (Hippocampus: 30 kB) the work is mostly Python and the pool gains little;
     bench/inspect.md has the measurements.
     """
-    from tqdm.auto import tqdm
-
     workers = min(num_workers if num_workers is not None else (os.cpu_count() or 1), MAX_WORKERS)
-    bar = tqdm(total=len(jobs), desc="inspecting cases", unit="case", disable=not progress or not jobs)
-    results = []
-    try:
-        if workers > 1 and len(jobs) >= MIN_CASES_FOR_POOL:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(_inspect_case_safely, jobs):
-                    results.append(result)
-                    bar.update()
-        else:
-            for job in jobs:
-                results.append(_inspect_case_safely(job))
-                bar.update()
-    finally:
-        bar.close()
-    return results
+    return run_per_case(_inspect_case_safely, jobs, num_workers=workers, workers="threads",
+                        min_jobs_for_pool=MIN_CASES_FOR_POOL, progress=progress, description="inspecting cases")
 
 
 def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress: bool = True,

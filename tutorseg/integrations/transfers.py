@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 
+from tutorseg.data.jobs import progress_bar
 from tutorseg.data.problems import TutorsegError
 
 
@@ -28,10 +29,8 @@ class DiskFullError(DownloadError):
 
 
 def byte_progress_bar(name: str, total: int | None, enabled: bool):
-    from tqdm.auto import tqdm  # a widget in notebooks, text in a console
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled,
-                leave=True)
+    """A progress bar counting bytes (KiB, MiB...) of one file."""
+    return progress_bar(total, enabled=enabled, description=name, unit="B", unit_scale=True, unit_divisor=1024)
 
 
 def download_os_error(exc: OSError, context: str) -> DownloadError:

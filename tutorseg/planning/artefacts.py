@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
+from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
 FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
@@ -219,6 +220,8 @@ class Plan:
         original_median_spacing: median spacing before resampling (tutorseg order).
         original_median_shape: median shape after cropping, before resampling (tutorseg order).
         decisions: dataset-wide decisions (transpose, configurations created...).
+        anisotropy_threshold: spacing ratio above which an axis counts as thick; planning, resampling and
+            augmentation all use this value (nnU-Net's ``ANISO_THRESHOLD``).
         planner: which rules made the plan.
     """
 
@@ -236,6 +239,7 @@ class Plan:
     original_median_spacing: tuple[float, ...]
     original_median_shape: tuple[float, ...]
     decisions: tuple[Decision, ...] = ()
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD
     planner: str = "tutorseg, rules of nnU-Net v2 (2.8.1) ExperimentPlanner 'nnUNetPlans'"
 
     def __getitem__(self, name: str) -> ConfigurationPlan:

@@ -236,4 +236,5 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
         original_median_spacing=fingerprint.median_spacing,
         original_median_shape=fingerprint.median_shape_after_crop,
         decisions=tuple(plan_decisions),
+        anisotropy_threshold=chosen.anisotropy_threshold,
     )

@@ -18,6 +18,13 @@ TOPOLOGY_SOURCE = "nnunetv2/experiment_planning/experiment_planners/network_topo
 FEATURE_MAP_SOURCE = "dynamic_network_architectures (PlainConvUNet.compute_conv_feature_map_size)"
 NORMALIZATION_SOURCE = "nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py"
 
+# An axis is "anisotropic" when its spacing is more than this many times the others' (nnunetv2/configuration.py
+# ANISO_THRESHOLD = 3). nnU-Net uses the one number three times, and so does tutorseg, through the plan's
+# ``anisotropy_threshold``: planning (thick slices get the 10th-percentile target spacing), resampling (the thick
+# axis is resampled on its own, nearest neighbour) and augmentation (a patch this much longer than deep is
+# rotated and scaled in 2D, "dummy 2D").
+ANISOTROPY_THRESHOLD = 3.0
+
 
 @dataclass(frozen=True)
 class PlannerSettings:
@@ -25,9 +32,8 @@ class PlannerSettings:
 
     # GPU memory the plan must fit in. nnU-Net's default target (``gpu_memory_target_in_gb=8``).
     gpu_memory_gb: float = 8.0
-    # An axis is "anisotropic" when its spacing is more than this many times the others' (nnunetv2/configuration.py
-    # ANISO_THRESHOLD = 3): thick slices get a different target spacing, kernel sizes and resampling.
-    anisotropy_threshold: float = 3.0
+    # See ANISOTROPY_THRESHOLD above; the plan carries the value to preprocessing and training.
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD
     # Features of the first stage; each stage doubles them (the U-Net of Ronneberger et al. 2015 style, paper Fig. 2).
     base_num_features: int = 32
     # Cap on features per stage: doubling stops here to bound memory and parameters (320 in 3D, 512 in 2D).

@@ -18,20 +18,19 @@ Notebook ``04_predict_and_evaluate.ipynb`` runs it on a trained fold.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tutorseg.data.dataset import Case, Dataset, load_dataset
+from tutorseg.data.dataset import Case, Dataset, load_dataset, split_channel_suffix
 from tutorseg.data.files import atomic_path
 from tutorseg.data.imageio import file_ending, read_geometry, write_segmentation
+from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
 
 CHECKPOINTS = ("final", "best", "latest")
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 class PredictionError(TutorsegError):
@@ -103,9 +102,10 @@ def _cases_in_folder(folder: Path) -> list[Case]:
         ending = file_ending(path)
         if not ending or not path.is_file() or path.name.startswith("."):
             continue
-        match = _CHANNEL_SUFFIX.match(path.name[: -len(ending)])
-        if match:
-            groups.setdefault(match["case"], {})[int(match["channel"])] = path
+        suffix = split_channel_suffix(path.name[: -len(ending)])
+        if suffix:
+            case_id, channel = suffix
+            groups.setdefault(case_id, {})[channel] = path
         else:
             singles.append(Case(path.name[: -len(ending)], (path,)))
     cases = [Case(cid, tuple(ch[i] for i in sorted(ch))) for cid, ch in sorted(groups.items())]
@@ -130,9 +130,9 @@ def resolve_inputs(inputs) -> list[Case]:
             if not ending:
                 raise PredictionError(f"{path.name} is not an image tutorseg reads (.nii.gz, .nii, .png, .tif)")
             stem = path.name[: -len(ending)]
-            match = _CHANNEL_SUFFIX.match(stem)
-            if match:  # CASE_0000.nii.gz: also take the case's other channel files beside it
-                siblings = [c for c in _cases_in_folder(path.parent) if c.case_id == match["case"]]
+            suffix = split_channel_suffix(stem)
+            if suffix:  # CASE_0000.nii.gz: also take the case's other channel files beside it
+                siblings = [c for c in _cases_in_folder(path.parent) if c.case_id == suffix[0]]
                 cases = siblings
             else:
                 cases = [Case(stem, (path,))]
@@ -251,12 +251,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
     output_dir.mkdir(parents=True, exist_ok=True)
     labels = folds[0].plan.labels
     written = []
-    iterator = cases
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(cases, desc="predicting", unit="case")
-    for case in iterator:
+    for case in with_progress(cases, enabled=progress, description="predicting"):
         geometry = read_geometry(case.image_files[0], spacing_2d=case.spacing_2d)
         image = case.load_image()
         probabilities = predict_case_probabilities(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)

@@ -25,18 +25,17 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from tutorseg.data.artefacts import to_json_types
+from tutorseg.data.cropping import crop_to_nonzero
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import atomic_path, write_json_atomic
+from tutorseg.data.jobs import run_per_case, with_progress
 from tutorseg.data.problems import TutorsegError
 from tutorseg.preprocessing.resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
 
@@ -177,7 +176,7 @@ class PreprocessedDataset:
     def load_cases(self, case_ids: Sequence[str] | None = None, *, progress: bool = False) -> list[PreprocessedCase]:
         """Load cases into memory (all by default), in the order given: the training data path's cache."""
         ids = list(self.case_ids if case_ids is None else case_ids)
-        return [self.load_case(c) for c in _progress(ids, progress, "loading")]
+        return [self.load_case(c) for c in with_progress(ids, enabled=progress, description="loading", leave=False)]
 
     @property
     def nbytes(self) -> int:
@@ -202,47 +201,6 @@ class PreprocessedDataset:
 
 
 # --------------------------------------------------------------------------------------------------- steps
-
-
-def nonzero_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels non-zero in any channel, holes filled (nnU-Net's ``create_nonzero_mask``): (*S) bool."""
-    mask = np.any(image != 0, axis=0)
-    return ndimage.binary_fill_holes(mask)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
-    """``((start, stop), ...)`` per axis of the True voxels; the whole array when there are none."""
-    if not mask.any():
-        return tuple((0, s) for s in mask.shape)
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append((int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
-def crop_to_nonzero(image: np.ndarray, label: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]:
-    """Crop to the non-zero bounding box; mark background outside the non-zero region as -1.
-
-    Args:
-        image: (C, *S) image.
-        label: (*S) integer label map, or ``None`` (then the returned map is 0 inside, -1 outside the mask).
-
-    Returns:
-        (C, *S') cropped image, (*S') int16 label map with -1 outside the non-zero region, and the box.
-    """
-    mask = nonzero_mask(image)
-    box = bounding_box(mask)
-    region = tuple(slice(a, b) for a, b in box)
-    mask = mask[region]
-    cropped = image[(slice(None), *region)]
-    if label is None:
-        cropped_label = np.where(mask, 0, -1).astype(np.int16)
-    else:
-        cropped_label = label[region].astype(np.int16, copy=True)
-        cropped_label[(cropped_label == 0) & ~mask] = -1
-    return cropped, cropped_label, box
 
 
 def normalize_channel(channel: np.ndarray, scheme: str, *, inside: np.ndarray | None = None,
@@ -359,7 +317,8 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configur
         raise PreprocessingError(f"{case_id}: configuration {config.name} resamples {len(target)} axes but the image "
                                  f"has {len(spacing)}; was the plan made for this dataset?")
     new_shape = compute_new_shape(cropped.shape[1:], spacing, target)
-    orders = dict(order_z=config.resampling_order_z, separate_z=config.separate_z)
+    orders = dict(order_z=config.resampling_order_z, separate_z=config.separate_z,
+                  anisotropy_threshold=plan.anisotropy_threshold)
     data = resample_image(data, spacing, target, order=config.resampling_order_data, **orders)
     out_label = resample_label(cropped_label, spacing, target, order=config.resampling_order_seg, **orders)
     out_label = out_label.astype(np.int8 if out_label.max(initial=0) <= 127 else np.int16)
@@ -369,7 +328,8 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configur
         affine=None if affine is None else np.asarray(affine, dtype=float).tolist(), crop_bbox=box,
         shape_after_crop=tuple(int(s) for s in cropped.shape[1:]), target_spacing=tuple(target),
         shape_after_resampling=tuple(int(s) for s in new_shape),
-        separate_z_axis=separate_z_axis(spacing, target, config.separate_z), normalization=used,
+        separate_z_axis=separate_z_axis(spacing, target, config.separate_z, plan.anisotropy_threshold),
+        normalization=used,
         class_voxels=counts)
     return data, (out_label if label is not None else None), properties
 
@@ -390,7 +350,7 @@ def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan,
     is_label = np.issubdtype(prediction.dtype, np.integer) or prediction.dtype == bool
     spacing, original = properties.target_spacing, properties.original_spacing
     orders = dict(new_shape=properties.shape_after_crop, order_z=config.resampling_order_z,
-                  separate_z=config.separate_z)
+                  separate_z=config.separate_z, anisotropy_threshold=plan.anisotropy_threshold)
     region = tuple(slice(a, b) for a, b in properties.crop_bbox)
     if is_label:
         back = resample_label(prediction, spacing, original, order=config.resampling_order_seg, **orders)
@@ -421,6 +381,7 @@ def _settings(plan, config) -> dict:
         "resampling_order_seg": config.resampling_order_seg,
         "resampling_order_z": config.resampling_order_z,
         "separate_z": config.separate_z,
+        "anisotropy_threshold": plan.anisotropy_threshold,
         "labels": {str(k): int(v) for k, v in plan.labels.items()},
         "intensity_properties": {str(k): v for k, v in plan.foreground_intensity_properties_per_channel.items()}
         if "CTNormalization" in config.normalization_schemes else {},
@@ -441,12 +402,16 @@ def _write_json(path: Path, data) -> None:
     write_json_atomic(path, data, indent=1)
 
 
-def _process_case(case: Case, plan, config, folder: Path) -> dict:
+def _process_case(job: tuple[Case, object, object, Path]) -> dict:
     """Worker: preprocess one case and write CASE.npz; returns its properties as a dict."""
-    geometry = case.geometry()
-    label = case.load_label() if case.has_label else None
-    data, out_label, props = preprocess_image(case.load_image(), geometry.spacing, plan, config, label,
-                                              case_id=case.case_id, affine=geometry.affine)
+    case, plan, config, folder = job
+    try:
+        geometry = case.geometry()
+        label = case.load_label() if case.has_label else None
+        data, out_label, props = preprocess_image(case.load_image(), geometry.spacing, plan, config, label,
+                                                  case_id=case.case_id, affine=geometry.affine)
+    except TutorsegError as exc:
+        raise PreprocessingError(f"case {case.case_id}: {exc}") from None
     foreground = [v for v in plan.labels.values() if v != 0]
     arrays = {"data": data, "label": out_label if out_label is not None else np.zeros(0, np.int8)}
     if out_label is not None:
@@ -457,30 +422,12 @@ def _process_case(case: Case, plan, config, folder: Path) -> dict:
     return props.to_dict()
 
 
-def _progress(items, enabled: bool, description: str, total: int | None = None):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=description, total=total, leave=False)
-
-
 def _run(cases: list[Case], plan, config, folder: Path, num_workers: int, progress: bool) -> dict[str, dict]:
-    if num_workers <= 1 or len(cases) <= 1:
-        return {c.case_id: _process_case(c, plan, config, folder)
-                for c in _progress(cases, progress, f"preprocessing {config.name}")}
-    results = {}
-    with ProcessPoolExecutor(num_workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_process_case, c, plan, config, folder): c.case_id for c in cases}
-        from concurrent.futures import as_completed
-
-        for future in _progress(as_completed(futures), progress, f"preprocessing {config.name}", len(futures)):
-            case_id = futures[future]
-            try:
-                results[case_id] = future.result()
-            except TutorsegError as exc:
-                raise PreprocessingError(f"case {case_id}: {exc}") from None
-    return results
+    """Preprocess the cases in processes ("spawn": a fresh interpreter, safe beside torch's threads)."""
+    results = run_per_case(_process_case, [(c, plan, config, folder) for c in cases], num_workers=num_workers,
+                           workers="processes", start_method="spawn", progress=progress,
+                           description=f"preprocessing {config.name}")
+    return {case.case_id: properties for case, properties in zip(cases, results)}
 
 
 def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, out_dir: str | os.PathLike, *,

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's ANISO_THRESHOLD: max spacing / min spacing above this -> separate z
+from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
 
 def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
@@ -122,7 +122,7 @@ def _resample_volume(volume: np.ndarray, shape: Sequence[int], order: int, order
 
 def resample_image(data: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None, *,
                    new_shape: Sequence[int] | None = None, order: int = 3, order_z: int = 0,
-                   separate_z: bool | None = None) -> np.ndarray:
+                   separate_z: bool | None = None, anisotropy_threshold: float = ANISOTROPY_THRESHOLD) -> np.ndarray:
     """Resample an image (or probability maps) to a new spacing or shape.
 
     Args:
@@ -134,6 +134,7 @@ def resample_image(data: np.ndarray, spacing: Sequence[float], new_spacing: Sequ
         order: spline order in-plane (3 for images, 1 for probabilities as nnU-Net exports them).
         order_z: order along the separate axis (0 = nearest).
         separate_z: ``None`` = nnU-Net's rule (:func:`separate_z_axis`), ``True``/``False`` to force.
+        anisotropy_threshold: the rule's threshold (the plan's ``anisotropy_threshold``; nnU-Net's 3).
 
     Returns:
         (C, *new_spatial) float32.
@@ -144,7 +145,7 @@ def resample_image(data: np.ndarray, spacing: Sequence[float], new_spacing: Sequ
         (1, 36, 50, 7)
     """
     shape, new_spacing = _target(data.shape[1:], spacing, new_spacing, new_shape)
-    axis = separate_z_axis(spacing, new_spacing, separate_z)
+    axis = separate_z_axis(spacing, new_spacing, separate_z, anisotropy_threshold)
     if tuple(shape) == tuple(data.shape[1:]):
         return data.astype(np.float32, copy=True)
     return np.stack([_resample_volume(c, shape, order, order_z, axis) for c in data]).astype(np.float32)
@@ -152,7 +153,7 @@ def resample_image(data: np.ndarray, spacing: Sequence[float], new_spacing: Sequ
 
 def resample_label(label: np.ndarray, spacing: Sequence[float], new_spacing: Sequence[float] | None = None, *,
                    new_shape: Sequence[int] | None = None, order: int = 1, order_z: int = 0,
-                   separate_z: bool | None = None) -> np.ndarray:
+                   separate_z: bool | None = None, anisotropy_threshold: float = ANISOTROPY_THRESHOLD) -> np.ndarray:
     """Resample a label map, one label at a time (nnU-Net's ``resize_segmentation``).
 
     Each label value ``v`` is resampled as the 0/1 map ``label == v`` with ``order``; voxels where it is >= 0.5
@@ -161,7 +162,8 @@ def resample_label(label: np.ndarray, spacing: Sequence[float], new_spacing: Seq
 
     Args:
         label: (*spatial) or (1, *spatial) integer label map (may hold -1 for "outside the image").
-        spacing, new_spacing, new_shape, order, order_z, separate_z: as :func:`resample_image`.
+        spacing, new_spacing, new_shape, order, order_z, separate_z, anisotropy_threshold: as
+            :func:`resample_image`.
 
     Returns:
         the label map at the new shape, same leading shape convention and dtype as the input.
@@ -169,7 +171,7 @@ def resample_label(label: np.ndarray, spacing: Sequence[float], new_spacing: Seq
     squeeze = label.ndim == len(spacing)
     volume = label if squeeze else label[0]
     shape, new_spacing = _target(volume.shape, spacing, new_spacing, new_shape)
-    axis = separate_z_axis(spacing, new_spacing, separate_z)
+    axis = separate_z_axis(spacing, new_spacing, separate_z, anisotropy_threshold)
     if tuple(shape) == tuple(volume.shape):
         out = volume.copy()
     elif axis is None:

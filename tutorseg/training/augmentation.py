@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ANISOTROPY_THRESHOLD = 3.0  # nnU-Net's ANISO_THRESHOLD: a 3D patch this much longer than deep is augmented in 2D
+from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class AugmentationConfig:
     p_elastic: float = 0.0  # SpatialTransform(p_elastic_deform=0): off in nnU-Net v2's default trainer
     elastic_scale_range: tuple[float, float] = (0.0, 0.2)  # smoothing sigma, fraction of the patch size, per axis
     elastic_magnitude_range: tuple[float, float] = (0.0, 0.2)  # largest shift, fraction of the half patch, per axis
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD  # "dummy 2D" above this patch aspect; training sets the plan's
 
     @classmethod
     def none(cls) -> "AugmentationConfig":
@@ -104,13 +105,13 @@ class AugmentationConfig:
 # --------------------------------------------------------------------------------------------------- geometry
 
 
-def is_dummy_2d(patch_size) -> bool:
+def is_dummy_2d(patch_size, threshold: float = ANISOTROPY_THRESHOLD) -> bool:
     """nnU-Net's "dummy 2D" rule: a 3D patch whose longest side is > 3x its shortest is augmented slice-wise.
 
     nnU-Net checks its axis 0 (the out-of-plane axis after its transposition); tutorseg checks the shortest axis,
     which is the same axis for the plans nnU-Net makes.
     """
-    return len(patch_size) == 3 and max(patch_size) / min(patch_size) > ANISOTROPY_THRESHOLD
+    return len(patch_size) == 3 and max(patch_size) / min(patch_size) > threshold
 
 
 def rotation_range_degrees(patch_size, config: AugmentationConfig = AugmentationConfig()) -> float:
@@ -123,7 +124,7 @@ def rotation_range_degrees(patch_size, config: AugmentationConfig = Augmentation
         return float(config.rotation_degrees)
     if len(patch_size) == 2:
         return 15.0 if max(patch_size) / min(patch_size) > 1.5 else 180.0
-    return 180.0 if is_dummy_2d(patch_size) else 30.0
+    return 180.0 if is_dummy_2d(patch_size, config.anisotropy_threshold) else 30.0
 
 
 def _rotation_matrix(axis: int, angle: float, dims: int) -> np.ndarray:
@@ -157,13 +158,14 @@ def sampling_patch_size(patch_size, config: AugmentationConfig = AugmentationCon
     angle = math.radians(min(rotation_range_degrees(patch_size, config), 90.0)) if config.p_rotation > 0 else 0.0
     corners = np.array(np.meshgrid(*[[-p / 2, p / 2] for p in patch], indexing="ij")).reshape(dims, -1)
     extent = patch.copy()
-    axes = [int(np.argmin(patch))] if is_dummy_2d(patch_size) else (range(3) if dims == 3 else [0])
+    dummy_2d = is_dummy_2d(patch_size, config.anisotropy_threshold)
+    axes = [int(np.argmin(patch))] if dummy_2d else (range(3) if dims == 3 else [0])
     for axis in axes:
         for signed in (angle, -angle):
             rotated = _rotation_matrix(axis, signed, dims) @ corners
             extent = np.maximum(extent, 2 * np.abs(rotated).max(axis=1))
     size = np.maximum(np.ceil(extent / 0.85 - 1e-6).astype(int), patch.astype(int))
-    if is_dummy_2d(patch_size):
+    if dummy_2d:
         low = int(np.argmin(patch))
         size[low] = int(patch[low])
     size = size + (size - patch.astype(int)) % 2
@@ -200,7 +202,7 @@ def _affine_matrices(batch: int, dims: int, patch_size, config: AugmentationConf
     Returns:
         (B, dims, dims) matrices in tutorseg axis order, and a (B,) bool array: which samples are transformed.
     """
-    dummy_2d = is_dummy_2d(patch_size)
+    dummy_2d = is_dummy_2d(patch_size, config.anisotropy_threshold)
     low_axis = int(np.argmin(patch_size)) if dummy_2d else None
     max_angle = math.radians(rotation_range_degrees(patch_size, config))
     rotate = _bernoulli(config.p_rotation, (batch,), generator).cpu().numpy()
@@ -248,7 +250,7 @@ def elastic_offsets(n: int, patch_size, config: AugmentationConfig, generator: t
     offsets = torch.fft.ifftn(spectrum, dim=spatial).real.reshape(n, dims, -1)
     largest = offsets.abs().amax(dim=2, keepdim=True).clamp(min=1e-8)
     offsets = (offsets / largest * magnitudes[..., None]).reshape(n, dims, *patch_size)
-    if is_dummy_2d(patch_size):
+    if is_dummy_2d(patch_size, config.anisotropy_threshold):
         offsets[:, int(np.argmin(patch_size))] = 0.0  # slice-wise augmentation: no shift across slices
     return offsets.flip(1).movedim(1, -1)  # components in grid_sample's (x, y, z) order
 
@@ -539,7 +541,7 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None
     images = gaussian_blur(images, config=config, generator=generator)
     images = multiplicative_brightness(images, config=config, generator=generator)
     images = contrast(images, config=config, generator=generator)
-    ignore_axes = (int(np.argmin(patch_size)),) if is_dummy_2d(patch_size) else ()
+    ignore_axes = (int(np.argmin(patch_size)),) if is_dummy_2d(patch_size, config.anisotropy_threshold) else ()
     images = simulate_low_resolution(images, config=config, generator=generator, ignore_axes=ignore_axes)
     images = gamma(images, p=config.p_gamma_inverted, invert=True, config=config, generator=generator)
     images = gamma(images, p=config.p_gamma, invert=False, config=config, generator=generator)

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from tutorseg.data.artefacts import read_json, to_json_types
+from tutorseg.data.jobs import progress_bar
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training import checkpoint as ckpt
 from tutorseg.training.device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
 from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
 from tutorseg.training.network import build_network, count_parameters
-from tutorseg.training.progress import LivePlot, progress_bar
+from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
 from tutorseg.training.schedule import (
     GRAD_CLIP,
@@ -269,7 +270,8 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
     epoch_clock = time.perf_counter()
     start_elapsed = run.elapsed
     losses, data_seconds, lr = [], 0.0, run.optimizer.param_groups[0]["lr"]
-    bar = progress_bar(run.config["iterations_per_epoch"], enabled=progress, description=f"epoch {run.epoch}")
+    bar = progress_bar(run.config["iterations_per_epoch"], enabled=progress, description=f"epoch {run.epoch}",
+                       unit="step", leave=False)
     for _ in range(run.config["iterations_per_epoch"]):
         lr, fraction = learning_rate(run, start_elapsed, epoch_clock)
         if run.config["budget_seconds"] is not None and fraction >= 1.0:
@@ -280,11 +282,9 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
         data_seconds += time.perf_counter() - tick
         losses.append(train_step(run, images, labels))
         run.iterations += 1
-        if bar is not None:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+    bar.close()
     if run.setup.torch_device.type == "cuda":
         torch.cuda.synchronize()
     return {"train_loss": nan_mean(losses), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
@@ -539,7 +539,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, schedule=schedule,
                          preprocessed_dir=preprocessed_dir, run_dir=run_dir, device=device, precision=precision,
                          num_threads=num_threads,
-                         augmentation=augmentation or AugmentationConfig(), wandb=wandb, seed=seed,
+                         augmentation=(augmentation or AugmentationConfig()).replace(
+                             anisotropy_threshold=plan.anisotropy_threshold),  # "dummy 2D" by the plan's rule
+                         wandb=wandb, seed=seed,
                          validate=validate, validation_tta=validation_tta, verbose=verbose)
     config = _resolve_length(config, choose_device(device, precision))
     plan.save(run_dir / "plan.json")

@@ -1,4 +1,4 @@
-"""What a learner watches during training: a progress bar, a live plot, and the same plot as progress.png.
+"""What a learner watches during training: a live plot, and the same plot as progress.png.
 
 The plot is plain matplotlib (no ipympl, no pyplot state): a new Figure each epoch, shown in a notebook through
 one IPython display handle that is updated in place, and written to ``progress.png`` in the run folder.
@@ -7,45 +7,10 @@ one IPython display handle that is updated in place, and written to ``progress.p
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 from tutorseg.training.checkpoint import write_bytes
-
-
-def progress_bar(total: int, *, enabled: bool, description: str):
-    """A tqdm bar (the notebook widget in Jupyter, text in a terminal), or None when disabled."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
-
-
-def _finite(values):
-    return [math.nan if v is None else v for v in values]
-
-
-def training_figure(history: dict):
-    """Train and validation loss, pseudo-Dice per class (and its EMA), learning rate, per epoch."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    loss_ax, dice_ax, lr_ax = fig.subplots(1, 3)
-    epochs = history["epoch"]
-    loss_ax.plot(epochs, _finite(history["train_loss"]), label="train", marker=".")
-    loss_ax.plot(epochs, _finite(history["val_loss"]), label="validation", marker=".")
-    loss_ax.set(title="loss (Dice + cross-entropy)", xlabel="epoch")
-    loss_ax.legend()
-    for index, name in enumerate(history["class_names"]):
-        values = [_finite(d)[index] if d else math.nan for d in history["pseudo_dice"]]
-        dice_ax.plot(epochs, values, marker=".", alpha=0.7, label=name)
-    dice_ax.plot(epochs, _finite(history["ema_pseudo_dice"]), color="black", linewidth=2, label="EMA of the mean")
-    dice_ax.set(title="pseudo-Dice (validation patches)", xlabel="epoch", ylim=(0, 1))
-    dice_ax.legend(fontsize="small")
-    lr_ax.plot(epochs, history["lr"], color="#AA3377", marker=".")
-    lr_ax.set(title="learning rate at epoch end (poly)", xlabel="epoch")
-    return fig
+from tutorseg.training.curves import training_figure
 
 
 def _in_notebook() -> bool:

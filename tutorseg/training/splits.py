@@ -156,3 +156,21 @@ def load_splits(path: str | os.PathLike, case_ids: Sequence[str]) -> Splits:
         return validate_splits(data, case_ids)
     except SplitsError as exc:
         raise SplitsError(f"{path.name}: {exc}") from None
+
+
+def validation_case_ids(run_dir: str | os.PathLike) -> list[str]:
+    """The cases a training run held out: its fold's ``val`` list in the run's ``splits_final.json``.
+
+    Args:
+        run_dir: a run folder written by :func:`tutorseg.train_fold` (``config.json`` names the fold).
+
+    Raises:
+        SplitsError: the run folder has no readable splits or configuration.
+    """
+    run_dir = Path(run_dir)
+    try:
+        config = read_json(run_dir / "config.json", what="training configuration", how_to_make="tutorseg.train_fold")
+        splits = read_json(run_dir / "splits_final.json", what="splits", how_to_make="tutorseg.train_fold")
+    except ArtefactError as exc:
+        raise SplitsError(f"{run_dir} is not a finished training run folder: {exc}") from None
+    return fold_cases(splits, config.get("fold", 0))[1]

@@ -7,27 +7,16 @@ Writes ``validation/CASE<ending>`` (the predicted label maps, aligned with the r
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from tutorseg.data.artefacts import to_json_types
+from tutorseg.data.jobs import progress_bar
+from tutorseg.data.label_maps import dice_per_class
 from tutorseg.training.checkpoint import write_json
 from tutorseg.training.history import nan_mean
 from tutorseg.training.sliding_window import predict_probabilities
-
-
-def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: dict[str, int]) -> dict[str, float]:
-    """Dice of each foreground class; NaN where the class is absent from both (nnU-Net: NaN, left out of means)."""
-    out = {}
-    for name, value in labels.items():
-        if value == 0:
-            continue
-        p, r = prediction == value, reference == value
-        denominator = p.sum() + r.sum()
-        out[name] = float(2 * (p & r).sum() / denominator) if denominator > 0 else math.nan
-    return out
 
 
 def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, *, device, tta: bool = True,
@@ -48,13 +37,12 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     """
     from tutorseg.data.imageio import write_segmentation
     from tutorseg.preprocessing.preprocessor import undo_preprocessing
-    from tutorseg.training.progress import progress_bar
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {name: value for name, value in plan.labels.items()}
     slice_axis = configuration.slice_axis if len(configuration.patch_size) < cases[0].data.ndim - 1 else None
     per_case = []
-    bar = progress_bar(len(cases), enabled=progress, description="validation")
+    bar = progress_bar(len(cases), enabled=progress, description="validation", leave=False)
     for case in cases:
         probabilities = predict_probabilities(network, case.data, patch_size=configuration.patch_size, tta=tta,
                                               device=device, slice_axis=slice_axis)
@@ -65,10 +53,8 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
                            reference=raw.image_files[0])
         per_case.append({"case_id": case.case_id, "dice": dice_per_class(original, reference, labels)})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     names = [n for n, v in labels.items() if v != 0]
     mean = {n: nan_mean([c["dice"][n] for c in per_case]) for n in names}
     summary = {"n_cases": len(per_case), "tta": tta, "mean_dice": mean,

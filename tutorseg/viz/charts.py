@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from tutorseg.viz.plots import VizError, class_colour, new_figure
+from tutorseg.viz.plots import CLASS_COLOURS, VizError, _register_notebook_display, class_colour, new_figure
 
 AXIS_NAMES_3D = ("x", "y", "z")
 AXIS_NAMES_2D = ("rows", "cols")
@@ -223,34 +223,13 @@ def _history_dict(history) -> dict:
     return dict(history)
 
 
-def _series(history: Mapping, *names: str) -> list | None:
-    for name in names:
-        values = history.get(name)
-        if values:
-            return list(values)
-    return None
-
-
-def _pseudo_dice_per_class(history: Mapping) -> dict[str, list[float]]:
-    """``pseudo_dice`` as a list (epochs) of lists (classes) or a dict (class -> list), else ``pseudo_dice_<c>``."""
-    raw = history.get("pseudo_dice") or history.get("val_pseudo_dice")
-    names = history.get("class_names")
-    if isinstance(raw, Mapping):
-        return {str(k): list(v) for k, v in raw.items()}
-    if raw:
-        per_epoch = [list(v) if isinstance(v, (list, tuple)) else [v] for v in raw]
-        n_classes = max(len(v) for v in per_epoch)
-        names = list(names) if names and len(names) == n_classes else [f"class {c + 1}" for c in range(n_classes)]
-        return {names[c]: [v[c] if c < len(v) else np.nan for v in per_epoch] for c in range(n_classes)}
-    return {k[len("pseudo_dice_"):]: list(v) for k, v in history.items() if k.startswith("pseudo_dice_") and v}
-
-
 def plot_training_curves(history) -> Figure:
     """Training and validation loss, pseudo-Dice per class, and the learning rate, per epoch.
 
-    nnU-Net's "pseudo-Dice" is the Dice of the validation *patches* of each epoch, pooled over the batch: cheap and
-    noisy, so nnU-Net also tracks its exponential moving average (``ema_pseudo_dice``) and keeps the checkpoint
-    where that average was best.
+    The same figure training draws live (:func:`tutorseg.training.curves.training_figure`), with the classes in
+    the slice viewer's label colours. nnU-Net's "pseudo-Dice" is the Dice of the validation *patches* of each
+    epoch: cheap and noisy, so nnU-Net also tracks its exponential moving average and keeps the checkpoint where
+    that average was best.
 
     Args:
         history: the per-epoch lists of a run (``history.json`` in its run folder, the folder itself, or the
@@ -261,38 +240,14 @@ def plot_training_curves(history) -> Figure:
     Returns:
         the Figure (loss, pseudo-Dice, learning rate side by side).
     """
+    from tutorseg.training.curves import training_figure
+
     history = _history_dict(history)
-    train_loss = _series(history, "train_loss", "train_losses")
-    if train_loss is None:
+    if not (history.get("train_loss") or history.get("train_losses")):
         raise VizError(f"the history has no 'train_loss' (keys found: {sorted(history)}); "
                        "give the history.json of a training run")
-    epochs = _series(history, "epoch", "epochs") or list(range(len(train_loss)))
-    fig, (loss_ax, dice_ax, lr_ax) = new_figure(3, panel_size=4.0)
-    loss_ax.plot(epochs[: len(train_loss)], train_loss, label="train")
-    val_loss = _series(history, "val_loss", "val_losses")
-    if val_loss:
-        loss_ax.plot(epochs[: len(val_loss)], val_loss, label="validation")
-    loss_ax.set_title("loss (Dice + cross-entropy)")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.legend()
-
-    for index, (name, values) in enumerate(_pseudo_dice_per_class(history).items()):
-        dice_ax.plot(epochs[: len(values)], values, color=class_colour(index + 1), alpha=0.8, label=name)
-    ema = _series(history, "ema_pseudo_dice")
-    if ema:
-        dice_ax.plot(epochs[: len(ema)], ema, color="black", linewidth=2, label="EMA of the mean")
-    dice_ax.set_ylim(0, 1)
-    dice_ax.set_title("pseudo-Dice on validation patches")
-    dice_ax.set_xlabel("epoch")
-    if dice_ax.lines:
-        dice_ax.legend(fontsize="small")
-
-    lr = _series(history, "lr", "learning_rate", "learning_rates")
-    if lr:
-        lr_ax.plot(epochs[: len(lr)], lr, color="#AA3377")
-    lr_ax.set_title("learning rate (poly schedule)")
-    lr_ax.set_xlabel("epoch")
-    return fig
+    _register_notebook_display()
+    return training_figure(history, class_colours=CLASS_COLOURS)
 
 
 # --------------------------------------------------------------------------------------------------- metrics

@@ -1,0 +1,95 @@
+"""Working through the cases of a dataset: a progress bar, and one job per case on a pool of workers.
+
+Every step that touches each case (inspect, fingerprint, preprocess, evaluate, predict, validate) shows the same
+tqdm bar (a widget in notebooks and on Colab, text in a terminal) and runs its per-case jobs through
+:func:`run_per_case`, so the choice between this process, threads and processes is made in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def default_workers(limit: int = 8) -> int:
+    """The number of workers when the caller gives none: the CPU count, at most ``limit``."""
+    return max(1, min(limit, os.cpu_count() or 1))
+
+
+def progress_bar(total: int | None, *, enabled: bool, description: str, unit: str = "case", leave: bool = True,
+                 **options: Any):
+    """A tqdm bar; a disabled one (``enabled=False``) accepts the same calls and shows nothing."""
+    from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal
+
+    return tqdm(total=total, desc=description, unit=unit, leave=leave, disable=not enabled, dynamic_ncols=True,
+                **options)
+
+
+def with_progress(items: Iterable[Result], *, enabled: bool, description: str, total: int | None = None,
+                  unit: str = "case", leave: bool = True) -> Iterable[Result]:
+    """``items``, advancing a progress bar as they are taken (the items themselves when disabled)."""
+    if not enabled:
+        return items
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    bar = progress_bar(total, enabled=True, description=description, unit=unit, leave=leave)
+
+    def advancing():
+        try:
+            for item in items:
+                yield item
+                bar.update()
+        finally:
+            bar.close()
+
+    return advancing()
+
+
+def run_per_case(function: Callable[[Job], Result], jobs: Sequence[Job], *, num_workers: int,
+                 workers: str = "threads", start_method: str | None = None, min_jobs_for_pool: int = 2,
+                 progress: bool = True, description: str = "cases") -> list[Result]:
+    """``[function(job) for job in jobs]``, on a pool when it pays, in the input order, with a progress bar.
+
+    Args:
+        function: the per-case work; for ``workers="processes"`` a module-level function (it is pickled).
+        jobs: one per case.
+        num_workers: pool size; 1 (or fewer jobs than ``min_jobs_for_pool``) runs in this process.
+        workers: ``"threads"`` where the work releases the GIL (reading and decompressing files, numpy
+            reductions), ``"processes"`` where it is Python-heavy (resampling, sampling intensities).
+        start_method: for processes, ``multiprocessing``'s start method; ``None`` = the platform's default.
+        min_jobs_for_pool: below this many jobs a pool costs more than it saves.
+        progress: show a progress bar.
+        description: the bar's label.
+
+    Returns:
+        The results, in the order of ``jobs``. The first job that raises stops the run with its exception.
+    """
+    if workers not in ("threads", "processes"):
+        raise ValueError(f"workers must be 'threads' or 'processes', not {workers!r}")
+    bar = progress_bar(len(jobs), enabled=progress and bool(jobs), description=description)
+    results: list[Result] = []
+    try:
+        if num_workers <= 1 or len(jobs) < max(2, min_jobs_for_pool):
+            for job in jobs:
+                results.append(function(job))
+                bar.update()
+            return results
+        pool: Executor
+        if workers == "threads":
+            pool, chunksize = ThreadPoolExecutor(max_workers=num_workers), 1
+        else:
+            pool = ProcessPoolExecutor(num_workers, mp_context=get_context(start_method))
+            chunksize = max(1, len(jobs) // (num_workers * 8))  # fewer round trips, still a smooth bar
+        with pool:
+            for result in pool.map(function, jobs, chunksize=chunksize):
+                results.append(result)
+                bar.update()
+        return results
+    finally:
+        bar.close()
