@@ -14,6 +14,7 @@ from tutorseg.fingerprinting import DatasetFingerprint
 from tutorseg.inspection.report import DatasetReport
 from tutorseg.planning import Plan
 from tutorseg.prediction.postprocessing import PostprocessingDecision
+from tutorseg.training.config import TrainingConfig
 from tutorseg.training.record import TrainingRecord
 
 # artefact class -> a word its message uses and the command it names
@@ -21,6 +22,7 @@ ARTEFACTS = {
     DatasetReport: ("dataset report", "tutorseg inspect"),
     DatasetFingerprint: ("fingerprint", "tutorseg fingerprint"),
     Plan: ("plan", "tutorseg plan"),
+    TrainingConfig: ("training configuration", "train_fold"),
     TrainingRecord: ("training record", "tutorseg train"),
     EvaluationSummary: ("evaluation summary", "tutorseg evaluate"),
     PostprocessingDecision: ("post-processing decision", "determine_postprocessing"),

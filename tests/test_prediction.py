@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -76,7 +77,7 @@ def _odd_geometry_case(sample_dir, folder):
 
 def test_nifti_prediction_keeps_shape_affine_and_orientation(hippo_run, sample_dir, tmp_path):
     path = _odd_geometry_case(sample_dir, tmp_path / "inputs")
-    written = predict(hippo_run, path, tmp_path / "out", tta=False, progress=False, save_probabilities=True)
+    written = predict(hippo_run, path, tmp_path / "out", tta=False, progress=False, save_probabilities=True).files
     assert [p.name for p in written] == ["oddcase.nii.gz"]
     source, result = nib.load(str(path)), nib.load(str(written[0]))
     assert result.shape == source.shape
@@ -94,8 +95,13 @@ def test_nifti_prediction_keeps_shape_affine_and_orientation(hippo_run, sample_d
 
 def test_dataset_test_images_and_folder_inputs(hippo_run, sample_dir, tmp_path):
     dataset = load_dataset(sample_dir)
-    written = predict([hippo_run], sample_dir, tmp_path / "test", tta=False, progress=False)
+    result = predict([hippo_run], sample_dir, tmp_path / "test", tta=False, progress=False)
+    written = result.files
     assert [p.name.replace(".nii.gz", "") for p in written] == [c.case_id for c in dataset.test]
+    assert result.run_dirs == (Path(hippo_run),) and result.configuration == "3d_fullres" and result.tta is False
+    assert result.device == "cpu" and result.seconds_per_case > 0 and result.out_dir == tmp_path / "test"
+    assert f"{len(written)} case(s)" in repr(result) and "TTA off" in repr(result)
+    assert "<table>" in result._repr_html_()
     for case, out in zip(dataset.test, written):
         assert nib.load(str(out)).shape == case.geometry().shape
     # a folder of nnU-Net style CASE_0000 files
@@ -103,7 +109,7 @@ def test_dataset_test_images_and_folder_inputs(hippo_run, sample_dir, tmp_path):
     folder.mkdir()
     shutil.copy(dataset.test[0].image_files[0], folder / f"{dataset.test[0].case_id}_0000.nii.gz")
     assert [c.case_id for c in resolve_inputs(folder)] == [dataset.test[0].case_id]
-    assert predict(hippo_run, folder, tmp_path / "out2", tta=False, progress=False)[0].is_file()
+    assert predict(hippo_run, folder, tmp_path / "out2", tta=False, progress=False).files[0].is_file()
 
 
 def test_clear_errors(hippo_run, sample_dir, tmp_path):
@@ -122,7 +128,7 @@ def test_clear_errors(hippo_run, sample_dir, tmp_path):
 
 def test_png_prediction_matches_input(isbi_crops, tmp_path):
     run = _tiny_run(isbi_crops, tmp_path / "isbi_run")
-    written = predict(run, isbi_crops, tmp_path / "out", progress=False)
+    written = predict(run, isbi_crops, tmp_path / "out", progress=False).files
     assert [p.name for p in written] == ["isbi2012_006.png"]
     result = np.asarray(Image.open(written[0]))
     assert result.shape == (96, 128) and result.dtype == np.uint8
@@ -158,7 +164,7 @@ def test_postprocessing_decision_is_applied(hippo_run, sample_dir, tmp_path):
     shutil.copytree(hippo_run, run)
     keep_one.save(run / "postprocessing.json")  # found in the run folder, as predict does by default
     for postprocess, folder in ((True, "with"), (False, "without")):
-        written = predict(run, [case], tmp_path / folder, tta=False, progress=False, postprocess=postprocess)
+        written = predict(run, [case], tmp_path / folder, tta=False, progress=False, postprocess=postprocess).files
         foreground = np.isin(np.asanyarray(nib.load(str(written[0])).dataobj), (1, 2))
         if postprocess:
             assert ndimage.label(foreground)[1] <= 1

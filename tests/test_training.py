@@ -136,8 +136,8 @@ def test_load_model_and_predict_probabilities(trained):
     from tutorseg.training.sliding_window import predict_probabilities
 
     network, plan, name, config = load_model(trained.run_dir, checkpoint="best")
-    assert not network.training and name == "3d_fullres" and config["fold"] == 0
-    pre = PreprocessedDataset.open(config["preprocessed_dir"] + "/3d_fullres")
+    assert not network.training and name == "3d_fullres" and config.fold == 0
+    pre = PreprocessedDataset.open(config.preprocessed_dir + "/3d_fullres")
     case = pre.load_case(pre.case_ids[0])
     probabilities = predict_probabilities(network, case.data, patch_size=plan[name].patch_size, tta=True)
     assert probabilities.shape == (3, *case.data.shape[1:])

@@ -176,10 +176,10 @@ def _add_train(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tutorseg.prediction.predictor import predict
 
-    written = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
-                      save_probabilities=args.save_probabilities, progress=not args.quiet,
-                      postprocess=not args.no_postprocessing, checkpoint=args.checkpoint)
-    print(f"{len(written)} segmentation(s) written to {args.output}")
+    result = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
+                     save_probabilities=args.save_probabilities, progress=not args.quiet,
+                     postprocess=not args.no_postprocessing, checkpoint=args.checkpoint)
+    print(f"{len(result.files)} segmentation(s) written to {args.output} ({result.seconds_per_case:.1f} s per case)")
     return 0
 
 

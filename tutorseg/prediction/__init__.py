@@ -8,7 +8,7 @@
 from tutorseg.data.lazy import lazy_exports
 
 _EXPORTS = {
-    "predict": "predictor", "load_folds": "predictor", "PredictionError": "predictor",
+    "predict": "predictor", "load_folds": "predictor", "PredictionError": "predictor", "Predictions": "predictor",
     "PostprocessingDecision": "postprocessing", "keep_largest_component": "postprocessing",
 }
 __all__ = sorted(_EXPORTS)

@@ -17,7 +17,9 @@ Notebook ``04_predict_and_evaluate.ipynb`` runs it on a trained fold.
 
 from __future__ import annotations
 
+import html
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, load_dataset, split_channel_suffix
-from tutorseg.data.files import atomic_path
+from tutorseg.data.files import atomic_path, display_path
 from tutorseg.data.imageio import file_ending, read_geometry, write_segmentation
 from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
@@ -35,6 +37,47 @@ CHECKPOINTS = ("final", "best", "latest")
 
 class PredictionError(TutorsegError):
     """Prediction cannot run: a run folder without checkpoints, inputs that do not match the plan, etc."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What :func:`predict` did: the files it wrote, and how they were made.
+
+    Attributes:
+        out_dir: the output folder.
+        files: the written segmentations, in case order.
+        run_dirs: the trained folds whose probabilities were averaged.
+        configuration: the plan's configuration the folds were trained with (``"3d_fullres"``...).
+        tta: whether mirroring test-time augmentation was used.
+        postprocessing: the accepted largest-component steps (label values per step); empty when none.
+        device: where the networks ran.
+        seconds_per_case: mean wall time per case (reading, preprocessing, inference, writing).
+    """
+
+    out_dir: Path
+    files: tuple[Path, ...]
+    run_dirs: tuple[Path, ...]
+    configuration: str
+    tta: bool
+    postprocessing: tuple[tuple[int, ...], ...]
+    device: str
+    seconds_per_case: float
+
+    def __repr__(self) -> str:
+        steps = ", ".join("largest component of " + "+".join(map(str, s)) for s in self.postprocessing) or "none"
+        return (f"Predictions({len(self.files)} case(s) in {display_path(self.out_dir)}: {len(self.run_dirs)} "
+                f"fold(s) of {self.configuration}, TTA {'on' if self.tta else 'off'}, post-processing {steps}, "
+                f"{self.seconds_per_case:.2f} s per case on {self.device})")
+
+    def _repr_html_(self) -> str:
+        rows = [("cases", len(self.files)), ("written to", display_path(self.out_dir)),
+                ("folds", ", ".join(display_path(r) for r in self.run_dirs)), ("configuration", self.configuration),
+                ("test-time mirroring", "on" if self.tta else "off"),
+                ("post-processing", ", ".join("+".join(map(str, s)) for s in self.postprocessing) or "none"),
+                ("device", self.device), ("seconds per case", f"{self.seconds_per_case:.2f}")]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(str(v))}"
+                       "</td></tr>" for k, v in rows)
+        return f"<b>Predictions</b><table>{body}</table>"
 
 
 @dataclass(frozen=True)
@@ -215,7 +258,7 @@ def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str,
 
 def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True, save_probabilities: bool = False,
             progress: bool = True, postprocess=True, checkpoint: str = "final", device=None,
-            folds: Sequence[FoldModel] | None = None) -> list[Path]:
+            folds: Sequence[FoldModel] | None = None) -> Predictions:
     """Segment images with one or more trained folds (their probabilities averaged).
 
     Args:
@@ -233,7 +276,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         folds: already loaded models (from :func:`load_folds`), to skip loading them again.
 
     Returns:
-        The written segmentation files, in case order.
+        :class:`Predictions`: the written segmentation files (``.files``, in case order) and how they were made.
 
     Raises:
         PredictionError: a run folder without checkpoints, a channel count that does not match the plan, etc.
@@ -251,6 +294,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
     output_dir.mkdir(parents=True, exist_ok=True)
     labels = folds[0].plan.labels
     written = []
+    clock = time.perf_counter()
     for case in with_progress(cases, enabled=progress, description="predicting"):
         geometry = read_geometry(case.image_files[0], spacing_2d=case.spacing_2d)
         image = case.load_image()
@@ -265,4 +309,8 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         if save_probabilities:
             _save_probabilities(output_dir / f"{case.case_id}.npz", probabilities, labels)
         written.append(out)
-    return written
+    return Predictions(out_dir=output_dir, files=tuple(written), run_dirs=tuple(f.run_dir for f in folds),
+                       configuration=folds[0].configuration, tta=tta,
+                       postprocessing=decision.steps if decision is not None else (),
+                       device=str(next(folds[0].network.parameters()).device),
+                       seconds_per_case=(time.perf_counter() - clock) / max(1, len(written)))

@@ -6,6 +6,7 @@
 - ``device``: GPU or CPU, mixed precision, and the messages for a missing GPU or an out-of-memory error.
 - ``history``: per-epoch history and nnU-Net's pseudo-Dice.
 - ``checkpoint``: atomic files and checkpoints that load with ``weights_only=True``; random states.
+- ``config``: :class:`TrainingConfig`, every setting of a run (``config.json``).
 - ``loop``: :func:`train_fold` and :func:`resume`.
 - ``validation``: full-case validation of the fold at the end.
 - ``progress``: progress bar and live plot; ``record``: :class:`TrainingRecord`; ``model_io``: :func:`load_model`.
@@ -24,7 +25,8 @@ Names are imported on first use, so that importing ``tutorseg.training.splits`` 
 from tutorseg.data.lazy import lazy_exports
 
 _EXPORTS = {
-    "train_fold": "loop", "resume": "loop", "TrainingError": "loop", "load_model": "model_io",
+    "train_fold": "loop", "resume": "loop", "TrainingError": "config", "TrainingConfig": "config",
+    "load_model": "model_io",
     "TrainingRecord": "record", "SCHEDULES": "schedule", "Schedule": "schedule", "parse_budget": "schedule",
     "make_splits": "splits",
 }

@@ -15,19 +15,23 @@ At the end: checkpoint_final.pt and the full-case validation of the fold (``vali
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from tutorseg.data.artefacts import read_json, to_json_types
+from tutorseg.data.artefacts import to_json_types
+from tutorseg.data.dataset import Dataset, as_dataset
 from tutorseg.data.jobs import progress_bar
-from tutorseg.data.problems import TutorsegError
+from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.training import checkpoint as ckpt
+from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
 from tutorseg.training.device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
 from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
@@ -36,24 +40,16 @@ from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
 from tutorseg.training.schedule import (
     GRAD_CLIP,
-    NNUNET_ITERATIONS_PER_EPOCH,
-    NNUNET_VAL_ITERATIONS,
     format_seconds,
-    get_schedule,
     make_optimizer,
-    parse_budget,
     poly_lr,
     set_lr,
 )
 
-DEFAULT_SEED = 12345
-CPU_ITERATIONS_PER_EPOCH = 50  # on a CPU an nnU-Net epoch (250 steps) would take many minutes between checkpoints
-CPU_VAL_ITERATIONS = 10
-
-
-class TrainingError(TutorsegError):
-    """A run folder or a training setting is not usable (the message says what to do)."""
-
+if TYPE_CHECKING:
+    from tutorseg.preprocessing.preprocessor import PreprocessedCase
+    from tutorseg.training.patch_sampling import PatchSampler
+    from tutorseg.training.tracking import Tracker
 
 # --------------------------------------------------------------------------------------------------- the run state
 
@@ -63,19 +59,19 @@ class Run:
     """Everything one training run holds while it trains (plain container; the steps are functions below)."""
 
     run_dir: Path
-    config: dict
-    plan: Any
-    configuration: Any
-    dataset: Any
+    config: TrainingConfig
+    plan: Plan
+    configuration: ConfigurationPlan
+    dataset: Dataset
     setup: DeviceSetup
     network: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss: DeepSupervisionLoss
-    train_sampler: Any
-    val_sampler: Any
-    val_cases: list
-    augmentation: Any
+    train_sampler: PatchSampler
+    val_sampler: PatchSampler
+    val_cases: list[PreprocessedCase]
+    augmentation: AugmentationConfig
     numpy_rng: np.random.Generator
     torch_generator: torch.Generator
     history: dict
@@ -84,9 +80,9 @@ class Run:
     elapsed: float = 0.0
     best_ema: float | None = None
     best_epoch: int | None = None
-    tracker: Any = None
+    tracker: Tracker | None = None
     live_plot: LivePlot | None = None
-    extra: dict = field(default_factory=dict)
+    n_train_cases: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -97,16 +93,14 @@ class Run:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
             f.write(f"{stamp}  {message}\n")
-        if echo and self.config.get("verbose", True):
+        if echo and self.config.verbose:
             print(message, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- setting up
 
 
-def _load_plan(plan):
-    from tutorseg.planning import Plan
-
+def _load_plan(plan: Plan | str | os.PathLike) -> Plan:
     if isinstance(plan, Plan):
         return plan
     path = Path(plan)
@@ -116,44 +110,22 @@ def _load_plan(plan):
     return Plan.load(path)
 
 
-def _resolve_length(config: dict, setup: DeviceSetup) -> dict:
-    """Budget or epochs, epoch size and validation size, from the arguments, a named schedule and the device."""
-    on_cpu = setup.torch_device.type == "cpu"
-    if config["schedule"] is not None:
-        schedule = get_schedule(config["schedule"])
-        for key in ("budget", "epochs", "iterations_per_epoch", "val_iterations"):
-            if config[key] is None:
-                config[key] = getattr(schedule, key)
-    if config["budget"] is not None and config["epochs"] is not None:
-        raise TrainingError("give either budget= (wall clock, e.g. '20min') or epochs=, not both")
-    if config["budget"] is None and config["epochs"] is None:
-        raise TrainingError("say how long to train: budget='20min' (the schedule is stretched over it), epochs=N, "
-                            "or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
-    config["budget_seconds"] = parse_budget(config["budget"]) if config["budget"] is not None else None
-    if config["epochs"] is not None and int(config["epochs"]) < 1:
-        raise TrainingError(f"epochs must be at least 1, got {config['epochs']}")
-    if config["iterations_per_epoch"] is None:
-        config["iterations_per_epoch"] = CPU_ITERATIONS_PER_EPOCH if on_cpu else NNUNET_ITERATIONS_PER_EPOCH
-    if config["val_iterations"] is None:
-        config["val_iterations"] = CPU_VAL_ITERATIONS if on_cpu else NNUNET_VAL_ITERATIONS
-    return config
-
-
-def _prepare_data(dataset, plan, configuration, config: dict, splits_path: Path, progress: bool):
+def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan, config: TrainingConfig,
+                  splits_path: Path, progress: bool) -> tuple[list[PreprocessedCase], list[PreprocessedCase]]:
     """Preprocess (idempotent), make or read the splits, load the fold's cases into memory."""
     from tutorseg.preprocessing.preprocessor import preprocess
     from tutorseg.training.splits import fold_cases, load_splits, make_splits, save_splits
 
-    preprocessed = preprocess(dataset, plan, configuration.name, config["preprocessed_dir"], progress=progress,
-                              verbose=config.get("verbose", True))
+    preprocessed = preprocess(dataset, plan, configuration.name, config.preprocessed_dir, progress=progress,
+                              verbose=config.verbose)
     case_ids = list(preprocessed.case_ids)
     if splits_path.is_file():
         splits = load_splits(splits_path, case_ids)
     else:
-        splits = make_splits(case_ids) if config["fold"] != "all" or len(case_ids) >= 5 else [
+        splits = make_splits(case_ids) if config.fold != "all" or len(case_ids) >= 5 else [
             {"train": case_ids, "val": []}]
         save_splits(splits, splits_path)
-    train_ids, val_ids = fold_cases(splits, config["fold"], case_ids)
+    train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
     train_cases = preprocessed.load_cases(train_ids)
     val_cases = preprocessed.load_cases(val_ids) if val_ids else []
     return train_cases, val_cases
@@ -174,53 +146,32 @@ def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
     return train, val
 
 
-def _build_run(run_dir: Path, config: dict, plan, dataset, *, progress: bool) -> Run:
-    from tutorseg.training.augmentation import AugmentationConfig
-
-    configuration = plan[config["configuration"]]
-    setup = choose_device(config["device"], config["precision"])
+def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Dataset, *, progress: bool) -> Run:
+    configuration = plan[config.configuration]
+    setup = choose_device(config.device, config.precision)
     configure_backends(setup)
     if setup.torch_device.type == "cpu":
-        torch.set_num_threads(config.get("num_threads") or cpu_threads())
-    augmentation = AugmentationConfig.from_dict(config["augmentation"])
+        torch.set_num_threads(config.num_threads or cpu_threads())
+    augmentation = config.augmentation
     train_cases, val_cases = _prepare_data(dataset, plan, configuration, config, run_dir / "splits_final.json",
                                            progress)
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(config.seed)
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
     # channels-last memory layout: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; on 2 CPU
     # cores it made a step of nnU-Net's default Hippocampus plan ~10 % faster (bench/train.md)
     network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3
                          else torch.channels_last)
-    train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config["seed"])
+    train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed)
     generator = torch.Generator(device=setup.torch_device)
-    generator.manual_seed(config["seed"])
+    generator.manual_seed(config.seed)
     names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
-              numpy_rng=np.random.default_rng(config["seed"]), torch_generator=generator, history=new_history(names),
-              live_plot=LivePlot(run_dir / "progress.png", show=progress))
-    run.extra["n_train_cases"] = len(train_cases)
+              numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, history=new_history(names),
+              live_plot=LivePlot(run_dir / "progress.png", show=progress), n_train_cases=len(train_cases))
     return run
-
-
-def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iterations_per_epoch, val_iterations,
-                schedule, preprocessed_dir, run_dir, device, precision, num_threads, augmentation, wandb, seed,
-                validate, validation_tta, verbose) -> dict:
-    from tutorseg import __version__
-
-    return {
-        "dataset_dir": str(dataset.root), "dataset_name": dataset.name, "configuration": configuration,
-        "fold": fold, "budget": budget, "epochs": epochs, "iterations_per_epoch": iterations_per_epoch,
-        "val_iterations": val_iterations, "schedule": schedule,
-        "preprocessed_dir": str(preprocessed_dir if preprocessed_dir is not None else run_dir / "preprocessed"),
-        "device": device, "precision": precision, "num_threads": num_threads,
-        "augmentation": augmentation.to_dict(), "wandb": bool(wandb),
-        "seed": int(seed), "validate": bool(validate), "validation_tta": bool(validation_tta), "verbose": verbose,
-        "tutorseg_version": __version__, "torch_version": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 # --------------------------------------------------------------------------------------------------- one epoch
@@ -228,10 +179,10 @@ def _run_config(dataset, plan, *, fold, configuration, budget, epochs, iteration
 
 def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> tuple[float, float]:
     """(lr, progress) now: poly over epochs (set once per epoch, as nnU-Net) or over the budget (every step)."""
-    if run.config["budget_seconds"] is not None:
-        progress = (epoch_start_elapsed + time.perf_counter() - epoch_clock) / run.config["budget_seconds"]
+    if run.config.stops_by_budget:
+        progress = (epoch_start_elapsed + time.perf_counter() - epoch_clock) / run.config.budget_seconds
     else:
-        progress = run.epoch / run.config["epochs"]
+        progress = run.epoch / run.config.epochs
     return poly_lr(progress), progress
 
 
@@ -270,11 +221,11 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
     epoch_clock = time.perf_counter()
     start_elapsed = run.elapsed
     losses, data_seconds, lr = [], 0.0, run.optimizer.param_groups[0]["lr"]
-    bar = progress_bar(run.config["iterations_per_epoch"], enabled=progress, description=f"epoch {run.epoch}",
+    bar = progress_bar(run.config.iterations_per_epoch, enabled=progress, description=f"epoch {run.epoch}",
                        unit="step", leave=False)
-    for _ in range(run.config["iterations_per_epoch"]):
+    for _ in range(run.config.iterations_per_epoch):
         lr, fraction = learning_rate(run, start_elapsed, epoch_clock)
-        if run.config["budget_seconds"] is not None and fraction >= 1.0:
+        if run.config.stops_by_budget and fraction >= 1.0:
             break
         set_lr(run.optimizer, lr)
         tick = time.perf_counter()
@@ -298,7 +249,7 @@ def validate_epoch(run: Run) -> dict:
     counts = torch.zeros(3, run.n_classes - 1, dtype=torch.float64)
     losses = []
     device = run.setup.torch_device
-    for _ in range(run.config["val_iterations"]):
+    for _ in range(run.config.val_iterations):
         images, labels = run.val_sampler.next_batch()
         images, labels = images.to(device), labels.to(device)
         with run.setup.autocast():
@@ -383,9 +334,9 @@ def restore_state(run: Run, state: dict) -> None:
 
 
 def _finished(run: Run) -> bool:
-    if run.config["budget_seconds"] is not None:
-        return run.elapsed >= run.config["budget_seconds"]
-    return run.epoch >= run.config["epochs"]
+    if run.config.stops_by_budget:
+        return run.elapsed >= run.config.budget_seconds
+    return run.epoch >= run.config.epochs
 
 
 def _epoch_metrics(run: Run) -> dict:
@@ -401,8 +352,8 @@ def _describe_epoch(run: Run) -> str:
     h = run.history
     dice = ", ".join("-" if v != v else f"{v:.3f}" for v in h["pseudo_dice"][-1])
     # epochs are numbered from 0, as in history.json and the progress bar; run.epoch counts the epochs done
-    done = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config['budget_seconds'])}"
-            if run.config["budget_seconds"] is not None else f"{run.epoch} of {run.config['epochs']} done")
+    done = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config.budget_seconds)}"
+            if run.config.stops_by_budget else f"{run.epoch} of {run.config.epochs} done")
     return (f"epoch {h['epoch'][-1]} ({done}): train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
             f"pseudo-Dice [{dice}], EMA {h['ema_pseudo_dice'][-1]:.4f}, lr {h['lr'][-1]:.2e}, "
             f"{h['epoch_seconds'][-1]:.1f} s ({h['data_seconds'][-1]:.1f} s data)")
@@ -431,15 +382,15 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
     from tutorseg.training.validation import validate_cases
 
     ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["final"], checkpoint_state(run))
-    stopped_by = "budget" if run.config["budget_seconds"] is not None else "epochs"
+    stopped_by = "budget" if run.config.stops_by_budget else "epochs"
     run.log(f"training done: {run.epoch} epochs, {run.iterations} iterations in {format_seconds(run.elapsed)} "
             f"(stopped by {stopped_by}); checkpoint_final.pt written")
     summary = None
-    if run.config["validate"] and run.val_cases:
+    if run.config.validate and run.val_cases:
         clock = time.perf_counter()
         summary = validate_cases(run.network, run.val_cases, run.dataset, run.plan, run.configuration,
                                  run.run_dir / "validation", device=run.setup.torch_device,
-                                 tta=run.config["validation_tta"], progress=progress)
+                                 tta=run.config.validation_tta, progress=progress)
         per_class = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_dice"].items() if v is not None)
         run.log(f"full-case validation of {summary['n_cases']} cases in {time.perf_counter() - clock:.0f} s: "
                 f"mean foreground Dice {summary['mean_foreground_dice']:.4f} ({per_class})")
@@ -450,7 +401,7 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
         run.tracker.finish()
     record = TrainingRecord(
         run_dir=run.run_dir, dataset_name=run.dataset.name, configuration=run.configuration.name,
-        fold=run.config["fold"], epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
+        fold=run.config.fold, epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
         stopped_by=stopped_by, best_epoch=run.best_epoch, best_ema_pseudo_dice=run.best_ema, validation=summary,
         device=f"{run.setup.device}/{run.setup.precision}", history=to_json_types(run.history))
     record.save()
@@ -462,17 +413,18 @@ def _start(run: Run, *, resumed: bool) -> None:
     if run.setup.note:
         run.log(run.setup.note)
     c = run.configuration
-    limit = (f"budget {format_seconds(run.config['budget_seconds'])}" if run.config["budget_seconds"] is not None
-             else f"{run.config['epochs']} epochs")
-    run.log(f"{'resuming' if resumed else 'training'} {run.dataset.name} {c.name} fold {run.config['fold']} "
-            f"at epoch {run.epoch}: {run.extra['n_train_cases']} training / {len(run.val_cases)} validation cases, "
+    limit = (f"budget {format_seconds(run.config.budget_seconds)}" if run.config.stops_by_budget
+             else f"{run.config.epochs} epochs")
+    run.log(f"{'resuming' if resumed else 'training'} {run.dataset.name} {c.name} fold {run.config.fold} "
+            f"at epoch {run.epoch}: {run.n_train_cases} training / {len(run.val_cases)} validation cases, "
             f"patch {list(c.patch_size)}, batch {c.batch_size}, {n_params / 1e6:.1f} M parameters, {limit}, "
-            f"{run.config['iterations_per_epoch']} iterations per epoch, on {run.setup.device} "
+            f"{run.config.iterations_per_epoch} iterations per epoch, on {run.setup.device} "
             f"({run.setup.precision})")
-    if run.config["wandb"]:
+    if run.config.wandb:
         from tutorseg.training.tracking import start_tracking
 
-        run.tracker = start_tracking(run.run_dir, {k: v for k, v in run.config.items() if k != "augmentation"})
+        settings = {k: v for k, v in run.config.to_dict().items() if k != "augmentation"}
+        run.tracker = start_tracking(run.run_dir, settings)
 
 
 # --------------------------------------------------------------------------------------------------- public
@@ -519,9 +471,6 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         TrainingError: bad settings, or ``out_dir`` already holds a run.
         TrainingOutOfMemoryError: the GPU ran out of memory (the message says which plan values to lower).
     """
-    from tutorseg.data.dataset import as_dataset
-    from tutorseg.training.augmentation import AugmentationConfig
-
     dataset = as_dataset(dataset)
     plan = _load_plan(plan)
     configuration = configuration or plan.default_configuration
@@ -535,17 +484,17 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         raise TrainingError(f"{run_dir} already holds a run (checkpoint_latest.pt); continue it with "
                             "tutorseg.resume(run_dir) (tutorseg train --resume) or choose a new out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = _run_config(dataset, plan, fold=fold, configuration=configuration, budget=budget, epochs=epochs,
-                         iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, schedule=schedule,
-                         preprocessed_dir=preprocessed_dir, run_dir=run_dir, device=device, precision=precision,
-                         num_threads=num_threads,
-                         augmentation=(augmentation or AugmentationConfig()).replace(
-                             anisotropy_threshold=plan.anisotropy_threshold),  # "dummy 2D" by the plan's rule
-                         wandb=wandb, seed=seed,
-                         validate=validate, validation_tta=validation_tta, verbose=verbose)
-    config = _resolve_length(config, choose_device(device, precision))
+    augmentation = (augmentation or AugmentationConfig()).replace(
+        anisotropy_threshold=plan.anisotropy_threshold)  # "dummy 2D" by the plan's rule
+    on_cpu = choose_device(device, precision).torch_device.type == "cpu"
+    config = resolve_config(dataset, configuration=configuration, fold=fold, budget=budget, epochs=epochs,
+                            iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
+                            schedule=schedule, preprocessed_dir=preprocessed_dir or run_dir / "preprocessed",
+                            augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
+                            precision=precision, num_threads=num_threads, validate=bool(validate),
+                            validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
     plan.save(run_dir / "plan.json")
-    ckpt.write_json(run_dir / "config.json", config)
+    config.save(run_dir / "config.json")
     run = _build_run(run_dir, config, plan, dataset, progress=progress)
     _start(run, resumed=False)
     _loop(run, progress=progress)
@@ -564,25 +513,16 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     Raises:
         TrainingError: the folder is not a run folder.
     """
-
-    from tutorseg.data.dataset import as_dataset
-    from tutorseg.planning import Plan
-
     run_dir = Path(run_dir).expanduser()
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
+    if not (run_dir / "config.json").is_file():
         raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
                             "tutorseg.train_fold(...)")
-    config = read_json(config_path, what="training configuration",
-                       how_to_make="tutorseg.train_fold(...) in a new run folder (this one's config.json is damaged)")
-    if not isinstance(config, dict):
-        raise TrainingError(f"{config_path} is not a tutorseg training configuration; start a new run with "
-                            "tutorseg.train_fold(...)")
+    config = TrainingConfig.load(run_dir / "config.json")
     stale = ckpt.remove_stale_temporaries(run_dir)
     if device is not None:
-        config["device"] = device
+        config = config.replace(device=device)
     plan = Plan.load(run_dir / "plan.json")
-    dataset = as_dataset(config["dataset_dir"])
+    dataset = as_dataset(config.dataset_dir)
     run = _build_run(run_dir, config, plan, dataset, progress=progress)
     latest = run_dir / ckpt.CHECKPOINT_NAMES["latest"]
     if latest.exists():

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from tutorseg.data.artefacts import read_json
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
+from tutorseg.training.config import TrainingConfig
 from tutorseg.training.network import build_network
 
 
@@ -23,7 +23,7 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
     Returns:
         ``(network, plan, configuration_name, config)``: the network in eval mode (``forward`` returns full-resolution
         logits ``(B, K, *patch)``), the :class:`tutorseg.planning.Plan`, the configuration's name and the run's
-        config.json as a dict.
+        the run's :class:`~tutorseg.training.config.TrainingConfig`.
 
     Raises:
         TutorsegError: not a run folder, unknown checkpoint name, or the checkpoint cannot be read.
@@ -42,8 +42,7 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
                             "tutorseg.resume(run_dir), or load checkpoint='latest' or 'best'")
     state = load_checkpoint(path)
     plan = Plan.load(run_dir / "plan.json")
-    config = read_json(run_dir / "config.json", what="training configuration",
-                       how_to_make="`tutorseg train` (the run folder's config.json is written when training starts)")
+    config = TrainingConfig.load(run_dir / "config.json")
     name = state["configuration"]
     network = build_network(plan[name], state["n_channels"], state["n_classes"])
     network.load_state_dict(state["network"])

@@ -1,0 +1,126 @@
+"""How one fold is trained: every setting of a run, resolved, saved as the run folder's ``config.json``.
+
+:func:`tutorseg.train_fold` turns its arguments (and a named schedule, and the device) into a
+:class:`TrainingConfig`; :func:`tutorseg.resume` reads it back from ``config.json``, so a resumed run trains with
+exactly the settings it started with.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tutorseg.data.artefacts import read_artefact, write_artefact
+from tutorseg.data.problems import TutorsegError
+from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.schedule import NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, get_schedule, parse_budget
+
+DEFAULT_SEED = 12345  # nnU-Net's seed for its cross-validation splits; tutorseg uses it for training too
+CPU_ITERATIONS_PER_EPOCH = 50  # on a CPU an nnU-Net epoch (250 steps) would take many minutes between checkpoints
+CPU_VAL_ITERATIONS = 10
+
+
+class TrainingError(TutorsegError):
+    """A run folder or a training setting is not usable (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every setting of one training run. Saved as ``config.json``; :func:`tutorseg.resume` trains on with it."""
+
+    dataset_dir: str  # the raw dataset folder (resume opens it again)
+    dataset_name: str
+    configuration: str  # which of the plan's configurations: "3d_fullres", "2d", "3d_lowres"
+    fold: int | str  # 0-4 of nnU-Net's five folds, or "all" (every case trains, none validates)
+    budget_seconds: float | None  # wall-clock training time; the poly learning rate is stretched over it
+    epochs: int | None  # or a number of epochs (nnU-Net: 1000); exactly one of the two is set
+    iterations_per_epoch: int  # steps between validations and checkpoints (nnU-Net 250; on a CPU 50)
+    val_iterations: int  # validation batches per epoch for the pseudo-Dice (nnU-Net 50; on a CPU 10)
+    preprocessed_dir: str  # where the preprocessed cases are kept (shareable across folds)
+    augmentation: AugmentationConfig  # nnU-Net's augmentation set unless changed
+    seed: int = DEFAULT_SEED  # sampling, augmentation and initialisation
+    device: str | None = None  # None: the GPU if there is one, else the CPU
+    precision: str = "auto"  # fp16 on CUDA, bf16 on CPUs that have it natively, else fp32
+    num_threads: int | None = None  # CPU threads; None: the cores the machine's load leaves idle
+    validate: bool = True  # full-case validation of the fold at the end
+    validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
+    wandb: bool = False  # log to Weights & Biases
+    verbose: bool = True  # print what happens (it is written to log.txt either way)
+    budget: str | float | None = None  # the budget as given ("20min"), for the log
+    schedule: str | None = None  # the named schedule that filled the rest, if any
+    tutorseg_version: str = ""  # what the run was started with
+    torch_version: str = ""
+    created: str = ""  # UTC, ISO 8601
+
+    @property
+    def stops_by_budget(self) -> bool:
+        return self.budget_seconds is not None
+
+    def replace(self, **changes) -> TrainingConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["augmentation"] = self.augmentation.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["augmentation"] = AugmentationConfig.from_dict(data["augmentation"])
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_artefact(path, self.to_dict(), durable=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainingConfig:
+        """Read a run's ``config.json`` (a folder is taken as the run folder holding it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        return read_artefact(path, cls.from_dict, what="training configuration",
+                             how_to_make="tutorseg.train_fold(...) (it writes config.json into the run folder)")
+
+
+def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str | float | None, epochs: int | None,
+                   iterations_per_epoch: int | None, val_iterations: int | None, schedule: str | None,
+                   preprocessed_dir: str | os.PathLike, augmentation: AugmentationConfig, on_cpu: bool,
+                   **settings) -> TrainingConfig:
+    """A run's :class:`TrainingConfig` from :func:`tutorseg.train_fold`'s arguments: the named schedule fills what
+    is not given, and the device decides the epoch size when nothing else does.
+
+    Raises:
+        TrainingError: both or neither of ``budget`` and ``epochs``, or fewer than 1 epoch.
+    """
+    import torch
+
+    from tutorseg import __version__
+
+    if schedule is not None:
+        named = get_schedule(schedule)
+        budget = budget if budget is not None else named.budget
+        epochs = epochs if epochs is not None else named.epochs
+        iterations_per_epoch = iterations_per_epoch or named.iterations_per_epoch
+        val_iterations = val_iterations or named.val_iterations
+    if budget is not None and epochs is not None:
+        raise TrainingError("give either budget= (wall clock, e.g. '20min') or epochs=, not both")
+    if budget is None and epochs is None:
+        raise TrainingError("say how long to train: budget='20min' (the schedule is stretched over it), "
+                                  "epochs=N, or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
+    if epochs is not None and int(epochs) < 1:
+        raise TrainingError(f"epochs must be at least 1, got {epochs}")
+    default_iterations, default_val = ((CPU_ITERATIONS_PER_EPOCH, CPU_VAL_ITERATIONS) if on_cpu
+                                       else (NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS))
+    return TrainingConfig(
+        dataset_dir=str(dataset.root), dataset_name=dataset.name, configuration=configuration, fold=fold,
+        budget_seconds=parse_budget(budget) if budget is not None else None,
+        epochs=int(epochs) if epochs is not None else None,
+        iterations_per_epoch=iterations_per_epoch or default_iterations,
+        val_iterations=val_iterations or default_val,
+        preprocessed_dir=str(preprocessed_dir), augmentation=augmentation, budget=budget, schedule=schedule,
+        tutorseg_version=__version__, torch_version=torch.__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **settings)
