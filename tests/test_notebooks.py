@@ -8,6 +8,7 @@ that variable is set (else pytest's temporary folder), for reading what a failin
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -79,6 +80,37 @@ def test_follows_the_skeleton(path):
         assert name in parameters, f"{path.name}: the parameters cell must set {name.strip()}"
     imports = _source(code[code.index(tagged[0]) + 1])
     assert "describe_environment" in imports, f"{path.name}: the imports cell ends with the configuration print"
+
+
+READ_THE_CODE = re.compile(r"`(tutorseg/[\w/]+\.py)` → `(\w+)`")
+
+
+def _defined_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))} | {
+        target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
+        if isinstance(target, ast.Name)}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_step_points_into_the_code(path):
+    """Each '## Step' section's markdown ends with the file and function that do the step."""
+    cells = _cells(path)
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "markdown" or not _source(cell).lstrip().startswith("## Step "):
+            continue
+        last = index
+        while (last + 1 < len(cells) and cells[last + 1]["cell_type"] == "markdown"
+               and not _source(cells[last + 1]).lstrip().startswith("## ")):
+            last += 1
+        step = _source(cell).splitlines()[0]
+        final_line = _source(cells[last]).strip().splitlines()[-1]
+        assert final_line.startswith("**Read the code:** "), f"{path.name} '{step}' ends without 'Read the code'"
+        references = READ_THE_CODE.findall(final_line)
+        assert references, f"{path.name} '{step}': write `tutorseg/step/file.py` → `function`"
+        for file, name in references:
+            assert (REPO / file).is_file(), f"{path.name} '{step}': {file} does not exist"
+            assert name in _defined_names(REPO / file), f"{path.name} '{step}': {file} defines no {name}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
