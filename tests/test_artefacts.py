@@ -86,4 +86,16 @@ def test_a_saved_report_loads_back(tmp_path, sample_dir):
 
     report = inspect_dataset(sample_dir, progress=False)
     loaded = DatasetReport.load(report.save(tmp_path / "report.json"))
-    assert loaded.n_cases == report.n_cases and loaded.problems == report.problems
+    assert loaded.num_training_cases == report.num_training_cases and loaded.problems == report.problems
+
+
+def test_a_report_saved_by_tutorseg_0_1_still_loads(tmp_path, sample_dir):
+    """0.1 named the counts n_cases / n_test_cases and the channels "channels"; such files keep loading."""
+    from tutorseg import inspect_dataset
+
+    data = inspect_dataset(sample_dir, progress=False).to_dict()
+    old = {("n_cases" if k == "num_training_cases" else "n_test_cases" if k == "num_test_cases"
+            else "channels" if k == "channel_names" else k): v for k, v in data.items()}
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    loaded = DatasetReport.load(tmp_path / "report.json")
+    assert (loaded.num_training_cases, loaded.num_test_cases, loaded.channel_names) == (25, 4, {0: "MRI"})

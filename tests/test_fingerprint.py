@@ -47,7 +47,7 @@ def test_fingerprint_equals_nnunets(request, reference_dir, name, fixture):
 
 def test_per_case_fields_and_medians(hippocampus_fingerprint):
     fp = hippocampus_fingerprint
-    assert fp.num_cases == 208 and fp.samples_per_case == 100_000_000 // 208
+    assert fp.num_training_cases == 208 and fp.samples_per_case == 100_000_000 // 208
     case = fp.cases[0]
     assert len(case.spacing) == len(case.shape_before_crop) == len(case.shape_after_crop) == 3
     assert 0 < case.relative_size_after_crop <= 1

@@ -31,7 +31,7 @@ def fingerprint_json(tmp_path_factory):
 
 def test_fingerprint_command_writes_a_loadable_fingerprint(fingerprint_json, capsys):
     fp = DatasetFingerprint.load(fingerprint_json)
-    assert fp.num_cases == 4 and fp.labels == {"background": 0, "Anterior": 1, "Posterior": 2}
+    assert fp.num_training_cases == 4 and fp.labels == {"background": 0, "Anterior": 1, "Posterior": 2}
     assert len(json.loads(fingerprint_json.read_text())["cases"]) == 4
 
 
@@ -116,14 +116,14 @@ def test_fingerprint_uses_a_given_report_instead_of_inspecting_again(tmp_path):
     # a clean dataset with its clean report fingerprints without reading the files for the inspection again
     clean = builders.msd_dataset(tmp_path / "clean", 3)
     fp = fingerprint(clean, num_workers=1, progress=False, report=inspect_dataset(clean, progress=False))
-    assert fp.num_cases == 3
+    assert fp.num_training_cases == 3
 
 
 def test_broken_test_image_does_not_stop_the_fingerprint(tmp_path):
     root = builders.msd_dataset(tmp_path / "ds", 3, test=2)
     builders.truncate(next((root / "imagesTs").glob("*.nii.gz")))
     assert inspect_dataset(root, progress=False, num_workers=1).errors  # inspection reports it ...
-    assert fingerprint(root, num_workers=1, progress=False).num_cases == 3  # ... training is unaffected
+    assert fingerprint(root, num_workers=1, progress=False).num_training_cases == 3  # ... training is unaffected
 
 
 def test_cli_refuses_broken_dataset_without_traceback(tmp_path):

@@ -49,7 +49,7 @@ def the_problem(report, code, *, case_id=None, severity=Severity.ERROR):
 
 def test_sample_is_clean_but_for_the_float_label(sample_dir):
     report = inspect_dataset(sample_dir, progress=False)
-    assert (report.n_cases, report.n_test_cases, report.n_channels) == (25, 4, 1)
+    assert (report.num_training_cases, report.num_test_cases, report.num_channels) == (25, 4, 1)
     assert report.labels == {"background": 0, "Anterior": 1, "Posterior": 2}
     assert report.errors == () and report.infos == ()
     assert [(p.code, p.case_id) for p in report.warnings] == [("float_label", "hippocampus_003")]
@@ -62,7 +62,7 @@ def test_sample_is_clean_but_for_the_float_label(sample_dir):
 @pytest.mark.shared
 def test_hippocampus_208_cases(hippocampus_dir):
     report = inspect_dataset(hippocampus_dir, progress=False)
-    assert (report.n_cases, report.n_channels, report.n_test_cases) == (208, 1, 130)
+    assert (report.num_training_cases, report.num_channels, report.num_test_cases) == (208, 1, 130)
     assert sorted(report.labels.values()) == [0, 1, 2]
     assert report.errors == ()
     assert sorted((p.code, p.case_id) for p in report.warnings) == [
@@ -75,7 +75,7 @@ def test_hippocampus_208_cases(hippocampus_dir):
 @pytest.mark.shared
 def test_isbi_30_2d_cases(isbi_dir):
     report = inspect_dataset(isbi_dir, progress=False)
-    assert (report.n_cases, report.n_channels, report.problems) == (30, 1, ())
+    assert (report.num_training_cases, report.num_channels, report.problems) == (30, 1, ())
     assert all(c.shape == (512, 512) and c.label_values == (0, 1) for c in report.cases)
     assert "2D .png" in str(report)
 
@@ -147,7 +147,7 @@ def test_missing_image_label_and_channel(tmp_path):
     report = inspect(root)
     the_problem(report, "missing_channel", case_id=first)
     the_problem(report, "missing_label", case_id=second)
-    assert report.n_cases == 0 and not report.ok
+    assert report.num_training_cases == 0 and not report.ok
 
     msd = msd_dataset(tmp_path / "msd", 2)
     (msd / "imagesTr" / f"{first}.nii.gz").unlink()
@@ -409,7 +409,7 @@ def test_report_text_html_and_json_round_trip(tmp_path):
 
     saved = report.save(tmp_path / "out" / "report.json")
     data = json.loads(saved.read_text())
-    assert data["n_cases"] == 3 and data["n_warnings"] == 1
+    assert data["num_training_cases"] == 3 and data["n_warnings"] == 1
     assert DatasetReport.load(saved) == report
 
 
@@ -491,4 +491,4 @@ def test_listed_test_image_missing(tmp_path):
     missing.unlink()
     report = inspect(root)
     the_problem(report, "missing_image", case_id=missing.name.removesuffix(".nii.gz"), severity=Severity.WARNING)
-    assert report.n_test_cases == 1
+    assert report.num_test_cases == 1

@@ -118,7 +118,7 @@ def test_extract_refuses_non_archives(tmp_path):
 
 
 def test_create_manifest_from_folder(sample_dir, tmp_path, capsys):
-    path = create_manifest(sample_dir, out=tmp_path, name="hippo_sample")
+    path = create_manifest(sample_dir, out_dir=tmp_path, name="hippo_sample")
     m = Manifest.load(path)
     archive = tmp_path / "hippo_sample.tar.gz"
     assert m.files[0].filename == archive.name and m.files[0].hash == file_hash(archive)
@@ -131,7 +131,7 @@ def test_create_manifest_from_folder(sample_dir, tmp_path, capsys):
 
 def test_create_manifest_from_archive(sample_dir, tmp_path):
     archive = pack_folder(sample_dir, tmp_path / "given.tar.gz")
-    path = create_manifest(archive, out=tmp_path / "out", check=False, verbose=False)
+    path = create_manifest(archive, out_dir=tmp_path / "out", check=False, verbose=False)
     m = Manifest.load(path)
     assert m.name == "given" and m.files[0].hash == file_hash(archive) and m.expected_cases == 25
 
@@ -141,7 +141,7 @@ def test_create_manifest_refuses_a_dataset_with_errors(sample_dir, tmp_path):
     victim = sorted((broken / "labelsTr").glob("*.nii.gz"))[0]
     victim.write_bytes(b"not a nifti file")  # a label that cannot be read: inspect_dataset reports an error
     with pytest.raises(ManifestError, match=f"(?s)broken has \\d+ error.*{victim.stem.split('.')[0]}"):
-        create_manifest(broken, out=tmp_path / "out", verbose=False)
+        create_manifest(broken, out_dir=tmp_path / "out", verbose=False)
     assert not (tmp_path / "out").exists()
 
 

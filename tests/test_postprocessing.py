@@ -48,7 +48,7 @@ def test_blobs_make_largest_component_accepted(references, tmp_path):
         assert not cleaned[:2, :2, :2].any()
         assert dice_per_class(cleaned, ref, LABELS)["Anterior"] >= dice_per_class(noisy[case_id], ref, LABELS)["Anterior"]
     loaded = PostprocessingDecision.load(tmp_path / "postprocessing.json")
-    assert loaded.steps == decision.steps and loaded.n_cases == 4
+    assert loaded.steps == decision.steps and loaded.num_cases == 4
     assert "accepted" in repr(decision) and "<table>" in decision._repr_html_()
 
 

@@ -54,7 +54,7 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 def _add_fingerprint(sub) -> None:
     p = sub.add_parser("fingerprint", help="measure a dataset: spacings, shapes, intensities, classes")
     p.add_argument("dataset", type=Path, help="dataset folder")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FINGERPRINT.json")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="FINGERPRINT.json")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: number of CPU cores)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fingerprint)
@@ -86,7 +86,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _add_plan(sub) -> None:
     p = sub.add_parser("plan", help="derive the training configurations from a fingerprint, as nnU-Net does")
     p.add_argument("fingerprint", type=Path, metavar="FINGERPRINT.json")
-    p.add_argument("-o", "--output", type=Path, metavar="PLAN.json")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, metavar="PLAN.json")
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory to plan for (nnU-Net's default: 8)")
     p.add_argument("--preset", help="named target hardware, e.g. colab-t4 or cpu")
     p.add_argument("--explain", action="store_true", help="print every decision with its reason")
@@ -115,7 +115,7 @@ def _add_preprocess(sub) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, required=True, metavar="PLAN.json")
     p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
-    p.add_argument("--out", type=Path, required=True, metavar="OUT_DIR",
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR",
                    help="writes OUT_DIR/CONFIGURATION/ (give it to tutorseg train --preprocessed OUT_DIR)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -155,7 +155,7 @@ def _add_train(sub) -> None:
     p.add_argument("--plan", type=Path, metavar="PLAN.json")
     p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
     p.add_argument("--fold", type=_parse_fold, default=0, help="0-4, or 'all' to train on every labelled case")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="RUN_DIR")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--budget", help="wall-clock budget, e.g. 10m, 1h30m, 90s")
     group.add_argument("--epochs", type=int, help="number of epochs")
@@ -187,7 +187,7 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment images with trained folds (ensembled)")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     p.add_argument("-i", "--input", type=Path, required=True, help="an image file or a folder of CASE_0000 files")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster, slightly worse)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities (.npz)")
     p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final",
@@ -210,7 +210,7 @@ def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95 and surface Dice of predictions against references")
     p.add_argument("predictions", type=Path, metavar="PRED_DIR")
     p.add_argument("reference", type=Path, metavar="REFERENCE_DIR")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="SUMMARY.json")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="SUMMARY.json")
     p.add_argument("--instances", type=Path, default=None, metavar="INSTANCE_DIR",
                    help="instance label maps (one integer per object) named like the references: also report "
                         "instance F1 at IoU 0.5 and panoptic quality")
@@ -269,7 +269,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_download(sub) -> None:
     p = sub.add_parser("download", help="fetch a dataset described by a manifest, verified by checksum")
     p.add_argument("name", help="a shipped manifest's name (e.g. Task04_Hippocampus) or a manifest .json path")
-    p.add_argument("--to", type=Path, required=True, metavar="DIR")
+    p.add_argument("--to", "-o", "--out", dest="to", type=Path, required=True, metavar="DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
 
@@ -277,7 +277,7 @@ def _add_download(sub) -> None:
 def _cmd_manifest_create(args: argparse.Namespace) -> int:
     from tutorseg.integrations.manifests import create_manifest
 
-    manifest_path = create_manifest(args.source, out=args.output, name=args.name)
+    manifest_path = create_manifest(args.source, out_dir=args.output, name=args.name)
     print(f"manifest written to {manifest_path}")
     return 0
 
@@ -287,7 +287,8 @@ def _add_manifest(sub) -> None:
     msub = p.add_subparsers(dest="manifest_command", required=True)
     c = msub.add_parser("create", help="pack and hash a dataset folder and write its manifest")
     c.add_argument("source", type=Path, metavar="FOLDER_OR_ARCHIVE")
-    c.add_argument("-o", "--output", type=Path, default=None, metavar="DIR", help="where to write archive + manifest")
+    c.add_argument("-o", "--out", "--output", dest="output", type=Path, default=None, metavar="DIR",
+                   help="where to write archive + manifest")
     c.add_argument("--name", default=None, help="dataset name (default: the folder's name)")
     c.set_defaults(func=_cmd_manifest_create)
 
@@ -304,7 +305,7 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export-nnunet", help="write the dataset (and plan) in nnU-Net v2's format")
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, default=None, metavar="PLAN.json")
-    p.add_argument("--out", type=Path, required=True, metavar="nnUNet_raw")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="nnUNet_raw")
     p.add_argument("--dataset-id", type=int, default=500, help="nnU-Net dataset number (default 500)")
     p.set_defaults(func=_cmd_export)
 
@@ -323,7 +324,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
-    p.add_argument("--out", type=Path, default=Path("tutorseg_demo"), help="output folder (default: tutorseg_demo)")
+    p.add_argument("-o", "--out", type=Path, default=Path("tutorseg_demo"), help="output folder (default: tutorseg_demo)")
     p.add_argument("--budget", default="5m", help="training budget (default: 5m; 10m is the cpu-10min schedule)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
@@ -333,6 +334,7 @@ def _add_demo(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tutorseg`` command line: one subcommand per step, each calling the step's Python function."""
     parser = argparse.ArgumentParser(
         prog="tutorseg",
         description="nnU-Net-style self-configuring segmentation, one explained step at a time.")
@@ -345,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``tutorseg COMMAND ...``; a user's mistake is one clear line and exit status 1, never a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -203,8 +203,10 @@ def setup_workspace(dataset: str | os.PathLike | None = None, *, project: str = 
         WorkspaceError: Drive cannot be mounted, or ``dataset`` is not a folder.
 
     Example:
-        >>> ws = setup_workspace("/content/drive/MyDrive/datasets/Task04_Hippocampus")  # doctest: +SKIP
-        >>> run = ws.run_dir("hippocampus_3d_fold0")
+        On Colab (it mounts Google Drive, so it is not run as a doctest)::
+
+            ws = setup_workspace("/content/drive/MyDrive/datasets/Task04_Hippocampus")
+            run = ws.run_dir("hippocampus_3d_fold0")
     """
     is_colab = on_colab() if colab is None else bool(colab)
     notes: list[str] = []

@@ -130,7 +130,7 @@ class DatasetFingerprint:
     # ----- dataset-level medians and frequencies (derived, so never out of sync with the cases)
 
     @property
-    def num_cases(self) -> int:
+    def num_training_cases(self) -> int:
         return len(self.cases)
 
     @property
@@ -174,7 +174,8 @@ class DatasetFingerprint:
     @property
     def class_presence(self) -> dict[int, float]:
         """Label value -> fraction of cases in which it occurs."""
-        return {value: sum(1 for c in self.cases if c.class_voxel_counts.get(value, 0) > 0) / max(1, self.num_cases)
+        cases = max(1, self.num_training_cases)
+        return {value: sum(1 for c in self.cases if c.class_voxel_counts.get(value, 0) > 0) / cases
                 for value in sorted(self.labels.values())}
 
     def to_nnunet_dict(self) -> dict:
@@ -199,7 +200,7 @@ class DatasetFingerprint:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cases"}
         data["cases"] = [c.to_dict() for c in self.cases]
         data["summary"] = {  # derived; written for readers of the JSON, recomputed on load
-            "num_cases": self.num_cases,
+            "num_training_cases": self.num_training_cases,
             "median_spacing": self.median_spacing,
             "median_shape_after_crop": self.median_shape_after_crop,
             "median_relative_size_after_cropping": self.median_relative_size_after_cropping,
@@ -246,11 +247,11 @@ class DatasetFingerprint:
     def __repr__(self) -> str:
         spacing = ", ".join(f"{s:.3g}" for s in self.median_spacing)
         shape = ", ".join(f"{s:g}" for s in self.median_shape_after_crop)
-        return (f"DatasetFingerprint({self.dataset_name!r}: {self.num_cases} cases, median spacing ({spacing}), "
+        return (f"DatasetFingerprint({self.dataset_name!r}: {self.num_training_cases} cases, median spacing ({spacing}), "
                 f"median shape after crop ({shape}), channels {list(self.channel_names.values())})")
 
     def _repr_html_(self) -> str:
-        rows = [("cases", self.num_cases),
+        rows = [("cases", self.num_training_cases),
                 ("median spacing", ", ".join(f"{s:.3g}" for s in self.median_spacing)),
                 ("median shape after crop", ", ".join(f"{s:g}" for s in self.median_shape_after_crop)),
                 ("median relative size after crop", f"{self.median_relative_size_after_cropping:.3f}")]
@@ -428,6 +429,7 @@ def _refuse(dataset: Dataset, problems: list[Problem], report: DatasetReport | N
     """The error for a dataset that cannot be fingerprinted, with the inspection report.
 
     Args:
+        dataset: the dataset that was to be fingerprinted.
         problems: what stops the fingerprint.
         report: the :class:`~tutorseg.inspection.report.DatasetReport` when already made; else it is made here.
     """
@@ -483,8 +485,8 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
             not stop it), or a case cannot be read; the message lists every problem and holds the inspection report.
 
     Example:
-        >>> fp = fingerprint(tutorseg.sample_dataset_path())      # doctest: +SKIP
-        >>> fp.median_spacing                                     # doctest: +SKIP
+        >>> fp = fingerprint(tutorseg.sample_dataset_path(), num_workers=1, progress=False)
+        >>> fp.median_spacing
         (1.0, 1.0, 1.0)
     """
     from tutorseg.inspection.checks import inspect_dataset
@@ -508,7 +510,7 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
     problems = [r.problem for r in results if r.problem is not None]
     if problems:
         raise _refuse(dataset, problems, report)
-    cases = tuple(r.fingerprint for r in results)
+    cases = tuple(r.fingerprint for r in results if r.fingerprint is not None)  # every result has one now
     n_channels = len(results[0].sample_values)
     if n_channels != dataset.n_channels:
         raise _refuse(dataset, [P.error("channel_count", f"dataset.json names {dataset.n_channels} channel(s) but "

@@ -186,7 +186,7 @@ def _figures(dataset, files: dict[str, Path], summary: EvaluationSummary) -> dic
     figures["metrics"] = save_figure(plot_metrics(summary), folder / "metrics.png")
     dice = {k: v for k, v in summary.per_case_dice().items() if not np.isnan(v)}
     if dice:
-        ranked = sorted(dice, key=dice.get)
+        ranked = sorted(dice, key=lambda case_id: dice[case_id])
         for title, case_id in (("worst case", ranked[0]), ("best case", ranked[-1])):
             case = dataset.case(case_id)
             prediction = next(p for p in files["validation_postprocessed"].iterdir() if p.name.split(".")[0] == case_id)

@@ -29,8 +29,10 @@ class ArtefactError(TutorsegError):
 
 
 def to_json_types(value: Any) -> Any:
-    """``value`` in JSON's own types, recursively: tuples as lists, dict keys as strings, numpy scalars and arrays
-    as Python numbers and lists, paths as strings, NaN as ``None`` (JSON has no NaN).
+    """``value`` in JSON's own types, recursively.
+
+    Tuples become lists, dict keys strings, numpy scalars and arrays Python numbers and lists, paths strings, and
+    NaN becomes ``None`` (JSON has no NaN).
 
     >>> import numpy as np
     >>> to_json_types({1: (np.float32(0.5), float("nan")), "shape": np.array([40, 56, 40])})

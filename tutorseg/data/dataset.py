@@ -401,8 +401,8 @@ def _discover_v2(root: Path, data: dict, spacing_2d, found: list[Problem], n_dec
     groups = _group_channel_files(image_files, ending, "imagesTr", found)
     labels_by_id = {p.name[: -len(ending)]: p for p in label_files if p.name.endswith(ending)}
 
-    typical_channels = Counter(len(g) for g in groups.values()).most_common(1)
-    typical_channels = typical_channels[0][0] if typical_channels else 0
+    most_common = Counter(len(g) for g in groups.values()).most_common(1)
+    typical_channels = most_common[0][0] if most_common else 0
     if ending in NIFTI_ENDINGS and n_declared_channels:
         # one NIfTI file per declared channel; a 2D RGB file holds 3 channels, so there the files' own count rules
         typical_channels = n_declared_channels
@@ -481,7 +481,8 @@ def _discover_msd(root: Path, data: dict, spacing_2d, found: list[Problem]):
                               '"label": "./labelsTr/CASE.nii.gz"}', entries))
         entries = []
     ending = ""
-    training, seen = [], Counter()
+    training: list[Case] = []
+    seen: Counter[str] = Counter()
     for position, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) \
                 or not isinstance(entry.get("label"), str):
@@ -583,7 +584,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         DatasetError: the folder does not exist.
 
     Example:
-        >>> ds = load_dataset(tutorseg.sample_dataset_path())  # doctest: +SKIP
+        >>> ds = load_dataset(tutorseg.sample_dataset_path())
         >>> ds.labels
         {'background': 0, 'Anterior': 1, 'Posterior': 2}
     """
@@ -612,7 +613,8 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         channel_names = _parse_index_dict(data, "modality", found) if data else {}
         labels = _parse_labels_msd(data, found) if data else {}
         ending, training, test = _discover_msd(root, data, spacing_2d, found)
-    name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else root.name
+    declared_name = data.get("name")
+    name = declared_name if isinstance(declared_name, str) and declared_name else root.name
     return Dataset(root, name, layout, channel_names, labels, ending, training, test, tuple(found), data)
 
 

@@ -45,8 +45,12 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
             (used for checkpoints; costs a few milliseconds).
 
     Example:
-        >>> with atomic_path("run/progress.png") as tmp:  # doctest: +SKIP
-        ...     fig.savefig(tmp)
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "run" / "notes.txt"
+        >>> with atomic_path(target) as tmp:  # a reader of notes.txt never sees it half-written
+        ...     _ = tmp.write_text("epoch 3 done")
+        >>> target.read_text(), tmp.exists()
+        ('epoch 3 done', False)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

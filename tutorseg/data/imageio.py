@@ -16,11 +16,15 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tutorseg.data.files import atomic_path
 from tutorseg.data.problems import ImageReadError
+
+if TYPE_CHECKING:
+    from nibabel import Nifti1Image
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 IMAGE_2D_ENDINGS = (".png", ".tif", ".tiff")
@@ -50,6 +54,7 @@ def image_files_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def is_2d_format(path: str | os.PathLike) -> bool:
+    """Whether the file is a 2D image format (PNG, TIFF): one slice, no spacing in the file."""
     return file_ending(path) in IMAGE_2D_ENDINGS
 
 
@@ -85,7 +90,7 @@ class Geometry:
         return (self.shape, self.n_channels, self.spacing, self.dtype, self.notes) == (
             other.shape, other.n_channels, other.spacing, other.dtype, other.notes) and same_affine
 
-    __hash__ = None  # mutable numpy field: not hashable
+    __hash__ = None  # type: ignore[assignment]  # a mutable numpy field: not hashable
 
 
 @dataclass(frozen=True)
@@ -102,12 +107,22 @@ class Image:
 _NIFTI1_HEADER_SIZE = 348  # bytes; a single-file NIfTI-1 carries the magic b"n+1\0" at byte 344
 
 
-def _load_nifti(nib, path: Path):
-    """Open a NIfTI-1 file directly (skipping nibabel's format sniffing, ~40% faster on small files), else any."""
+def load_nifti(path: str | os.PathLike) -> Nifti1Image:
+    """Open a NIfTI file: header, affine and a data proxy (the voxels are read on first use).
+
+    NIfTI-1 is opened directly, skipping nibabel's format sniffing (~40% faster on small files); anything else goes
+    through nibabel's general loader, which explains a bad header. NIfTI-2 images are ``Nifti1Image`` subclasses.
+    """
+    import nibabel as nib
+
     try:
         return nib.Nifti1Image.from_filename(str(path))
     except Exception:  # NIfTI-2, or a bad header: let nibabel's general loader decide and explain
-        return nib.load(str(path))
+        image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image):
+        raise ImageReadError(Path(path), f"not a NIfTI image (nibabel reads it as {type(image).__name__})",
+                             "save it as NIfTI (.nii.gz)")
+    return image
 
 
 def _geometry_from_header(header, affine) -> Geometry:
@@ -123,10 +138,9 @@ def _geometry_from_header(header, affine) -> Geometry:
 
 
 def _nifti_geometry(path: Path) -> Geometry:
-    import nibabel as nib
 
     try:
-        img = _load_nifti(nib, path)
+        img = load_nifti(path)
     except Exception as exc:  # nibabel raises several types for bad headers
         raise ImageReadError(path, f"not a readable NIfTI file ({exc})",
                              "re-export the file as NIfTI (.nii.gz), e.g. from 3D Slicer or with nibabel") from None
@@ -192,10 +206,9 @@ def _read_nifti(path: Path) -> Image:
     if fast is not None:
         data, geometry = fast
     else:
-        import nibabel as nib
 
         try:
-            img = _load_nifti(nib, path)
+            img = load_nifti(path)
         except Exception as exc:  # noqa: BLE001 -- nibabel raises several types for bad headers
             raise ImageReadError(path, f"not a readable NIfTI file ({exc})",
                                  "re-export the file as NIfTI (.nii.gz), e.g. from 3D Slicer or with nibabel") from None
@@ -225,8 +238,9 @@ def _open_pil(path: Path):
         pil = PILImage.open(path)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageReadError(path, f"not a readable image ({exc})", "re-save the file as PNG") from None
-    if getattr(pil, "n_frames", 1) > 1:
-        raise ImageReadError(path, f"multi-page image with {pil.n_frames} pages",
+    n_frames = getattr(pil, "n_frames", 1)
+    if n_frames > 1:
+        raise ImageReadError(path, f"multi-page image with {n_frames} pages",
                              "tutorseg reads one 2D slice per file: save each page as its own PNG, "
                              "or save the stack as a 3D NIfTI")
     return pil
@@ -242,7 +256,7 @@ def _pil_channels(mode: str) -> tuple[int, tuple[str, ...]]:
     return 3, ()
 
 
-def _image2d_geometry(path: Path, spacing: tuple[float, float] | None = None, pil=None) -> Geometry:
+def _image2d_geometry(path: Path, spacing: tuple[float, ...] | None = None, pil=None) -> Geometry:
     pil = pil if pil is not None else _open_pil(path)
     n_channels, notes = _pil_channels(pil.mode)
     width, height = pil.size
@@ -252,7 +266,7 @@ def _image2d_geometry(path: Path, spacing: tuple[float, float] | None = None, pi
     return Geometry((height, width), n_channels, tuple(spacing or (1.0, 1.0)), None, dtype, notes)
 
 
-def _read_image2d(path: Path, spacing: tuple[float, float] | None = None) -> Image:
+def _read_image2d(path: Path, spacing: tuple[float, ...] | None = None) -> Image:
     pil = _open_pil(path)
     geometry = _image2d_geometry(path, spacing, pil)
     try:
@@ -274,7 +288,7 @@ def _read_image2d(path: Path, spacing: tuple[float, float] | None = None) -> Ima
 # --------------------------------------------------------------------------------------------------- public API
 
 
-def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, float] | None = None) -> Geometry:
+def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None = None) -> Geometry:
     """Read a file's geometry from its header only (fast: no voxel data is decoded).
 
     Raises:
@@ -293,7 +307,7 @@ def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, float] | 
                          code="unsupported_format")
 
 
-def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, float] | None = None) -> Image:
+def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None = None) -> Image:
     """Read a file's voxels, channel first: ``(C, *spatial)``, in the stored dtype.
 
     Raises:
@@ -335,7 +349,7 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
 
             if reference is None:
                 raise ValueError("writing NIfTI needs the reference image whose affine and header to copy")
-            ref = nib.load(str(reference))
+            ref = load_nifti(reference)
             header = ref.header.copy()
             data = segmentation.astype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)
             header.set_data_dtype(data.dtype)

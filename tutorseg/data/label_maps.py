@@ -19,7 +19,8 @@ def dice_per_class(prediction: np.ndarray, reference: np.ndarray, labels: Mappin
     :func:`tutorseg.evaluate`). Background (value 0) is skipped.
 
     Args:
-        prediction, reference: ``(*spatial)`` integer label maps of the same shape.
+        prediction: ``(*spatial)`` integer label map.
+        reference: ``(*spatial)`` integer label map of the same shape.
         labels: class name -> label value.
 
     >>> prediction = np.array([0, 1, 1, 2, 0])

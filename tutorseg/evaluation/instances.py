@@ -122,6 +122,7 @@ def instance_scores(semantic_prediction: np.ndarray, reference_instances: np.nda
         semantic_prediction: ``(*spatial)`` label map.
         reference_instances: ``(*spatial)`` instance map (0 = background).
         foreground: the label values that form objects (default: every non-zero value).
+        iou_threshold: the overlap at which a predicted and a reference object count as a match (0.5).
     """
     mask = semantic_prediction != 0 if foreground is None else np.isin(semantic_prediction, foreground)
     predicted, _ = label_instances(mask)

@@ -134,8 +134,11 @@ def _intensity_checks(image: np.ndarray, case_id: str, relative: str
 
     Args:
         image: ``(C, *spatial)`` in the stored dtype.
+        case_id: the case, for the problems' messages.
+        relative: the file's path as shown to the user.
     """
-    ranges, found = [], []
+    ranges: list[tuple[float, float] | None] = []
+    found: list[Problem] = []
     for channel, values in enumerate(image):
         if values.dtype.kind == "f":
             finite = np.isfinite(values)
@@ -202,6 +205,9 @@ def _label_value_checks(label: np.ndarray, declared: tuple[int, ...], case_id: s
 
     Args:
         label: ``(*spatial)`` label map in its stored dtype.
+        declared: the label values dataset.json declares.
+        case_id: the case, for the problems' messages.
+        relative: the file's path as shown to the user.
     """
     found = []
     is_float = label.dtype.kind == "f"
@@ -283,7 +289,7 @@ def _inspect_case(case: Case, split: str, root: Path, expect: _Expectations) -> 
     notes = tuple(note for g in geometries for note in g.notes)
     found += _check_channel_count(sum(g.n_channels for g in geometries), notes, expect.n_channels, cid,
                                   image_names[0])
-    ranges = []
+    ranges: list[tuple[float, float] | None] = []
     for image, name in zip(images, image_names):
         channel_ranges, problems = _intensity_checks(image.array, cid, name)
         ranges += channel_ranges
@@ -403,8 +409,8 @@ def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress:
         DatasetError: the folder does not exist or is not a dataset folder at all.
 
     Example:
-        >>> report = inspect_dataset(tutorseg.sample_dataset_path(), progress=False)  # doctest: +SKIP
-        >>> report.n_cases, report.labels
+        >>> report = inspect_dataset(tutorseg.sample_dataset_path(), progress=False)
+        >>> report.num_training_cases, report.labels
         (25, {'background': 0, 'Anterior': 1, 'Posterior': 2})
     """
     start = time.perf_counter()
@@ -420,6 +426,6 @@ def inspect_dataset(path_or_dataset: "str | os.PathLike | Dataset", *, progress:
     problems += _dataset_wide_checks(dataset, summaries)
     return DatasetReport(
         dataset_name=dataset.name, layout=dataset.layout, root=display_path(dataset.root),
-        file_ending=dataset.file_ending, n_cases=len(dataset.training), n_test_cases=len(dataset.test),
-        channels=dict(dataset.channel_names), labels=dict(dataset.labels), cases=tuple(summaries),
+        file_ending=dataset.file_ending, num_training_cases=len(dataset.training), num_test_cases=len(dataset.test),
+        channel_names=dict(dataset.channel_names), labels=dict(dataset.labels), cases=tuple(summaries),
         problems=tuple(problems), seconds=round(time.perf_counter() - start, 3))

@@ -81,6 +81,7 @@ class CaseSummary:
 
 
 def format_spacing(spacing) -> str:
+    """``(1.0, 1.0, 2.5)`` as ``"1x1x2.5"``."""
     return "x".join(f"{s:g}" for s in spacing)
 
 
@@ -107,9 +108,9 @@ class DatasetReport:
         layout: ``"nnunetv2"`` or ``"msd"``.
         root: the dataset folder, with the home folder shown as ``~``.
         file_ending: ``".nii.gz"``, ``".png"``...
-        n_cases: labelled training cases found (cases with missing files are not counted).
-        n_test_cases: unlabelled test images (``imagesTs``).
-        channels: channel index -> name, from dataset.json.
+        num_training_cases: labelled training cases found (cases with missing files are not counted).
+        num_test_cases: unlabelled test images (``imagesTs``).
+        channel_names: channel index -> name, from dataset.json.
         labels: label name -> value, from dataset.json.
         cases: one :class:`CaseSummary` per training case, then per test case.
         problems: every problem found, dataset-wide ones first.
@@ -120,9 +121,9 @@ class DatasetReport:
     layout: str
     root: str
     file_ending: str
-    n_cases: int
-    n_test_cases: int
-    channels: dict[int, str]
+    num_training_cases: int
+    num_test_cases: int
+    channel_names: dict[int, str]
     labels: dict[str, int]
     cases: tuple[CaseSummary, ...] = ()
     problems: tuple[Problem, ...] = ()
@@ -147,8 +148,8 @@ class DatasetReport:
         return not self.errors
 
     @property
-    def n_channels(self) -> int:
-        return len(self.channels)
+    def num_channels(self) -> int:
+        return len(self.channel_names)
 
     @property
     def training_cases(self) -> tuple[CaseSummary, ...]:
@@ -202,11 +203,11 @@ class DatasetReport:
 
     def facts(self) -> list[tuple[str, str]]:
         """The report's summary as (name, value) pairs: what the text header and the HTML table show."""
-        channels = ", ".join(f"{i} {n}" for i, n in self.channels.items()) or "none declared"
+        channels = ", ".join(f"{i} {n}" for i, n in self.channel_names.items()) or "none declared"
         labels = ", ".join(f"{v} {n}" for n, v in self.labels.items()) or "none declared"
         facts = [("folder", self.root),
-                 ("cases", f"{self.n_cases} labelled training case(s), {self.n_test_cases} test image(s)"),
-                 ("channels", f"{self.n_channels}: {channels}"),
+                 ("cases", f"{self.num_training_cases} labelled training case(s), {self.num_test_cases} test image(s)"),
+                 ("channels", f"{self.num_channels}: {channels}"),
                  ("labels", f"{len(self.labels)}: {labels}")]
         axes = self._axis_names()
         for name, stats in (("shape", self.shape_summary()), ("spacing", self.spacing_summary())):
@@ -230,9 +231,9 @@ class DatasetReport:
 
     def _intensity_facts(self) -> list[tuple[str, str]]:
         facts = []
-        for channel, name in (self.channels.items() or [(0, "?")]):
-            ranges = [c.intensity_range[channel] for c in self.training_cases
-                      if len(c.intensity_range) > channel and c.intensity_range[channel] is not None]
+        for channel, name in (self.channel_names.items() or [(0, "?")]):
+            ranges = [r for c in self.training_cases if len(c.intensity_range) > channel
+                      and (r := c.intensity_range[channel]) is not None]
             if ranges:
                 lows, highs = [r[0] for r in ranges], [r[1] for r in ranges]
                 facts.append(("intensity", f"channel {channel} ({name}): {_fmt_number(min(lows))} .. "
@@ -292,12 +293,12 @@ class DatasetReport:
         parts.append("\n".join(self._problem_lines()))
         verdict = ("RESULT: errors found; fix them before training" if self.errors
                    else "RESULT: ready for the next step (tutorseg.fingerprint)")
-        parts.append(f"{verdict}  [{self.n_cases + self.n_test_cases} case(s) read in {self.seconds:.1f} s]")
+        parts.append(f"{verdict}  [{self.num_training_cases + self.num_test_cases} case(s) read in {self.seconds:.1f} s]")
         return "\n\n".join(parts)
 
     def __repr__(self) -> str:
-        return (f"DatasetReport({self.dataset_name!r}, {self.n_cases} training + {self.n_test_cases} test cases, "
-                f"{self.n_channels} channel(s), {len(self.labels)} label(s), {len(self.errors)} error(s), "
+        return (f"DatasetReport({self.dataset_name!r}, {self.num_training_cases} training + {self.num_test_cases} test cases, "
+                f"{self.num_channels} channel(s), {len(self.labels)} label(s), {len(self.errors)} error(s), "
                 f"{len(self.warnings)} warning(s), {len(self.infos)} info(s))")
 
     # ------------------------------------------------------------------ HTML
@@ -337,8 +338,8 @@ class DatasetReport:
     def to_dict(self) -> dict:
         return {
             "dataset_name": self.dataset_name, "layout": self.layout, "root": self.root,
-            "file_ending": self.file_ending, "n_cases": self.n_cases, "n_test_cases": self.n_test_cases,
-            "channels": {str(k): v for k, v in self.channels.items()}, "labels": dict(self.labels),
+            "file_ending": self.file_ending, "num_training_cases": self.num_training_cases, "num_test_cases": self.num_test_cases,
+            "channel_names": {str(k): v for k, v in self.channel_names.items()}, "labels": dict(self.labels),
             "n_errors": len(self.errors), "n_warnings": len(self.warnings), "n_infos": len(self.infos),
             "problems": [p.to_dict() for p in self.problems],
             "cases": [c.to_dict() for c in self.cases],
@@ -349,8 +350,12 @@ class DatasetReport:
     def from_dict(cls, data: dict) -> "DatasetReport":
         return cls(
             dataset_name=data["dataset_name"], layout=data["layout"], root=data["root"],
-            file_ending=data["file_ending"], n_cases=data["n_cases"], n_test_cases=data["n_test_cases"],
-            channels={int(k): v for k, v in data["channels"].items()}, labels=dict(data["labels"]),
+            file_ending=data["file_ending"],
+            # reports saved by tutorseg 0.1 name the counts n_cases / n_test_cases and the channels "channels"
+            num_training_cases=data["num_training_cases"] if "num_training_cases" in data else data["n_cases"],
+            num_test_cases=data["num_test_cases"] if "num_test_cases" in data else data["n_test_cases"],
+            channel_names={int(k): v for k, v in data.get("channel_names", data.get("channels", {})).items()},
+            labels=dict(data["labels"]),
             cases=tuple(CaseSummary.from_dict(c) for c in data.get("cases", ())),
             problems=tuple(Problem.from_dict(p) for p in data.get("problems", ())),
             seconds=data.get("seconds", 0.0))

@@ -1,4 +1,4 @@
-"""Archives: hash them, pack a dataset folder into one deterministically, unpack one safely.
+r"""Archives: hash them, pack a dataset folder into one deterministically, unpack one safely.
 
 Used by :mod:`tutorseg.integrations.downloads` (verify, then extract what arrived) and :mod:`tutorseg.integrations.manifests` (an instructor
 packs and hashes a dataset). Safety rules for extraction, because an archive from the internet is untrusted input:

@@ -280,7 +280,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             new_values = {mapping.get(v, v) for v in values_seen} - {0}
             labels = {"background": 0, **{f"class_{v}": v for v in sorted(new_values)}}
         if channel_names is None:
-            channel_names = {0: "R", 1: "G", 2: "B"} if n_channels == 3 else {c: "image" for c in range(n_channels)}
+            channel_names = {0: "R", 1: "G", 2: "B"} if n_channels == 3 else {c: "image" for c in range(n_channels or 1)}
         write_json_atomic(staging / "dataset.json", {
             "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
             "numTraining": len(pairs), "file_ending": ending,
@@ -328,6 +328,7 @@ def make_example_folders(out_dir: str | os.PathLike, *, n_cases: int | None = No
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     for case in dataset.training[:n_cases]:
+        assert case.label_file is not None  # training cases are labelled
         ending = file_ending(case.image_files[0])
         shutil.copyfile(case.image_files[0], images / f"{case.case_id}{ending}")
         shutil.copyfile(case.label_file, masks / f"{case.case_id}_mask{file_ending(case.label_file)}")

@@ -89,9 +89,9 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
         ManifestError: unknown name or invalid manifest.
 
     Example:
-        >>> folder = tutorseg.download("Task04_Hippocampus", "data")  # doctest: +SKIP
-        >>> folder
-        PosixPath('data/Task04_Hippocampus')
+        It downloads 27 MB, so it is not run as a doctest::
+
+            folder = tutorseg.download("Task04_Hippocampus", "data")  # -> data/Task04_Hippocampus
     """
     manifest = find_manifest(name_or_manifest)
     _refuse_unhosted(manifest)

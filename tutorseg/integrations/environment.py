@@ -90,7 +90,7 @@ def describe_environment() -> Environment:
     try:
         import torch
     except ImportError:
-        torch = None
+        torch = None  # type: ignore[assignment]  # torch is optional for describing the machine
     if torch is not None:
         if torch.cuda.is_available():
             properties = torch.cuda.get_device_properties(0)

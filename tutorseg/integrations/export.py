@@ -31,7 +31,7 @@ import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import write_text_atomic
-from tutorseg.data.imageio import NIFTI_ENDINGS, read_geometry
+from tutorseg.data.imageio import NIFTI_ENDINGS, load_nifti, read_geometry
 from tutorseg.data.problems import TutorsegError
 
 
@@ -49,7 +49,7 @@ def nnunet_dataset_name(dataset: Dataset, dataset_id: int) -> str:
     return f"Dataset{dataset_id:03d}_{name}"
 
 
-def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, dataset_id: int = 500,
+def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw", *, dataset_id: int = 500,
                   overwrite: bool = False) -> Path:
     """Write a dataset in nnU-Net v2's raw format, and the plan under nnU-Net's field names.
 
@@ -57,7 +57,7 @@ def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, 
         dataset: a dataset folder or :class:`~tutorseg.Dataset` (nnU-Net v2 or MSD layout).
         plan: a :class:`~tutorseg.Plan` or the path of its JSON, written as ``tutorseg_plans.json`` (nnU-Net's
             ``nnUNetPlans.json`` fields) in the exported folder; ``None`` for the data only.
-        out: the ``nnUNet_raw`` folder; the dataset goes into ``out/Dataset500_Name``.
+        out_dir: the ``nnUNet_raw`` folder; the dataset goes into ``out_dir/Dataset500_Name``.
         dataset_id: nnU-Net's dataset number (1-999; 500+ are free of nnU-Net's own numbers).
         overwrite: replace an existing export of the same name.
 
@@ -68,11 +68,11 @@ def export_nnunet(dataset, plan=None, out: str | os.PathLike = "nnUNet_raw", *, 
         ExportError: the target exists (and ``overwrite`` is False), or the id is out of range.
     """
     dataset = as_dataset(dataset)
-    target = Path(out) / nnunet_dataset_name(dataset, dataset_id)
+    target = Path(out_dir) / nnunet_dataset_name(dataset, dataset_id)
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists; pass overwrite=True (CLI: remove the folder) to replace it")
     ending = dataset.file_ending
-    staging = Path(tempfile.mkdtemp(prefix=".tmp_export_", dir=_mkdir(Path(out))))
+    staging = Path(tempfile.mkdtemp(prefix=".tmp_export_", dir=_mkdir(Path(out_dir))))
     try:
         for case in dataset.training:
             _write_channels(case, staging / "imagesTr", ending)
@@ -136,7 +136,7 @@ def _write_channels(case: Case, folder: Path, ending: str) -> None:
 def _write_nifti_channel(source: Path, index: int, target: Path) -> None:
     import nibabel as nib
 
-    image = nib.load(str(source))
+    image = load_nifti(source)
     data = np.asanyarray(image.dataobj[..., index])
     header = image.header.copy()
     header.set_data_shape(data.shape)
@@ -148,12 +148,14 @@ def _write_nifti_channel(source: Path, index: int, target: Path) -> None:
 def _write_label(case: Case, target: Path) -> None:
     """Copy the label, or rewrite it as ``uint8``/``int16`` when its file stores floats (nnU-Net wants integers)."""
     _mkdir(target.parent)
+    if case.label_file is None:
+        raise ExportError(f"case {case.case_id} has no label to export")
     geometry = read_geometry(case.label_file, spacing_2d=case.spacing_2d)
     if geometry.dtype.startswith(("float", "<f", ">f")) and target.name.endswith(NIFTI_ENDINGS):
         import nibabel as nib
 
         label = case.load_label()  # checks the values are integral
-        image = nib.load(str(case.label_file))
+        image = load_nifti(case.label_file)
         data = label.astype(np.uint8 if label.max(initial=0) < 256 else np.int16)
         header = image.header.copy()
         header.set_data_dtype(data.dtype)

@@ -83,7 +83,8 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
     except gdown.exceptions.FileURLRetrievalError as exc:
         raise _explain_refusal(file_id, str(exc)) from None
     except requests.exceptions.HTTPError as exc:
-        raise DownloadError(f"Drive answered HTTP {exc.response.status_code} for {drive_url(file_id)}; check the "
+        status = exc.response.status_code if exc.response is not None else "an error"
+        raise DownloadError(f"Drive answered HTTP {status} for {drive_url(file_id)}; check the "
                             "file id in the manifest") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise NetworkError(f"no network connection to Google Drive ({type(exc).__name__})") from None

@@ -202,8 +202,10 @@ def is_placeholder(source: str) -> bool:
 
 
 def shipped_manifests_dir() -> Path:
-    """The folder of manifests shipped with tutorseg (``data_manifests/`` of the repository, installed as
-    the package ``tutorseg.data_manifests``)."""
+    """The folder of manifests shipped with tutorseg.
+
+    It is ``data_manifests/`` of the repository, installed as the package ``tutorseg.data_manifests``.
+    """
     try:
         folder = Path(str(resources.files("tutorseg.data_manifests")))
     except ModuleNotFoundError:  # an editable install made before data_manifests/ was mapped into the package
@@ -317,7 +319,7 @@ def sharing_instructions(manifest_path: str | os.PathLike, archive: str | os.Pat
         f"Drive limits how often a popular file can be downloaded per day; for a large class, also give a mirror.")
 
 
-def create_manifest(source: str | os.PathLike, *, out: str | os.PathLike | None = None, name: str | None = None,
+def create_manifest(source: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, name: str | None = None,
                     check: bool = True, verbose: bool = True) -> Path:
     """Pack (if needed), check and hash a dataset, and write its manifest, ready for hosting on Google Drive.
 
@@ -328,7 +330,7 @@ def create_manifest(source: str | os.PathLike, *, out: str | os.PathLike | None 
 
     Args:
         source: a dataset folder (holding ``dataset.json``) or a ``.tar.gz`` / ``.tar`` / ``.zip`` archive of one.
-        out: folder for the archive and ``NAME.json`` (default: beside ``source``).
+        out_dir: folder for the archive and ``NAME.json`` (default: beside ``source``).
         name: dataset name (default: the folder's or archive's name).
         check: run :func:`tutorseg.inspect_dataset` first (reads every case).
         verbose: print the next steps (upload, share 'Anyone with the link', paste the file id).
@@ -340,7 +342,7 @@ def create_manifest(source: str | os.PathLike, *, out: str | os.PathLike | None 
         ManifestError: ``source`` is missing, is not a dataset, or its dataset has errors.
     """
     source = Path(source).expanduser().resolve()
-    out = Path(out) if out is not None else source.parent
+    out_dir = Path(out_dir) if out_dir is not None else source.parent
     if source.is_dir():
         dataset_folder = source
         if not (dataset_folder / "dataset.json").is_file():
@@ -350,29 +352,30 @@ def create_manifest(source: str | os.PathLike, *, out: str | os.PathLike | None 
         if check:
             _check_dataset(dataset_folder)
         facts = _dataset_facts(dataset_folder)
-        archive = pack_folder(dataset_folder, out / f"{name}.tar.gz")
+        archive = pack_folder(dataset_folder, out_dir / f"{name}.tar.gz")
     elif source.is_file():
         name = name or _archive_stem(source)
         with tempfile.TemporaryDirectory(prefix="tutorseg-manifest-") as tmp:
             extract_archive(source, tmp)
-            dataset_folder = find_dataset_folder(tmp)
-            if dataset_folder is None:
+            found = find_dataset_folder(tmp)
+            if found is None:
                 raise ManifestError(f"{source.name} holds no dataset.json; pack the dataset folder itself")
             if check:
-                _check_dataset(dataset_folder)
-            facts = _dataset_facts(dataset_folder)
+                _check_dataset(found)
+            facts = _dataset_facts(found)
         archive = source
-        if archive.parent != out.resolve():
-            out.mkdir(parents=True, exist_ok=True)
-            archive = Path(shutil.copy2(source, out / source.name))
+        if archive.parent != out_dir.resolve():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            archive = Path(shutil.copy2(source, out_dir / source.name))
     else:
         raise ManifestError(f"{source} does not exist; give a dataset folder or an archive of one")
 
-    entry = {"filename": archive.name, "hash": file_hash(archive, "sha256"), "size": archive.stat().st_size,
+    size = archive.stat().st_size
+    entry = {"filename": archive.name, "hash": file_hash(archive, "sha256"), "size": size,
              "sources": [PLACEHOLDER_SOURCE], "extract": True}
     manifest = Manifest.from_dict({"name": name, **facts, "files": [entry]})
-    manifest_path = manifest.save(out / f"{name}.json")
+    manifest_path = manifest.save(out_dir / f"{name}.json")
     if verbose:
-        print(f"archive:  {archive} ({_size_text(entry['size'])}, {entry['hash']})")
+        print(f"archive:  {archive} ({_size_text(size)}, {entry['hash']})")
         print(sharing_instructions(manifest_path, archive))
     return manifest_path

@@ -118,7 +118,7 @@ def compare_with_nnunet(plan: Plan, nnunet_plans: str | os.PathLike | dict) -> P
             raise TutorsegError(f"nnU-Net plans file {path} not found (it is written by nnUNetv2_plan_experiment "
                                 "to nnUNet_preprocessed/Dataset500_Name/nnUNetPlans.json)")
         nnunet_plans = json.loads(path.read_text(encoding="utf-8"))
-    if "configurations" not in nnunet_plans or "plans_name" not in nnunet_plans:
+    if not isinstance(nnunet_plans, dict) or "configurations" not in nnunet_plans or "plans_name" not in nnunet_plans:
         raise TutorsegError("not an nnU-Net v2 plans file: it lacks 'plans_name' and 'configurations'")
     theirs = {name: c for name, c in nnunet_plans["configurations"].items() if "architecture" in c}
     rows = []

@@ -6,6 +6,7 @@ names into tutorseg's order for the :class:`Decision` records, which is what lea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,24 @@ def decide_target_spacing(spacings: np.ndarray, shapes: np.ndarray, settings: Pl
     Args:
         spacings: ``(n_cases, n_axes)`` (nnU-Net order).
         shapes: ``(n_cases, n_axes)`` shapes after cropping.
+        axes: names the axes in the explanation (tutorseg's order).
+        is_2d_data: 2D images: only the in-plane spacing matters.
+        settings: the planner's numbers (the anisotropy threshold).
+
+    Example:
+        Hippocampus as if scanned with 4 mm slices (nnU-Net's axis order, z first):
+
+        >>> axes = Axes(tutorseg_axes=(2, 1, 0), names=("x", "y", "z"))
+        >>> spacings = np.array([[4.0, 1.0, 1.0]] * 208)  # every case: 4 mm slices, 1 mm in-plane
+        >>> shapes = np.array([[9, 50, 35]] * 208)  # voxels after cropping
+        >>> target, decision = decide_target_spacing(spacings, shapes, PlannerSettings(), axes)
+        >>> target  # 4 mm > 3 x 1 mm and 9 < 35 / 3 voxels: anisotropic, z takes its 10th percentile (4 mm here)
+        array([4., 1., 1.])
+
+        Slices of 3 mm are not *more* than 3x the in-plane 1 mm, so the median spacing is kept on every axis:
+
+        >>> decide_target_spacing(np.array([[3.0, 1.0, 1.0]] * 208), shapes, PlannerSettings(), axes)[0]
+        array([3., 1., 1.])
     """
     target = np.percentile(spacings, 50, axis=0)
     median_size = np.percentile(shapes, 50, axis=0)
@@ -217,13 +236,66 @@ def _reference(dims: int, settings: PlannerSettings) -> tuple[float, int]:
 
 
 def initial_patch_size(spacing, median_shape) -> tuple[int, ...]:
-    """A patch with the aspect ratio of 1/spacing (isotropic in mm) and the volume of 256^3 (3D) or 2048^2 (2D),
-    clipped to the median shape."""
+    """nnU-Net's starting patch: isotropic in mm, as large as 256^3 (3D) or 2048^2 (2D), clipped to the median shape.
+
+    Its aspect ratio is 1/spacing, so that it covers the same distance along every axis.
+    """
     inverse = 1 / np.asarray(spacing, dtype=float)
     edge = 256 if len(spacing) == 3 else 2048
     scaled = inverse * (edge ** len(spacing) / np.prod(inverse)) ** (1 / len(spacing))
     # nnU-Net keeps the median's .5 here (the median of an even number of cases); padding rounds it away later
     return tuple(min(round(float(s)), _py(m)) for s, m in zip(scaled, median_shape))
+
+
+def shrink_patch_until_it_fits(spacing, median_shape, start, estimate: Callable[[Topology], int], budget: float,
+                               reference_batch: int, min_edge: int) -> tuple[Topology, list[int]]:
+    """nnU-Net's patch-size loop: shrink the patch, one pooling multiple at a time, until two samples fit.
+
+    Each round shrinks the axis whose patch is largest relative to the median shape. Two details decide the result,
+    and both are nnU-Net's (``ExperimentPlanner.get_plans_for_configuration``):
+
+    - the memory estimate is for the reference batch size, so it is scaled to a batch of **2**, the smallest a
+      batch may be: the patch must leave room for two samples;
+    - the amount removed is the pooling multiple of the patch *after* removing one multiple (the topology is
+      recomputed): with the current multiple, a 256 edge divisible by 64 would jump to 192 where nnU-Net's gives
+      224.
+
+    Args:
+        spacing: target spacing (nnU-Net's axis order).
+        median_shape: the median image shape at that spacing.
+        start: the initial patch (:func:`initial_patch_size`).
+        estimate: the feature-map size of a topology (:func:`~tutorseg.planning.topology.estimate_feature_map_size`).
+        budget: the largest estimate the GPU memory allows for ``reference_batch`` samples.
+        reference_batch: the batch size the budget was measured with.
+        min_edge: the smallest feature-map edge.
+
+    Returns:
+        The final topology, and the axis shrunk in each round.
+
+    Example:
+        With the patch's voxel count standing in for the memory estimate, a 256^3 patch (divisible by 64) over a
+        median image of 300 x 200 x 200 must lose a little: the last axis, largest relative to its median, goes
+        to 224, not to 192:
+
+        >>> voxels = lambda topology: int(np.prod(topology.patch_size))
+        >>> topology, shrunk = shrink_patch_until_it_fits((1.0, 1.0, 1.0), (300, 200, 200), (256, 256, 256), voxels,
+        ...                                               budget=256 * 256 * 250, reference_batch=2, min_edge=4)
+        >>> topology.patch_size, shrunk
+        ((256, 256, 224), [2])
+    """
+    topology = unet_topology(spacing, start, min_edge)
+    shrunk_axes = []
+    while estimate(topology) / reference_batch * 2 > budget:
+        ratios = [p / m for p, m in zip(topology.patch_size, median_shape)]
+        axis = int(np.argsort(ratios)[-1])  # ties: the last axis in nnU-Net's order, as nnU-Net's argsort
+        one_step_smaller = list(topology.patch_size)
+        one_step_smaller[axis] -= topology.divisible_by[axis]
+        step = unet_topology(spacing, one_step_smaller, min_edge).divisible_by[axis]
+        smaller = list(topology.patch_size)
+        smaller[axis] -= step
+        shrunk_axes.append(axis)
+        topology = unet_topology(spacing, smaller, min_edge)
+    return topology, shrunk_axes
 
 
 def decide_patch_and_topology(spacing, median_shape, n_input_channels: int, n_classes: int,
@@ -232,8 +304,7 @@ def decide_patch_and_topology(spacing, median_shape, n_input_channels: int, n_cl
     """Largest patch that fits the memory budget, and the U-Net for it (nnU-Net's iterative shrinking).
 
     Start from :func:`initial_patch_size`, build the topology (which pads the patch to a multiple of
-    2^poolings), estimate the memory; while the estimate for batch size 2 exceeds the budget, shrink the axis whose
-    patch is largest relative to the median shape by one pooling multiple, and rebuild.
+    2^poolings), and shrink it until two samples fit (:func:`shrink_patch_until_it_fits`).
 
     Returns:
         the topology, the feature-map estimate, and decisions (patch_size, strides, kernel_sizes, features).
@@ -250,30 +321,20 @@ def decide_patch_and_topology(spacing, median_shape, n_input_channels: int, n_cl
         return cache[key]
 
     start = initial_patch_size(spacing, median_shape)
-    topology = unet_topology(spacing, start, settings.featuremap_min_edge_length)
-    first = topology
-    steps = []
-    while estimate(topology) / reference_batch * 2 > reference:
-        ratios = [p / m for p, m in zip(topology.patch_size, median_shape)]
-        axis = int(np.argsort(ratios)[-1])            # ties: the last axis in nnU-Net's order, as nnU-Net's argsort
-        trial = list(topology.patch_size)
-        trial[axis] -= topology.divisible_by[axis]
-        step = unet_topology(spacing, trial, settings.featuremap_min_edge_length).divisible_by[axis]
-        smaller = list(topology.patch_size)
-        smaller[axis] -= step
-        steps.append((axis, estimate(topology)))
-        topology = unet_topology(spacing, smaller, settings.featuremap_min_edge_length)
+    first = unet_topology(spacing, start, settings.featuremap_min_edge_length)
+    topology, shrunk_axes = shrink_patch_until_it_fits(spacing, median_shape, start, estimate, reference,
+                                                       reference_batch, settings.featuremap_min_edge_length)
     final_estimate = estimate(topology)
     numbers = {"initial_patch": axes.show(start), "padded_initial_patch": axes.show(first.patch_size),
                "median_shape": axes.show(median_shape), "budget_feature_maps": reference,
                "estimate_feature_maps": final_estimate, "reference_batch_size": reference_batch,
-               "gpu_memory_gb": settings.gpu_memory_gb, "shrink_steps": len(steps)}
-    if steps:
-        shrunk = ", ".join(sorted({axes.name(a) for a, _ in steps}))
+               "gpu_memory_gb": settings.gpu_memory_gb, "shrink_steps": len(shrunk_axes)}
+    if shrunk_axes:
+        shrunk = ", ".join(sorted({axes.name(a) for a in shrunk_axes}))
         because = (f"start {_fmt(axes.show(start))} (the median shape, or a 256^3 / 2048^2 patch if smaller), padded "
                    f"to {_fmt(axes.show(first.patch_size))}; its estimate {estimate(first):,} feature-map voxels x2 "
                    f"(batch 2) / {reference_batch} exceeds the {settings.gpu_memory_gb:g} GB budget "
-                   f"{reference:,.0f}, so the axis largest relative to the median shape was shrunk {len(steps)} "
+                   f"{reference:,.0f}, so the axis largest relative to the median shape was shrunk {len(shrunk_axes)} "
                    f"time(s) (axes {shrunk}) until it fit: {_fmt(axes.show(topology.patch_size))}")
     else:
         because = (f"the whole median image {_fmt(axes.show(median_shape))} (or a 256^3 / 2048^2 patch if smaller) "
@@ -313,15 +374,26 @@ def decide_patch_and_topology(spacing, median_shape, n_input_channels: int, n_cl
 
 def decide_batch_size(estimate: int, patch_size, n_voxels_dataset: float, dims: int,
                       settings: PlannerSettings) -> tuple[int, Decision]:
-    """Fill the memory budget with patches, but cover at most 5 % of the dataset per batch, and at least 2."""
+    """Fill the memory budget with patches, but cover at most 5 % of the dataset per batch, and at least 2.
+
+    Example:
+        Hippocampus with 4 mm slices: 208 cases of 9 x 50 x 35 voxels, a patch of 10 x 56 x 40. The memory budget
+        would allow 112 patches of a network whose feature maps sum to 10 M values, but 5 % of the dataset's
+        3,276,000 voxels are 163,800, which is 7.3 patches of 22,400 voxels:
+
+        >>> batch, decision = decide_batch_size(10_000_000, (10, 56, 40), 9 * 50 * 35 * 208, 3, PlannerSettings())
+        >>> batch, decision.numbers["by_memory"], decision.numbers["by_dataset"]
+        (7, 112, 7)
+    """
     reference, reference_batch = _reference(dims, settings)
     by_memory = round(reference / estimate * reference_batch)
     patch_voxels = float(np.prod(patch_size, dtype=np.float64))
     by_dataset = round(n_voxels_dataset * settings.max_dataset_covered / patch_voxels)
     batch = max(min(by_memory, by_dataset), settings.min_batch_size)
-    capped = settings.max_batch_size is not None and batch > settings.max_batch_size
-    if capped:
-        batch = max(settings.max_batch_size, settings.min_batch_size)
+    cap = settings.max_batch_size
+    capped = cap is not None and batch > cap
+    if cap is not None and capped:
+        batch = max(cap, settings.min_batch_size)
     limit = ("memory" if by_memory <= by_dataset else f"the {100 * settings.max_dataset_covered:g} % dataset cap")
     because = (f"memory allows {by_memory} (budget {reference:,.0f} / estimate {estimate:,} x {reference_batch}); "
                f"{100 * settings.max_dataset_covered:g} % of the dataset's ~{n_voxels_dataset:,.0f} voxels is "

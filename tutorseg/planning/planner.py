@@ -39,7 +39,7 @@ class _Context:
         self.settings = settings
         self.n_input_channels = len(fingerprint.channel_names)
         self.n_classes = len(fingerprint.labels)
-        self.n_cases = fingerprint.num_cases
+        self.n_cases = fingerprint.num_training_cases
         self.schemes = schemes
         self.use_mask = use_mask
         self.norm_decisions = norm_decisions
@@ -131,6 +131,7 @@ def _lowres(fullres: ConfigurationPlan, spacing_t: np.ndarray, median_t: np.ndar
                               f"the fullres patch covers {100 * coverage:.0f} % of the median image, but the "
                               f"low-resolution images would only be {shrink:.2f}x smaller (< {s.lowres_min_shrink:g}): "
                               "not worth a cascade", numbers, NNUNET_SOURCE)
+    assert config is not None  # the loop above ran at least once: fullres did not cover enough
     return config, Decision("3d_lowres", True, RULE, rule,
                             f"the 3d_fullres patch covers only {100 * coverage:.0f} % of the median image (< "
                             f"{100 * s.lowres_creation_threshold:g} %): 3d_lowres at "
@@ -166,7 +167,7 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
     if not isinstance(fingerprint, DatasetFingerprint):
         raise TutorsegError(f"plan() needs a DatasetFingerprint (from tutorseg.fingerprint(dataset)), got "
                             f"{type(fingerprint).__name__}; run the fingerprint step first")
-    if fingerprint.num_cases == 0:
+    if fingerprint.num_training_cases == 0:
         raise TutorsegError("the fingerprint has no cases; fingerprint a dataset with labelled training cases")
     chosen, preset = resolve_settings(preset, gpu_memory_gb, settings)
     nn = fingerprint.to_nnunet_dict()
@@ -181,7 +182,7 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
                                                        Axes((0, 1, 2), ("-", "rows", "cols")))
     target_t, median_t = target[forward], median_shape[forward]
     axes_t = axes.sub(forward)
-    n_voxels = float(np.prod(median_t, dtype=np.float64) * fingerprint.num_cases)
+    n_voxels = float(np.prod(median_t, dtype=np.float64) * fingerprint.num_training_cases)
     schemes, use_mask, norm_decisions = decide_normalization(
         fingerprint.channel_names, fingerprint.median_relative_size_after_cropping,
         fingerprint.use_mask_for_norm_requested, chosen)
@@ -194,7 +195,7 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
     in_plane_spacing = Decision(
         "target_spacing", in_plane.show(target_t[1:]), RULE,
         "the 3D target spacing of the two in-plane axes; the slice axis is never resampled for 2d",
-        (f"slices across {axes.names[slice_axis]}, in-plane {in_plane.show(target_t[1:])} mm" if not is_2d
+        (f"slices across {axes.names[slice_axis]}, in-plane {in_plane.show(target_t[1:])} mm" if slice_axis is not None
          else spacing_decision.because), {}, NNUNET_SOURCE)
     config_2d = _configuration("2d", target_t[1:], median_t[1:], n_voxels, in_plane, ctx, in_plane_spacing,
                                slice_axis=slice_axis)
@@ -230,7 +231,7 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
         gpu_memory_gb=chosen.gpu_memory_gb,
         preset=preset,
         is_2d_data=is_2d,
-        num_training_cases=fingerprint.num_cases,
+        num_training_cases=fingerprint.num_training_cases,
         axis_order=AXIS_ORDER_2D if is_2d else AXIS_ORDER_3D,
         transpose_forward=tuple(int(f) for f in forward),
         original_median_spacing=fingerprint.median_spacing,

@@ -1,5 +1,6 @@
-"""nnU-Net's planning constants in one place, each with why it is what it is and where it comes from, and the
-named presets (hardware targets) that change some of them.
+"""nnU-Net's planning constants in one place, each with its reason and source, and the presets that change some.
+
+The presets are hardware targets (an 8 GB GPU, a Colab T4, a CPU).
 
 Unless noted, values are from nnU-Net v2 2.8.1,
 ``nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py`` (``ExperimentPlanner.__init__``)

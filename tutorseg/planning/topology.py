@@ -47,6 +47,23 @@ def unet_topology(spacing, patch_size, min_edge: int = 4) -> Topology:
         spacing: per axis (nnU-Net order).
         patch_size: per axis, before padding.
         min_edge: the smallest feature map edge (4).
+
+    Example:
+        A 2D patch of 256 x 200 (1 mm pixels): both axes are pooled while they are at least 8 long, 5 times each
+        (256 -> 8; 200 -> 100, 50, 25, 13, 7); the patch is then padded to a multiple of 2^5 = 32:
+
+        >>> topology = unet_topology((1.0, 1.0), (256, 200))
+        >>> topology.pool_per_axis, topology.patch_size
+        ((5, 5), (256, 224))
+
+        With 4 mm slices (z first, as nnU-Net orders the axes) z is not pooled until the in-plane axes have reached
+        2 mm and beyond; its kernel stays 1 until then:
+
+        >>> topology = unet_topology((4.0, 1.0, 1.0), (10, 56, 40))
+        >>> topology.strides
+        ((1, 1, 1), (1, 2, 2), (1, 2, 2), (2, 2, 2))
+        >>> topology.kernel_sizes
+        ((1, 3, 3), (1, 3, 3), (3, 3, 3), (3, 3, 3))
     """
     dims = len(spacing)
     current_spacing = [float(s) for s in spacing]

@@ -51,7 +51,7 @@ class PostprocessingDecision:
         dice_before: mean Dice per class and ``foreground_mean`` without post-processing.
         dice_after: the same with the accepted steps applied.
         trials: every step tried: ``{"name", "labels", "dice_before", "dice_after", "accepted", "reason"}``.
-        n_cases: number of validation cases the decision was made on.
+        num_cases: number of validation cases the decision was made on.
     """
 
     steps: tuple[tuple[int, ...], ...]
@@ -59,7 +59,7 @@ class PostprocessingDecision:
     dice_before: dict[str, float]
     dice_after: dict[str, float]
     trials: tuple[dict, ...]
-    n_cases: int
+    num_cases: int
 
     def apply(self, segmentation: np.ndarray) -> np.ndarray:
         """Apply the accepted steps to one ``(*spatial)`` label map."""
@@ -73,13 +73,13 @@ class PostprocessingDecision:
         return cls((), dict(labels), {}, {}, (), 0)
 
     def to_dict(self) -> dict:
-        return {"steps": [list(s) for s in self.steps], "labels": self.labels, "n_cases": self.n_cases,
+        return {"steps": [list(s) for s in self.steps], "labels": self.labels, "num_cases": self.num_cases,
                 "dice_before": self.dice_before, "dice_after": self.dice_after, "trials": list(self.trials)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "PostprocessingDecision":
         return cls(tuple(tuple(s) for s in data["steps"]), data["labels"], data["dice_before"], data["dice_after"],
-                   tuple(data["trials"]), data["n_cases"])
+                   tuple(data["trials"]), data.get("num_cases", data.get("n_cases", 0)))  # "n_cases" until 0.1
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_artefact(path, self.to_dict())
@@ -91,12 +91,12 @@ class PostprocessingDecision:
                                          "output=RUN/postprocessing.json)")
 
     def __repr__(self) -> str:
-        lines = [f"PostprocessingDecision({len(self.steps)} step(s) accepted, decided on {self.n_cases} cases)"]
+        lines = [f"PostprocessingDecision({len(self.steps)} step(s) accepted, decided on {self.num_cases} cases)"]
         lines += [f"  {'accepted' if t['accepted'] else 'rejected'}: {t['name']}: {t['reason']}" for t in self.trials]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{t['name']}</td><td>{'yes' if t['accepted'] else 'no'}</td><td>{t['reason']}</td></tr>"
                        for t in self.trials)
-        return (f"<p><b>Post-processing</b> decided on {self.n_cases} validation cases</p>"
+        return (f"<p><b>Post-processing</b> decided on {self.num_cases} validation cases</p>"
                 f"<table><tr><th>step</th><th>accepted</th><th>why</th></tr>{rows}</table>")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,11 @@ from tutorseg.data.files import atomic_path, display_path
 from tutorseg.data.imageio import file_ending, read_geometry, write_segmentation
 from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
+
+if TYPE_CHECKING:
+    import torch
+
+    from tutorseg.planning import Plan
 
 CHECKPOINTS = ("final", "best", "latest")
 
@@ -85,9 +91,9 @@ class FoldModel:
     """One trained fold, loaded for prediction."""
 
     run_dir: Path
-    network: object
-    plan: object
-    configuration: str
+    network: torch.nn.Module  # in eval mode, on the device it predicts on
+    plan: Plan
+    configuration: str  # the plan's configuration it was trained with
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -156,8 +162,10 @@ def _cases_in_folder(folder: Path) -> list[Case]:
 
 
 def resolve_inputs(inputs) -> list[Case]:
-    """The cases to predict from a file, a folder of ``CASE_0000``... files, a dataset folder (its ``imagesTs``),
-    a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
+    """The cases to predict from what the user gave.
+
+    Accepted: a file, a folder of ``CASE_0000``... files, a dataset folder (its ``imagesTs``), a
+    :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
 
     Raises:
         PredictionError: nothing to predict, or an unsupported file.
@@ -218,12 +226,12 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
                               f"{len(plan.channel_names)} ({', '.join(plan.channel_names.values())}); give one file "
                               "per channel (CASE_0000, CASE_0001, ...) as in training")
     data, _, properties = preprocess_image(image, spacing, plan, configuration, case_id=case_id)
-    total = None
-    for fold in folds:
-        probabilities = predict_probabilities(fold.network, data, patch_size=config.patch_size, tta=tta,
-                                              slice_axis=config.slice_axis)
-        total = probabilities if total is None else total + probabilities
-    averaged = total / len(folds)
+    per_fold = (predict_probabilities(fold.network, data, patch_size=config.patch_size, tta=tta,
+                                      slice_axis=config.slice_axis) for fold in folds)
+    averaged = next(per_fold)  # one fold's probabilities in memory at a time, besides the sum
+    for probabilities in per_fold:
+        averaged += probabilities
+    averaged /= len(folds)
     restored = undo_preprocessing(averaged, properties, plan, configuration)
     if restored.shape[1:] != image.shape[1:]:
         raise PredictionError(f"case {case_id}: restored prediction has shape {restored.shape[1:]}, the input "
@@ -256,7 +264,7 @@ def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str,
 # --------------------------------------------------------------------------------------------------- predict
 
 
-def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True, save_probabilities: bool = False,
+def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, save_probabilities: bool = False,
             progress: bool = True, postprocess=True, checkpoint: str = "final", device=None,
             folds: Sequence[FoldModel] | None = None) -> Predictions:
     """Segment images with one or more trained folds (their probabilities averaged).
@@ -265,7 +273,7 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         run_dirs: a run folder of ``tutorseg train`` or a list of them (one per fold).
         inputs: an image file, a folder of ``CASE_0000``... files (or MSD-style ``CASE.nii.gz``), a dataset folder
             (its ``imagesTs``), a :class:`~tutorseg.Dataset` (its test cases) or a list of :class:`~tutorseg.Case`.
-        output_dir: where ``CASE.nii.gz`` / ``CASE.png`` (and ``CASE.npz``) are written.
+        out_dir: where ``CASE.nii.gz`` / ``CASE.png`` (and ``CASE.npz``) are written.
         tta: mirroring test-time augmentation (on by default as nnU-Net; off is 8x faster in 3D).
         save_probabilities: also write ``CASE.npz`` with ``probabilities (K, *spatial)`` float16 and ``classes``.
         progress: show a progress bar.
@@ -290,8 +298,8 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         keep_freed_memory()  # the large window buffers are reused instead of re-mapped: ~1/3 less time (bench/predict.md)
     decision = _postprocessing_for(run_dirs, postprocess)
     cases = resolve_inputs(inputs)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     labels = folds[0].plan.labels
     written = []
     clock = time.perf_counter()
@@ -304,12 +312,12 @@ def predict(run_dirs, inputs, output_dir: str | os.PathLike, *, tta: bool = True
         if decision is not None:
             segmentation = decision.apply(segmentation)
         ending = file_ending(case.image_files[0])
-        out = output_dir / f"{case.case_id}{'.png' if ending in ('.tif', '.tiff') else ending}"
+        out = out_dir / f"{case.case_id}{'.png' if ending in ('.tif', '.tiff') else ending}"
         write_segmentation(segmentation, out, reference=case.image_files[0])
         if save_probabilities:
-            _save_probabilities(output_dir / f"{case.case_id}.npz", probabilities, labels)
+            _save_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
         written.append(out)
-    return Predictions(out_dir=output_dir, files=tuple(written), run_dirs=tuple(f.run_dir for f in folds),
+    return Predictions(out_dir=out_dir, files=tuple(written), run_dirs=tuple(f.run_dir for f in folds),
                        configuration=folds[0].configuration, tta=tta,
                        postprocessing=decision.steps if decision is not None else (),
                        device=str(next(folds[0].network.parameters()).device),

@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from tutorseg.data.files import atomic_path, write_json_atomic
 from tutorseg.data.jobs import run_per_case, with_progress
 from tutorseg.data.problems import TutorsegError
 from tutorseg.preprocessing.resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
+
+if TYPE_CHECKING:
+    from tutorseg.planning import ConfigurationPlan, Plan
 
 FORMAT_VERSION = 1  # bump when the stored format or the processing changes: old folders are then redone
 N_LOCATIONS = 10_000  # nnU-Net's _sample_foreground_locations: at most 10,000 voxels per class ...
@@ -301,6 +304,8 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configur
         plan: the :class:`tutorseg.planning.Plan`.
         configuration: a configuration name (``"3d_fullres"``) or its :class:`ConfigurationPlan`.
         label: (*S) integer label map, or ``None``.
+        case_id: the case, for error messages and its properties.
+        affine: the image's voxel-to-world matrix, kept in the properties to write predictions aligned.
 
     Returns:
         data (C, *S2) float32, label (*S2) int8/int16 (or ``None``), and the case's :class:`CaseProperties`.
@@ -340,7 +345,8 @@ def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan,
     Args:
         prediction: (K, *S2) class probabilities, or (*S2) integer label map, on the preprocessed grid.
         properties: the case's :class:`CaseProperties` (from :func:`preprocess_image` or the preprocessed folder).
-        plan, configuration: as for :func:`preprocess_image`.
+        plan: the :class:`tutorseg.planning.Plan`.
+        configuration: as for :func:`preprocess_image`.
 
     Returns:
         (K, *original_shape) float32 probabilities (outside the crop box: background 1, other classes 0), or
@@ -402,7 +408,7 @@ def _write_json(path: Path, data) -> None:
     write_json_atomic(path, data, indent=1)
 
 
-def _process_case(job: tuple[Case, object, object, Path]) -> dict:
+def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path]) -> dict:
     """Worker: preprocess one case and write CASE.npz; returns its properties as a dict."""
     case, plan, config, folder = job
     try:
@@ -413,12 +419,13 @@ def _process_case(job: tuple[Case, object, object, Path]) -> dict:
     except TutorsegError as exc:
         raise PreprocessingError(f"case {case.case_id}: {exc}") from None
     foreground = [v for v in plan.labels.values() if v != 0]
-    arrays = {"data": data, "label": out_label if out_label is not None else np.zeros(0, np.int8)}
+    arrays: dict[str, np.ndarray] = {"data": data,
+                                     "label": out_label if out_label is not None else np.zeros(0, np.int8)}
     if out_label is not None:
         for value, where in sample_class_locations(out_label, foreground).items():
             arrays[f"locations_{value}"] = where
     with atomic_path(folder / f"{case.case_id}.npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs take **kwds as allow_pickle
     return props.to_dict()
 
 

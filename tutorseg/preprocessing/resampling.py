@@ -41,8 +41,8 @@ def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacin
 
 def lowres_axes(spacing: Sequence[float]) -> tuple[int, ...]:
     """The axes with the largest spacing (nnU-Net's ``get_lowres_axis``)."""
-    spacing = np.asarray(spacing, dtype=float)
-    return tuple(int(a) for a in np.flatnonzero(spacing == spacing.max()))
+    values = np.asarray(spacing, dtype=float)
+    return tuple(int(a) for a in np.flatnonzero(values == values.max()))
 
 
 def is_anisotropic(spacing: Sequence[float], threshold: float = ANISOTROPY_THRESHOLD) -> bool:
@@ -162,8 +162,13 @@ def resample_label(label: np.ndarray, spacing: Sequence[float], new_spacing: Seq
 
     Args:
         label: (*spatial) or (1, *spatial) integer label map (may hold -1 for "outside the image").
-        spacing, new_spacing, new_shape, order, order_z, separate_z, anisotropy_threshold: as
-            :func:`resample_image`.
+        spacing: its spacing, one value per spatial axis.
+        new_spacing: the target spacing (as :func:`resample_image`).
+        new_shape: the target shape instead (as :func:`resample_image`).
+        order: interpolation order of each label's 0/1 map (1: linear, as nnU-Net).
+        order_z: order along the separate axis (0 = nearest).
+        separate_z: ``None`` = nnU-Net's rule, ``True``/``False`` to force.
+        anisotropy_threshold: the rule's threshold (the plan's; nnU-Net's 3).
 
     Returns:
         the label map at the new shape, same leading shape convention and dtype as the input.
@@ -215,6 +220,7 @@ def _target(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequenc
     if new_shape is None and new_spacing is None:
         raise ValueError("give new_spacing or new_shape")
     if new_shape is None:
+        assert new_spacing is not None  # checked above: one of the two is given
         new_shape = compute_new_shape(shape, spacing, new_spacing)
     if new_spacing is None:
         new_spacing = tuple(s * o / n for s, o, n in zip(spacing, shape, new_shape))

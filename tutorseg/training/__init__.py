@@ -1,4 +1,6 @@
-"""Training one fold, nnU-Net style, in small modules (read in this order):
+"""Training one fold, nnU-Net style, in small modules.
+
+Read them in this order:
 
 - ``network``: the U-Net built with MONAI's DynUNet from a configuration plan (mapping to nnU-Net's PlainConvUNet).
 - ``loss``: Dice + cross-entropy with nnU-Net's deep-supervision weights.

@@ -203,7 +203,7 @@ def _affine_matrices(batch: int, dims: int, patch_size, config: AugmentationConf
         (B, dims, dims) matrices in tutorseg axis order, and a (B,) bool array: which samples are transformed.
     """
     dummy_2d = is_dummy_2d(patch_size, config.anisotropy_threshold)
-    low_axis = int(np.argmin(patch_size)) if dummy_2d else None
+    low_axis = int(np.argmin(patch_size))  # the out-of-plane axis, rotated about in "dummy 2D"
     max_angle = math.radians(rotation_range_degrees(patch_size, config))
     rotate = _bernoulli(config.p_rotation, (batch,), generator).cpu().numpy()
     scale = _bernoulli(config.p_scaling, (batch,), generator).cpu().numpy()
@@ -277,6 +277,8 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
         images: (B, C, *S) float.
         labels: (B, 1, *S) integer.
         patch_size: the output spatial size P, P <= S per axis.
+        config: the probabilities and ranges (:class:`AugmentationConfig`).
+        generator: the torch generator the random draws come from (on the batch's device).
 
     Returns:
         new tensors: images (B, C, *P) and labels (B, 1, *P), labels in their input dtype.

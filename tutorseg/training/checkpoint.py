@@ -86,6 +86,11 @@ def capture_rng(numpy_generator: np.random.Generator, torch_generator: torch.Gen
 
 
 def restore_rng(state: dict, numpy_generator: np.random.Generator, torch_generator: torch.Generator | None = None):
+    """Put back the random states that :func:`capture_rng` saved.
+
+    They are Python's, numpy's (global and the run's generator), torch's CPU state, the run's torch generator and,
+    where there is a GPU, CUDA's.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     _set_numpy_global_state(state["numpy_global"])
@@ -98,7 +103,8 @@ def restore_rng(state: dict, numpy_generator: np.random.Generator, torch_generat
 
 
 def _numpy_global_state() -> dict:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]  # the legacy tuple
+    assert isinstance(keys, np.ndarray)
     return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
             "has_gauss": int(has_gauss), "gauss": float(gauss)}
 

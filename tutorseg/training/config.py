@@ -15,7 +15,13 @@ from pathlib import Path
 from tutorseg.data.artefacts import read_artefact, write_artefact
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.augmentation import AugmentationConfig
-from tutorseg.training.schedule import NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, get_schedule, parse_budget
+from tutorseg.training.schedule import (
+    NNUNET_ITERATIONS_PER_EPOCH,
+    NNUNET_VAL_ITERATIONS,
+    format_seconds,
+    get_schedule,
+    parse_budget,
+)
 
 DEFAULT_SEED = 12345  # nnU-Net's seed for its cross-validation splits; tutorseg uses it for training too
 CPU_ITERATIONS_PER_EPOCH = 50  # on a CPU an nnU-Net epoch (250 steps) would take many minutes between checkpoints
@@ -54,9 +60,34 @@ class TrainingConfig:
     torch_version: str = ""
     created: str = ""  # UTC, ISO 8601
 
+    def __post_init__(self) -> None:
+        if (self.budget_seconds is None) == (self.epochs is None):
+            raise TrainingError("a training configuration needs exactly one of budget_seconds and epochs")
+
     @property
     def stops_by_budget(self) -> bool:
         return self.budget_seconds is not None
+
+    def fraction_done(self, elapsed_seconds: float, epochs_done: int) -> float:
+        """How far the training is, 0 to 1: time used of the budget, or epochs done of the epochs.
+
+        This is the x of the poly learning-rate schedule.
+        """
+        if self.budget_seconds is not None:
+            return elapsed_seconds / self.budget_seconds
+        assert self.epochs is not None  # __post_init__: one of the two is set
+        return epochs_done / self.epochs
+
+    def length_text(self) -> str:
+        """``"budget 5 min"`` or ``"20 epochs"``, for the log."""
+        return f"budget {format_seconds(self.budget_seconds)}" if self.budget_seconds is not None \
+            else f"{self.epochs} epochs"
+
+    def progress_text(self, elapsed_seconds: float, epochs_done: int) -> str:
+        """``"3 min of 5 min"`` or ``"4 of 20 done"``, for the log."""
+        if self.budget_seconds is not None:
+            return f"{format_seconds(elapsed_seconds)} of {format_seconds(self.budget_seconds)}"
+        return f"{epochs_done} of {self.epochs} done"
 
     def replace(self, **changes) -> TrainingConfig:
         return replace(self, **changes)
@@ -90,8 +121,9 @@ def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str 
                    iterations_per_epoch: int | None, val_iterations: int | None, schedule: str | None,
                    preprocessed_dir: str | os.PathLike, augmentation: AugmentationConfig, on_cpu: bool,
                    **settings) -> TrainingConfig:
-    """A run's :class:`TrainingConfig` from :func:`tutorseg.train_fold`'s arguments: the named schedule fills what
-    is not given, and the device decides the epoch size when nothing else does.
+    """A run's :class:`TrainingConfig` from :func:`tutorseg.train_fold`'s arguments.
+
+    The named schedule fills what is not given, and the device decides the epoch size when nothing else does.
 
     Raises:
         TrainingError: both or neither of ``budget`` and ``epochs``, or fewer than 1 epoch.

@@ -21,7 +21,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "pseudo_dice", "mean_pseudo_d
 
 def new_history(class_names: list[str]) -> dict:
     """An empty history: one list per quantity, one entry per epoch (``class_names``: the foreground classes)."""
-    history = {key: [] for key in HISTORY_KEYS}
+    history: dict[str, list] = {key: [] for key in HISTORY_KEYS}
     history["class_names"] = list(class_names)
     return history
 
@@ -32,6 +32,7 @@ def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int)
     Args:
         logits: ``(B, K, *spatial)`` full-resolution output.
         labels: ``(B, 1, *spatial)`` integer labels.
+        n_classes: classes including background.
     """
     predicted = logits.argmax(dim=1)
     truth = labels[:, 0].to(predicted.dtype)
@@ -55,6 +56,7 @@ def dice_from_counts(counts: torch.Tensor) -> list[float]:
 
 
 def nan_mean(values) -> float:
+    """The mean of the values that are numbers (``None`` and NaN left out); NaN when there are none."""
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
 

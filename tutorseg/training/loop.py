@@ -75,13 +75,13 @@ class Run:
     numpy_rng: np.random.Generator
     torch_generator: torch.Generator
     history: dict
+    live_plot: LivePlot
     epoch: int = 0
     iterations: int = 0
     elapsed: float = 0.0
     best_ema: float | None = None
     best_epoch: int | None = None
     tracker: Tracker | None = None
-    live_plot: LivePlot | None = None
     n_train_cases: int = 0
 
     @property
@@ -159,7 +159,7 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
     # channels-last memory layout: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; on 2 CPU
     # cores it made a step of nnU-Net's default Hippocampus plan ~10 % faster (bench/train.md)
-    network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3
+    network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3  # type: ignore[call-overload]
                          else torch.channels_last)
     train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed)
     generator = torch.Generator(device=setup.torch_device)
@@ -179,10 +179,7 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
 
 def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> tuple[float, float]:
     """(lr, progress) now: poly over epochs (set once per epoch, as nnU-Net) or over the budget (every step)."""
-    if run.config.stops_by_budget:
-        progress = (epoch_start_elapsed + time.perf_counter() - epoch_clock) / run.config.budget_seconds
-    else:
-        progress = run.epoch / run.config.epochs
+    progress = run.config.fraction_done(epoch_start_elapsed + time.perf_counter() - epoch_clock, run.epoch)
     return poly_lr(progress), progress
 
 
@@ -334,9 +331,7 @@ def restore_state(run: Run, state: dict) -> None:
 
 
 def _finished(run: Run) -> bool:
-    if run.config.stops_by_budget:
-        return run.elapsed >= run.config.budget_seconds
-    return run.epoch >= run.config.epochs
+    return run.config.fraction_done(run.elapsed, run.epoch) >= 1.0
 
 
 def _epoch_metrics(run: Run) -> dict:
@@ -352,8 +347,7 @@ def _describe_epoch(run: Run) -> str:
     h = run.history
     dice = ", ".join("-" if v != v else f"{v:.3f}" for v in h["pseudo_dice"][-1])
     # epochs are numbered from 0, as in history.json and the progress bar; run.epoch counts the epochs done
-    done = (f"{format_seconds(run.elapsed)} of {format_seconds(run.config.budget_seconds)}"
-            if run.config.stops_by_budget else f"{run.epoch} of {run.config.epochs} done")
+    done = run.config.progress_text(run.elapsed, run.epoch)
     return (f"epoch {h['epoch'][-1]} ({done}): train loss {h['train_loss'][-1]:.4f}, val loss {h['val_loss'][-1]:.4f}, "
             f"pseudo-Dice [{dice}], EMA {h['ema_pseudo_dice'][-1]:.4f}, lr {h['lr'][-1]:.2e}, "
             f"{h['epoch_seconds'][-1]:.1f} s ({h['data_seconds'][-1]:.1f} s data)")
@@ -413,8 +407,7 @@ def _start(run: Run, *, resumed: bool) -> None:
     if run.setup.note:
         run.log(run.setup.note)
     c = run.configuration
-    limit = (f"budget {format_seconds(run.config.budget_seconds)}" if run.config.stops_by_budget
-             else f"{run.config.epochs} epochs")
+    limit = run.config.length_text()
     run.log(f"{'resuming' if resumed else 'training'} {run.dataset.name} {c.name} fold {run.config.fold} "
             f"at epoch {run.epoch}: {run.n_train_cases} training / {len(run.val_cases)} validation cases, "
             f"patch {list(c.patch_size)}, batch {c.batch_size}, {n_params / 1e6:.1f} M parameters, {limit}, "
@@ -502,8 +495,10 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
 
 
 def resume(run_dir, *, progress: bool = True, device: str | None = None) -> TrainingRecord:
-    """Continue a run where it stopped: model, optimiser, scaler, epoch, elapsed budget, history and every random
-    state come back from ``checkpoint_latest.pt``; the epoch that was interrupted is trained again.
+    """Continue a run where it stopped; the epoch that was interrupted is trained again.
+
+    Model, optimiser, scaler, epoch, elapsed budget, history and every random state come back from
+    ``checkpoint_latest.pt``.
 
     Args:
         run_dir: the run folder written by :func:`train_fold`.

@@ -56,7 +56,7 @@ class DeepSupervisionLoss(torch.nn.Module):
     def forward(self, outputs, labels: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]
-        total = 0.0
+        total = torch.zeros((), device=labels.device)
         for weight, logits in zip(self.weights, outputs):
             if weight == 0:
                 continue  # the lowest-resolution output: computed by the network, not trained (as nnU-Net)

@@ -29,12 +29,15 @@ Differences, none of which changes what the network can learn:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
 from tutorseg.data.problems import TutorsegError
+
+if TYPE_CHECKING:
+    from monai.networks.nets import DynUNet
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
 INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True
@@ -48,7 +51,7 @@ class PlainUNet(nn.Module):
     ``(B, K, *patch)`` only, as every inference code expects.
     """
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: DynUNet):
         super().__init__()
         self.unet = unet
 

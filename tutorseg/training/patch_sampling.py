@@ -67,8 +67,11 @@ class PatchSampler:
         seed: seed of the sampler's random generator (same seed, same batches).
 
     Example:
-        >>> sampler = PatchSampler(cases, patch_size=(40, 56, 40), batch_size=9, seed=0)  # doctest: +SKIP
-        >>> images, labels = sampler.next_batch()  # (9, 1, 40, 56, 40) float32, (9, 1, 40, 56, 40) int16
+        On a preprocessed folder (notebook 03 makes one)::
+
+            cases = PreprocessedDataset.open("work/preprocessed/3d_fullres").load_cases()
+            sampler = PatchSampler(cases, patch_size=(40, 56, 40), batch_size=9, seed=0)
+            images, labels = sampler.next_batch()  # (9, 1, 40, 56, 40) float32 and int16 tensors
     """
 
     def __init__(self, cases: Sequence[SampleableCase], *, patch_size: Sequence[int], batch_size: int,
@@ -147,18 +150,19 @@ class PatchSampler:
         """
         case = self.cases[box.case_index]
         data, label = case.data, case.label
-        if box.slice_index is not None:
+        if box.slice_index is not None and self.slice_axis is not None:
             data = np.take(data, box.slice_index, axis=self.slice_axis + 1)
             label = np.take(label, box.slice_index, axis=self.slice_axis)
-        source, target = [], []
+        source: list[slice] = []
+        target: list[slice] = []
         for lower, size, sample in zip(box.lower, label.shape, self.sample_size):
             start, stop = max(lower, 0), min(lower + sample, size)
             source.append(slice(start, stop))
             target.append(slice(start - lower, stop - lower))
         image_out[:] = 0
         label_out[:] = 0
-        image_out[(slice(None), *target)] = data[(slice(None), *source)]
-        label_out[(0, *target)] = np.maximum(label[tuple(source)], 0)
+        image_out[tuple([slice(None), *target])] = data[tuple([slice(None), *source])]
+        label_out[0][tuple(target)] = np.maximum(label[tuple(source)], 0)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: images (B, C, *sample_size) float32 and labels (B, 1, *sample_size) int16, on the CPU."""

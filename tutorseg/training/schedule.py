@@ -38,6 +38,7 @@ def poly_lr(progress: float, *, initial_lr: float = INITIAL_LR, exponent: float 
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -115,6 +116,7 @@ SCHEDULES: dict[str, Schedule] = {
 
 
 def get_schedule(name: str) -> Schedule:
+    """The named schedule (:data:`SCHEDULES`), or an error listing the names."""
     if name not in SCHEDULES:
         raise TutorsegError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     return SCHEDULES[name]

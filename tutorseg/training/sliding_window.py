@@ -1,5 +1,6 @@
-"""Sliding-window prediction of one preprocessed image, as nnU-Net predicts: Gaussian-weighted overlapping patches
-and mirroring test-time augmentation.
+"""Sliding-window prediction of one preprocessed image, as nnU-Net predicts.
+
+Overlapping patches are weighted by a Gaussian, and mirroring test-time augmentation averages flipped copies.
 
 nnU-Net v2 (``nnUNetPredictor``): tiles overlap by half a patch (``tile_step_size=0.5``), each tile's logits are
 weighted by a Gaussian centred on the tile (sigma = patch / 8) so tile borders count less, mirroring TTA averages
@@ -34,7 +35,7 @@ def _mirrored_logits(network: torch.nn.Module, batch: torch.Tensor, mirror: Sequ
     """
     copies = torch.cat([torch.flip(batch, axes) if axes else batch for axes in mirror])
     logits = network(copies).float().split(batch.shape[0])
-    total = sum(torch.flip(part, axes) if axes else part for part, axes in zip(logits, mirror))
+    total = torch.stack([torch.flip(part, axes) if axes else part for part, axes in zip(logits, mirror)]).sum(0)
     return total / len(mirror)
 
 

@@ -1,5 +1,7 @@
-"""Full-case validation at the end of training: sliding-window prediction of every validation case of the fold,
-mapped back onto the original image and compared with its label, as nnU-Net's ``perform_actual_validation``.
+"""Full-case validation at the end of training, as nnU-Net's ``perform_actual_validation``.
+
+Every validation case of the fold is predicted with the sliding window, mapped back onto the original image and
+compared with its label.
 
 Writes ``validation/CASE<ending>`` (the predicted label maps, aligned with the raw images) and
 ``validation/summary.json`` (Dice per case and class, and the means) into the run folder.
@@ -27,10 +29,12 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         network: the trained network.
         cases: the fold's validation cases (:class:`tutorseg.preprocessing.preprocessor.PreprocessedCase`).
         dataset: the :class:`tutorseg.data.dataset.Dataset` (raw labels and reference images).
-        plan, configuration: the plan and the configuration's :class:`ConfigurationPlan`.
+        plan: the :class:`tutorseg.planning.Plan`.
+        configuration: the configuration's :class:`ConfigurationPlan`.
         out_dir: ``run_dir/validation``.
         device: where to predict.
         tta: mirroring test-time augmentation (nnU-Net validates with it).
+        progress: show a progress bar.
 
     Returns:
         The summary written to ``summary.json``.

@@ -56,7 +56,7 @@ def plot_fingerprint(fingerprint) -> Figure:
     _per_axis_boxes(axes[1], fp.shapes_after_crop, axis_names, "shape after cropping", "voxels")
     _intensity_histograms(axes[2], fp)
     _class_frequencies(axes[3], fp)
-    fig.suptitle(f"{fp.dataset_name}: {fp.num_cases} training cases")
+    fig.suptitle(f"{fp.dataset_name}: {fp.num_training_cases} training cases")
     return fig
 
 
@@ -147,6 +147,7 @@ def plot_network(configuration, *, plan_configuration: str | None = None) -> Fig
     Args:
         configuration: a :class:`tutorseg.planning.ConfigurationPlan`, or a :class:`tutorseg.Plan` (then
             ``plan_configuration`` names which; default: the plan's default configuration).
+        plan_configuration: with a whole plan, the configuration to draw (``"3d_fullres"``...).
 
     Returns:
         the Figure.

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -189,17 +190,22 @@ def foreground_slice(label: np.ndarray, axis: int) -> int:
     return int(np.argmax(counts))
 
 
-def _take_slice(volume: np.ndarray | None, axis: int, index: int) -> np.ndarray | None:
+def _plane(volume: np.ndarray, axis: int, index: int | None) -> np.ndarray:
     """A 2D plane of a 2D or 3D array, oriented for ``imshow``.
 
     3D (x, y, z) planes are transposed so that the first remaining axis runs to the right and drawn with
-    ``origin="lower"``; 2D (rows, columns) arrays are returned as they are.
+    ``origin="lower"``; 2D (rows, columns) arrays are returned as they are (``index`` is not needed).
     """
-    if volume is None:
-        return None
     if volume.ndim == 2:
         return volume
+    if index is None:
+        raise ValueError("a slice of a 3D volume needs its index")
     return np.take(volume, index, axis=axis).T
+
+
+def _take_slice(volume: np.ndarray | None, axis: int, index: int | None) -> np.ndarray | None:
+    """:func:`_plane` of an optional overlay map."""
+    return None if volume is None else _plane(volume, axis, index)
 
 
 def error_map(reference: np.ndarray, prediction: np.ndarray) -> np.ndarray:
@@ -306,8 +312,10 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
         VizError: shapes that do not match, an axis or index out of range, ``show_errors`` without both maps.
 
     Example:
-        >>> case = tutorseg.load_dataset(tutorseg.sample_dataset_path()).training[0]  # doctest: +SKIP
-        >>> plot_slices(case.load_image(), case.load_label(), axis=2)
+        >>> case = tutorseg.load_dataset(tutorseg.sample_dataset_path()).training[0]
+        >>> fig = plot_slices(case.load_image(), case.load_label(), axis=2)  # the slice with the most label
+        >>> len(fig.axes)
+        1
     """
     label = None if label is None else np.asarray(label)
     prediction = None if prediction is None else np.asarray(prediction)
@@ -343,7 +351,7 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
     else:
         fig = ax.figure
     origin = "lower" if is_3d else "upper"
-    planes = np.stack([_take_slice(v, axis, index) for v in drawn], axis=-1)  # (rows, cols, 1 or 3)
+    planes = np.stack([_plane(v, axis, index) for v in drawn], axis=-1)  # (rows, cols, 1 or 3)
     extent = _extent(planes.shape[:2], spacing, axis if is_3d else None, origin)
     if len(drawn) == 3:  # imshow draws (rows, cols, 3) floats in [0, 1] as colours
         colours = np.clip((planes - low) / (high - low), 0.0, 1.0)
@@ -354,8 +362,8 @@ def plot_slices(image: np.ndarray, label: np.ndarray | None = None, prediction: 
     label_plane = _take_slice(label, axis, index)
     prediction_plane = _take_slice(prediction, axis, index)
 
-    handles = []
-    if show_errors:
+    handles: list[Artist] = []
+    if show_errors and label_plane is not None and prediction_plane is not None:
         errors = error_map(label_plane, prediction_plane)
         error_cmap = ListedColormap([(0, 0, 0, 0)] + [to_rgba(c) for c in ERROR_COLOURS.values()])
         ax.imshow(np.ma.masked_equal(errors, 0), cmap=error_cmap, vmin=0, vmax=3, alpha=max(alpha, 0.6),
@@ -415,7 +423,10 @@ def plot_case(case, *, prediction: np.ndarray | None = None, label_names: Mappin
         case: a :class:`tutorseg.data.dataset.Case` (``dataset.training[0]``).
         prediction: ``(*spatial)`` predicted label map of this case, or ``None``.
         label_names: ``{name: value}`` for the legend (``dataset.labels``).
-        show_errors, alpha, channel, window: as in :func:`plot_slices`.
+        show_errors: draw false positives and negatives instead of the maps (as :func:`plot_slices`).
+        alpha: opacity of the filled label map.
+        channel: which channel to draw, or ``"rgb"`` for a colour image.
+        window: ``(low, high)`` intensities mapped to black and white; default from the image's percentiles.
 
     Returns:
         the matplotlib Figure, titled with the case id.

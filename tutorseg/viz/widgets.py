@@ -91,7 +91,9 @@ class SliceViewer:
         self.dpi = dpi
         self.renders = 0  # how many times the slice was drawn (tests and the curious can watch it)
         self._updating = False
-        self._image = self._label = self._prediction = None
+        self._image: np.ndarray  # (C, *spatial), set by _load_case below, before anything is drawn
+        self._label: np.ndarray | None = None
+        self._prediction: np.ndarray | None = None
 
         self.case_picker = widgets.Dropdown(options=[c.case_id for c in self.cases], description="case")
         self.axis_buttons = widgets.ToggleButtons(options=[("x", 0), ("y", 1), ("z", 2)], value=2,
@@ -131,7 +133,7 @@ class SliceViewer:
 
     @property
     def is_3d(self) -> bool:
-        return self._image is not None and self._image.ndim == 4
+        return self._image.ndim == 4
 
     @property
     def png(self) -> bytes:
@@ -283,7 +285,9 @@ def slice_viewer(dataset_or_cases, *, predictions=None, label_names: Mapping | N
         a :class:`SliceViewer`; as the last line of a notebook cell it shows itself.
 
     Example:
-        >>> slice_viewer(tutorseg.sample_dataset_path())  # doctest: +SKIP
+        >>> viewer = slice_viewer(tutorseg.sample_dataset_path())
+        >>> viewer.case.case_id, viewer.slice_slider.description
+        ('hippocampus_001', 'slice')
     """
     cases, names = _cases_of(dataset_or_cases)
     return SliceViewer(cases, predictions=predictions, label_names=label_names or names)
