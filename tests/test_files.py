@@ -41,3 +41,17 @@ def test_display_path_hides_the_home_folder(monkeypatch, path, shown):
 def test_display_path_with_the_root_as_home_keeps_paths(monkeypatch):
     monkeypatch.setenv("HOME", "/")
     assert display_path("/data/Task04") == "/data/Task04"
+
+
+def test_atomic_folder_replaces_in_full_or_not_at_all(tmp_path):
+    from tutorseg.data.files import atomic_folder
+
+    target = tmp_path / "Dataset500_Mine"
+    with atomic_folder(target) as staging:
+        (staging / "dataset.json").write_text("{}")
+    assert (target / "dataset.json").read_text() == "{}"
+    with pytest.raises(RuntimeError), atomic_folder(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("the copy failed half-way")
+    assert sorted(p.name for p in target.iterdir()) == ["dataset.json"]  # the old folder, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["Dataset500_Mine"]  # no staging folder left behind

@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tutorseg.data.files import display_path
+from tutorseg.data.files import atomic_folder, display_path
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.environment import on_colab
 
@@ -157,17 +156,9 @@ def copy_dataset(source: str | os.PathLike, destination_parent: str | os.PathLik
     marker = destination / COPY_MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == signature:
         return destination, f"reused the local copy of {source.name} ({signature['files']} files)"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{source.name}_", dir=destination.parent))
-    try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        (tmp / COPY_MARKER).write_text(json.dumps(signature), encoding="utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(tmp, destination)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(destination) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        (staging / COPY_MARKER).write_text(json.dumps(signature), encoding="utf-8")
     megabytes = signature["bytes"] / 1e6
     return destination, f"copied {source.name} to the local disk ({signature['files']} files, {megabytes:.1f} MB)"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,6 +70,31 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False) -> Iterator[P
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, *, prefix: str | None = None) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; when the block ends without error it takes ``path``'s place.
+
+    A folder is built in full (a converted dataset, an export, a local copy) or not at all: a reader never finds a
+    half-filled one. An existing ``path`` is removed just before the staging folder is renamed into its place;
+    after an error the staging folder is removed and ``path`` is left as it was.
+
+    Args:
+        path: the folder to (re)create. Its parent is created if needed.
+        prefix: the staging folder's name prefix (default ``.NAME_``, hidden).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=prefix or f".{path.name}_", dir=path.parent))
+    try:
+        yield staging
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:

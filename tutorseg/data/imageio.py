@@ -288,6 +288,20 @@ def _read_image2d(path: Path, spacing: tuple[float, ...] | None = None) -> Image
 # --------------------------------------------------------------------------------------------------- public API
 
 
+def _readable_format(path: Path) -> str:
+    """``"nifti"`` or ``"2d"`` for a file tutorseg can read; else an :class:`ImageReadError` saying what to do."""
+    if not path.is_file():
+        raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
+    ending = file_ending(path)
+    if ending in NIFTI_ENDINGS:
+        return "nifti"
+    if ending in IMAGE_2D_ENDINGS:
+        return "2d"
+    raise ImageReadError(path, f"unsupported file type '{path.name}'",
+                         f"tutorseg reads {', '.join(SUPPORTED_ENDINGS)}; convert the file to one of these",
+                         code="unsupported_format")
+
+
 def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None = None) -> Geometry:
     """Read a file's geometry from its header only (fast: no voxel data is decoded).
 
@@ -295,16 +309,9 @@ def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | No
         ImageReadError: the file is missing, of an unsupported type, or its header is unreadable.
     """
     path = Path(path)
-    ending = file_ending(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
-    if ending in NIFTI_ENDINGS:
+    if _readable_format(path) == "nifti":
         return _nifti_geometry(path)
-    if ending in IMAGE_2D_ENDINGS:
-        return _image2d_geometry(path, spacing_2d)
-    raise ImageReadError(path, f"unsupported file type '{path.name}'",
-                         f"tutorseg reads {', '.join(SUPPORTED_ENDINGS)}; convert the file to one of these",
-                         code="unsupported_format")
+    return _image2d_geometry(path, spacing_2d)
 
 
 def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None = None) -> Image:
@@ -314,16 +321,9 @@ def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None 
         ImageReadError: the file is missing, unsupported, truncated or corrupt.
     """
     path = Path(path)
-    ending = file_ending(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
-    if ending in NIFTI_ENDINGS:
+    if _readable_format(path) == "nifti":
         return _read_nifti(path)
-    if ending in IMAGE_2D_ENDINGS:
-        return _read_image2d(path, spacing_2d)
-    raise ImageReadError(path, f"unsupported file type '{path.name}'",
-                         f"tutorseg reads {', '.join(SUPPORTED_ENDINGS)}; convert the file to one of these",
-                         code="unsupported_format")
+    return _read_image2d(path, spacing_2d)
 
 
 def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,

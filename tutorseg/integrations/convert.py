@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tutorseg.data.files import write_json_atomic
+from tutorseg.data.files import atomic_folder, write_json_atomic
 from tutorseg.data.imageio import (
     IMAGE_2D_ENDINGS,
     NIFTI_ENDINGS,
@@ -263,8 +262,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         raise ConversionError(f"{len(problems)} case(s) cannot be converted:\n  " + "\n  ".join(problems))
     mapping = value_map(values_seen)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}_", dir=out_dir))
-    try:
+    with atomic_folder(target) as staging:
         for folder in ("imagesTr", "labelsTr", "imagesTs"):
             (staging / folder).mkdir()
         for case_id, (image_path, mask_path) in sorted(pairs.items()):  # second pass: write
@@ -285,12 +283,6 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
             "numTraining": len(pairs), "file_ending": ending,
             "description": f"converted by tutorseg.integrations.convert from {Path(images_dir).name}/ and {Path(masks_dir).name}/"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
     notes = []
     if mapping:

@@ -24,13 +24,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, as_dataset
-from tutorseg.data.files import write_text_atomic
+from tutorseg.data.files import atomic_folder, write_text_atomic
 from tutorseg.data.imageio import NIFTI_ENDINGS, load_nifti, read_geometry
 from tutorseg.data.problems import TutorsegError
 
@@ -72,8 +71,7 @@ def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw",
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists; pass overwrite=True (CLI: remove the folder) to replace it")
     ending = dataset.file_ending
-    staging = Path(tempfile.mkdtemp(prefix=".tmp_export_", dir=_mkdir(Path(out_dir))))
-    try:
+    with atomic_folder(target, prefix=".tmp_export_") as staging:
         for case in dataset.training:
             _write_channels(case, staging / "imagesTr", ending)
             _write_label(case, staging / "labelsTr" / f"{case.case_id}{ending}")
@@ -83,12 +81,6 @@ def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw",
         if plan is not None:
             write_text_atomic(staging / "tutorseg_plans.json",
                               json.dumps(nnunet_plans(plan, target.name), indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return target
 
 
