@@ -58,3 +58,41 @@ def test_probabilities_sum_to_one_and_tta_changes_them(sample_dir):
     assert with_tta.shape == without.shape == (3, *image.shape[1:])
     np.testing.assert_allclose(with_tta.sum(0), 1.0, atol=1e-5)
     assert not np.allclose(with_tta, without)  # an untrained network is not mirror-symmetric
+
+
+def test_probabilities_are_the_softmax_of_the_logits_computed_in_place(sample_dir):
+    network, image = _small_unet(), _real_image(sample_dir)
+    logits = predict_logits(network, image, patch_size=(32, 32, 32), tta=False)
+    expected = torch.softmax(logits, dim=0).numpy()
+    probabilities = predict_probabilities(network, image, patch_size=(32, 32, 32), tta=False)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, rtol=1e-5)
+
+
+def test_stitching_moves_to_the_cpu_when_the_output_would_crowd_the_gpu():
+    from tutorseg.training.sliding_window import stitching_device
+
+    gpu = torch.device("cuda")  # only the decision; nothing is allocated on it
+    gib = 2**30
+    # a 512 x 512 x 500 CT with 14 classes (+1 count map): 7.8 GB of float32 logits; a T4 has ~14.5 GB usable
+    ct = 4 * 15 * 512 * 512 * 500
+    assert stitching_device(gpu, ct, free_bytes=int(14.5 * gib)).type == "cpu"
+    assert stitching_device(gpu, ct, free_bytes=70 * gib).type == "cuda"
+    assert stitching_device(torch.device("cpu"), ct, free_bytes=None).type == "cpu"
+
+
+def test_asking_for_a_device_moves_the_network_too(sample_dir, monkeypatch):
+    """Before, the image went to the requested device and the network stayed where it was.
+
+    Faked: with one device here, the network is reported to sit on the meta device, and the test checks that it
+    is moved to the device asked for before the windows run.
+    """
+    from tutorseg.training import sliding_window
+
+    network, image = _small_unet(), _real_image(sample_dir)
+    moves = []
+    real_to = network.to
+    monkeypatch.setattr(sliding_window, "_network_device", lambda net: torch.device("meta"))
+    monkeypatch.setattr(network, "to", lambda device: moves.append(torch.device(device)) or real_to(device))
+    logits = predict_logits(network, image, patch_size=(32, 32, 32), tta=False, device="cpu")
+    assert moves == [torch.device("cpu")] and logits.shape[0] == 3

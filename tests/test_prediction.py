@@ -171,3 +171,52 @@ def test_postprocessing_decision_is_applied(hippo_run, sample_dir, tmp_path):
     cleaned = np.asanyarray(nib.load(str(tmp_path / "with" / written[0].name)).dataobj)
     raw = np.asanyarray(nib.load(str(written[0])).dataobj)
     assert np.array_equal(cleaned, keep_one.apply(raw))
+
+
+def test_prediction_uses_the_gpu_when_there_is_one(hippo_run, monkeypatch):
+    """Before, predict loaded every fold to the CPU. Faked GPU: torch.cuda.is_available is patched, and the
+    model loader records the device it is asked for (then loads to the CPU, the only device here)."""
+    import torch
+
+    import tutorseg.training
+    from tutorseg.prediction.predictor import load_folds, prediction_device
+    from tutorseg.training.model_io import load_model
+
+    asked = []
+
+    def recording_load_model(run_dir, *, checkpoint, device):
+        asked.append(device)
+        return load_model(run_dir, checkpoint=checkpoint, device="cpu")
+
+    assert prediction_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tutorseg.training, "load_model", recording_load_model)
+    assert prediction_device() == "cuda" and prediction_device("cpu") == "cpu"
+    load_folds([hippo_run])
+    assert asked == ["cuda"]
+
+
+def test_asking_for_a_gpu_that_is_not_there_is_one_clear_line(hippo_run, tmp_path, capsys):
+    from tutorseg.cli import main
+
+    code = main(["predict", str(hippo_run), "-i", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cuda"])
+    assert code == 2  # the CLI's status for a user's error (as every other command's)
+    err = capsys.readouterr().err
+    assert "torch sees no CUDA GPU" in err and "Traceback" not in err
+
+
+def test_out_of_memory_in_prediction_names_the_case_and_the_way_out(hippo_run, sample_dir, tmp_path, monkeypatch):
+    # faked: CUDA's out-of-memory error raised where a case is predicted
+    import torch
+
+    from tutorseg.prediction import predictor
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+    monkeypatch.setattr(predictor, "predict_case_probabilities", out_of_memory)
+    case = load_dataset(sample_dir).test[0]
+    with pytest.raises(PredictionError, match=f"case {case.case_id}.*ran out of memory.*--no-tta.*--device cpu") \
+            as caught:
+        predict(hippo_run, [case], tmp_path / "out", progress=False)
+    assert caught.value.__context__ is None

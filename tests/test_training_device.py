@@ -21,6 +21,7 @@ def sample_plan(sample_dir):
     return tiny_plan(sample_dir)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the GPU is chosen (test_cuda_gets_fp16...)")
 def test_no_gpu_here_means_cpu_with_a_note():
     setup = choose_device()
     assert setup.device == "cpu" and setup.precision in ("fp32", "bf16")
@@ -68,6 +69,46 @@ def test_out_of_memory_names_the_plan_values_to_lower(sample_dir, sample_plan, t
     for hint in ("batch_size=2", "patch_size=", "gpu_memory_gb", "preset"):
         assert hint in message
     assert "out of memory in epoch 0" in (tmp_path / "run" / "log.txt").read_text()
+    # nothing keeps the failed step alive: a notebook's last traceback would otherwise hold its GPU tensors
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_cudnn_errors_that_mean_out_of_memory_get_the_same_message(sample_dir, sample_plan, tmp_path, monkeypatch):
+    # faked: cuDNN's "no valid algorithm" (its way of saying there was no workspace memory) raised by the step
+    def no_algorithm(*args, **kwargs):
+        raise RuntimeError("Unable to find a valid cuDNN algorithm to run convolution")
+
+    monkeypatch.setattr(loop, "train_step", no_algorithm)
+    with pytest.raises(TrainingOutOfMemoryError, match="batch_size"):
+        train_fold(sample_dir, sample_plan, out_dir=tmp_path / "run", preprocessed_dir=tmp_path / "pre", **TINY)
+
+
+def test_out_of_memory_in_the_final_validation_says_the_model_is_saved(sample_dir, sample_plan, tmp_path,
+                                                                      monkeypatch):
+    # faked: the full-case validation raises CUDA's out-of-memory error
+    from tutorseg.training import validation
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(validation, "validate_cases", out_of_memory)
+    with pytest.raises(TrainingOutOfMemoryError, match="final validation|full-case validation") as caught:
+        train_fold(sample_dir, sample_plan, out_dir=tmp_path / "run", preprocessed_dir=tmp_path / "pre",
+                   **{**TINY, "epochs": 1})
+    assert "checkpoint_final.pt" in str(caught.value) and "--no-tta" in str(caught.value)
+    assert (tmp_path / "run" / "checkpoint_final.pt").is_file()
+
+
+def test_bf16_is_refused_on_a_gpu_without_it(monkeypatch):
+    # faked: a T4 (compute capability 7.5) and an A100 (8.0); only the decision is tested
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    with pytest.raises(TutorsegError, match="compute capability 8.0 or newer.*Tesla T4 \\(compute capability 7.5\\)"):
+        choose_device("cuda", "bf16")
+    assert choose_device("cuda", "auto").precision == "fp16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert choose_device("cuda", "bf16").precision == "bf16"
 
 
 def test_wandb_offline_run_holds_the_metrics(sample_dir, sample_plan, tmp_path, monkeypatch):

@@ -178,7 +178,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     result = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
                      save_probabilities=args.save_probabilities, progress=not args.quiet,
-                     postprocess=not args.no_postprocessing, checkpoint=args.checkpoint)
+                     postprocess=not args.no_postprocessing, checkpoint=args.checkpoint, device=args.device)
     print(f"{len(result.files)} segmentation(s) written to {args.output} ({result.seconds_per_case:.1f} s per case)")
     return 0
 
@@ -194,6 +194,7 @@ def _add_predict(sub) -> None:
                    help="which checkpoint of each run to use (default: final)")
     p.add_argument("--no-postprocessing", action="store_true",
                    help="ignore the runs' postprocessing.json (keep every connected component)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 

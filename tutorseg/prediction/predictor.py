@@ -112,13 +112,36 @@ def _checkpoint_in(run_dir: Path, preferred: str) -> str:
                           "(`tutorseg train --resume --out RUN_DIR`)")
 
 
-def load_folds(run_dirs, *, checkpoint: str = "final", device=None) -> list[FoldModel]:
+def prediction_device(device: str | None = None) -> str:
+    """Where to predict: the device asked for, else the GPU when there is one, else the CPU.
+
+    Raises:
+        PredictionError: a CUDA device asked for where torch sees none.
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise PredictionError(f"device {device!r} asked for, but torch sees no CUDA GPU; leave the device out (the "
+                              "CPU is used) or, on Colab, switch the runtime to a GPU (Runtime > Change runtime type)")
+    return str(device)
+
+
+def load_folds(run_dirs, *, checkpoint: str = "final", device: str | None = None) -> list[FoldModel]:
     """Load each run folder's network (``torch.load(weights_only=True)`` inside ``load_model``).
+
+    Args:
+        run_dirs: one run folder or several (one per fold; their predictions are averaged).
+        checkpoint: ``"final"``, ``"best"`` or ``"latest"`` (falls back in that order when missing).
+        device: where the networks go (default: the GPU when there is one, see :func:`prediction_device`).
 
     Raises:
         PredictionError: a folder without checkpoints, or folds trained with different plans or configurations.
     """
     from tutorseg.training import load_model
+
+    device = prediction_device(device)
 
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -239,6 +262,26 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
     return restored.astype(np.float32, copy=False)
 
 
+def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *, tta: bool,
+                           case_id: str) -> np.ndarray:
+    """:func:`predict_case_probabilities`, with a message that names the case and the way out of an out-of-memory."""
+    from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
+
+    error = None
+    try:
+        return predict_case_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        device = next(folds[0].network.parameters()).device
+        error = PredictionError(
+            f"case {case_id} (shape {tuple(image.shape[1:])}): the {device} ran out of memory predicting it. Use "
+            "less: tta=False (CLI --no-tta; 8x fewer windows in 3D), or predict on the CPU (device='cpu', CLI "
+            f"--device cpu; slower, but it has the machine's RAM). ({first_line(exc)})")
+    release_gpu_memory()  # outside the except block: the failed windows' tensors are gone by now
+    raise error
+
+
 def _postprocessing_for(run_dirs, postprocess):
     """The post-processing decision to apply: a given one, the runs' ``postprocessing.json``, or none."""
     from tutorseg.prediction.postprocessing import PostprocessingDecision
@@ -306,7 +349,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
     for case in with_progress(cases, enabled=progress, description="predicting"):
         geometry = read_geometry(case.image_files[0], spacing_2d=case.spacing_2d)
         image = case.load_image()
-        probabilities = predict_case_probabilities(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
+        probabilities = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
         values = np.array(sorted(labels.values()))
         segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
         if decision is not None:

@@ -390,7 +390,12 @@ def _blur_along(volumes: torch.Tensor, kernels: torch.Tensor, axis: int) -> torc
     flat = moved.reshape(1, n, -1, shape[-1])  # (1, N, rest, L): a 2D grouped conv with a (1, K) kernel
     radius = kernels.shape[1] // 2
     flat = F.pad(flat, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(flat, kernels[:, None, None, :], groups=n)
+    cudnn = torch.backends.cudnn
+    # cuDNN's autotuner (on for the network, as in nnU-Net) would tune again for every new number of blurred
+    # channels and kernel length, i.e. almost every batch: these small convolutions run untuned
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=False, deterministic=cudnn.deterministic,
+                     allow_tf32=cudnn.allow_tf32):
+        out = F.conv2d(flat, kernels[:, None, None, :], groups=n)
     return out.reshape(shape).movedim(-1, axis + 1)
 
 

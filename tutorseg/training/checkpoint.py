@@ -49,6 +49,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
     """Load a checkpoint with the safe loader (``weights_only=True``).
 
+    Load to the CPU (the default) and let ``load_state_dict`` move the weights to the network's device: the
+    random states in a checkpoint are CPU byte tensors, and mapping them to a GPU breaks their restoring.
+
     Raises:
         TutorsegError: the file is missing or cannot be read.
     """
@@ -80,26 +83,53 @@ def capture_rng(numpy_generator: np.random.Generator, torch_generator: torch.Gen
     }
     if torch_generator is not None:
         state["torch_generator"] = torch_generator.get_state()
+        state["torch_generator_device"] = torch_generator.device.type  # a CUDA state does not fit a CPU generator
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(state: dict, numpy_generator: np.random.Generator, torch_generator: torch.Generator | None = None):
+def restore_rng(state: dict, numpy_generator: np.random.Generator,
+                torch_generator: torch.Generator | None = None) -> list[str]:
     """Put back the random states that :func:`capture_rng` saved.
 
     They are Python's, numpy's (global and the run's generator), torch's CPU state, the run's torch generator and,
     where there is a GPU, CUDA's.
+
+    Returns:
+        The sentences to log where a state could not come back: the run's torch generator when the run resumes
+        on another kind of device (its draws then continue from a fresh seed), CUDA's states on a machine with
+        fewer GPUs. Everything else is restored exactly.
     """
+    notes = []
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     _set_numpy_global_state(state["numpy_global"])
     numpy_generator.bit_generator.state = state["numpy"]
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(_on_cpu(state["torch"]))
     if torch_generator is not None and "torch_generator" in state:
-        torch_generator.set_state(state["torch_generator"])
+        saved_on = state.get("torch_generator_device", "an unrecorded device")
+        try:
+            if saved_on not in (torch_generator.device.type, "an unrecorded device"):
+                raise RuntimeError(saved_on)
+            torch_generator.set_state(_on_cpu(state["torch_generator"]))
+        except RuntimeError:  # another device's state (CUDA's is 16 bytes, the CPU's 5056), also in old checkpoints
+            notes.append(f"the augmentation's random generator was saved on {saved_on} and cannot continue on "
+                         f"{torch_generator.device.type}: its draws go on from a new seed (the run is no longer "
+                         "bit-for-bit repeatable; everything else resumes exactly)")
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        saved = [_on_cpu(s) for s in state["cuda"]]
+        present = torch.cuda.device_count()
+        for index, generator_state in enumerate(saved[:present]):
+            torch.cuda.set_rng_state(generator_state, index)
+        if len(saved) > present:
+            notes.append(f"the run was saved with {len(saved)} GPUs' random states, this machine has {present}")
+    return notes
+
+
+def _on_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    """A saved random state as torch's setters need it: a CPU byte tensor (even if it was loaded to a GPU)."""
+    return tensor.to("cpu", torch.uint8) if isinstance(tensor, torch.Tensor) else tensor
 
 
 def _numpy_global_state() -> dict:
@@ -110,5 +140,5 @@ def _numpy_global_state() -> dict:
 
 
 def _set_numpy_global_state(state: dict) -> None:
-    keys = state["keys"].numpy().astype(np.uint32)
+    keys = state["keys"].cpu().numpy().astype(np.uint32)
     np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["gauss"]))

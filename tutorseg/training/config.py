@@ -54,6 +54,7 @@ class TrainingConfig:
     validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
     wandb: bool = False  # log to Weights & Biases
     verbose: bool = True  # print what happens (it is written to log.txt either way)
+    epoch_size_from_device: bool = False  # the two sizes above are the device's defaults: a resume elsewhere resets
     budget: str | float | None = None  # the budget as given ("20min"), for the log
     schedule: str | None = None  # the named schedule that filled the rest, if any
     tutorseg_version: str = ""  # what the run was started with
@@ -67,6 +68,20 @@ class TrainingConfig:
     @property
     def stops_by_budget(self) -> bool:
         return self.budget_seconds is not None
+
+    def for_device(self, device: str | None, on_cpu: bool) -> TrainingConfig:
+        """This configuration, continued on another device.
+
+        A device that is gone is forgotten (``device=None``: the GPU if there is one, else the CPU), float16 that
+        the device cannot do becomes "auto", and epoch sizes that were the old device's defaults become the new
+        one's (250 steps between checkpoints on a CPU would mean a quarter of an hour).
+        """
+        changes: dict = {"device": device}
+        if on_cpu and self.precision == "fp16":
+            changes["precision"] = "auto"
+        if self.epoch_size_from_device:
+            changes["iterations_per_epoch"], changes["val_iterations"] = default_epoch_size(on_cpu)
+        return self.replace(**changes)
 
     def fraction_done(self, elapsed_seconds: float, epochs_done: int) -> float:
         """How far the training is, 0 to 1: time used of the budget, or epochs done of the epochs.
@@ -117,6 +132,16 @@ class TrainingConfig:
                              how_to_make="tutorseg.train_fold(...) (it writes config.json into the run folder)")
 
 
+def default_epoch_size(on_cpu: bool) -> tuple[int, int]:
+    """``(iterations_per_epoch, val_iterations)`` when nothing asks for others.
+
+    nnU-Net's 250 and 50 on a GPU; 50 and 10 on a CPU, where an nnU-Net epoch would take many minutes between
+    checkpoints.
+    """
+    return (CPU_ITERATIONS_PER_EPOCH, CPU_VAL_ITERATIONS) if on_cpu else (NNUNET_ITERATIONS_PER_EPOCH,
+                                                                           NNUNET_VAL_ITERATIONS)
+
+
 def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str | float | None, epochs: int | None,
                    iterations_per_epoch: int | None, val_iterations: int | None, schedule: str | None,
                    preprocessed_dir: str | os.PathLike, augmentation: AugmentationConfig, on_cpu: bool,
@@ -145,8 +170,7 @@ def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str 
                                   "epochs=N, or schedule= one of the named schedules (tutorseg.training.SCHEDULES)")
     if epochs is not None and int(epochs) < 1:
         raise TrainingError(f"epochs must be at least 1, got {epochs}")
-    default_iterations, default_val = ((CPU_ITERATIONS_PER_EPOCH, CPU_VAL_ITERATIONS) if on_cpu
-                                       else (NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS))
+    default_iterations, default_val = default_epoch_size(on_cpu)
     return TrainingConfig(
         dataset_dir=str(dataset.root), dataset_name=dataset.name, configuration=configuration, fold=fold,
         budget_seconds=parse_budget(budget) if budget is not None else None,
@@ -154,5 +178,6 @@ def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str 
         iterations_per_epoch=iterations_per_epoch or default_iterations,
         val_iterations=val_iterations or default_val,
         preprocessed_dir=str(preprocessed_dir), augmentation=augmentation, budget=budget, schedule=schedule,
+        epoch_size_from_device=iterations_per_epoch is None and val_iterations is None,
         tutorseg_version=__version__, torch_version=torch.__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **settings)

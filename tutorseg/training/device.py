@@ -83,6 +83,19 @@ def _cpu_flags() -> str:
     return ""
 
 
+def gpu_supports_bf16(device: str = "cuda") -> bool:
+    """Native bfloat16 convolutions: compute capability 8.0 or newer.
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bfloat16 is only emulated (a T4, 7.5), which is slow.
+    """
+    return torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
+def _gpu_name(device: str) -> str:
+    major, minor = torch.cuda.get_device_capability(torch.device(device))
+    return f"{torch.cuda.get_device_name(torch.device(device))} (compute capability {major}.{minor})"
+
+
 def choose_device(device: str | None = None, precision: str = "auto") -> DeviceSetup:
     """Pick the device (CUDA when present) and the precision for it.
 
@@ -107,6 +120,10 @@ def choose_device(device: str | None = None, precision: str = "auto") -> DeviceS
     if precision == "fp16" and kind != "cuda":
         raise TutorsegError("precision 'fp16' needs a CUDA GPU (CPUs have no fast float16 convolutions); use 'bf16' "
                             "or 'fp32' on a CPU")
+    if precision == "bf16" and kind == "cuda" and not gpu_supports_bf16(device):
+        raise TutorsegError(f"precision 'bf16' needs a GPU of compute capability 8.0 or newer (Ampere: A100, A10, "
+                            f"L4, RTX 30xx...); {device} is {_gpu_name(device)}. Use 'auto' (float16 with loss "
+                            "scaling, as nnU-Net) or 'fp16'")
     return DeviceSetup(device=str(device), precision=precision, note=note)
 
 
@@ -141,6 +158,31 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
 
 
+# What CUDA's libraries say when they could not get memory; cuDNN's "no valid algorithm" usually means that no
+# algorithm found the workspace memory it needs (pytorch/pytorch#66879).
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "CUDNN_STATUS_NOT_ALLOC", "Unable to find a valid cuDNN algorithm",
+                          "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA's out-of-memory error and for the cuDNN / cuBLAS errors that mean the same."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_MESSAGES)
+
+
+def release_gpu_memory() -> None:
+    """Hand cached, now unused GPU memory back, so that a retry in the same notebook kernel starts clean."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def first_line(exc: BaseException) -> str:
+    """``OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB`` (the first line of the message)."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
 def out_of_memory_error(configuration, device: str, exc: BaseException) -> TrainingOutOfMemoryError:
     """The message for ``torch.cuda.OutOfMemoryError``: which plan values to lower and how."""
     name = getattr(configuration, "name", "?")
@@ -151,7 +193,7 @@ def out_of_memory_error(configuration, device: str, exc: BaseException) -> Train
         f"patch_size={patch}. Lower what the plan asks of the GPU: re-plan for the memory your GPU has free "
         "(tutorseg.plan(fp, gpu_memory_gb=...)) or with preset='cpu' (the smallest network), or edit the configuration's batch_size (2 is "
         "nnU-Net's minimum) or patch_size (multiples of the network's total stride). Close other notebooks that hold "
-        f"GPU memory too. ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        f"GPU memory too. ({first_line(exc)})")
 
 
 def cpu_threads(window_seconds: float = 0.5) -> int:

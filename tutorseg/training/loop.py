@@ -32,7 +32,17 @@ from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.training import checkpoint as ckpt
 from tutorseg.training.augmentation import AugmentationConfig
 from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
-from tutorseg.training.device import DeviceSetup, choose_device, configure_backends, cpu_threads, out_of_memory_error
+from tutorseg.training.device import (
+    DeviceSetup,
+    TrainingOutOfMemoryError,
+    choose_device,
+    configure_backends,
+    cpu_threads,
+    first_line,
+    is_out_of_memory,
+    out_of_memory_error,
+    release_gpu_memory,
+)
 from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
 from tutorseg.training.network import build_network, count_parameters
@@ -157,10 +167,13 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
                                            progress)
     torch.manual_seed(config.seed)
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
-    # channels-last memory layout: the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest; on 2 CPU
-    # cores it made a step of nnU-Net's default Hippocampus plan ~10 % faster (bench/train.md)
-    network = network.to(memory_format=torch.channels_last_3d if configuration.network_dims == 3  # type: ignore[call-overload]
-                         else torch.channels_last)
+    if setup.torch_device.type == "cpu":
+        # channels-last memory layout: on 2 CPU cores it made a step of nnU-Net's default Hippocampus plan ~10 %
+        # faster (bench/train.md). Not on CUDA: InstanceNorm returns the standard layout there, so every block
+        # would convert back and forth (+24 % CUDA time measured on an nnU-Net network, pytorch/pytorch#59168);
+        # bench/gpu.py measures both on a GPU.
+        layout = torch.channels_last_3d if configuration.network_dims == 3 else torch.channels_last
+        network = network.to(memory_format=layout)  # type: ignore[call-overload]
     train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed)
     generator = torch.Generator(device=setup.torch_device)
     generator.manual_seed(config.seed)
@@ -312,19 +325,33 @@ def save_epoch(run: Run, improved: bool) -> None:
     run.live_plot.update(run.history)
 
 
-def restore_state(run: Run, state: dict) -> None:
-    """Put a checkpoint's model, optimiser, scaler, counters, history and random states back into ``run``."""
+def restore_state(run: Run, state: dict) -> list[str]:
+    """Put a checkpoint's model, optimiser, scaler, counters, history and random states back into ``run``.
+
+    ``state`` is loaded to the CPU; ``load_state_dict`` moves weights and optimiser moments to the run's device,
+    so a run saved on a GPU resumes on a CPU and the other way round.
+
+    Returns:
+        Sentences for the log about what could not come back as it was (resuming on another kind of device).
+    """
+    notes = []
     run.network.load_state_dict(state["network"])
     run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
+    if state["scaler"] and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
+    elif run.scaler.is_enabled():  # saved without float16 (a CPU run), resumed with it (a GPU)
+        notes.append("the float16 loss scale starts afresh: the run was saved without mixed precision")
     run.epoch, run.iterations, run.elapsed = state["epoch"], state["iterations"], state["elapsed_seconds"]
     run.best_ema, run.best_epoch = state["best_ema_pseudo_dice"], state["best_epoch"]
     history = state["history"]
     run.history = {k: [float("nan") if v is None else v for v in vs] if k in ("train_loss", "val_loss",
                    "mean_pseudo_dice", "ema_pseudo_dice") else vs for k, vs in history.items()}
-    ckpt.restore_rng(state["rng"], run.numpy_rng, run.torch_generator)
+    rng_notes = ckpt.restore_rng(state["rng"], run.numpy_rng, run.torch_generator)
+    if any("random generator" in note for note in rng_notes):
+        run.torch_generator.manual_seed(run.config.seed + run.iterations)  # not the first epoch's draws again
     run.train_sampler.load_state_dict(state["train_sampler"])
     run.val_sampler.load_state_dict(state["val_sampler"])
+    return notes + rng_notes
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -356,12 +383,19 @@ def _describe_epoch(run: Run) -> str:
 def _loop(run: Run, *, progress: bool) -> None:
     while not _finished(run):
         clock = time.perf_counter()
+        error = None
         try:
             train = train_epoch(run, progress=progress)
             val = validate_epoch(run)
-        except torch.cuda.OutOfMemoryError as exc:
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            error = out_of_memory_error(run.configuration, run.setup.device, exc)
+        if error is not None:  # raised here, outside the except block: the failed step's tensors are freed
             run.log(f"out of memory in epoch {run.epoch}")
-            raise out_of_memory_error(run.configuration, run.setup.device, exc) from exc
+            run.optimizer.zero_grad(set_to_none=True)
+            release_gpu_memory()
+            raise error
         seconds = time.perf_counter() - clock
         run.elapsed += seconds
         improved = record_epoch(run, train, val, seconds)
@@ -382,9 +416,24 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
     summary = None
     if run.config.validate and run.val_cases:
         clock = time.perf_counter()
-        summary = validate_cases(run.network, run.val_cases, run.dataset, run.plan, run.configuration,
-                                 run.run_dir / "validation", device=run.setup.torch_device,
-                                 tta=run.config.validation_tta, progress=progress)
+        error = None
+        try:
+            validated = validate_cases(run.network, run.val_cases, run.dataset, run.plan, run.configuration,
+                                       run.run_dir / "validation", device=run.setup.torch_device,
+                                       tta=run.config.validation_tta, progress=progress)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            error = TrainingOutOfMemoryError(
+                f"the GPU ({run.setup.device}) ran out of memory in the full-case validation at the end; the trained "
+                f"model is saved ({run.run_dir / ckpt.CHECKPOINT_NAMES['final']}). Validate it with less memory: "
+                f"tutorseg predict {run.run_dir} -i VALIDATION_IMAGES -o OUT --no-tta (or --device cpu), or train "
+                f"with validation_tta=False. ({first_line(exc)})")
+        if error is not None:
+            run.log("out of memory in the final validation")
+            release_gpu_memory()
+            raise error
+        summary = validated
         per_class = ", ".join(f"{k} {v:.4f}" for k, v in summary["mean_dice"].items() if v is not None)
         run.log(f"full-case validation of {summary['n_cases']} cases in {time.perf_counter() - clock:.0f} s: "
                 f"mean foreground Dice {summary['mean_foreground_dice']:.4f} ({per_class})")
@@ -494,6 +543,20 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
     return _finish(run, progress=progress)
 
 
+def _resume_device(config: TrainingConfig, device: str | None) -> str | None:
+    """The device to go on with when it is not the recorded one (asked for, or the recorded GPU is gone), else None.
+
+    A GPU run resumes on the CPU when the GPU is gone (a Colab session without GPU quota); the log says so.
+    """
+    import torch
+
+    if device is not None:
+        return device
+    if config.device is not None and str(config.device).startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return None
+
+
 def resume(run_dir, *, progress: bool = True, device: str | None = None) -> TrainingRecord:
     """Continue a run where it stopped; the epoch that was interrupted is trained again.
 
@@ -514,15 +577,17 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
                             "tutorseg.train_fold(...)")
     config = TrainingConfig.load(run_dir / "config.json")
     stale = ckpt.remove_stale_temporaries(run_dir)
-    if device is not None:
-        config = config.replace(device=device)
+    moved = _resume_device(config, device)
+    if moved is not None:
+        config = config.for_device(moved, on_cpu=choose_device(moved).torch_device.type == "cpu")
     plan = Plan.load(run_dir / "plan.json")
     dataset = as_dataset(config.dataset_dir)
     run = _build_run(run_dir, config, plan, dataset, progress=progress)
     latest = run_dir / ckpt.CHECKPOINT_NAMES["latest"]
-    if latest.exists():
-        restore_state(run, ckpt.load_checkpoint(latest, map_location=run.setup.torch_device))
+    notes = restore_state(run, ckpt.load_checkpoint(latest)) if latest.exists() else []
     _start(run, resumed=True)
+    for note in notes:
+        run.log(f"resumed on {run.setup.device}: {note}")
     if stale:
         run.log(f"removed {len(stale)} half-written file(s) of the interrupted run: {', '.join(p.name for p in stale)}")
     _loop(run, progress=progress)

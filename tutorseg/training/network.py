@@ -56,6 +56,11 @@ class PlainUNet(nn.Module):
         self.unet = unet
 
     @property
+    def n_classes(self) -> int:
+        """Output channels: one logit per class, background included."""
+        return int(self.unet.out_channels)
+
+    @property
     def n_outputs(self) -> int:
         """How many outputs training mode returns (1 + deep-supervision heads)."""
         return 1 + (self.unet.deep_supr_num if self.unet.deep_supervision else 0)

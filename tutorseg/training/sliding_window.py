@@ -45,17 +45,55 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def stitching_device(device: torch.device, output_bytes: int, free_bytes: int | None) -> torch.device:
+    """Where the whole image's logits are added up: on the GPU when they fit comfortably, else on the CPU.
+
+    The windows always run on ``device``. Their stitched sum (and MONAI's count map) for a large many-class image
+    can be more than a GPU holds: nnU-Net then moves the stitching to the CPU, and so does tutorseg when the
+    output would take more than half the GPU memory that is free.
+
+    Args:
+        device: where the network runs.
+        output_bytes: the size of the stitched logits, float32.
+        free_bytes: free memory on ``device`` (``torch.cuda.mem_get_info``), or ``None`` off a GPU.
+
+    >>> stitching_device(torch.device("cuda"), output_bytes=4 * 2**30, free_bytes=6 * 2**30)
+    device(type='cpu')
+    >>> stitching_device(torch.device("cuda"), output_bytes=1 * 2**30, free_bytes=6 * 2**30)
+    device(type='cuda')
+    """
+    if device.type != "cuda" or free_bytes is None:
+        return device
+    return device if output_bytes <= free_bytes / 2 else torch.device("cpu")
+
+
+def _network_device(network: torch.nn.Module) -> torch.device:
+    return next(network.parameters()).device
+
+
+def _free_gpu_bytes(device: torch.device) -> int | None:
+    return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+
+
 @torch.inference_mode()
 def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *, patch_size: Sequence[int],
                    tta: bool = True, device: str | torch.device | None = None, overlap: float = DEFAULT_OVERLAP,
                    batch_size: int = 8) -> torch.Tensor:
-    """Sliding-window logits ``(K, *spatial)`` (float32, on ``device``) for one image ``data (C, *spatial)``."""
-    device = torch.device(device) if device is not None else next(network.parameters()).device
+    """Sliding-window logits ``(K, *spatial)`` (float32) for one image ``data (C, *spatial)``.
+
+    The network runs on ``device`` (default: where its weights are; given another, the network is moved there).
+    The logits are stitched on that device, or on the CPU when they would not fit (:func:`stitching_device`).
+    """
+    device = torch.device(device) if device is not None else _network_device(network)
+    if _network_device(network) != device:
+        network.to(device)
     image = torch.as_tensor(np.asarray(data, dtype=np.float32) if not isinstance(data, torch.Tensor) else data)
     image = image.to(device=device, dtype=torch.float32)[None]
     n_dims = len(patch_size)
     mirror = mirror_axes_combinations(n_dims) if tta else [()]
     network.eval()
+    n_classes = int(getattr(network, "n_classes", 0)) or 1
+    stitch_on = stitching_device(device, 4 * (n_classes + 1) * image[0, 0].numel(), _free_gpu_bytes(device))
 
     from monai.inferers import sliding_window_inference
 
@@ -64,8 +102,26 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
         logits = sliding_window_inference(
             image, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=windows_per_pass,
             predictor=lambda x: _mirrored_logits(network, x, mirror), overlap=overlap, mode="gaussian",
-            sigma_scale=GAUSSIAN_SIGMA_SCALE, padding_mode="constant", cval=0.0)
+            sigma_scale=GAUSSIAN_SIGMA_SCALE, padding_mode="constant", cval=0.0, sw_device=device, device=stitch_on)
     return logits[0].float()
+
+
+def softmax_on_cpu(logits: torch.Tensor) -> np.ndarray:
+    """Class probabilities ``(K, *spatial)`` as a numpy array, computed in place on the CPU.
+
+    The logits are copied off the GPU once and turned into probabilities in that same memory, so neither device
+    holds a second full-size copy (``torch.softmax`` would allocate one). Max-subtracted, as a softmax must be.
+
+    >>> probabilities = softmax_on_cpu(torch.tensor([[0.0, 2.0], [0.0, -2.0]]))
+    >>> np.round(probabilities, 4)
+    array([[0.5  , 0.982],
+           [0.5  , 0.018]], dtype=float32)
+    """
+    values = logits.detach().to("cpu", torch.float32)
+    values -= values.amax(dim=0, keepdim=True)
+    values.exp_()
+    values /= values.sum(dim=0, keepdim=True)
+    return values.numpy()
 
 
 def predict_probabilities(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *, patch_size: Sequence[int],
@@ -90,7 +146,7 @@ def predict_probabilities(network: torch.nn.Module, data: np.ndarray | torch.Ten
     if slice_axis is None:
         logits = predict_logits(network, data, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
                                 batch_size=batch_size)
-        return torch.softmax(logits, dim=0).cpu().numpy()
+        return softmax_on_cpu(logits)
     data = np.asarray(data, dtype=np.float32)
     axis = slice_axis + 1  # skip the channel axis
     slices = []
@@ -98,5 +154,5 @@ def predict_probabilities(network: torch.nn.Module, data: np.ndarray | torch.Ten
         image_2d = np.take(data, index, axis=axis)
         logits = predict_logits(network, image_2d, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
                                 batch_size=batch_size)
-        slices.append(torch.softmax(logits, dim=0).cpu().numpy())
+        slices.append(softmax_on_cpu(logits))
     return np.stack(slices, axis=axis)
