@@ -11,7 +11,8 @@ What it records (bench/gpu.md keeps the results with the device's name):
    8.0) and each memory layout (contiguous, channels-last), with the peak GPU memory.
 3. ``training``: a real ``train_fold`` on Hippocampus fold 0 under a budget (the ``colab-t4-15min`` schedule,
    shortened to ``--budget``), with 2 CPU threads as on Colab: steps per second, the share of each step spent
-   getting the batch (sampling and augmentation), the validation Dice.
+   getting the batch (the GPU's idle share), the validation Dice; and one minute with the batches cut in the
+   loop instead of prefetched (``training_without_prefetch``).
 4. ``resume``: that run resumed on the GPU for one more epoch, then on the CPU (a Colab session whose GPU quota
    ran out), and a CPU-made run resumed on the GPU.
 5. ``tta_memory``: peak GPU memory and seconds of sliding-window prediction with mirroring, for the default plan
@@ -130,21 +131,27 @@ def _time_steps(plan, device: torch.device, precision: str, layout: str, steps: 
             "peak_memory_gb": _peak_gb(device)}
 
 
-def measure_training(dataset: Path, plan, out: Path, device: torch.device, budget: str, dry_run: bool) -> dict:
-    """A real fold under a budget with 2 CPU threads (Colab's 2 vCPUs): speed, the data-wait share, the Dice."""
+def measure_training(dataset: Path, plan, out: Path, device: torch.device, budget: str, dry_run: bool,
+                     prefetch: bool | None = None, name: str = "run_budget") -> dict:
+    """A real fold under a budget with 2 CPU threads (Colab's 2 vCPUs): speed, the data-wait share, the Dice.
+
+    ``prefetch=None`` is training's default (batches prefetched on a GPU); ``False`` samples in the loop.
+    """
     from tutorseg import train_fold
 
-    run_dir = out / "run_budget"
+    run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
     extra = dict(iterations_per_epoch=2, val_iterations=1, validate=False) if dry_run else {}
     start = time.perf_counter()
     record = train_fold(dataset, plan, fold=0, out_dir=run_dir, preprocessed_dir=out / "preprocessed",
                         schedule=None if dry_run else "colab-t4-15min", budget=budget, device=str(device),
-                        num_threads=2, progress=False, verbose=False, validation_tta=not dry_run, **extra)
+                        num_threads=2, prefetch=prefetch, progress=False, verbose=False,
+                        validation_tta=not dry_run, **extra)
     history = record.history
     data = sum(history["data_seconds"])
     train = sum(history["train_seconds"])
-    return {"budget": budget, "schedule": None if dry_run else "colab-t4-15min", "epochs": record.epochs,
+    return {"budget": budget, "schedule": None if dry_run else "colab-t4-15min", "prefetch": prefetch,
+            "epochs": record.epochs,
             "iterations": record.iterations, "steps_per_second": round(record.iterations / max(train, 1e-9), 2),
             "data_wait_share": round(data / max(train, 1e-9), 3), "validation_dice": record.mean_foreground_dice,
             "wall_seconds": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
@@ -246,11 +253,13 @@ def to_markdown(results: dict) -> str:
     for row in results["steps"]:
         lines.append(f"| {row['precision']} | {row['layout']} | {row['batch']} x {row['patch']} | "
                      f"{row['seconds_per_step']} | {row['steps_per_second']} | {row['peak_memory_gb']} |")
-    training = results["training"]
-    lines += ["", f"Budget run ({training['budget']}, 2 CPU threads): {training['iterations']} steps, "
-              f"{training['steps_per_second']} steps/s, data wait {100 * training['data_wait_share']:.1f} % of the "
-              f"step time, validation Dice {training['validation_dice']}.", "",
-              "| resume | ok | epochs | notes |", "|---|---|---|---|"]
+    lines += ["", "| budget run, 2 CPU threads | batches | steps | steps / s | waiting for data | validation Dice |",
+              "|---|---|---|---|---|---|"]
+    for key, how in (("training", "prefetched (default)"), ("training_without_prefetch", "cut in the loop")):
+        row = results[key]
+        lines.append(f"| {row['budget']} | {how} | {row['iterations']} | {row['steps_per_second']} | "
+                     f"{100 * row['data_wait_share']:.1f} % | {row['validation_dice']} |")
+    lines += ["", "| resume | ok | epochs | notes |", "|---|---|---|---|"]
     for name, row in results["resume"].items():
         lines.append(f"| {name} | {row['ok']} | {row.get('epochs', row.get('error', ''))} | "
                      f"{'; '.join(row['notes']) or '-'} |")
@@ -279,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     results["steps"] = measure_steps(plan, device, 2 if args.dry_run else args.steps)
     results["training"] = measure_training(dataset, plan, args.out, device, "6s" if args.dry_run else args.budget,
                                            args.dry_run)
+    results["training_without_prefetch"] = measure_training(
+        dataset, plan, args.out, device, "4s" if args.dry_run else "1m", args.dry_run, prefetch=False,
+        name="run_no_prefetch")
     results["resume"] = measure_resume(dataset, plan, args.out, device)
     results["tta_memory"] = measure_tta_memory(plan, device, dataset, args.dry_run)
     results["nnunet"] = _nnunet_available()

@@ -22,7 +22,8 @@ def test_the_gpu_benchmark_dry_run_measures_every_part(tmp_path):
     assert {(r["precision"], r["layout"]) for r in results["steps"]} == {("fp32", "contiguous"),
                                                                           ("fp32", "channels-last")}
     assert all(r["seconds_per_step"] > 0 for r in results["steps"])
-    assert results["training"]["iterations"] > 0 and 0 <= results["training"]["data_wait_share"] < 1
+    for key in ("training", "training_without_prefetch"):
+        assert results[key]["iterations"] > 0 and 0 <= results[key]["data_wait_share"] < 1
     assert set(results["resume"]) == {"gpu_then_gpu", "gpu_then_cpu", "cpu_then_gpu"}
     assert all(row["ok"] for row in results["resume"].values()), results["resume"]
     assert [len(r["output_shape"]) for r in results["tta_memory"]] == [4, 4]

@@ -111,3 +111,16 @@ def test_resume_on_the_cpu_finishes_a_run_whose_checkpoint_came_from_a_gpu(sampl
     record = resume(run_dir, progress=False)
     assert record.epochs == 3
     assert "resumed on cpu: the augmentation's random generator was saved on cuda" in (run_dir / "log.txt").read_text()
+
+
+def test_prefetching_trains_on_the_same_batches(sample_dir, tmp_path):
+    """prefetch=True (the GPU default) on the CPU: the same sampler states are checkpointed as without it."""
+    plan = tiny_plan(sample_dir)
+    states = {}
+    for prefetch in (False, True):
+        record = train_fold(sample_dir, plan, fold=0, out_dir=tmp_path / f"run_{prefetch}", prefetch=prefetch,
+                            preprocessed_dir=tmp_path / "pre", validate=False, num_threads=1, **TINY)
+        state = ckpt.load_checkpoint(record.run_dir / "checkpoint_final.pt")
+        states[prefetch] = (state["train_sampler"], record.history["train_loss"])
+    assert states[True][0] == states[False][0]
+    assert states[True][1] == pytest.approx(states[False][1], rel=1e-5)

@@ -50,6 +50,7 @@ class TrainingConfig:
     device: str | None = None  # None: the GPU if there is one, else the CPU
     precision: str = "auto"  # fp16 on CUDA, bf16 on CPUs that have it natively, else fp32
     num_threads: int | None = None  # CPU threads; None: the cores the machine's load leaves idle
+    prefetch: bool | None = None  # cut the next batches in a thread while the network computes; None: on a GPU
     validate: bool = True  # full-case validation of the fold at the end
     validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
     wandb: bool = False  # log to Weights & Biases

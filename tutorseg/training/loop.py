@@ -46,6 +46,7 @@ from tutorseg.training.device import (
 from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
 from tutorseg.training.network import build_network, count_parameters
+from tutorseg.training.prefetch import BatchPrefetcher
 from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
 from tutorseg.training.schedule import (
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from tutorseg.preprocessing.preprocessor import PreprocessedCase
     from tutorseg.training.patch_sampling import PatchSampler
     from tutorseg.training.tracking import Tracker
+
+LOSS_SHOWN_EVERY = 10  # steps between loss updates of the progress bar
 
 # --------------------------------------------------------------------------------------------------- the run state
 
@@ -92,6 +95,7 @@ class Run:
     best_ema: float | None = None
     best_epoch: int | None = None
     tracker: Tracker | None = None
+    prefetcher: BatchPrefetcher | None = None  # while the loop runs, on a GPU (or when asked for)
     n_train_cases: int = 0
 
     @property
@@ -197,22 +201,26 @@ def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> t
 
 
 def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample on the CPU (slicing arrays in memory), move to the device, augment there as one batched operation."""
+    """Sample on the CPU (slicing arrays in memory), move to the device, augment there as one batched operation.
+
+    With a prefetcher (on a GPU) the batch was cut and copied while the previous step ran.
+    """
     from tutorseg.training.augmentation import augment_batch
 
-    images, labels = run.train_sampler.next_batch()
-    device = run.setup.torch_device
-    non_blocking = device.type == "cuda"
-    if non_blocking:
-        images, labels = images.pin_memory(), labels.pin_memory()
-    images = images.to(device, non_blocking=non_blocking)
-    labels = labels.to(device, non_blocking=non_blocking)
+    if run.prefetcher is not None:
+        images, labels = run.prefetcher.next_batch()
+    else:
+        images, labels = run.train_sampler.next_batch()
+        images, labels = images.to(run.setup.torch_device), labels.to(run.setup.torch_device)
     return augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
                          generator=run.torch_generator)
 
 
-def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """One SGD step; returns the loss. Mixed precision on CUDA with a GradScaler; gradient norm clipped at 12."""
+def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One SGD step; returns the loss, detached, where it was computed (reading it would wait for the GPU).
+
+    Mixed precision on CUDA with a GradScaler; gradient norm clipped at 12.
+    """
     run.optimizer.zero_grad(set_to_none=True)
     with run.setup.autocast():
         outputs = run.network(images)
@@ -222,7 +230,7 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
     torch.nn.utils.clip_grad_norm_(run.network.parameters(), GRAD_CLIP)
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    return float(loss.detach())
+    return loss.detach()
 
 
 def train_epoch(run: Run, *, progress: bool) -> dict:
@@ -243,12 +251,12 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
         data_seconds += time.perf_counter() - tick
         losses.append(train_step(run, images, labels))
         run.iterations += 1
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if len(losses) % LOSS_SHOWN_EVERY == 1:  # reading the loss waits for the GPU: not at every step
+            bar.set_postfix(loss=f"{float(losses[-1]):.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update(1)
     bar.close()
-    if run.setup.torch_device.type == "cuda":
-        torch.cuda.synchronize()
-    return {"train_loss": nan_mean(losses), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
+    losses_read = torch.stack(losses).float().tolist() if losses else []  # one wait for the GPU per epoch
+    return {"train_loss": nan_mean(losses_read), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
             "train_seconds": time.perf_counter() - epoch_clock}
 
 
@@ -304,7 +312,9 @@ def checkpoint_state(run: Run) -> dict:
         "best_epoch": run.best_epoch,
         "history": to_json_types(run.history),
         "rng": ckpt.capture_rng(run.numpy_rng, run.torch_generator),
-        "train_sampler": run.train_sampler.state_dict(),
+        # with a prefetcher, the sampler has already cut batches beyond the last one used: save the state after
+        # the last one used, so that a resumed run draws the same batches
+        "train_sampler": run.prefetcher.consumed_state if run.prefetcher else run.train_sampler.state_dict(),
         "val_sampler": run.val_sampler.state_dict(),
         "configuration": run.configuration.name,
         "n_channels": int(run.train_sampler.n_channels),
@@ -381,6 +391,17 @@ def _describe_epoch(run: Run) -> str:
 
 
 def _loop(run: Run, *, progress: bool) -> None:
+    if run.config.prefetch or (run.config.prefetch is None and run.setup.torch_device.type == "cuda"):
+        run.prefetcher = BatchPrefetcher(run.train_sampler, run.setup.torch_device)
+    try:
+        _train_until_done(run, progress=progress)
+    finally:
+        if run.prefetcher is not None:
+            run.prefetcher.close()
+            run.prefetcher = None
+
+
+def _train_until_done(run: Run, *, progress: bool) -> None:
     while not _finished(run):
         clock = time.perf_counter()
         error = None
@@ -476,7 +497,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                budget: str | float | None = None, epochs: int | None = None, iterations_per_epoch: int | None = None,
                val_iterations: int | None = None, schedule: str | None = None, preprocessed_dir=None,
                device: str | None = None, precision: str = "auto", num_threads: int | None = None,
-               augmentation=None, wandb: bool = False,
+               prefetch: bool | None = None, augmentation=None, wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
                verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
@@ -498,6 +519,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         precision: ``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bfloat16, else fp32), or explicit.
         num_threads: CPU threads for training (default: the cores the machine's current load leaves idle, at
             least 1: on a shared machine every operation otherwise waits for the thread that lost its core).
+        prefetch: cut the next batches in a background thread and copy them to the GPU while it computes
+            (:mod:`tutorseg.training.prefetch`); default: on a GPU, not on a CPU (there the cores are busy training).
         augmentation: a :class:`tutorseg.training.augmentation.AugmentationConfig` (default: nnU-Net's).
         wandb: log to Weights & Biases (``tutorseg.training.tracking``).
         progress: progress bar and, in a notebook, the live plot.
@@ -533,7 +556,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
                             schedule=schedule, preprocessed_dir=preprocessed_dir or run_dir / "preprocessed",
                             augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
-                            precision=precision, num_threads=num_threads, validate=bool(validate),
+                            precision=precision, num_threads=num_threads, prefetch=prefetch, validate=bool(validate),
                             validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
     plan.save(run_dir / "plan.json")
     config.save(run_dir / "config.json")
