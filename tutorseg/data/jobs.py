@@ -8,8 +8,10 @@ tqdm bar (a widget in notebooks and on Colab, text in a terminal) and runs its p
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any, TypeVar
 
@@ -86,10 +88,34 @@ def run_per_case(function: Callable[[Job], Result], jobs: Sequence[Job], *, num_
         else:
             pool = ProcessPoolExecutor(num_workers, mp_context=get_context(start_method))
             chunksize = max(1, len(jobs) // (num_workers * 8))  # fewer round trips, still a smooth bar
-        with pool:
+        with _main_script_hidden_from_workers(workers == "processes"), pool:
             for result in pool.map(function, jobs, chunksize=chunksize):
                 results.append(result)
                 bar.update()
         return results
     finally:
         bar.close()
+
+
+@contextmanager
+def _main_script_hidden_from_workers(hide: bool) -> Iterator[None]:
+    """While worker processes start, keep them from running the caller's script again.
+
+    A "spawn" (or "forkserver") worker starts by importing the parent's main script, so that functions defined
+    there can be unpickled. A script written as people write them, without ``if __name__ == "__main__":``, then
+    runs again in every worker, which fails (``RuntimeError: An attempt has been made to start a new process
+    before the current process has finished its bootstrapping phase``, then ``BrokenProcessPool``); a script read
+    from standard input fails with ``FileNotFoundError: '<stdin>'``. tutorseg's workers run tutorseg's own
+    functions and never need the caller's script, so its path is hidden from multiprocessing while they start.
+    Scripts run as modules (``python -m``, console scripts' entry points) are untouched.
+    """
+    main = sys.modules.get("__main__")
+    if not hide or main is None or getattr(main, "__spec__", None) is not None or not hasattr(main, "__file__"):
+        yield
+        return
+    path = main.__file__
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
