@@ -36,7 +36,7 @@ def test_convert_makes_a_dataset_with_the_names_given(isbi_dir, tmp_path, capsys
     assert main(["inspect", str(tmp_path / "out" / "Dataset501_EM")]) == 0
 
     # a second conversion into the same folder is refused with the way out, not overwritten
-    assert main(["convert", str(images), str(masks), "-o", str(tmp_path / "out"), "--name", "Dataset501_EM"]) == 2
+    assert main(["convert", str(images), str(masks), "-o", str(tmp_path / "out"), "--name", "Dataset501_EM"]) == 1
     assert "overwrite" in capsys.readouterr().err
 
 

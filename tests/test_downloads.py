@@ -313,12 +313,12 @@ def test_cli_download_ok_and_failure_exit_codes(server, sample_archive, sample_d
     assert f"ready: {tmp_path / 'data' / sample_dir.name}" in capsys.readouterr().out
 
     bad = manifest_for(sample_archive, [server.url + "/missing"], sample_dir).save(tmp_path / "bad.json")
-    assert main(["download", str(bad), "--to", str(tmp_path / "other"), "-q"]) == 2
+    assert main(["download", str(bad), "--to", str(tmp_path / "other"), "-q"]) == 1
     err = capsys.readouterr().err
     assert "tutorseg download: error: could not download" in err and "HTTP 404" in err
     assert "Traceback" not in err
 
-    assert main(["download", "NoSuchDataset", "--to", str(tmp_path / "other")]) == 2
+    assert main(["download", "NoSuchDataset", "--to", str(tmp_path / "other")]) == 1
     assert "Shipped manifests: ISBI2012_EM_membrane, Task04_Hippocampus" in capsys.readouterr().err
 
 

@@ -59,13 +59,13 @@ def test_plan_command_budget_and_preset(fingerprint_json, tmp_path):
 
 def test_plan_command_refuses_budget_with_preset(fingerprint_json, tmp_path, capsys):
     out = tmp_path / "plan.json"
-    assert main(["plan", str(fingerprint_json), "-o", str(out), "--gpu-memory", "4", "--preset", "cpu"]) == 2
+    assert main(["plan", str(fingerprint_json), "-o", str(out), "--gpu-memory", "4", "--preset", "cpu"]) == 1
     assert "either --gpu-memory or --preset" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_plan_command_refuses_unknown_preset(fingerprint_json, capsys):
-    assert main(["plan", str(fingerprint_json), "--preset", "tpu"]) == 2
+    assert main(["plan", str(fingerprint_json), "--preset", "tpu"]) == 1
     assert "unknown preset 'tpu'" in capsys.readouterr().err
 
 
@@ -82,7 +82,7 @@ def test_plan_command_compares_with_nnunet(hippocampus_dir, reference_dir, tmp_p
 
 
 def test_plan_command_refuses_missing_reference(fingerprint_json, tmp_path, capsys):
-    assert main(["plan", str(fingerprint_json), "--compare-nnunet", str(tmp_path / "nnUNetPlans.json")]) == 2
+    assert main(["plan", str(fingerprint_json), "--compare-nnunet", str(tmp_path / "nnUNetPlans.json")]) == 1
     assert "not found" in capsys.readouterr().err
 
 
@@ -131,7 +131,7 @@ def test_cli_refuses_broken_dataset_without_traceback(tmp_path):
     out = tmp_path / "fp.json"
     done = subprocess.run([sys.executable, "-m", "tutorseg", "fingerprint", str(root), "-o", str(out), "-q",
                            "--workers", "1"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "tutorseg fingerprint: error: cannot fingerprint" in done.stderr and ids[1] in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not out.exists()

@@ -462,7 +462,7 @@ def test_cli_exit_status_and_json(tmp_path, sample_dir):
 
 def test_cli_not_a_dataset_folder(tmp_path):
     result = _cli(tmp_path / "nowhere")
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "dataset folder not found" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 

@@ -149,5 +149,5 @@ def test_cli_manifest_create(sample_dir, tmp_path, capsys):
     assert main(["manifest", "create", str(sample_dir), "-o", str(tmp_path), "--name", "s"]) == 0
     out = capsys.readouterr().out
     assert f"manifest written to {tmp_path / 's.json'}" in out and "Anyone with the link" in out
-    assert main(["manifest", "create", str(tmp_path / "nothing"), "-o", str(tmp_path)]) == 2
+    assert main(["manifest", "create", str(tmp_path / "nothing"), "-o", str(tmp_path)]) == 1
     assert "does not exist" in capsys.readouterr().err

@@ -148,7 +148,7 @@ def test_cli_predict_then_evaluate(hippo_run, sample_dir, tmp_path, capsys):
     assert "1 segmentation(s) written" in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "pred"), str(sample_dir), "-o", str(tmp_path / "summary.json")]) == 0
     assert (tmp_path / "summary.csv").is_file() and "mean Dice" in capsys.readouterr().out
-    assert main(["predict", str(tmp_path), "-i", str(inputs), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert main(["predict", str(tmp_path), "-i", str(inputs), "-o", str(tmp_path / "x"), "-q"]) == 1
     assert "holds no checkpoint" in capsys.readouterr().err
 
 
@@ -200,7 +200,7 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_clear_line(hippo_run, tmp_pat
     from tutorseg.cli import main
 
     code = main(["predict", str(hippo_run), "-i", str(tmp_path), "-o", str(tmp_path / "out"), "--device", "cuda"])
-    assert code == 2  # the CLI's status for a user's error (as every other command's)
+    assert code == 1  # the CLI's status for a user's error (as every other command's)
     err = capsys.readouterr().err
     assert "torch sees no CUDA GPU" in err and "Traceback" not in err
 

@@ -1,14 +1,16 @@
 """The ``tutorseg`` command: it only parses arguments and calls the same functions the notebooks call.
 
 Each sub-command has one ``_cmd_*`` function below. Errors about the user's data or arguments
-(:class:`tutorseg.TutorsegError`) are printed as a message, without a traceback, and give exit status 2
-(``inspect`` gives 1 when the report holds errors, as documented).
+(:class:`tutorseg.TutorsegError`, and the operating system's errors about paths) are printed as one message,
+without a traceback, and give exit status 1; a malformed command line gives argparse's usage and 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import traceback
 from pathlib import Path
 
 from tutorseg import __version__
@@ -347,17 +349,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BUG_REPORT = ("this is a bug in tutorseg, not a problem with your data: please report it at "
+              "https://github.com/tutorseg/tutorseg/issues with the command and the traceback above")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``tutorseg COMMAND ...``; a user's mistake is one clear line and exit status 1, never a traceback."""
+    """Run ``tutorseg COMMAND ...``; a user's mistake is one clear line and exit status 1, never a traceback.
+
+    Exit status: 0 done; 1 the data, a file or an argument's value is wrong (the message says which and what to
+    do; ``inspect`` also when its report holds errors); 2 the command line itself is wrong (argparse's usage
+    message); 130 interrupted. An unexpected error shows its traceback and says it is a bug.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except TutorsegError as exc:
         print(f"tutorseg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:  # a path that is a file where a folder is needed, no permission, a full disk...
+        print(f"tutorseg {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"tutorseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"tutorseg {args.command}: {BUG_REPORT}", file=sys.stderr)
+    return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    """The file and what is wrong with it, and what to do, for the operating system's errors about paths."""
+    where = f"{exc.filename}" if exc.filename else "a file"
+    advice = {
+        errno.EEXIST: "it exists and is not a folder: give a folder name that is free, or remove the file",
+        errno.ENOTDIR: "a part of this path is a file, not a folder: give a path inside a folder",
+        errno.EISDIR: "it is a folder: give a file name",
+        errno.EACCES: "permission denied: choose a folder you may write to",
+        errno.EPERM: "permission denied: choose a folder you may write to",
+        errno.ENOSPC: "no space left on the device: free some space (on Colab: delete files in /content or write to "
+                      "Drive) and run again",
+        errno.ENOENT: "not found: check the path",
+        errno.EROFS: "the file system is read-only: choose another folder",
+    }.get(exc.errno or -1, exc.strerror or str(exc))
+    return f"{where}: {advice}"
 
 
 if __name__ == "__main__":

@@ -334,6 +334,9 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # said before the folds are loaded, not after
+        raise PredictionError(f"the output {out_dir} is a file; give a folder for the segmentations")
     folds = list(folds) if folds is not None else load_folds(run_dirs, checkpoint=checkpoint, device=device)
     if next(folds[0].network.parameters()).device.type == "cpu":
         from tutorseg.training.device import keep_freed_memory
@@ -341,7 +344,6 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         keep_freed_memory()  # the large window buffers are reused instead of re-mapped: ~1/3 less time (bench/predict.md)
     decision = _postprocessing_for(run_dirs, postprocess)
     cases = resolve_inputs(inputs)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = folds[0].plan.labels
     written = []

@@ -545,6 +545,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         raise TrainingError(f"fold must be 0-4 or 'all', not {fold!r}")
     fold = "all" if str(fold) == "all" else int(fold)
     run_dir = Path(out_dir).expanduser()
+    if isinstance(fold, int) and not 0 <= fold < 5 and not (run_dir / "splits_final.json").is_file():
+        raise TrainingError(f"fold {fold} does not exist: nnU-Net's splits have five folds, 0-4 (or 'all'); for "
+                            "other splits put your splits_final.json into the run folder first")
     if (run_dir / ckpt.CHECKPOINT_NAMES["latest"]).exists():
         raise TrainingError(f"{run_dir} already holds a run (checkpoint_latest.pt); continue it with "
                             "tutorseg.resume(run_dir) (tutorseg train --resume) or choose a new out_dir")
