@@ -124,3 +124,70 @@ def test_prefetching_trains_on_the_same_batches(sample_dir, tmp_path):
         states[prefetch] = (state["train_sampler"], record.history["train_loss"])
     assert states[True][0] == states[False][0]
     assert states[True][1] == pytest.approx(states[False][1], rel=1e-5)
+
+
+def _hold_lock(folder):
+    """Another process (a second notebook kernel) that holds the run folder's lock until it is killed."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from tutorseg.training.run_lock import run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)"), str(folder)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_run_being_trained_elsewhere_is_refused_and_a_killed_holder_blocks_nothing(finished_run, sample_dir,
+                                                                                   tmp_path):
+    """Two kernels on one run folder: the second is refused, naming the first; SIGKILL of the first frees it."""
+    import signal
+
+    from tutorseg.training.run_lock import LOCK_NAME, RunInUseError
+
+    holder = _hold_lock(finished_run)
+    try:
+        with pytest.raises(RunInUseError, match=f"process {holder.pid} on .*wait for it to finish"):
+            resume(finished_run, progress=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (finished_run / LOCK_NAME).exists()  # what a killed process leaves behind ...
+    record = resume(finished_run, progress=False)  # ... does not block the resume
+    assert record.epochs >= 1 and not (finished_run / LOCK_NAME).exists()
+
+    new_run = tmp_path / "new_run"
+    new_run.mkdir()
+    holder = _hold_lock(new_run)
+    try:
+        with pytest.raises(RunInUseError, match=str(holder.pid)):
+            train_fold(sample_dir, tiny_plan(sample_dir), out_dir=new_run, preprocessed_dir=tmp_path / "pre", **TINY)
+        assert not (new_run / "config.json").exists()  # refused before writing anything
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_without_file_locks_the_process_id_decides(tmp_path):
+    """Some network mounts have no flock: then a lock whose process is gone is stale, a live one refuses."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tutorseg.training.run_lock import LOCK_NAME, RunInUseError, _check_process_id
+
+    path = tmp_path / LOCK_NAME
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    here = socket.gethostname()
+    path.write_text(json.dumps({"pid": dead, "host": here, "since": "2026-11-30T10:00:00+00:00"}))
+    _check_process_id(path, tmp_path)  # stale: taken over
+    path.write_text(json.dumps({"pid": os.getppid(), "host": here, "since": "2026-11-30T10:00:00+00:00"}))
+    with pytest.raises(RunInUseError, match=f"process {os.getppid()} on {here}"):
+        _check_process_id(path, tmp_path)
+    path.write_text(json.dumps({"pid": dead, "host": "another-machine", "since": "2026-11-30T10:00:00+00:00"}))
+    with pytest.raises(RunInUseError, match="another-machine"):  # cannot tell from here: assume it runs
+        _check_process_id(path, tmp_path)

@@ -49,6 +49,7 @@ from tutorseg.training.network import build_network, count_parameters
 from tutorseg.training.prefetch import BatchPrefetcher
 from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
+from tutorseg.training.run_lock import run_lock
 from tutorseg.training.schedule import (
     GRAD_CLIP,
     format_seconds,
@@ -561,12 +562,13 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
                             precision=precision, num_threads=num_threads, prefetch=prefetch, validate=bool(validate),
                             validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
-    plan.save(run_dir / "plan.json")
-    config.save(run_dir / "config.json")
-    run = _build_run(run_dir, config, plan, dataset, progress=progress)
-    _start(run, resumed=False)
-    _loop(run, progress=progress)
-    return _finish(run, progress=progress)
+    with run_lock(run_dir):
+        plan.save(run_dir / "plan.json")
+        config.save(run_dir / "config.json")
+        run = _build_run(run_dir, config, plan, dataset, progress=progress)
+        _start(run, resumed=False)
+        _loop(run, progress=progress)
+        return _finish(run, progress=progress)
 
 
 def _resume_device(config: TrainingConfig, device: str | None) -> str | None:
@@ -602,6 +604,11 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
         raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
                             "tutorseg.train_fold(...)")
     config = TrainingConfig.load(run_dir / "config.json")
+    with run_lock(run_dir):
+        return _resume_locked(run_dir, config, progress=progress, device=device)
+
+
+def _resume_locked(run_dir: Path, config: TrainingConfig, *, progress: bool, device: str | None) -> TrainingRecord:
     stale = ckpt.remove_stale_temporaries(run_dir)
     moved = _resume_device(config, device)
     if moved is not None:
