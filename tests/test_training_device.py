@@ -123,3 +123,35 @@ def test_wandb_offline_run_holds_the_metrics(sample_dir, sample_plan, tmp_path, 
     run_id = (record.run_dir / "wandb_id.txt").read_text().strip()
     assert run_id in runs[0].name
     assert json.loads((record.run_dir / "config.json").read_text())["wandb"] is True
+
+
+def test_too_little_memory_for_the_cases_is_said_before_loading(sample_dir, sample_plan, tmp_path, monkeypatch):
+    # faked: the machine reports 1 GB available (a crowded Colab VM); the cases are the sample's real ones
+    from tutorseg.training import device
+
+    monkeypatch.setattr(device, "available_memory_bytes", lambda: 10**9)
+    with pytest.raises(TutorsegError, match=r"load 25 preprocessed cases.*only 1\.0 GB are available.*preset='cpu'"):
+        train_fold(sample_dir, sample_plan, out_dir=tmp_path / "run", preprocessed_dir=tmp_path / "pre", **TINY)
+    assert not (tmp_path / "run" / "checkpoint_latest.pt").exists()
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(tmp_path, monkeypatch):
+    # faked: torch.save fails as on a full disk, after writing part of the file
+    import errno
+
+    from tutorseg.training import checkpoint
+
+    state = {"network": {"weight": torch.zeros(1000, 1000)}, "epoch": 3}
+    path = tmp_path / "checkpoint_latest.pt"
+    checkpoint.save_checkpoint(path, {"network": {"weight": torch.ones(2)}, "epoch": 2})
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TutorsegError, match=r"is full: a checkpoint needs about 4 MB.*previous checkpoint_latest\.pt"):
+        checkpoint.save_checkpoint(path, state)
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(path)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]  # no temporary left

@@ -191,3 +191,31 @@ def test_without_file_locks_the_process_id_decides(tmp_path):
     path.write_text(json.dumps({"pid": dead, "host": "another-machine", "since": "2026-11-30T10:00:00+00:00"}))
     with pytest.raises(RunInUseError, match="another-machine"):  # cannot tell from here: assume it runs
         _check_process_id(path, tmp_path)
+
+
+def test_a_run_interrupted_and_resumed_ends_with_the_same_weights(sample_dir, tmp_path, monkeypatch):
+    """Same seed, same machine: stopped after epoch 2 of 4 and resumed, the final weights equal an uninterrupted
+    run's bit for bit (every random state is in the checkpoint; one CPU thread keeps the arithmetic's order)."""
+    plan = tiny_plan(sample_dir)
+    settings = dict(fold=0, preprocessed_dir=tmp_path / "pre", validate=False, num_threads=1, epochs=4,
+                    iterations_per_epoch=2, val_iterations=1, progress=False, verbose=False)
+    whole = train_fold(sample_dir, plan, out_dir=tmp_path / "whole", **settings)
+
+    real_save_epoch = loop.save_epoch
+
+    def stop_after_epoch_2(run, improved):
+        real_save_epoch(run, improved)
+        if run.epoch == 2:
+            raise KeyboardInterrupt  # what a disconnect or the stop button does mid-run
+
+    monkeypatch.setattr(loop, "save_epoch", stop_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_fold(sample_dir, plan, out_dir=tmp_path / "interrupted", **settings)
+    monkeypatch.undo()
+    resumed = resume(tmp_path / "interrupted", progress=False)
+
+    first = ckpt.load_checkpoint(whole.run_dir / "checkpoint_final.pt")["network"]
+    second = ckpt.load_checkpoint(resumed.run_dir / "checkpoint_final.pt")["network"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert resumed.history["train_loss"] == whole.history["train_loss"]

@@ -8,7 +8,9 @@ half-written one. Checkpoints hold only tensors and plain Python types, so ``tor
 
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,34 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Save a checkpoint atomically and durably (temp file in the same folder + fsync + ``os.replace``)."""
-    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    """Save a checkpoint atomically and durably (temp file in the same folder + fsync + ``os.replace``).
+
+    Raises:
+        TutorsegError: the disk is full; the previous checkpoint is intact, and the message says how much space
+            a checkpoint needs.
+    """
+    try:
+        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        needed = _checkpoint_bytes(state)
+        raise TutorsegError(
+            f"the disk holding {path.parent} is full: a checkpoint needs about {needed / 1e6:.0f} MB "
+            f"({shutil.disk_usage(path.parent).free / 1e6:.0f} MB are free). The previous {path.name} is intact. "
+            "Free some space (on Colab: files in /content, old runs on Drive) and resume the run.") from None
+
+
+def _checkpoint_bytes(state: dict) -> int:
+    """The tensors' bytes in a checkpoint (the network and the optimiser's momentum make up nearly all of it)."""
+    total = 0
+    for value in state.values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, dict):
+            total += _checkpoint_bytes(value)
+    return total
 
 
 def load_checkpoint(path: Path, *, map_location="cpu") -> dict:

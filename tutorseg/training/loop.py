@@ -35,6 +35,7 @@ from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError
 from tutorseg.training.device import (
     DeviceSetup,
     TrainingOutOfMemoryError,
+    check_memory_for_cases,
     choose_device,
     configure_backends,
     cpu_threads,
@@ -141,6 +142,7 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
             {"train": case_ids, "val": []}]
         save_splits(splits, splits_path)
     train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
+    check_memory_for_cases(preprocessed, [*train_ids, *val_ids])
     train_cases = preprocessed.load_cases(train_ids)
     val_cases = preprocessed.load_cases(val_ids) if val_ids else []
     return train_cases, val_cases
