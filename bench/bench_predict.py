@@ -1,16 +1,16 @@
 """Seconds per Hippocampus case on CPU, with and without mirroring TTA: tutorseg.predict vs nnUNetv2_predict.
 
 Both predict the same test images with the same plan (tutorseg's plan for the data, handed to nnU-Net through
-``tutorseg.integrations.export.nnunet_plans``) and a network of the same architecture. Weights are freshly initialised: the
-time does not depend on their values, and no trained nnU-Net checkpoint is needed. nnU-Net gets a real
-``checkpoint_final.pth`` in a real results folder and runs as the command ``nnUNetv2_predict -i ... -o ... -d ...
--c 3d_fullres -f 0 -device cpu``: its own entry point parses the arguments, so its defaults hold (3 preprocessing
-and 3 export workers), and a second run gives it 1 + 1 workers, which can suit 2 cores better. Two things differ
-from typing the command, neither touching what it computes: its trainer class is imported directly instead of
-searched for (the search imports a trainer module that needs a torchvision build which does not import with CPU
-torch here, see ``shared/reference/README.md``), and ``predict_from_files`` is timed so that the start-up
-(imports, reading the checkpoint) is listed apart. Per case = that call's time / cases for nnU-Net, and
-``tutorseg.predict``'s time / cases for tutorseg (in this process, no start-up).
+``tutorseg.integrations.export.nnunet_plans``) and a network of the same architecture. Weights are freshly initialised:
+the time does not depend on their values, and no trained nnU-Net checkpoint is needed. nnU-Net gets a real
+``checkpoint_final.pth`` in a real results folder and runs as the command ``nnUNetv2_predict -i ... -o ... -d ... -c
+3d_fullres -f 0 -device cpu``: its own entry point parses the arguments, so its defaults hold (3 preprocessing and 3
+export workers), and a second run gives it 1 + 1 workers, which can suit 2 cores better. Two things differ from typing
+the command, neither touching what it computes: its trainer class is imported directly instead of searched for (the
+search imports a trainer module that needs a torchvision build which does not import with CPU torch here, see
+``shared/reference/README.md``), and ``predict_from_files`` is timed so that the start-up (imports, reading the
+checkpoint) is listed apart. Per case = that call's time / cases for nnU-Net, and ``tutorseg.predict``'s time / cases
+for tutorseg (in this process, no start-up).
 
 Usage (nnU-Net v2 installed in a separate venv):
 

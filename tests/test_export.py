@@ -1,4 +1,4 @@
-"""Tests of tutorseg.integrations.export: nnU-Net v2 raw format from the bundled sample and from derived real datasets."""
+"""Tests of tutorseg.integrations.export: nnU-Net v2 raw format from the bundled sample and derived real datasets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.evaluation.instances on real ISBI 2012 masks: the cells (complement of membrane) are many objects."""
+"""Tests of tutorseg.evaluation.instances on real ISBI 2012 masks: the cells (not membrane) are many objects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.prediction.postprocessing on real labels with spurious blobs added, and on real many-object masks."""
+"""Tests of post-processing on real labels with spurious blobs added, and on real many-object masks."""
 
 from __future__ import annotations
 

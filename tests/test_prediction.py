@@ -1,4 +1,4 @@
-"""Tests of tutorseg.prediction.predictor with tiny real training runs (seconds) on the bundled sample and on ISBI crops.
+"""Tests of tutorseg.prediction.predictor with tiny real training runs (seconds) on the sample and on ISBI crops.
 
 The outputs must lie exactly on the input's grid: same shape, affine, orientation and spacing, also for inputs
 with rotated, anisotropic affines in another orientation (built from real cases).

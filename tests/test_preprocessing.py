@@ -1,4 +1,4 @@
-"""Tests of tutorseg.preprocessing.preprocessor on real Hippocampus (3D) and ISBI (2D) cases, against nnU-Net's plans."""
+"""Tests of tutorseg.preprocessing on real Hippocampus (3D) and ISBI (2D) cases, against nnU-Net's plans."""
 
 from __future__ import annotations
 

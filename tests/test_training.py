@@ -115,7 +115,8 @@ def test_tiny_3d_run_writes_everything(trained):
     assert sorted(c["case_id"] for c in summary["per_case"]) == sorted(splits[0]["val"])
     assert 0.0 <= summary["mean_foreground_dice"] <= 1.0
     config = json.loads((run_dir / "config.json").read_text())  # augmentation's "dummy 2D" rule uses the plan's value
-    assert config["augmentation"]["anisotropy_threshold"] == Plan.load(run_dir / "plan.json").anisotropy_threshold == 3.0
+    plan_threshold = Plan.load(run_dir / "plan.json").anisotropy_threshold
+    assert config["augmentation"]["anisotropy_threshold"] == plan_threshold == 3.0
     assert trained.mean_foreground_dice == pytest.approx(summary["mean_foreground_dice"])
     assert TrainingRecord.load(run_dir).epochs == 2
     assert "Training run" in trained._repr_html_() and "fold=0" in repr(trained)

@@ -327,7 +327,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
-    p.add_argument("-o", "--out", type=Path, default=Path("tutorseg_demo"), help="output folder (default: tutorseg_demo)")
+    p.add_argument("-o", "--out", type=Path, default=Path("tutorseg_demo"),
+                   help="output folder (default: tutorseg_demo)")
     p.add_argument("--budget", default="5m", help="training budget (default: 5m; 10m is the cpu-10min schedule)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)

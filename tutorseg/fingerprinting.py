@@ -247,7 +247,8 @@ class DatasetFingerprint:
     def __repr__(self) -> str:
         spacing = ", ".join(f"{s:.3g}" for s in self.median_spacing)
         shape = ", ".join(f"{s:g}" for s in self.median_shape_after_crop)
-        return (f"DatasetFingerprint({self.dataset_name!r}: {self.num_training_cases} cases, median spacing ({spacing}), "
+        return (f"DatasetFingerprint({self.dataset_name!r}: {self.num_training_cases} cases, "
+                f"median spacing ({spacing}), "
                 f"median shape after crop ({shape}), channels {list(self.channel_names.values())})")
 
     def _repr_html_(self) -> str:

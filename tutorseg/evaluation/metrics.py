@@ -367,7 +367,8 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
     labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
 
     cases = []
-    for case_id, (pred, ref, case_spacing) in with_progress(list(loaded.items()), enabled=progress, description="evaluating"):
+    for case_id, (pred, ref, case_spacing) in with_progress(list(loaded.items()), enabled=progress,
+                                                            description="evaluating"):
         case_spacing = tuple(case_spacing or (1.0,) * ref.ndim)
         metrics = case_metrics(pred, ref, labels, spacing=case_spacing, surface_tolerance_mm=surface_tolerance_mm)
         inst = None

@@ -1,8 +1,9 @@
 """What :func:`tutorseg.inspect_dataset` returns: a :class:`CaseSummary` per case and the :class:`DatasetReport`.
 
-The report holds the facts (cases, channels, labels, shapes, spacings, intensity ranges, label values present) and
-every problem found. It prints as text, shows as an HTML table in a notebook, and is saved and loaded as JSON
-(``report.save(path)`` / ``DatasetReport.load(path)``). The checks that fill it live in ``tutorseg/inspection/checks.py``.
+The report holds the facts (cases, channels, labels, shapes, spacings, intensity ranges, label values present) and every
+problem found. It prints as text, shows as an HTML table in a notebook, and is saved and loaded as JSON
+(``report.save(path)`` / ``DatasetReport.load(path)``). The checks that fill it live in
+``tutorseg/inspection/checks.py``.
 """
 
 from __future__ import annotations
@@ -293,11 +294,13 @@ class DatasetReport:
         parts.append("\n".join(self._problem_lines()))
         verdict = ("RESULT: errors found; fix them before training" if self.errors
                    else "RESULT: ready for the next step (tutorseg.fingerprint)")
-        parts.append(f"{verdict}  [{self.num_training_cases + self.num_test_cases} case(s) read in {self.seconds:.1f} s]")
+        n_cases = self.num_training_cases + self.num_test_cases
+        parts.append(f"{verdict}  [{n_cases} case(s) read in {self.seconds:.1f} s]")
         return "\n\n".join(parts)
 
     def __repr__(self) -> str:
-        return (f"DatasetReport({self.dataset_name!r}, {self.num_training_cases} training + {self.num_test_cases} test cases, "
+        return (f"DatasetReport({self.dataset_name!r}, {self.num_training_cases} training + "
+                f"{self.num_test_cases} test cases, "
                 f"{self.num_channels} channel(s), {len(self.labels)} label(s), {len(self.errors)} error(s), "
                 f"{len(self.warnings)} warning(s), {len(self.infos)} info(s))")
 
@@ -338,7 +341,8 @@ class DatasetReport:
     def to_dict(self) -> dict:
         return {
             "dataset_name": self.dataset_name, "layout": self.layout, "root": self.root,
-            "file_ending": self.file_ending, "num_training_cases": self.num_training_cases, "num_test_cases": self.num_test_cases,
+            "file_ending": self.file_ending, "num_training_cases": self.num_training_cases,
+            "num_test_cases": self.num_test_cases,
             "channel_names": {str(k): v for k, v in self.channel_names.items()}, "labels": dict(self.labels),
             "n_errors": len(self.errors), "n_warnings": len(self.warnings), "n_infos": len(self.infos),
             "problems": [p.to_dict() for p in self.problems],

@@ -1,7 +1,8 @@
 r"""Archives: hash them, pack a dataset folder into one deterministically, unpack one safely.
 
-Used by :mod:`tutorseg.integrations.downloads` (verify, then extract what arrived) and :mod:`tutorseg.integrations.manifests` (an instructor
-packs and hashes a dataset). Safety rules for extraction, because an archive from the internet is untrusted input:
+Used by :mod:`tutorseg.integrations.downloads` (verify, then extract what arrived) and
+:mod:`tutorseg.integrations.manifests` (an instructor packs and hashes a dataset). Safety rules for extraction, because
+an archive from the internet is untrusted input:
 
 * no entry may have an absolute path (``/etc/passwd``, ``C:\\x``) or a ``..`` component;
 * no link may point outside the extraction folder, and device files or FIFOs are refused;

@@ -278,11 +278,13 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             new_values = {mapping.get(v, v) for v in values_seen} - {0}
             labels = {"background": 0, **{f"class_{v}": v for v in sorted(new_values)}}
         if channel_names is None:
-            channel_names = {0: "R", 1: "G", 2: "B"} if n_channels == 3 else {c: "image" for c in range(n_channels or 1)}
+            channel_names = ({0: "R", 1: "G", 2: "B"} if n_channels == 3
+                             else {c: "image" for c in range(n_channels or 1)})
         write_json_atomic(staging / "dataset.json", {
             "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
             "numTraining": len(pairs), "file_ending": ending,
-            "description": f"converted by tutorseg.integrations.convert from {Path(images_dir).name}/ and {Path(masks_dir).name}/"})
+            "description": f"converted by tutorseg.integrations.convert from {Path(images_dir).name}/ and "
+                           f"{Path(masks_dir).name}/"})
 
     notes = []
     if mapping:

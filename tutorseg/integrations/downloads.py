@@ -3,14 +3,14 @@
 What :func:`download` does for each file of a :class:`~tutorseg.integrations.manifests.Manifest`:
 
 1. **Cache**: a file (or extracted folder) already in the target and verified is used as it is, no request made.
-2. **Fetch**: sources are tried in order: ``gdrive:FILE_ID`` with gdown (:mod:`tutorseg.integrations.gdrive`), ``https://``
-   with the standard library. Bytes go to a temporary folder inside the target; a connection cut mid-file is
-   resumed with an HTTP ``Range`` request where the server allows it.
+2. **Fetch**: sources are tried in order: ``gdrive:FILE_ID`` with gdown (:mod:`tutorseg.integrations.gdrive`),
+   ``https://`` with the standard library. Bytes go to a temporary folder inside the target; a connection cut mid-file
+   is resumed with an HTTP ``Range`` request where the server allows it.
 3. **Verify**: size and hash (``sha256`` or ``md5``) are checked before anything is used; a mismatch tries the next
    source.
-4. **Extract**: tar and zip archives are extracted safely (:mod:`tutorseg.integrations.archives`) into the temporary folder, the
-   case count is checked, a marker with the archive's hash is written, and the folder is moved into place in one
-   rename.
+4. **Extract**: tar and zip archives are extracted safely (:mod:`tutorseg.integrations.archives`) into the temporary
+   folder, the case count is checked, a marker with the archive's hash is written, and the folder is moved into place in
+   one rename.
 
 Any failure removes the temporary folder, so the target never holds a half-written file or folder. One download
 runs into a folder at a time (a lock on the folder): a second one waits and then finds the first's result cached.
@@ -85,7 +85,8 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
     Raises:
         DownloadError: with a message saying what failed and what to do (Drive quota, file not shared, checksum,
             disk full, no network, unsafe archive...). Subclasses: :class:`ChecksumError`, :class:`NetworkError`,
-            :class:`DiskFullError`, :class:`tutorseg.integrations.gdrive.DriveQuotaError`, :class:`tutorseg.integrations.gdrive.DriveNotSharedError`.
+            :class:`DiskFullError`, :class:`tutorseg.integrations.gdrive.DriveQuotaError`,
+            :class:`tutorseg.integrations.gdrive.DriveNotSharedError`.
         ManifestError: unknown name or invalid manifest.
 
     Example:

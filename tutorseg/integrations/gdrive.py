@@ -12,7 +12,8 @@ What users meet, and the text gdown hands over (taken from the pages Drive serve
   24 hours of waiting) -> :class:`DriveQuotaError`;
 * not shared: Drive sends a sign-in page, gdown finds no download link and says "Cannot retrieve the public link of
   the file" -> :class:`DriveNotSharedError`;
-* no network, disk full -> :class:`~tutorseg.integrations.transfers.NetworkError`, :class:`~tutorseg.integrations.transfers.DiskFullError`.
+* no network, disk full -> :class:`~tutorseg.integrations.transfers.NetworkError`,
+  :class:`~tutorseg.integrations.transfers.DiskFullError`.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ foreground, so that small structures are seen often enough. tutorseg does the sa
   its ``RemoveLabelTansform(-1, 0)`` turns them into background; -1 marks "outside the image" in preprocessing).
 - "2d" on 3D data: a random slice along ``slice_axis`` (for a forced sample, a slice through the chosen voxel).
 
-Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch. Augmentation is
-the next step (:func:`tutorseg.training.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
-sampler the larger ``sample_size`` (:func:`tutorseg.training.augmentation.sampling_patch_size`) and the augmentation crops
-the network's patch out of the rotated sample, as nnU-Net does.
+Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch. Augmentation is the
+next step (:func:`tutorseg.training.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
+sampler the larger ``sample_size`` (:func:`tutorseg.training.augmentation.sampling_patch_size`) and the augmentation
+crops the network's patch out of the rotated sample, as nnU-Net does.
 """
 
 from __future__ import annotations

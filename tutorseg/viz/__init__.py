@@ -13,15 +13,15 @@ imports this package: it only reads their artefacts.
 
 from tutorseg.viz.charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
 from tutorseg.viz.plots import (
-                                CLASS_COLOURS,
-                                ERROR_COLOURS,
-                                VizError,
-                                error_map,
-                                figure_to_png,
-                                plot_case,
-                                plot_slices,
-                                save_figure,
-                                window_from_level,
+    CLASS_COLOURS,
+    ERROR_COLOURS,
+    VizError,
+    error_map,
+    figure_to_png,
+    plot_case,
+    plot_slices,
+    save_figure,
+    window_from_level,
 )
 from tutorseg.viz.widgets import SliceViewer, slice_viewer
 
