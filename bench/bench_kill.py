@@ -70,6 +70,7 @@ def main() -> int:
     run_dir, counter = args.out / "run", args.out / "steps_done.txt"
     kills = []
     for attempt in range(args.kills):
+        counter.unlink(missing_ok=True)  # this child's own count: none written = killed before its first step
         child = subprocess.Popen([sys.executable, str(script), str(dataset), str(plan_path), str(run_dir),
                                   str(counter)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         delay = random.uniform(1.0, 8.0)
@@ -79,7 +80,6 @@ def main() -> int:
             break
         child.send_signal(signal.SIGKILL)
         child.wait()
-        done = int(counter.read_text()) if counter.exists() else 0
         latest = run_dir / "checkpoint_latest.pt"
         try:
             state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
@@ -87,13 +87,17 @@ def main() -> int:
         except Exception as exc:  # what this benchmark exists to catch
             loads, saved = False, None
             print(f"kill {attempt}: {latest.name} does not load: {exc}", file=sys.stderr)
-        kills.append({"attempt": attempt, "after_s": round(delay, 1), "steps_done": done, "steps_saved": saved,
-                      "checkpoint_loads": loads, "steps_lost": None if saved is None else done - saved})
+        started = counter.exists()
+        done = int(counter.read_text()) if started else saved
+        kills.append({"attempt": attempt, "after_s": round(delay, 1), "killed_in_start_up": not started,
+                      "steps_done": done, "steps_saved": saved, "checkpoint_loads": loads,
+                      "steps_lost": None if saved is None or done is None else done - saved})
     final = subprocess.run([sys.executable, str(script), str(dataset), str(plan_path), str(run_dir), str(counter)],
                            capture_output=True, text=True)
     finished = final.returncode == 0 and (run_dir / "checkpoint_final.pt").is_file()
     lost = [k["steps_lost"] for k in kills if k.get("steps_lost") is not None]
     summary = {"kills": len([k for k in kills if not k.get("finished_before_kill")]),
+               "killed_in_start_up": sum(1 for k in kills if k.get("killed_in_start_up")),
                "checkpoints_failing_to_load": sum(1 for k in kills if k.get("checkpoint_loads") is False),
                "steps_lost_max": max(lost, default=0), "steps_lost_mean": round(sum(lost) / max(1, len(lost)), 2),
                "iterations_per_epoch": 4, "run_finished": finished,
