@@ -220,3 +220,15 @@ def test_out_of_memory_in_prediction_names_the_case_and_the_way_out(hippo_run, s
             as caught:
         predict(hippo_run, [case], tmp_path / "out", progress=False)
     assert caught.value.__context__ is None
+
+
+def test_a_volume_too_large_for_the_memory_is_refused_before_predicting(hippo_run, sample_dir, tmp_path,
+                                                                         monkeypatch):
+    # faked: the machine reports 1 MB available; the case is a real one of the sample
+    from tutorseg.training import device
+
+    monkeypatch.setattr(device, "available_memory_bytes", lambda: 10**6)
+    case = load_dataset(sample_dir).test[0]
+    with pytest.raises(PredictionError, match=rf"case {case.case_id} .*3 classes\) needs about .* GB .*available"):
+        predict(hippo_run, [case], tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").glob("*.nii.gz"))

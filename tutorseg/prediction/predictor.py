@@ -264,9 +264,22 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
 
 def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *, tta: bool,
                            case_id: str) -> np.ndarray:
-    """:func:`predict_case_probabilities`, with a message that names the case and the way out of an out-of-memory."""
-    from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
+    """:func:`predict_case_probabilities`, with a message that names the case and the way out of an out-of-memory.
 
+    Before it starts, the memory the case's class probabilities need at full resolution (float32; the folds' sum,
+    the resampled copy and the one being added) is compared with what the machine has: a volume too large is
+    refused with the numbers instead of the operating system killing the process (on Colab: the runtime restarts).
+    """
+    from tutorseg.training.device import available_memory_bytes, first_line, is_out_of_memory, release_gpu_memory
+
+    n_classes = len(folds[0].plan.labels)
+    needed = 4 * (image.size + 3 * n_classes * int(np.prod(image.shape[1:])))
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise PredictionError(
+            f"case {case_id} (shape {tuple(image.shape[1:])}, {n_classes} classes) needs about {needed / 1e9:.1f} GB "
+            f"of memory for its class probabilities at full resolution, and {available / 1e9:.1f} GB are available. "
+            "Predict it on a machine with more memory (Colab Pro's high-RAM runtime), or close other notebooks.")
     error = None
     try:
         return predict_case_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
