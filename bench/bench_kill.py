@@ -57,6 +57,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import tutorseg
+    from tutorseg.training.checkpoint import latest_checkpoints
     from tutorseg.training.smoke import smoke_plan
 
     random.seed(args.seed)
@@ -80,9 +81,10 @@ def main() -> int:
             break
         child.send_signal(signal.SIGKILL)
         child.wait()
-        latest = run_dir / "checkpoint_latest.pt"
+        candidates = latest_checkpoints(run_dir)  # the newest first
+        latest = candidates[0] if candidates else run_dir / "no checkpoint yet"
         try:
-            state = torch.load(latest, map_location="cpu", weights_only=True) if latest.exists() else None
+            state = torch.load(latest, map_location="cpu", weights_only=True) if candidates else None
             loads, saved = True, (state["iterations"] if state else 0)
         except Exception as exc:  # what this benchmark exists to catch
             loads, saved = False, None

@@ -159,10 +159,11 @@ def measure_training(dataset: Path, plan, out: Path, device: torch.device, budge
 
 def _extend_by_one_epoch(run_dir: Path) -> None:
     """Make a finished run's config ask for one more (short) epoch, so that resume has something to train."""
+    from tutorseg.training.checkpoint import latest_checkpoints
     from tutorseg.training.config import TrainingConfig
 
     config = TrainingConfig.load(run_dir)
-    latest = torch.load(run_dir / "checkpoint_latest.pt", map_location="cpu", weights_only=True)
+    latest = torch.load(latest_checkpoints(run_dir)[0], map_location="cpu", weights_only=True)
     # a short epoch: on the CPU an epoch of the default plan's 250 steps would take half an hour
     config.replace(budget_seconds=None, budget=None, schedule=None, epochs=latest["epoch"] + 1, iterations_per_epoch=5,
                    val_iterations=2).save(run_dir / "config.json")
@@ -172,6 +173,7 @@ def _extend_by_one_epoch(run_dir: Path) -> None:
 def measure_resume(dataset: Path, plan, out: Path, device: torch.device) -> dict:
     """Resume on the GPU, then on the CPU; and a CPU-made run on the GPU. Each must finish with one more epoch."""
     from tutorseg import resume, train_fold
+    from tutorseg.training.checkpoint import latest_checkpoints
 
     results = {}
     source = Path(out / "run_budget")
@@ -186,7 +188,7 @@ def measure_resume(dataset: Path, plan, out: Path, device: torch.device) -> dict
                        iterations_per_epoch=2, val_iterations=1, device=first, validate=False, progress=False,
                        verbose=False)
         _extend_by_one_epoch(run_dir)
-        before = torch.load(run_dir / "checkpoint_latest.pt", map_location="cpu", weights_only=True)["epoch"]
+        before = torch.load(latest_checkpoints(run_dir)[0], map_location="cpu", weights_only=True)["epoch"]
         start = time.perf_counter()
         try:
             record = resume(run_dir, progress=False, device=then)

@@ -132,7 +132,7 @@ def test_too_little_memory_for_the_cases_is_said_before_loading(sample_dir, samp
     monkeypatch.setattr(device, "available_memory_bytes", lambda: 10**9)
     with pytest.raises(TutorsegError, match=r"load 25 preprocessed cases.*only 1\.0 GB are available.*preset='cpu'"):
         train_fold(sample_dir, sample_plan, out_dir=tmp_path / "run", preprocessed_dir=tmp_path / "pre", **TINY)
-    assert not (tmp_path / "run" / "checkpoint_latest.pt").exists()
+    assert not list((tmp_path / "run").glob("checkpoint_*.pt"))
 
 
 def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(
     from tutorseg.training import checkpoint
 
     state = {"network": {"weight": torch.zeros(1000, 1000)}, "epoch": 3}
-    path = tmp_path / "checkpoint_latest.pt"
+    path = tmp_path / "checkpoint_epoch_0003.pt"
     checkpoint.save_checkpoint(path, {"network": {"weight": torch.ones(2)}, "epoch": 2})
 
     def full_disk(obj, f, *args, **kwargs):
@@ -150,8 +150,8 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(TutorsegError, match=r"is full: a checkpoint needs about 4 MB.*previous checkpoint_latest\.pt"):
+    with pytest.raises(TutorsegError, match=r"is full: a checkpoint needs about 4 MB.*previous checkpoint_epoch_0003\.pt"):
         checkpoint.save_checkpoint(path, state)
     monkeypatch.undo()
     assert checkpoint.load_checkpoint(path)["epoch"] == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]  # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch_0003.pt"]  # no temporary left

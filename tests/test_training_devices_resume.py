@@ -43,7 +43,7 @@ def test_checkpoints_are_read_to_the_cpu_whatever_the_run_device(finished_run, m
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    state = ckpt.load_checkpoint(finished_run / "checkpoint_latest.pt")
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoints(finished_run)[0])
     assert seen == ["cpu"]
     assert all(t.device.type == "cpu" for t in state["network"].values())
     assert state["rng"]["torch"].dtype == torch.uint8 and state["rng"]["torch_generator_device"] == "cpu"
@@ -51,7 +51,7 @@ def test_checkpoints_are_read_to_the_cpu_whatever_the_run_device(finished_run, m
 
 def test_a_gpu_generator_state_resumes_on_a_cpu_from_a_new_seed(finished_run):
     # faked: the state a CUDA generator saves is 16 bytes (seed and offset); a CPU generator's is 5056
-    state = ckpt.load_checkpoint(finished_run / "checkpoint_latest.pt")
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoints(finished_run)[0])
     state["rng"]["torch_generator"] = torch.zeros(16, dtype=torch.uint8)
     state["rng"]["torch_generator_device"] = "cuda"
     run = _fresh_run(finished_run)
@@ -63,7 +63,7 @@ def test_a_gpu_generator_state_resumes_on_a_cpu_from_a_new_seed(finished_run):
 
 
 def test_an_old_checkpoint_without_the_generator_device_still_resumes(finished_run):
-    state = ckpt.load_checkpoint(finished_run / "checkpoint_latest.pt")
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoints(finished_run)[0])
     state["rng"].pop("torch_generator_device")
     state["rng"]["torch_generator"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA state, as 0.1 saved it
     notes = loop.restore_state(_fresh_run(finished_run), state)
@@ -72,7 +72,7 @@ def test_an_old_checkpoint_without_the_generator_device_still_resumes(finished_r
 
 def test_a_cpu_run_resumed_with_float16_starts_a_fresh_loss_scale(finished_run):
     # faked: an enabled GradScaler on the CPU stands in for the float16 GradScaler of a GPU run
-    state = ckpt.load_checkpoint(finished_run / "checkpoint_latest.pt")
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoints(finished_run)[0])
     assert state["scaler"] == {}  # a CPU run saves a disabled scaler: an empty state (this crashed before)
     run = _fresh_run(finished_run)
     run.scaler = torch.amp.GradScaler("cpu", enabled=True)
@@ -106,7 +106,9 @@ def test_resume_on_the_cpu_finishes_a_run_whose_checkpoint_came_from_a_gpu(sampl
     state["rng"]["torch_generator_device"] = "cuda"
     state["history"] = {k: v[:1] if isinstance(v, list) and k != "class_names" else v
                         for k, v in state["history"].items()}
-    ckpt.save_checkpoint(run_dir / "checkpoint_latest.pt", state)
+    for path in ckpt.epoch_checkpoints(run_dir):
+        path.unlink()
+    ckpt.save_epoch_checkpoint(run_dir, state)
     (run_dir / "checkpoint_final.pt").unlink()
     record = resume(run_dir, progress=False)
     assert record.epochs == 3
@@ -204,9 +206,10 @@ def test_a_run_interrupted_and_resumed_ends_with_the_same_weights(sample_dir, tm
     real_save_epoch = loop.save_epoch
 
     def stop_after_epoch_2(run, improved):
-        real_save_epoch(run, improved)
+        saved = real_save_epoch(run, improved)
         if run.epoch == 2:
             raise KeyboardInterrupt  # what a disconnect or the stop button does mid-run
+        return saved
 
     monkeypatch.setattr(loop, "save_epoch", stop_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
@@ -219,3 +222,25 @@ def test_a_run_interrupted_and_resumed_ends_with_the_same_weights(sample_dir, tm
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert resumed.history["train_loss"] == whole.history["train_loss"]
+
+
+def test_each_epoch_saves_a_new_file_and_resume_skips_one_that_does_not_load(sample_dir, tmp_path):
+    """Checkpoints that reach Drive: a new name per epoch, the newest two kept; a newest checkpoint cut short (the
+    mount went away mid-upload) is skipped for the one before it."""
+    run_dir = tmp_path / "run"
+    train_fold(sample_dir, tiny_plan(sample_dir), fold=0, out_dir=run_dir, preprocessed_dir=tmp_path / "pre",
+               validate=False, **{**TINY, "epochs": 4})
+    assert [p.name for p in ckpt.epoch_checkpoints(run_dir)] == ["checkpoint_epoch_0004.pt", "checkpoint_epoch_0003.pt"]
+    log = (run_dir / "log.txt").read_text()
+    assert "saved checkpoint_epoch_0001.pt" in log and "saved checkpoint_epoch_0004.pt" in log
+
+    config = TrainingConfig.load(run_dir)
+    config.replace(epochs=5).save(run_dir / "config.json")
+    (run_dir / "checkpoint_final.pt").unlink()
+    newest = ckpt.epoch_checkpoints(run_dir)[0]
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short
+    record = resume(run_dir, progress=False)
+    log = (run_dir / "log.txt").read_text()
+    assert "checkpoint_epoch_0004.pt does not load; the checkpoint before it is used" in log
+    assert "continuing from checkpoint_epoch_0003.pt" in log
+    assert record.epochs == 5 and record.history["epoch"] == [0, 1, 2, 3, 4]

@@ -14,6 +14,7 @@ import pytest
 import torch
 from training_helpers import tiny_plan
 
+from tutorseg.training import checkpoint as ckpt
 from tutorseg.training import resume
 
 CHILD = textwrap.dedent("""
@@ -27,7 +28,7 @@ CHILD = textwrap.dedent("""
         if mode == "die-mid-save":
             real_save, calls = torch.save, []
 
-            def dying_save(obj, f, *args, **kwargs):  # the third save is epoch 1's checkpoint_latest.pt
+            def dying_save(obj, f, *args, **kwargs):  # the third save is epoch 1's checkpoint
                 calls.append(1)
                 if len(calls) == 3:
                     f.write(b"PK\\x03\\x04 half of a checkpoint")
@@ -65,7 +66,8 @@ def _epochs_saved(run_dir) -> int:
 
 
 def _check_resumed(run_dir, before: dict):
-    state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=True)  # loads with the safe loader
+    newest = ckpt.latest_checkpoints(run_dir)[0]
+    state = torch.load(newest, weights_only=True)  # loads with the safe loader
     saved_epochs = state["epoch"]
     assert saved_epochs >= 1
     record = resume(run_dir, progress=False)
@@ -103,7 +105,7 @@ def test_sigkill_mid_save_leaves_a_loadable_checkpoint(setup, tmp_path):
     child = _start_child(setup, run_dir, "die-mid-save")
     child.wait(timeout=180)
     assert child.returncode == -signal.SIGKILL, child.stdout.read().decode()
-    half_written = list(run_dir.glob(".checkpoint_latest.*.tmp.pt"))
+    half_written = list(run_dir.glob(".checkpoint_epoch_0002.*.tmp.pt"))
     assert len(half_written) == 1  # the save that was cut off
     before = json.loads((run_dir / "history.json").read_text())
     state = _check_resumed(run_dir, before)

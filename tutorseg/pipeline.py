@@ -96,6 +96,7 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     from tutorseg.planning import Plan, plan
     from tutorseg.prediction.predictor import load_folds, predict
     from tutorseg.training import resume, train_fold
+    from tutorseg.training.checkpoint import latest_checkpoints
 
     dataset = as_dataset(dataset if dataset is not None else sample_dataset_path())
     out = Path(out_dir)
@@ -118,7 +119,7 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
 
     run_dir = files["run"]
     trained = (run_dir / "checkpoint_final.pt").is_file()
-    interrupted = not trained and (run_dir / "checkpoint_latest.pt").is_file()
+    interrupted = not trained and bool(latest_checkpoints(run_dir))
     steps.run("train", trained, lambda: resume(run_dir, progress=progress) if interrupted else train_fold(
         dataset, the_plan, fold=FOLD, out_dir=run_dir, configuration=configuration, budget=budget,
         progress=progress, verbose=progress, validate=False))  # the held-out fold is predicted below, with predict

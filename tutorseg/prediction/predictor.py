@@ -103,13 +103,15 @@ def _checkpoint_in(run_dir: Path, preferred: str) -> str:
     """The checkpoint to load: ``preferred`` if present, else the next in final > best > latest."""
     if not run_dir.is_dir():
         raise PredictionError(f"run folder {run_dir} does not exist; give the --out folder of `tutorseg train`")
+    from tutorseg.training.model_io import checkpoint_path
+
     order = [preferred] + [c for c in CHECKPOINTS if c != preferred]
     for name in order:
-        if (run_dir / f"checkpoint_{name}.pt").is_file():
+        if checkpoint_path(run_dir, name) is not None:
             return name
     raise PredictionError(f"run folder {run_dir} holds no checkpoint (checkpoint_final.pt, checkpoint_best.pt or "
-                          "checkpoint_latest.pt); train it first (`tutorseg train ... --out RUN_DIR`) or resume it "
-                          "(`tutorseg train --resume --out RUN_DIR`)")
+                          "checkpoint_epoch_NNNN.pt); train it first (`tutorseg train ... --out RUN_DIR`) or resume "
+                          "it (`tutorseg train --resume --out RUN_DIR`)")
 
 
 def prediction_device(device: str | None = None) -> str:

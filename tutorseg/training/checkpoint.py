@@ -22,6 +22,13 @@ from tutorseg.data.problems import TutorsegError
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt", "final": "checkpoint_final.pt"}
 
+# The checkpoint of every epoch gets a new name, and the two newest are kept. Google Drive's mount on Colab uploads
+# a file some time after it is closed; a file rewritten in place every epoch (checkpoint_latest.pt, as tutorseg 0.1
+# wrote it) may never finish uploading before the next write, and a disconnect then finds an old or no copy on Drive.
+# A file written once and left alone is uploaded whole, and while the newest uploads the one before stays complete.
+EPOCH_CHECKPOINT = "checkpoint_epoch_{epoch:04d}.pt"
+KEEP_EPOCH_CHECKPOINTS = 2
+
 
 def write_json(path: Path, data: Any) -> None:
     """Write a run-folder JSON file atomically and durably."""
@@ -73,6 +80,54 @@ def _checkpoint_bytes(state: dict) -> int:
     return total
 
 
+def save_epoch_checkpoint(run_dir: Path, state: dict) -> Path:
+    """Save the checkpoint of the epoch just done under its own name, and drop all but the newest two.
+
+    Returns:
+        The checkpoint's path (``checkpoint_epoch_0042.pt``).
+    """
+    path = Path(run_dir) / EPOCH_CHECKPOINT.format(epoch=int(state["epoch"]))
+    save_checkpoint(path, state)
+    for old in epoch_checkpoints(run_dir)[KEEP_EPOCH_CHECKPOINTS:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def epoch_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's per-epoch checkpoints, newest first (by the epoch in the name)."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint_epoch_*.pt"):
+        number = path.stem.rsplit("_", 1)[-1]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoints(run_dir: Path) -> list[Path]:
+    """Where the run's latest state may be, newest first: the per-epoch checkpoints, then 0.1's checkpoint_latest.pt."""
+    legacy = Path(run_dir) / CHECKPOINT_NAMES["latest"]
+    return epoch_checkpoints(run_dir) + ([legacy] if legacy.is_file() else [])
+
+
+def load_latest_checkpoint(run_dir: Path) -> tuple[Path, dict, list[str]] | None:
+    """The newest checkpoint that loads, its state, and a note for each newer one that did not; None if none exists.
+
+    Raises:
+        TutorsegError: there are checkpoints, but none loads.
+    """
+    notes: list[str] = []
+    candidates = latest_checkpoints(run_dir)
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path), notes
+        except TutorsegError:  # a file cut short when the mount went away, or a copy still uploading
+            notes.append(f"{path.name} does not load; the checkpoint before it is used")
+    if candidates:
+        raise TutorsegError(f"none of the checkpoints of {run_dir} loads ({', '.join(p.name for p in candidates)}); "
+                            "the run cannot be resumed: start it again in a new folder")
+    return None
+
+
 def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
     """Load a checkpoint with the safe loader (``weights_only=True``).
 
@@ -90,7 +145,7 @@ def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which one
         raise TutorsegError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); use another checkpoint "
-                            "of the run (checkpoint_best.pt / checkpoint_latest.pt) or train again") from exc
+                            "of the run (checkpoint_best.pt / checkpoint_epoch_NNNN.pt) or train again") from exc
 
 
 # ------------------------------------------------------------------------------------------------------ RNG states

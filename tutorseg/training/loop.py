@@ -7,7 +7,7 @@ One epoch (nnU-Net's ``run_training``):
    output, backward, clip the gradient norm at 12, SGD step. The learning rate follows the poly schedule, over epochs
    or over the wall-clock budget.
 2. ``val_iterations`` batches of validation patches (no augmentation): validation loss and pseudo-Dice per class.
-3. Save history.json, progress.png, checkpoint_latest.pt (and checkpoint_best.pt when the EMA pseudo-Dice improved),
+3. Save checkpoint_epoch_NNNN.pt (and checkpoint_best.pt when the EMA pseudo-Dice improved), history.json, progress.png,
    all atomically. A process killed at any point loses at most the epoch it was in.
 
 At the end: checkpoint_final.pt and the full-case validation of the fold (``validation/summary.json``).
@@ -325,17 +325,22 @@ def checkpoint_state(run: Run) -> dict:
     }
 
 
-def save_epoch(run: Run, improved: bool) -> None:
-    """checkpoint_latest.pt, checkpoint_best.pt when improved, then history.json and progress.png (all atomic).
+def save_epoch(run: Run, improved: bool) -> Path:
+    """checkpoint_epoch_NNNN.pt, checkpoint_best.pt when improved, then history.json and progress.png (all atomic).
 
-    The checkpoint goes first, so history.json never shows an epoch that a resume would not find.
+    The checkpoint goes first, so history.json never shows an epoch that a resume would not find. Each epoch's
+    checkpoint has its own name, the newest two are kept (why: :data:`tutorseg.training.checkpoint.EPOCH_CHECKPOINT`).
+
+    Returns:
+        The epoch's checkpoint.
     """
     state = checkpoint_state(run)
-    ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["latest"], state)
+    path = ckpt.save_epoch_checkpoint(run.run_dir, state)
     if improved:
         ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["best"], state)
     ckpt.write_json(run.run_dir / "history.json", to_json_types(run.history))
     run.live_plot.update(run.history)
+    return path
 
 
 def restore_state(run: Run, state: dict) -> list[str]:
@@ -424,8 +429,9 @@ def _train_until_done(run: Run, *, progress: bool) -> None:
         run.elapsed += seconds
         improved = record_epoch(run, train, val, seconds)
         run.epoch += 1
-        save_epoch(run, improved)
-        run.log(_describe_epoch(run) + ("  (new best)" if improved else ""), echo=not progress)
+        saved = save_epoch(run, improved)
+        run.log(_describe_epoch(run) + ("  (new best)" if improved else "") + f"; saved {saved.name}",
+                echo=not progress)
         if run.tracker is not None:
             run.tracker.log(_epoch_metrics(run), step=run.epoch)
 
@@ -551,8 +557,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
     if isinstance(fold, int) and not 0 <= fold < 5 and not (run_dir / "splits_final.json").is_file():
         raise TrainingError(f"fold {fold} does not exist: nnU-Net's splits have five folds, 0-4 (or 'all'); for "
                             "other splits put your splits_final.json into the run folder first")
-    if (run_dir / ckpt.CHECKPOINT_NAMES["latest"]).exists():
-        raise TrainingError(f"{run_dir} already holds a run (checkpoint_latest.pt); continue it with "
+    existing = ckpt.latest_checkpoints(run_dir)
+    if existing:
+        raise TrainingError(f"{run_dir} already holds a run ({existing[0].name}); continue it with "
                             "tutorseg.resume(run_dir) (tutorseg train --resume) or choose a new out_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     augmentation = (augmentation or AugmentationConfig()).replace(
@@ -591,7 +598,7 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
     """Continue a run where it stopped; the epoch that was interrupted is trained again.
 
     Model, optimiser, scaler, epoch, elapsed budget, history and every random state come back from
-    ``checkpoint_latest.pt``.
+    the newest checkpoint that loads (``checkpoint_epoch_NNNN.pt``).
 
     Args:
         run_dir: the run folder written by :func:`train_fold`.
@@ -618,8 +625,11 @@ def _resume_locked(run_dir: Path, config: TrainingConfig, *, progress: bool, dev
     plan = Plan.load(run_dir / "plan.json")
     dataset = as_dataset(config.dataset_dir)
     run = _build_run(run_dir, config, plan, dataset, progress=progress)
-    latest = run_dir / ckpt.CHECKPOINT_NAMES["latest"]
-    notes = restore_state(run, ckpt.load_checkpoint(latest)) if latest.exists() else []
+    found = ckpt.load_latest_checkpoint(run_dir)
+    notes = []
+    if found is not None:
+        path, state, skipped = found
+        notes = skipped + restore_state(run, state) + [f"continuing from {path.name}"]
     _start(run, resumed=True)
     for note in notes:
         run.log(f"resumed on {run.setup.device}: {note}")

@@ -7,9 +7,18 @@ from pathlib import Path
 import torch
 
 from tutorseg.data.problems import TutorsegError
-from tutorseg.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
+from tutorseg.training.checkpoint import CHECKPOINT_NAMES, latest_checkpoints, load_checkpoint
 from tutorseg.training.config import TrainingConfig
 from tutorseg.training.network import build_network
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
+    """The file of a run's ``"final"``, ``"best"`` or ``"latest"`` checkpoint (the newest epoch's), or None."""
+    if checkpoint == "latest":
+        candidates = latest_checkpoints(run_dir)
+        return candidates[0] if candidates else None
+    path = Path(run_dir) / CHECKPOINT_NAMES[checkpoint]
+    return path if path.is_file() else None
 
 
 def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device | None = None):
@@ -36,10 +45,13 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
     if not (run_dir / "plan.json").is_file() or not (run_dir / "config.json").is_file():
         raise TutorsegError(f"{run_dir} is not a training run folder (plan.json / config.json missing); train one "
                             "with tutorseg.train_fold(...)")
-    path = run_dir / CHECKPOINT_NAMES[checkpoint]
-    if checkpoint == "final" and not path.exists() and (run_dir / CHECKPOINT_NAMES["latest"]).exists():
+    path = checkpoint_path(run_dir, checkpoint)
+    if checkpoint == "final" and path is None and latest_checkpoints(run_dir):
         raise TutorsegError(f"{run_dir} has no checkpoint_final.pt: the training did not finish. Finish it with "
                             "tutorseg.resume(run_dir), or load checkpoint='latest' or 'best'")
+    if path is None:
+        raise TutorsegError(f"no {checkpoint} checkpoint in {run_dir}; train first (tutorseg.train_fold) or pick "
+                            f"another checkpoint ({', '.join(CHECKPOINT_NAMES)})")
     state = load_checkpoint(path)
     plan = Plan.load(run_dir / "plan.json")
     config = TrainingConfig.load(run_dir / "config.json")
