@@ -49,6 +49,13 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
+class CheckpointDiskFullError(TutorsegError, OSError):
+    """No space left for a checkpoint (an ``OSError`` with ``ENOSPC`` too, so a full Drive can be stepped around)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Save a checkpoint atomically and durably (temp file in the same folder + fsync + ``os.replace``).
 
@@ -63,7 +70,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
         if exc.errno != errno.ENOSPC:
             raise
         needed = _checkpoint_bytes(state)
-        raise TutorsegError(
+        raise CheckpointDiskFullError(
+            errno.ENOSPC,
             f"the disk holding {path.parent} is full: a checkpoint needs about {needed / 1e6:.0f} MB "
             f"({shutil.disk_usage(path.parent).free / 1e6:.0f} MB are free). The previous {path.name} is intact. "
             "Free some space (on Colab: files in /content, old runs on Drive) and resume the run.") from None
@@ -88,9 +96,14 @@ def save_epoch_checkpoint(run_dir: Path, state: dict) -> Path:
     """
     path = Path(run_dir) / EPOCH_CHECKPOINT.format(epoch=int(state["epoch"]))
     save_checkpoint(path, state)
-    for old in epoch_checkpoints(run_dir)[KEEP_EPOCH_CHECKPOINTS:]:
-        old.unlink(missing_ok=True)
+    prune_epoch_checkpoints(run_dir)
     return path
+
+
+def prune_epoch_checkpoints(folder: Path) -> None:
+    """Remove all but the newest :data:`KEEP_EPOCH_CHECKPOINTS` per-epoch checkpoints of a folder."""
+    for old in epoch_checkpoints(folder)[KEEP_EPOCH_CHECKPOINTS:]:
+        old.unlink(missing_ok=True)
 
 
 def epoch_checkpoints(run_dir: Path) -> list[Path]:

@@ -50,6 +50,7 @@ from tutorseg.training.network import build_network, count_parameters
 from tutorseg.training.prefetch import BatchPrefetcher
 from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
+from tutorseg.training.run_folder import RunFolderWriter
 from tutorseg.training.run_lock import run_lock
 from tutorseg.training.schedule import (
     GRAD_CLIP,
@@ -91,6 +92,7 @@ class Run:
     torch_generator: torch.Generator
     history: dict
     live_plot: LivePlot
+    writer: RunFolderWriter  # the run folder's files, with a local fallback while the folder (Drive) is away
     epoch: int = 0
     iterations: int = 0
     elapsed: float = 0.0
@@ -105,12 +107,16 @@ class Run:
         return len(self.plan.labels)
 
     def log(self, message: str, *, echo: bool = True) -> None:
-        """Append a time-stamped line to log.txt (and print it)."""
+        """Append a time-stamped line to log.txt (and print it); while the run folder is away, to its local copy."""
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.run_dir / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{stamp}  {message}\n")
+        self.writer.append("log.txt", f"{stamp}  {message}\n")
         if echo and self.config.verbose:
             print(message, flush=True)
+
+    def announce(self, message: str) -> None:
+        """A sentence the learner must see even under a progress bar (the run folder went away, came back)."""
+        self.log(message, echo=False)
+        print(f"tutorseg: {message}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- setting up
@@ -185,12 +191,13 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     generator = torch.Generator(device=setup.torch_device)
     generator.manual_seed(config.seed)
     names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
+    writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
               numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, history=new_history(names),
-              live_plot=LivePlot(run_dir / "progress.png", show=progress), n_train_cases=len(train_cases))
+              live_plot=LivePlot(show=progress), writer=writer, n_train_cases=len(train_cases))
     return run
 
 
@@ -335,11 +342,15 @@ def save_epoch(run: Run, improved: bool) -> Path:
         The epoch's checkpoint.
     """
     state = checkpoint_state(run)
-    path = ckpt.save_epoch_checkpoint(run.run_dir, state)
+    path = run.writer.write(ckpt.EPOCH_CHECKPOINT.format(epoch=run.epoch), lambda p: ckpt.save_checkpoint(p, state))
+    ckpt.prune_epoch_checkpoints(path.parent)
     if improved:
-        ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["best"], state)
-    ckpt.write_json(run.run_dir / "history.json", to_json_types(run.history))
-    run.live_plot.update(run.history)
+        run.writer.write(ckpt.CHECKPOINT_NAMES["best"], lambda p: ckpt.save_checkpoint(p, state))
+    history = to_json_types(run.history)
+    run.writer.write("history.json", lambda p: ckpt.write_json(p, history))
+    png = run.live_plot.update(run.history)
+    if png is not None:
+        run.writer.write("progress.png", lambda p: ckpt.write_bytes(p, png))
     return path
 
 
@@ -439,7 +450,9 @@ def _train_until_done(run: Run, *, progress: bool) -> None:
 def _finish(run: Run, *, progress: bool) -> TrainingRecord:
     from tutorseg.training.validation import validate_cases
 
-    ckpt.save_checkpoint(run.run_dir / ckpt.CHECKPOINT_NAMES["final"], checkpoint_state(run))
+    state = checkpoint_state(run)
+    run.writer.write(ckpt.CHECKPOINT_NAMES["final"], lambda p: ckpt.save_checkpoint(p, state))
+    run.writer.finish()  # everything in the run folder now, or a message saying where it is
     stopped_by = "budget" if run.config.stops_by_budget else "epochs"
     run.log(f"training done: {run.epoch} epochs, {run.iterations} iterations in {format_seconds(run.elapsed)} "
             f"(stopped by {stopped_by}); checkpoint_final.pt written")
@@ -477,7 +490,7 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
         fold=run.config.fold, epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
         stopped_by=stopped_by, best_epoch=run.best_epoch, best_ema_pseudo_dice=run.best_ema, validation=summary,
         device=f"{run.setup.device}/{run.setup.precision}", history=to_json_types(run.history))
-    record.save()
+    run.writer.write("training_record.json", lambda p: record.save(p))
     return record
 
 
@@ -618,6 +631,7 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
 
 
 def _resume_locked(run_dir: Path, config: TrainingConfig, *, progress: bool, device: str | None) -> TrainingRecord:
+    recovered = RunFolderWriter(run_dir, announce=lambda message: None).recover()  # the last process's held files
     stale = ckpt.remove_stale_temporaries(run_dir)
     moved = _resume_device(config, device)
     if moved is not None:
@@ -631,6 +645,8 @@ def _resume_locked(run_dir: Path, config: TrainingConfig, *, progress: bool, dev
         path, state, skipped = found
         notes = skipped + restore_state(run, state) + [f"continuing from {path.name}"]
     _start(run, resumed=True)
+    if recovered:
+        run.log(f"copied back what the last process kept locally while the run folder was away: {', '.join(recovered)}")
     for note in notes:
         run.log(f"resumed on {run.setup.device}: {note}")
     if stale:

@@ -7,9 +7,7 @@ one IPython display handle that is updated in place, and written to ``progress.p
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
-from tutorseg.training.checkpoint import write_bytes
 from tutorseg.training.curves import training_figure
 
 
@@ -23,20 +21,19 @@ def _in_notebook() -> bool:
 
 
 class LivePlot:
-    """Redraws the training figure after each epoch: in place in a notebook, and into ``progress.png``."""
+    """Redraws the training figure after each epoch, in place in a notebook; the loop saves it as ``progress.png``."""
 
-    def __init__(self, path: Path, *, show: bool):
-        self.path = Path(path)
+    def __init__(self, *, show: bool):
         self.show = show and _in_notebook()
         self.handle = None
 
-    def update(self, history: dict) -> None:
+    def update(self, history: dict) -> bytes | None:
+        """Draw the figure of ``history``, show it in the notebook, and return it as PNG (for progress.png)."""
         if not history["epoch"]:
-            return
+            return None
         fig = training_figure(history)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=90)
-        write_bytes(self.path, buffer.getvalue())
         if self.show:
             from IPython.display import Image, display
 
@@ -45,3 +42,4 @@ class LivePlot:
                 self.handle = display(image, display_id=True)
             else:
                 self.handle.update(image)
+        return buffer.getvalue()
