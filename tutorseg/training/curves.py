@@ -81,5 +81,5 @@ def training_figure(history: Mapping, *, class_colours: Sequence[str] | None = N
     lr = _series(history, "lr", "learning_rate", "learning_rates")
     if lr:
         lr_ax.plot(epochs[: len(lr)], lr, color="#AA3377", marker=".")
-    lr_ax.set(title="learning rate at epoch end (poly schedule)", xlabel="epoch")
+    lr_ax.set(title="learning rate (poly schedule)", xlabel="epoch")
     return fig
