@@ -95,3 +95,15 @@ def test_a_folder_still_away_at_the_end_says_where_everything_is_and_resume_brin
     log = (run_dir / "log.txt").read_text()
     assert "copied back what the last process kept locally" in log and "epoch 2 (" in log
     assert not fallback.exists()
+
+
+def test_a_new_run_never_picks_up_what_an_earlier_run_in_its_folder_left(sample_dir, tmp_path):
+    run_dir = tmp_path / "drive" / "run"
+    left = run_folder.fallback_folder(run_dir)
+    left.mkdir(parents=True, exist_ok=True)
+    (left / "checkpoint_epoch_0009.pt").write_bytes(b"an earlier run's checkpoint")
+    train_fold(sample_dir, tiny_plan(sample_dir), fold=0, out_dir=run_dir, preprocessed_dir=tmp_path / "pre",
+               validate=False, **TINY)
+    assert not left.exists()
+    assert "removed what an earlier run" in (run_dir / "log.txt").read_text()
+    assert [p.name for p in ckpt.epoch_checkpoints(run_dir)] == ["checkpoint_epoch_0002.pt", "checkpoint_epoch_0001.pt"]

@@ -588,6 +588,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         plan.save(run_dir / "plan.json")
         config.save(run_dir / "config.json")
         run = _build_run(run_dir, config, plan, dataset, progress=progress)
+        if run.writer.discard_leftovers():  # files of an earlier run in this folder: never mixed into this one
+            run.log(f"removed what an earlier run in {run_dir} had left in {run.writer.fallback}")
         _start(run, resumed=False)
         _loop(run, progress=progress)
         return _finish(run, progress=progress)

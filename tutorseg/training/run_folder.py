@@ -92,7 +92,6 @@ class RunFolderWriter:
         except OSError as exc:
             if not self.is_away(exc):
                 raise
-            self.fallback.mkdir(parents=True, exist_ok=True)
             first = not self.held
             self._hold(None)
             if first:
@@ -175,5 +174,12 @@ class RunFolderWriter:
         left = sorted(p.name for p in self.fallback.iterdir() if p.is_file())
         self.held = list(left)
         if left and self.copy_back():
-            return left
+            return [name for name in left if name != AWAY_MARKER]
         return []
+
+    def discard_leftovers(self) -> bool:
+        """Remove what an earlier run in this same folder left in the fallback (a new run starts). True if any."""
+        if not self.fallback.exists():
+            return False
+        shutil.rmtree(self.fallback, ignore_errors=True)
+        return True
