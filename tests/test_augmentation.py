@@ -333,3 +333,26 @@ def test_move_labels_follows_the_rule_under_random_rotation_and_scaling(seed):
     moved = move_labels(labels, grid)
     assert torch.equal(moved, _move_labels_by_stacking(labels, grid))
     assert set(moved.unique().tolist()) <= {0, 1, 255}
+
+
+def test_decisions_and_noise_fields_can_come_from_two_generators():
+    """On a GPU, training draws the per-sample decisions on the CPU (no wait for the GPU to read them) and the noise
+    fields on the GPU. Here both generators are CPU ones: the decisions follow the first, the fields the second."""
+    from tutorseg.training.augmentation import AugmentationConfig, augment_batch
+
+    config = AugmentationConfig.none().replace(p_noise=1.0, noise_std_range=(0.05, 0.1))
+    images = torch.zeros(3, 1, 16, 16)
+    labels = torch.zeros(3, 1, 16, 16, dtype=torch.int16)
+
+    def run(decision_seed, field_seed=None):
+        decisions = torch.Generator().manual_seed(decision_seed)
+        fields = None if field_seed is None else torch.Generator().manual_seed(field_seed)
+        return augment_batch(images, labels, config=config, generator=decisions, field_generator=fields)[0]
+
+    one_generator = run(1)
+    assert torch.equal(run(1), one_generator)  # reproducible
+    with_fields = run(1, field_seed=2)
+    assert not torch.equal(with_fields, one_generator)  # the noise came from the field generator ...
+    assert torch.equal(run(1, field_seed=2), with_fields)
+    # ... and each sample's noise level (a decision) from the decision generator: same spread per sample
+    assert torch.allclose(with_fields.flatten(1).std(1), one_generator.flatten(1).std(1), rtol=0.3)

@@ -175,6 +175,18 @@ def sampling_patch_size(patch_size, config: AugmentationConfig = AugmentationCon
 # --------------------------------------------------------------------------------------------------- random draws
 
 
+def _to(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` on ``device``. Small host tensors go to a GPU through page-locked memory, without waiting for it.
+
+    (A copy from ordinary host memory to a GPU first waits for everything queued on the GPU: one stall per call.)
+    """
+    if values.device == device:
+        return values
+    if device.type == "cuda" and values.device.type == "cpu":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
 def _uniform(low: float, high: float, shape, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
 
@@ -266,7 +278,8 @@ def _centre_crop(tensor: torch.Tensor, patch_size) -> torch.Tensor:
 
 def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
                       config: AugmentationConfig = AugmentationConfig(),
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator, field_generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deform, rotate and scale each sample about its centre and crop the centre ``patch_size`` (one grid, all samples).
 
     Images are interpolated linearly (nnU-Net: order 3 in v1, linear in v2's torch SpatialTransform), labels as
@@ -278,7 +291,8 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
         labels: (B, 1, *S) integer.
         patch_size: the output spatial size P, P <= S per axis.
         config: the probabilities and ranges (:class:`AugmentationConfig`).
-        generator: the torch generator the random draws come from (on the batch's device).
+        generator: the torch generator the per-sample decisions (angles, factors) come from.
+        field_generator: the generator of the elastic deformation's random fields (default ``generator``).
 
     Returns:
         new tensors: images (B, C, *P) and labels (B, 1, *P), labels in their input dtype.
@@ -299,13 +313,13 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
     theta = np.diag(2.0 / in_size)[None] @ matrices @ np.diag(out_size / 2.0)[None]
     theta = theta[:, ::-1, ::-1]
     theta = np.concatenate([theta, np.zeros((len(chosen), dims, 1))], axis=2)
-    theta = torch.as_tensor(theta.copy(), dtype=torch.float32, device=images.device)
+    theta = _to(torch.as_tensor(theta.copy(), dtype=torch.float32), images.device)
     grid = F.affine_grid(theta, [len(chosen), 1, *[int(p) for p in patch_size]], align_corners=False)
     if deformed.any():  # deform first, then rotate and scale (nnU-Net's order): the offsets go through the matrix too
-        which = torch.as_tensor(np.nonzero(deformed[chosen])[0], device=images.device)
-        offsets = elastic_offsets(len(which), patch_size, config, generator).to(images.device)
+        which = _to(torch.as_tensor(np.nonzero(deformed[chosen])[0]), images.device)
+        offsets = elastic_offsets(len(which), patch_size, config, field_generator or generator).to(images.device)
         grid[which] += torch.einsum("n...j,nij->n...i", offsets, theta[which, :, :dims])
-    index = torch.as_tensor(chosen, device=images.device)
+    index = _to(torch.as_tensor(chosen), images.device)
     out_images[index] = F.grid_sample(images[index].float(), grid, mode="bilinear", padding_mode="zeros",
                                       align_corners=False).to(images.dtype)
     out_labels[index] = move_labels(labels[index], grid)
@@ -355,7 +369,7 @@ def move_labels(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def _per_sample(p: float, batch: int, generator: torch.Generator, device) -> torch.Tensor:
     """Indices of the samples a transform with probability ``p`` applies to."""
-    return torch.nonzero(_bernoulli(p, (batch,), generator)).flatten().to(device)
+    return _to(torch.nonzero(_bernoulli(p, (batch,), generator)).flatten(), device)
 
 
 def _expand(values: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -363,13 +377,19 @@ def _expand(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.reshape(*values.shape, *([1] * (ndim - values.ndim)))
 
 
-def gaussian_noise(images: torch.Tensor, *, config: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
-    """Add zero-mean Gaussian noise, one standard deviation per chosen sample, shared by its channels."""
+def gaussian_noise(images: torch.Tensor, *, config: AugmentationConfig, generator: torch.Generator,
+                   field_generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add zero-mean Gaussian noise, one standard deviation per chosen sample, shared by its channels.
+
+    Which samples, and their deviations, come from ``generator``; the noise itself from ``field_generator`` (default
+    ``generator``), which is best on the images' device.
+    """
     chosen = _per_sample(config.p_noise, images.shape[0], generator, images.device)
     if len(chosen) == 0:
         return images
-    std = _uniform(*config.noise_std_range, (len(chosen),), generator).to(images.device)
-    noise = torch.randn(images[chosen].shape, generator=generator, device=generator.device).to(images.device)
+    std = _to(_uniform(*config.noise_std_range, (len(chosen),), generator), images.device)
+    fields = field_generator or generator
+    noise = torch.randn(images[chosen].shape, generator=fields, device=fields.device).to(images.device)
     images[chosen] += noise * _expand(std, images.ndim)
     return images
 
@@ -408,10 +428,10 @@ def gaussian_blur(images: torch.Tensor, *, config: AugmentationConfig, generator
     chosen = torch.nonzero(sample_on & channel_on)
     if len(chosen) == 0:
         return images
-    b, c = chosen[:, 0].to(images.device), chosen[:, 1].to(images.device)
+    b, c = _to(chosen[:, 0], images.device), _to(chosen[:, 1], images.device)
     volumes = images[b, c]  # (N, *S)
     for axis in range(dims):
-        kernels = _gaussian_kernels(sigmas[chosen[:, 0], chosen[:, 1], axis].to(images.device, images.dtype))
+        kernels = _gaussian_kernels(_to(sigmas[chosen[:, 0], chosen[:, 1], axis], images.device).to(images.dtype))
         volumes = _blur_along(volumes, kernels, axis)
     images[b, c] = volumes
     return images
@@ -423,7 +443,7 @@ def multiplicative_brightness(images: torch.Tensor, *, config: AugmentationConfi
     chosen = _per_sample(config.p_brightness, images.shape[0], generator, images.device)
     if len(chosen) == 0:
         return images
-    factors = _bg_contrast(config.brightness_range, (len(chosen), images.shape[1]), generator).to(images.device)
+    factors = _to(_bg_contrast(config.brightness_range, (len(chosen), images.shape[1]), generator), images.device)
     images[chosen] *= _expand(factors, images.ndim)
     return images
 
@@ -433,7 +453,7 @@ def contrast(images: torch.Tensor, *, config: AugmentationConfig, generator: tor
     chosen = _per_sample(config.p_contrast, images.shape[0], generator, images.device)
     if len(chosen) == 0:
         return images
-    factors = _bg_contrast(config.contrast_range, (len(chosen), images.shape[1]), generator).to(images.device)
+    factors = _to(_bg_contrast(config.contrast_range, (len(chosen), images.shape[1]), generator), images.device)
     selected = images[chosen]
     flat = selected.flatten(2)
     mean = _expand(flat.mean(dim=2), selected.ndim)
@@ -476,7 +496,7 @@ def gamma(images: torch.Tensor, *, p: float, invert: bool, config: AugmentationC
     chosen = _per_sample(p, images.shape[0], generator, images.device)
     if len(chosen) == 0:
         return images
-    gammas = _expand(_bg_contrast(config.gamma_range, (len(chosen), images.shape[1]), generator).to(images.device),
+    gammas = _expand(_to(_bg_contrast(config.gamma_range, (len(chosen), images.shape[1]), generator), images.device),
                      images.ndim)
     selected = -images[chosen] if invert else images[chosen]
     flat = selected.flatten(2)
@@ -509,7 +529,8 @@ def mirror(images: torch.Tensor, labels: torch.Tensor, *, config: AugmentationCo
 
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None,
                   config: AugmentationConfig = AugmentationConfig(),
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None, field_generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch of 2D or 3D patches with nnU-Net's transforms, on the tensors' device.
 
     Args:
@@ -519,8 +540,12 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None
             patches (:func:`sampling_patch_size`) to avoid empty corners after rotation, as nnU-Net does.
             Default: S.
         config: probabilities and ranges (nnU-Net's defaults).
-        generator: random numbers come from here; use one seeded generator for a reproducible run. A generator
-            on the tensors' device is fastest; a CPU generator works everywhere. Default: a fresh unseeded one.
+        generator: random numbers come from here; use one seeded generator for a reproducible run. Default: a
+            fresh unseeded one on the tensors' device.
+        field_generator: where the per-voxel random fields come from (Gaussian noise, elastic deformation);
+            default ``generator``. On a GPU, give a CPU ``generator`` for the per-sample decisions (which
+            samples, which angles: a few numbers the host needs, read without waiting for the GPU) and a GPU
+            ``field_generator`` for the fields (large, used on the GPU): training does.
 
     Returns:
         images (B, C, *P) float, labels (B, 1, *P) in the labels' dtype; new tensors (the inputs are not changed).
@@ -543,8 +568,9 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None
     if generator is None:
         generator = torch.Generator(device=images.device)
         generator.seed()
-    images, labels = spatial_transform(images, labels, patch_size, config=config, generator=generator)  # copies
-    images = gaussian_noise(images, config=config, generator=generator)
+    images, labels = spatial_transform(images, labels, patch_size, config=config, generator=generator,
+                                       field_generator=field_generator)  # copies
+    images = gaussian_noise(images, config=config, generator=generator, field_generator=field_generator)
     images = gaussian_blur(images, config=config, generator=generator)
     images = multiplicative_brightness(images, config=config, generator=generator)
     images = contrast(images, config=config, generator=generator)

@@ -89,7 +89,7 @@ class Run:
     val_cases: list[PreprocessedCase]
     augmentation: AugmentationConfig
     numpy_rng: np.random.Generator
-    torch_generator: torch.Generator
+    torch_generator: torch.Generator  # the augmentation's per-sample decisions, on the CPU (read without a GPU wait)
     history: dict
     live_plot: LivePlot
     writer: RunFolderWriter  # the run folder's files, with a local fallback while the folder (Drive) is away
@@ -99,6 +99,7 @@ class Run:
     best_ema: float | None = None
     best_epoch: int | None = None
     tracker: Tracker | None = None
+    field_generator: torch.Generator | None = None  # on a GPU: the augmentation's noise fields, drawn there
     prefetcher: BatchPrefetcher | None = None  # while the loop runs, on a GPU (or when asked for)
     n_train_cases: int = 0
 
@@ -188,15 +189,17 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
         layout = torch.channels_last_3d if configuration.network_dims == 3 else torch.channels_last
         network = network.to(memory_format=layout)  # type: ignore[call-overload]
     train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed)
-    generator = torch.Generator(device=setup.torch_device)
-    generator.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    field_generator = (torch.Generator(device=setup.torch_device).manual_seed(config.seed + 1)
+                       if setup.torch_device.type == "cuda" else None)
     names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
     writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
-              numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, history=new_history(names),
+              numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, field_generator=field_generator,
+              history=new_history(names),
               live_plot=LivePlot(show=progress), writer=writer, n_train_cases=len(train_cases))
     return run
 
@@ -223,7 +226,7 @@ def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = run.train_sampler.next_batch()
         images, labels = images.to(run.setup.torch_device), labels.to(run.setup.torch_device)
     return augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
-                         generator=run.torch_generator)
+                         generator=run.torch_generator, field_generator=run.field_generator)
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -322,6 +325,7 @@ def checkpoint_state(run: Run) -> dict:
         "best_epoch": run.best_epoch,
         "history": to_json_types(run.history),
         "rng": ckpt.capture_rng(run.numpy_rng, run.torch_generator),
+        **({"field_generator": run.field_generator.get_state()} if run.field_generator is not None else {}),
         # with a prefetcher, the sampler has already cut batches beyond the last one used: save the state after
         # the last one used, so that a resumed run draws the same batches
         "train_sampler": run.prefetcher.consumed_state if run.prefetcher else run.train_sampler.state_dict(),
@@ -378,6 +382,11 @@ def restore_state(run: Run, state: dict) -> list[str]:
     rng_notes = ckpt.restore_rng(state["rng"], run.numpy_rng, run.torch_generator)
     if any("random generator" in note for note in rng_notes):
         run.torch_generator.manual_seed(run.config.seed + run.iterations)  # not the first epoch's draws again
+    if run.field_generator is not None:  # a GPU run's noise fields: their state when saved on a GPU, else new
+        if "field_generator" in state:
+            run.field_generator.set_state(state["field_generator"].cpu())
+        else:
+            run.field_generator.manual_seed(run.config.seed + 1 + run.iterations)
     run.train_sampler.load_state_dict(state["train_sampler"])
     run.val_sampler.load_state_dict(state["val_sampler"])
     return notes + rng_notes
