@@ -108,7 +108,7 @@ def test_resume_on_the_cpu_finishes_a_run_whose_checkpoint_came_from_a_gpu(sampl
                         for k, v in state["history"].items()}
     for path in ckpt.epoch_checkpoints(run_dir):
         path.unlink()
-    ckpt.save_epoch_checkpoint(run_dir, state)
+    ckpt.save_checkpoint(run_dir / ckpt.EPOCH_CHECKPOINT.format(epoch=state["epoch"]), state)
     (run_dir / "checkpoint_final.pt").unlink()
     record = resume(run_dir, progress=False)
     assert record.epochs == 3

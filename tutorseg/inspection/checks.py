@@ -26,7 +26,7 @@ from tutorseg.data import problems as P
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import display_path
 from tutorseg.data.imageio import IMAGE_2D_ENDINGS, Geometry, read_image
-from tutorseg.data.jobs import run_per_case
+from tutorseg.data.jobs import default_workers, run_per_case
 from tutorseg.data.problems import ImageReadError, Problem
 from tutorseg.inspection.report import CaseSummary, DatasetReport, format_spacing
 
@@ -380,7 +380,7 @@ def _run_jobs(jobs: list, num_workers: int | None, progress: bool) -> list:
     notebook on every OS. On small files (Hippocampus: 30 kB) the work is mostly Python and the pool gains little;
     bench/inspect.md has the measurements.
     """
-    workers = min(num_workers if num_workers is not None else (os.cpu_count() or 1), MAX_WORKERS)
+    workers = default_workers(MAX_WORKERS) if num_workers is None else min(num_workers, MAX_WORKERS)
     return run_per_case(_inspect_case_safely, jobs, num_workers=workers, workers="threads",
                         min_jobs_for_pool=MIN_CASES_FOR_POOL, progress=progress, description="inspecting cases")
 

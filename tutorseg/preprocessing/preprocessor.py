@@ -35,7 +35,7 @@ from tutorseg.data.artefacts import to_json_types
 from tutorseg.data.cropping import crop_to_nonzero
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import atomic_path, write_json_atomic
-from tutorseg.data.jobs import run_per_case, with_progress
+from tutorseg.data.jobs import default_workers, run_per_case, with_progress
 from tutorseg.data.problems import TutorsegError
 from tutorseg.preprocessing.resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
 
@@ -486,7 +486,7 @@ def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, o
                   "nothing to do")
         return PreprocessedDataset(folder, config.name, result.case_ids, result.properties, (),
                                    time.perf_counter() - start)
-    workers = min(os.cpu_count() or 1, 8) if num_workers is None else int(num_workers)
+    workers = default_workers() if num_workers is None else int(num_workers)
     fresh = _run(todo, plan, config, folder, min(workers, len(todo)), progress)
     properties = {k: v for k, v in old_props.items() if same_plan and k in signatures and k not in fresh}
     properties.update(fresh)

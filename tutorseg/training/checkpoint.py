@@ -88,18 +88,6 @@ def _checkpoint_bytes(state: dict) -> int:
     return total
 
 
-def save_epoch_checkpoint(run_dir: Path, state: dict) -> Path:
-    """Save the checkpoint of the epoch just done under its own name, and drop all but the newest two.
-
-    Returns:
-        The checkpoint's path (``checkpoint_epoch_0042.pt``).
-    """
-    path = Path(run_dir) / EPOCH_CHECKPOINT.format(epoch=int(state["epoch"]))
-    save_checkpoint(path, state)
-    prune_epoch_checkpoints(run_dir)
-    return path
-
-
 def prune_epoch_checkpoints(folder: Path) -> None:
     """Remove all but the newest :data:`KEEP_EPOCH_CHECKPOINTS` per-epoch checkpoints of a folder."""
     for old in epoch_checkpoints(folder)[KEEP_EPOCH_CHECKPOINTS:]:
