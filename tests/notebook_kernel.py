@@ -15,7 +15,11 @@ import time
 from queue import Empty
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_client.channels import AsyncZMQSocketChannel
+
+try:
+    from jupyter_client.channels import AsyncZMQSocketChannel
+except ImportError:  # jupyter_client 7 (Colab's 7.4.9): its one channel class has the asynchronous get_msg
+    from jupyter_client.channels import ZMQSocketChannel as AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Type, default
 

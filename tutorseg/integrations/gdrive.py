@@ -1,10 +1,17 @@
 """The Google Drive edge: fetch one publicly shared file with gdown and explain what Drive refused.
 
-Only this module imports gdown. Tested with gdown 6.5.1; needs ``gdown>=6.5,<7`` (``retries=``, ``timeout=``,
-``progress=``). gdown 6 removed
-``fuzzy=``, ``cached_download(md5=...)`` and the ``--id`` option, and raises instead of returning ``None``, so the
-call below is ``gdown.download(id=...)`` and every failure arrives as an exception, which is translated here into
-a :class:`~tutorseg.integrations.transfers.DownloadError` that says what to do.
+Only this module imports gdown. Two gdown generations are in use and both work (``gdown>=5.2,<7``):
+
+* gdown 5.2 is what Google Colab has preinstalled (5.2.2), so tutorseg does not replace it there. Its
+  ``download(id=..., resume=True)`` draws its own progress bar and continues a ``.part`` file left by a cut transfer
+  the next time it is called; it has no retries of its own.
+* gdown 6 adds ``retries=`` (resuming a cut transfer with a Range request), ``timeout=`` and a ``progress=``
+  callback (fed into tutorseg's own bar), removes ``fuzzy=`` and ``cached_download``, and raises
+  ``gdown.exceptions.DownloadError`` for a transfer that stays incomplete.
+
+:func:`_download_options` picks the keywords the installed gdown accepts (tested with 5.2.2 in the Colab-like
+environment and 6.5.1 in the main one). Every failure arrives as an exception, which is translated here into a
+:class:`~tutorseg.integrations.transfers.DownloadError` that says what to do.
 
 What users meet, and the text gdown hands over (taken from the pages Drive serves):
 
@@ -19,6 +26,7 @@ What users meet, and the text gdown hands over (taken from the pages Drive serve
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 from pathlib import Path
 
@@ -69,18 +77,20 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
     import gdown
     import requests
 
-
     target = Path(target)
-    bar = byte_progress_bar(target.name, None, progress)
+    gdown_6 = "progress" in inspect.signature(gdown.download).parameters
+    bar = byte_progress_bar(target.name, None, progress and gdown_6)  # gdown 5 draws its own bar
 
     def on_chunk(done: int, total: int | None) -> None:
         if total is not None and bar.total != total:
             bar.total = total
         bar.update(done - bar.n)
 
+    options = (dict(quiet=True, progress=on_chunk, retries=RETRIES, timeout=TIMEOUT_S) if gdown_6
+               else dict(quiet=not progress, resume=True))
+    incomplete = getattr(gdown.exceptions, "DownloadError", ())  # gdown 6 only
     try:
-        gdown.download(id=file_id, output=str(target), quiet=True, use_cookies=False, progress=on_chunk,
-                       retries=RETRIES, timeout=TIMEOUT_S)
+        gdown.download(id=file_id, output=str(target), use_cookies=False, **options)
     except gdown.exceptions.FileURLRetrievalError as exc:
         raise _explain_refusal(file_id, str(exc)) from None
     except requests.exceptions.HTTPError as exc:
@@ -89,7 +99,7 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
                             "file id in the manifest") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
         raise NetworkError(f"no network connection to Google Drive ({type(exc).__name__})") from None
-    except gdown.exceptions.DownloadError as exc:  # incomplete transfer after all retries, and the like
+    except incomplete as exc:  # incomplete transfer after all retries, and the like
         raise NetworkError(f"the Drive transfer failed: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -97,6 +107,9 @@ def fetch_drive_file(file_id: str, target: str | os.PathLike, *, progress: bool 
         raise DownloadError(f"while downloading {target.name} from Drive: {exc}") from None
     finally:
         bar.close()
+    if not target.is_file():  # gdown 5 returns None (and writes nothing) where gdown 6 raises
+        raise DownloadError(f"gdown delivered no file for {drive_url(file_id)}; run again, or use the manifest's "
+                            "https:// mirror")
     return target
 
 
