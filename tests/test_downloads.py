@@ -21,7 +21,9 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tutorseg.cli import main
 from tutorseg.data.dataset import load_dataset
@@ -298,10 +300,84 @@ def test_wrong_case_count_is_refused(server, sample_archive, sample_dir, tmp_pat
     assert_clean(tmp_path / "data")
 
 
-def test_placeholder_source_says_the_dataset_is_not_hosted(tmp_path):
+def test_placeholder_source_says_the_dataset_is_not_hosted(sample_dir, tmp_path):
+    """A manifest written by `tutorseg manifest create` before the instructor pasted the Drive id."""
+    from tutorseg.integrations.manifests import create_manifest
+
+    path = create_manifest(sample_dir, out_dir=tmp_path / "hosting", check=False, verbose=False)
     with pytest.raises(DownloadError, match="(?s)no download source yet.*Anyone with the link"):
-        download("ISBI2012_EM_membrane", tmp_path / "data", progress=False)
+        download(path, tmp_path / "data", progress=False)
     assert not (tmp_path / "data").exists()
+
+
+# --------------------------------------------------------------------------------------------------- separate files
+
+GITHUB_RAW = "https://raw.githubusercontent.com"
+
+
+def _isbi_on_loopback(server, isbi_dir: Path, *, corrupt: str | None = None) -> Manifest:
+    """The shipped ISBI manifest with its hosts replaced by the loopback server, which serves the published PNGs.
+
+    The real hosts (raw.githubusercontent.com, github.com) cannot be reached here. The server serves the files of
+    the shared _raw/ copy (byte-identical to the repository's, PROVENANCE.md) at the manifest's own URL paths, so
+    the paths, hashes and the build step are the shipped ones; only scheme and host differ.
+    """
+    data = json.loads((Path(__file__).resolve().parents[1] / "data_manifests" / "ISBI2012_EM_membrane.json")
+                      .read_text(encoding="utf-8"))
+    for entry in data["files"]:
+        served = []
+        for source in entry["sources"]:
+            url = urllib.parse.urlsplit(source)
+            path = f"/{url.hostname}{url.path}"
+            server.files[path] = (isbi_dir / entry["path"]).read_bytes()
+            if corrupt is not None and entry["path"] == corrupt and url.hostname == "raw.githubusercontent.com":
+                server.files[path] = server.files[path][:-1] + b"\0"  # a flipped byte at the first host
+            served.append(server.url + path)
+        entry["sources"] = served
+    return Manifest.from_dict(data)
+
+
+@pytest.mark.shared
+def test_isbi_is_built_from_the_published_pngs_as_the_shared_copy(server, isbi_dir, tmp_path):
+    manifest = _isbi_on_loopback(server, isbi_dir)
+    folder = download(manifest, tmp_path / "data", progress=False)
+    assert folder == tmp_path / "data" / "ISBI2012_EM_membrane"
+    assert len(server.requests) == 60 and not list((tmp_path / "data").glob(STAGING_PREFIX + "*"))
+
+    def files(root: Path) -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+    assert files(folder) - {MARKER_NAME} == files(isbi_dir) - {"PROVENANCE.md"}
+    assert json.loads((folder / "dataset.json").read_text()) == json.loads((isbi_dir / "dataset.json").read_text())
+    for name in files(isbi_dir) - {"PROVENANCE.md", "dataset.json"}:
+        if name.startswith("labelsTr/"):  # derived: the same pixels (PNG encoders may differ in bytes)
+            assert np.array_equal(np.asarray(Image.open(folder / name)), np.asarray(Image.open(isbi_dir / name))), name
+        else:  # images and the files as published: the same bytes
+            assert (folder / name).read_bytes() == (isbi_dir / name).read_bytes(), name
+
+    server.requests.clear()
+    assert download(manifest, tmp_path / "data", progress=False) == folder  # verified copy found: no request
+    assert server.requests == []
+
+
+@pytest.mark.shared
+def test_a_corrupted_file_is_fetched_from_the_next_source(server, isbi_dir, tmp_path):
+    manifest = _isbi_on_loopback(server, isbi_dir, corrupt="_raw/label/7.png")
+    folder = download(manifest, tmp_path / "data", progress=False)
+    assert (folder / "_raw/label/7.png").read_bytes() == (isbi_dir / "_raw/label/7.png").read_bytes()
+    assert [p for p, _ in server.requests if p.endswith("label/7.png")] == [
+        "/raw.githubusercontent.com/zhixuhao/unet/b45af4d458437d8281cc218a07fd4380818ece4a/data/membrane/train/label/7.png",
+        "/github.com/zhixuhao/unet/raw/b45af4d458437d8281cc218a07fd4380818ece4a/data/membrane/train/label/7.png"]
+
+
+@pytest.mark.shared
+def test_a_file_bad_at_every_source_leaves_nothing_behind(server, isbi_dir, tmp_path):
+    manifest = _isbi_on_loopback(server, isbi_dir)
+    for path in [p for p in server.files if p.endswith("/image/12.png")]:
+        server.files[path] = b"not a png"
+    with pytest.raises(ChecksumError, match="(?s)could not download image_12.png; every source failed.*size 9 bytes, expected"):
+        download(manifest, tmp_path / "data", progress=False)
+    assert_clean(tmp_path / "data")
 
 
 # --------------------------------------------------------------------------------------------------- CLI

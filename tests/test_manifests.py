@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tarfile
 
@@ -50,12 +51,39 @@ def test_hippocampus_manifest_holds_monais_published_facts():
     assert (m.layout, m.expected_cases, m.license, m.is_hosted) == ("msd", 260, "CC-BY-SA 4.0", True)
 
 
-def test_isbi_manifest_is_honest_about_hosting(isbi_dir, tmp_path):
+PLACEHOLDER_WORDS = ("PASTE", "PLACEHOLDER", "TODO", "FIXME", "example.com", "example.org", "localhost", "127.0.0.1")
+
+
+@pytest.mark.parametrize("name", sorted(shipped_manifests()))
+def test_no_shipped_manifest_has_a_placeholder_source(name):
+    """Every file of every shipped manifest can be fetched from a real public host: no stand-in ids or hosts."""
+    m = find_manifest(name)
+    assert m.is_hosted, f"{name} has a file whose only source is the Drive id placeholder"
+    for entry in m.files:
+        assert entry.sources and entry.usable_sources == entry.sources, entry.filename
+        for source in entry.sources:
+            assert PLACEHOLDER_SOURCE != source and not any(w.lower() in source.lower() for w in PLACEHOLDER_WORDS)
+            if source.startswith("gdrive:"):  # Drive file ids are 25 or more letters, digits, - and _
+                assert len(source.removeprefix("gdrive:")) >= 25, source
+            else:
+                assert source.startswith("https://"), f"{name}: {source} is not https"
+            if "github" in source:  # a branch moves; a commit does not
+                assert re.search(r"/[0-9a-f]{40}/", source), f"{source} does not pin a commit"
+
+
+def test_isbi_manifest_fetches_the_published_pngs_at_a_fixed_commit(isbi_dir):
+    """60 files: image and label N.png of zhixuhao/unet at b45af4d, each hashed as the shared _raw/ copy is."""
     m = find_manifest("ISBI2012_EM_membrane")
-    assert not m.is_hosted and m.files[0].sources == (PLACEHOLDER_SOURCE,)
-    assert "NOT HOSTED YET" in m.notes and "NOT HOSTED YET" in repr(m)
-    # its hash is what packing the shared folder gives, so a host who runs `manifest create` uploads these bytes
-    assert file_hash(pack_folder(isbi_dir, tmp_path / m.files[0].filename)) == m.files[0].hash
+    assert (m.folder, m.layout, m.expected_cases, len(m.files)) == ("ISBI2012_EM_membrane", "nnunetv2", 30, 60)
+    commit = "b45af4d458437d8281cc218a07fd4380818ece4a"
+    for entry in m.files:
+        kind, number = entry.relative_path.removeprefix("_raw/").split("/")
+        assert entry.sources[0] == (f"https://raw.githubusercontent.com/zhixuhao/unet/{commit}/data/membrane/train/"
+                                    f"{kind}/{number}")
+        published = isbi_dir / "_raw" / kind / number  # byte-identical to the repository's files (PROVENANCE.md)
+        assert (file_hash(published, "sha256"), published.stat().st_size) == (entry.hash, entry.size)
+        assert not entry.extract
+    assert m.build is not None and m.build.mask_values == {0: 1, 255: 0}  # membrane is black in the published masks
 
 
 @pytest.mark.parametrize("change, message", [
@@ -64,12 +92,34 @@ def test_isbi_manifest_is_honest_about_hosting(isbi_dir, tmp_path):
     (lambda d: d["files"][0].update(sources=["ftp://x"]), "files/0/sources/0"),
     (lambda d: d.update(layout="nnunetv1"), "layout"),
     (lambda d: d["files"][0].update(filename="../x.tar"), "files/0/filename"),
+    (lambda d: d["files"][0].update(path="../../etc/x"), "files/0/path"),
+    (lambda d: d.update(build={"convert": "run_my_script"}), "build"),
 ])
 def test_schema_violations_are_listed(change, message):
     data = json.loads(shipped_manifests()["Task04_Hippocampus"].read_text())
     change(data)
     with pytest.raises(ManifestError, match=message):
         Manifest.from_dict(data)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["files"][0].update(path="images/a.png"), "files/0/path: a file 'path' needs a 'folder'"),
+    (lambda d: d.update(folder="Mine"), "files/0/extract: a manifest with a 'folder' holds separate files"),
+])
+def test_folder_rules_are_checked(change, message):
+    data = json.loads(shipped_manifests()["Task04_Hippocampus"].read_text())
+    change(data)
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(data)
+
+
+def test_a_build_step_needs_a_folder():
+    data = json.loads(shipped_manifests()["ISBI2012_EM_membrane"].read_text())
+    del data["folder"]
+    with pytest.raises(ManifestError) as caught:
+        Manifest.from_dict(data)
+    assert "build: a build step needs a 'folder'" in str(caught.value)
+    assert "files/59/path" in str(caught.value)  # every broken rule listed, not only the first
 
 
 def test_unknown_name_lists_the_shipped_ones():

@@ -192,6 +192,20 @@ def _read_mask(path: Path, case_id: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- the dataset
 
 
+def _case_names(keys: list[str], case_ids: str | None) -> dict[str, str]:
+    """Shared file name -> case name, through the ``case_ids`` format; the names must stay distinct."""
+    if case_ids is None:
+        return {key: key for key in keys}
+    try:
+        names = {key: case_ids.format(stem=key) for key in keys}
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConversionError(f"case_ids {case_ids!r} is not a format with {{stem}} ({exc}); "
+                              "e.g. 'case_{stem}' or 'isbi2012_{stem:0>3}'") from None
+    if len(set(names.values())) < len(names):
+        raise ConversionError(f"case_ids {case_ids!r} gives two files the same case name; include {{stem}}")
+    return names
+
+
 def _output_ending(path: Path) -> str:
     ending = file_ending(path)
     return ".png" if ending in IMAGE_2D_ENDINGS else ending
@@ -209,7 +223,9 @@ def _copy_image(source: Path, target: Path) -> None:
 
 def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     name: str = "Dataset500_MyData", channel_names: Mapping[int, str] | None = None,
-                    labels: Mapping[str, int] | None = None, overwrite: bool = False) -> ConversionResult:
+                    labels: Mapping[str, int] | None = None, overwrite: bool = False,
+                    value_mapping: Mapping[int, int] | None = None, case_ids: str | None = None,
+                    description: str | None = None) -> ConversionResult:
     """Turn a folder of images and a folder of masks into an nnU-Net v2 dataset folder ``out_dir/name``.
 
     Images and masks are matched by name (:func:`match_files`); images without a mask go to ``imagesTs``. Masks
@@ -225,6 +241,12 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             images). The name chooses the normalisation: ``"CT"`` gets CT clipping, anything else z-scoring.
         labels: label name -> value; ``None``: ``background`` and ``class_1``, ``class_2``... for the values found.
         overwrite: replace an existing dataset folder of that name.
+        value_mapping: ``{mask value: class value}`` for every value the masks hold, instead of the automatic
+            :func:`value_map`; e.g. ``{0: 1, 255: 0}`` where black (0) marks the structure, as in ISBI 2012's
+            membrane masks.
+        case_ids: a format for the case names, with ``{stem}`` the shared file name (``"isbi2012_{stem:0>3}"``
+            turns ``7.png`` into ``isbi2012_007``); ``None``: the file name itself.
+        description: the ``description`` written into ``dataset.json``.
 
     Returns:
         a :class:`ConversionResult`. Check the new folder with :func:`tutorseg.inspect_dataset`.
@@ -258,20 +280,29 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             values_seen |= mask_values(mask, case_id=case_id)
         except ConversionError as exc:
             problems.append(str(exc))
+    if value_mapping is not None:
+        unmapped = sorted(values_seen - set(value_mapping))
+        if unmapped:
+            problems.append(f"the masks hold values {unmapped} that value_mapping {dict(value_mapping)} does not map")
     if problems:
         raise ConversionError(f"{len(problems)} case(s) cannot be converted:\n  " + "\n  ".join(problems))
-    mapping = value_map(values_seen)
+    if value_mapping is None:
+        mapping = value_map(values_seen)
+    else:
+        mapping = {int(old): int(new) for old, new in value_mapping.items() if int(old) != int(new)}
+    names = _case_names(list(pairs) + [_case_key(p.name[: -len(file_ending(p))]) for p in lonely_images], case_ids)
 
     with atomic_folder(target) as staging:
         for folder in ("imagesTr", "labelsTr", "imagesTs"):
             (staging / folder).mkdir()
-        for case_id, (image_path, mask_path) in sorted(pairs.items()):  # second pass: write
+        for key, (image_path, mask_path) in sorted(pairs.items()):  # second pass: write
+            case_id = names[key]
             _copy_image(image_path, staging / "imagesTr" / f"{case_id}_0000{ending}")
-            write_segmentation(mask_to_labels(_read_mask(mask_path, case_id), mapping),
+            write_segmentation(mask_to_labels(_read_mask(mask_path, key), mapping),
                                staging / "labelsTr" / f"{case_id}{ending}",
                                reference=mask_path if ending in NIFTI_ENDINGS else None)
         for image_path in lonely_images:
-            case_id = _case_key(image_path.name[: -len(file_ending(image_path))])
+            case_id = names[_case_key(image_path.name[: -len(file_ending(image_path))])]
             _copy_image(image_path, staging / "imagesTs" / f"{case_id}_0000{ending}")
 
         if labels is None:
@@ -283,8 +314,8 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         write_json_atomic(staging / "dataset.json", {
             "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
             "numTraining": len(pairs), "file_ending": ending,
-            "description": f"converted by tutorseg.integrations.convert from {Path(images_dir).name}/ and "
-                           f"{Path(masks_dir).name}/"})
+            "description": description or f"converted by tutorseg.integrations.convert from "
+                                          f"{Path(images_dir).name}/ and {Path(masks_dir).name}/"})
 
     notes = []
     if mapping:

@@ -12,6 +12,11 @@ What :func:`download` does for each file of a :class:`~tutorseg.integrations.man
    folder, the case count is checked, a marker with the archive's hash is written, and the folder is moved into place in
    one rename.
 
+A manifest of separate files (one with a ``folder``, such as ISBI 2012's 60 PNGs) is fetched whole instead: every
+file is fetched and verified into the temporary folder at its ``path``, the manifest's build step turns them into
+the dataset (:func:`tutorseg.integrations.convert.convert_folders`), and the finished folder is checked, marked and
+moved into place in one rename, as an extracted archive is.
+
 Any failure removes the temporary folder, so the target never holds a half-written file or folder. One download
 runs into a folder at a time (a lock on the folder): a second one waits and then finds the first's result cached.
 """
@@ -19,6 +24,7 @@ runs into a folder at a time (a lock on the folder): a second one waits and then
 from __future__ import annotations
 
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tutorseg import __version__
+from tutorseg.data.jobs import progress_bar
 from tutorseg.integrations.archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
 from tutorseg.integrations.manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
 from tutorseg.integrations.transfers import (
@@ -105,6 +112,8 @@ def download(name_or_manifest: "str | os.PathLike | Manifest", to: str | os.Path
     placed: list[Path] = []
     try:
         with _only_download_into(to):
+            if manifest.folder is not None:
+                return _download_folder(manifest, to, progress=progress, check=check)
             for entry in manifest.files:
                 placed.append(_download_file(entry, manifest, to, progress=progress, keep_archive=keep_archive,
                                              check=check))
@@ -182,6 +191,62 @@ def _download_file(entry: ManifestFile, manifest: Manifest, to: Path, *, progres
         raise download_os_error(exc, f"while writing {entry.filename} into {to}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download_folder(manifest: Manifest, to: Path, *, progress: bool, check: bool) -> Path:
+    """Fetch every file of a manifest of separate files, build the dataset from them, move it into place whole."""
+    assert manifest.folder is not None
+    final = to / manifest.folder
+    digest = _files_digest(manifest)
+    cached = _cached_folder(final, digest)
+    if cached is not None:
+        return cached
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=to))
+    try:
+        fetched = staging / "fetched"
+        bar = progress_bar(len(manifest.files), enabled=progress, description=manifest.name, unit="file")
+        with bar:
+            for entry in manifest.files:
+                place = fetched / entry.relative_path
+                place.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(_fetch_verified(entry, staging, progress=False), place)
+                bar.update(1)
+        folder = _build(fetched, manifest, staging)
+        if check:
+            _check_content(folder, manifest, f"the files of {manifest.name}")
+        _write_marker(folder, manifest.name, f"{len(manifest.files)} files", digest)
+        return _move_into_place(folder, final)
+    except OSError as exc:
+        raise download_os_error(exc, f"while writing {manifest.name} into {to}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(fetched: Path, manifest: Manifest, staging: Path) -> Path:
+    """The dataset folder made from the fetched files: converted by the build step (files kept beside), or as is."""
+    assert manifest.folder is not None
+    if manifest.build is None:
+        return fetched.rename(staging / manifest.folder)
+    from tutorseg.integrations.convert import ConversionError, convert_folders
+
+    step = manifest.build
+    try:
+        result = convert_folders(fetched / step.images, fetched / step.masks, staging / "built", name=manifest.folder,
+                                 channel_names=step.channel_names, labels=step.labels, value_mapping=step.mask_values,
+                                 case_ids=step.case_ids, description=step.description)
+    except ConversionError as exc:
+        raise DownloadError(f"the files of {manifest.name} were verified but cannot be converted as the manifest's "
+                            f"build step says: {exc}") from None
+    for item in fetched.iterdir():  # the files as published stay in the dataset folder (e.g. _raw/)
+        os.replace(item, result.dataset_dir / item.name)
+    return result.dataset_dir
+
+
+def _files_digest(manifest: Manifest) -> str:
+    """One hash for a manifest of separate files: of every file's place and hash, and of the build step."""
+    content = json.dumps({"files": sorted((f.relative_path, f.hash) for f in manifest.files),
+                          "build": manifest.build.to_dict() if manifest.build else None}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
 def _refuse_unhosted(manifest: Manifest) -> None:
@@ -341,22 +406,22 @@ def _extract(archive: Path, entry: ManifestFile, manifest: Manifest, staging: Pa
     else:  # files at the archive's top level: keep them together in a folder named after the dataset
         folder = unpacked.rename(staging / manifest.name)
     if check:
-        _check_content(folder, manifest, entry)
-    _write_marker(folder, entry, manifest)
+        _check_content(folder, manifest, entry.filename)
+    _write_marker(folder, manifest.name, entry.filename, entry.hash)
     return folder
 
 
-def _check_content(folder: Path, manifest: Manifest, entry: ManifestFile) -> None:
-    """Refuse an archive whose dataset does not match the manifest (layout, labelled cases)."""
+def _check_content(folder: Path, manifest: Manifest, what: str) -> None:
+    """Refuse a downloaded dataset that does not match the manifest (layout, labelled cases)."""
     from tutorseg.data.dataset import load_dataset
 
     dataset_folder = find_dataset_folder(folder)
     if dataset_folder is None:
-        raise DownloadError(f"{entry.filename} was verified but holds no dataset.json; the manifest "
+        raise DownloadError(f"{what} was verified but holds no dataset.json; the manifest "
                             f"{manifest.name!r} points at the wrong archive")
     ds = load_dataset(dataset_folder)
     if ds.layout != manifest.layout or len(ds.training) != manifest.expected_cases:
-        raise DownloadError(f"{entry.filename} holds a {ds.layout} dataset with {len(ds.training)} labelled cases; "
+        raise DownloadError(f"{what} holds a {ds.layout} dataset with {len(ds.training)} labelled cases; "
                             f"the manifest {manifest.name!r} expects {manifest.layout} with {manifest.expected_cases}. "
                             "Fix the manifest, or pass check=False to keep the data anyway")
 
@@ -367,8 +432,8 @@ def _listing(folder: Path) -> dict[str, int]:
             if p.is_file() and p.name != MARKER_NAME}
 
 
-def _write_marker(folder: Path, entry: ManifestFile, manifest: Manifest) -> None:
-    marker = {"manifest": manifest.name, "filename": entry.filename, "hash": entry.hash,
+def _write_marker(folder: Path, manifest_name: str, filename: str, content_hash: str) -> None:
+    marker = {"manifest": manifest_name, "filename": filename, "hash": content_hash,
               "downloaded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "files": _listing(folder)}
     (folder / MARKER_NAME).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
@@ -397,18 +462,28 @@ def _cached(entry: ManifestFile, to: Path) -> Path | None:
         path = to / entry.filename
         return path if path.is_file() and file_hash(path, entry.hash_algorithm) == entry.hash else None
     for marker_path in sorted(to.glob(f"*/{MARKER_NAME}")):
-        try:
-            marker = json.loads(marker_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if marker.get("hash") != entry.hash:
-            continue
-        folder = marker_path.parent
-        listed = marker.get("files", {})
-        present = _listing(folder)
-        missing = sorted(name for name, size in listed.items() if present.get(name) != size)
-        if missing:
-            raise DownloadError(f"{folder} came from {entry.filename} but {len(missing)} file(s) are missing or "
-                                f"changed (e.g. {missing[0]}). Delete the folder and run the download again.")
-        return folder
+        folder = _cached_folder(marker_path.parent, entry.hash)
+        if folder is not None:
+            return folder
     return None
+
+
+def _cached_folder(folder: Path, content_hash: str) -> Path | None:
+    """``folder`` if its marker says it was made from ``content_hash`` and its files are all there, else None.
+
+    Raises:
+        DownloadError: the marker matches but files went missing (replacing the folder could lose the user's work).
+    """
+    try:
+        marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if marker.get("hash") != content_hash:
+        return None
+    listed = marker.get("files", {})
+    present = _listing(folder)
+    missing = sorted(name for name, size in listed.items() if present.get(name) != size)
+    if missing:
+        raise DownloadError(f"{folder} came from {marker.get('filename')} but {len(missing)} file(s) are missing or "
+                            f"changed (e.g. {missing[0]}). Delete the folder and run the download again.")
+    return folder

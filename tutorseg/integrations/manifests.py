@@ -54,6 +54,8 @@ class ManifestFile:
         size: bytes, or ``None`` where the publisher states none.
         sources: tried in order: ``"gdrive:FILE_ID"`` (fetched with gdown) or ``"https://..."``.
         extract: unpack the tar or zip archive after download.
+        path: where the file goes inside the manifest's ``folder`` (``"_raw/image/0.png"``); ``None``: ``filename``.
+            Only for manifests of separate files (with a ``folder``).
     """
 
     filename: str
@@ -61,6 +63,7 @@ class ManifestFile:
     size: int | None
     sources: tuple[str, ...]
     extract: bool
+    path: str | None = None
 
     @property
     def hash_algorithm(self) -> str:
@@ -71,12 +74,59 @@ class ManifestFile:
         """Sources that can be tried: all but the Drive id placeholder of a manifest not yet hosted."""
         return tuple(s for s in self.sources if not is_placeholder(s))
 
+    @property
+    def relative_path(self) -> str:
+        """Where the file goes inside the manifest's folder."""
+        return self.path or self.filename
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "sources": list(self.sources)}
+        data = {**asdict(self), "sources": list(self.sources)}
+        if self.path is None:
+            del data["path"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ManifestFile":
-        return cls(data["filename"], data["hash"], data.get("size"), tuple(data["sources"]), bool(data["extract"]))
+        return cls(data["filename"], data["hash"], data.get("size"), tuple(data["sources"]), bool(data["extract"]),
+                   data.get("path"))
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """How the separate files of a manifest become a dataset: a folder of images and one of masks, converted.
+
+    The conversion is :func:`tutorseg.integrations.convert.convert_folders`, the one a user runs on their own
+    folders; a manifest names only its settings (no code travels in a manifest).
+
+    Attributes:
+        images: the folder of images, inside the manifest's folder (``"_raw/image"``).
+        masks: the folder of masks named like the images (``"_raw/label"``).
+        case_ids: case names, a format with ``{stem}``, the shared file name (``"isbi2012_{stem:0>3}"``).
+        mask_values: ``{mask value: class value}`` for every value in the masks.
+        channel_names: ``{channel: name}`` for ``dataset.json`` (the name decides the normalisation).
+        labels: ``{label name: class value}`` for ``dataset.json``.
+        description: the ``description`` of ``dataset.json``.
+    """
+
+    images: str
+    masks: str
+    case_ids: str
+    mask_values: dict[int, int]
+    channel_names: dict[int, str]
+    labels: dict[str, int]
+    description: str
+
+    def to_dict(self) -> dict:
+        return {"convert": "image_and_mask_folders", "images": self.images, "masks": self.masks,
+                "case_ids": self.case_ids, "mask_values": {str(k): v for k, v in self.mask_values.items()},
+                "channel_names": {str(k): v for k, v in self.channel_names.items()}, "labels": dict(self.labels),
+                "description": self.description}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BuildStep":
+        return cls(data["images"], data["masks"], data["case_ids"],
+                   {int(k): int(v) for k, v in data["mask_values"].items()},
+                   {int(k): v for k, v in data["channel_names"].items()}, dict(data["labels"]), data["description"])
 
 
 @dataclass(frozen=True)
@@ -98,6 +148,9 @@ class Manifest:
         image_size: typical image size, in words.
         homepage: where the dataset is published.
         notes: provenance and caveats.
+        folder: for a manifest of separate files (no archive): the dataset folder they are placed in, each at its
+            ``path``; ``None`` for a manifest of archives.
+        build: how the files placed in ``folder`` become the dataset (a :class:`BuildStep`), or ``None``.
         path: the JSON file it was read from, if any.
     """
 
@@ -115,6 +168,8 @@ class Manifest:
     image_size: str = ""
     homepage: str = ""
     notes: str = ""
+    folder: str | None = None
+    build: BuildStep | None = None
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -127,8 +182,9 @@ class Manifest:
                 "citation": self.citation, "homepage": self.homepage, "notes": self.notes, "layout": self.layout,
                 "modality": self.modality, "dimensionality": self.dimensionality, "spacing": self.spacing,
                 "image_size": self.image_size, "expected_cases": self.expected_cases,
-                "expected_test_cases": self.expected_test_cases, "files": [f.to_dict() for f in self.files]}
-        optional = ("homepage", "notes", "image_size", "expected_test_cases")
+                "expected_test_cases": self.expected_test_cases, "folder": self.folder,
+                "build": self.build.to_dict() if self.build else None, "files": [f.to_dict() for f in self.files]}
+        optional = ("homepage", "notes", "image_size", "expected_test_cases", "folder", "build")
         return {k: v for k, v in data.items() if not (k in optional and v in ("", None))}
 
     @classmethod
@@ -139,13 +195,16 @@ class Manifest:
             ManifestError: the dict breaks the schema; the message lists every violation.
         """
         validate_manifest(data, where=str(path) if path else "manifest")
+        _check_folder_rules(data, where=str(path) if path else "manifest")
+        build = data.get("build")
         return cls(name=data["name"], description=data["description"], license=data["license"],
                    citation=data["citation"], layout=data["layout"], modality=data["modality"],
                    dimensionality=data["dimensionality"], spacing=data["spacing"],
                    expected_cases=data["expected_cases"],
                    files=tuple(ManifestFile.from_dict(f) for f in data["files"]),
                    expected_test_cases=data.get("expected_test_cases"), image_size=data.get("image_size", ""),
-                   homepage=data.get("homepage", ""), notes=data.get("notes", ""), path=path)
+                   homepage=data.get("homepage", ""), notes=data.get("notes", ""), folder=data.get("folder"),
+                   build=BuildStep.from_dict(build) if build else None, path=path)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write as indented JSON (temporary file, then moved into place)."""
@@ -234,6 +293,27 @@ def validate_manifest(data: dict, *, where: str = "manifest") -> None:
     if errors:
         lines = [f"  {'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors]
         raise ManifestError(f"{where} does not follow the manifest schema ({SCHEMA_FILENAME}):\n" + "\n".join(lines))
+
+
+def _check_folder_rules(data: dict, *, where: str) -> None:
+    """What the schema cannot say: separate files (``path``, ``build``) need a ``folder``; a folder takes no archives.
+
+    Raises:
+        ManifestError: listing every broken rule.
+    """
+    folder = data.get("folder")
+    problems = []
+    if data.get("build") and not folder:
+        problems.append("build: a build step needs a 'folder' to build the dataset in")
+    for i, entry in enumerate(data["files"]):
+        if entry.get("path") and not folder:
+            problems.append(f"files/{i}/path: a file 'path' needs a 'folder' to place it in")
+        if folder and entry["extract"]:
+            problems.append(f"files/{i}/extract: a manifest with a 'folder' holds separate files, not archives")
+    places = [entry.get("path") or entry["filename"] for entry in data["files"]]
+    problems += [f"files: two files go to {p!r}" for p in sorted({p for p in places if places.count(p) > 1})]
+    if problems:
+        raise ManifestError(f"{where} breaks the manifest rules:\n  " + "\n  ".join(problems))
 
 
 def shipped_manifests() -> dict[str, Path]:
