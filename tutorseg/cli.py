@@ -137,7 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tutorseg.training import resume, train_fold
 
     if args.resume:
-        record = resume(args.out, progress=not args.quiet, device=args.device)
+        record = resume(args.out, dataset=args.dataset, progress=not args.quiet, device=args.device)
     else:
         if args.plan is None or args.dataset is None:
             raise TutorsegError("tutorseg train needs DATASET_DIR and --plan PLAN.json (or --resume --out RUN_DIR)")

@@ -15,23 +15,26 @@ The only line that touches Google's API is in :func:`_mount_drive`; the rest run
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tutorseg.data.files import atomic_folder, display_path
+from tutorseg.data.copies import COPY_MARKER, DatasetCopyError, copy_dataset
+from tutorseg.data.files import display_path
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.environment import on_colab
+from tutorseg.training.run_folder import finished_runs, run_path
 
 COLAB_DRIVE_MOUNT = Path("/content/drive")  # where Colab's drive.mount puts Google Drive, by convention
 COLAB_LOCAL_DISK = Path("/content")  # the Colab machine's own (fast, temporary) disk
-COPY_MARKER = ".tutorseg_copy.json"  # written into a copied dataset: what it was copied from, to skip a second copy
 
 
 class WorkspaceError(TutorsegError):
     """The workspace cannot be set up (Drive not mountable, dataset folder missing)."""
+
+
+__all__ = ["COPY_MARKER", "DatasetCopyError", "Workspace", "WorkspaceError", "copy_dataset", "drive_root",
+           "setup_workspace"]
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,20 @@ class Workspace:
     drive_mounted: bool
     notes: tuple[str, ...] = field(default=())
 
-    def run_dir(self, name: str) -> Path:
-        """Folder of the run called ``name`` (``workspace.run_dir("hippocampus_fold0")``), created if missing."""
-        path = self.runs_dir / name
+    def run_dir(self, dataset: str, configuration: str, fold: int | str = 0) -> Path:
+        """The run folder of a fold: ``runs/<dataset>/<configuration>/fold_<k>`` (created if missing).
+
+        The same naming everywhere (:func:`tutorseg.training.run_folder.run_path`), so notebook 04 finds the run
+        notebook 03 trained, on Colab through Google Drive.
+        """
+        path = run_path(self.runs_dir, dataset, configuration, fold)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def finished_run(self, dataset: str, fold: int | str = 0) -> Path | None:
+        """The newest finished run (``checkpoint_final.pt``) of the dataset's fold, any configuration, or None."""
+        runs = finished_runs(self.runs_dir, dataset, fold)
+        return runs[0] if runs else None
 
     @property
     def preprocessed_dir(self) -> Path:
@@ -122,47 +134,6 @@ def drive_root(mount_point: Path = COLAB_DRIVE_MOUNT, *, mount: bool = True) -> 
     return my_drive
 
 
-# --------------------------------------------------------------------------------------------------- copying
-
-
-def _folder_signature(folder: Path) -> dict:
-    """Number of files and their total size: enough to tell whether a copy is complete and current."""
-    files = [p for p in folder.rglob("*") if p.is_file() and p.name != COPY_MARKER]
-    return {"files": len(files), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def copy_dataset(source: str | os.PathLike, destination_parent: str | os.PathLike) -> tuple[Path, str]:
-    """Copy a dataset folder under ``destination_parent`` unless an identical copy is already there.
-
-    The copy is made in a temporary folder and renamed into place, so an interrupted copy is never mistaken for a
-    complete one; a marker file records the source's file count and size.
-
-    Args:
-        source: the dataset folder (holding ``dataset.json``).
-        destination_parent: the folder to copy into (the copy keeps the source's folder name).
-
-    Returns:
-        ``(path of the copy, a note saying what was done)``.
-
-    Raises:
-        WorkspaceError: the source folder does not exist.
-    """
-    source = Path(source).expanduser()
-    if not source.is_dir():
-        raise WorkspaceError(f"dataset folder {source} not found; give the folder that holds dataset.json "
-                             "(on Colab, e.g. /content/drive/MyDrive/datasets/Task04_Hippocampus)")
-    destination = Path(destination_parent) / source.name
-    signature = {"source": str(source), **_folder_signature(source)}
-    marker = destination / COPY_MARKER
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == signature:
-        return destination, f"reused the local copy of {source.name} ({signature['files']} files)"
-    with atomic_folder(destination) as staging:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        (staging / COPY_MARKER).write_text(json.dumps(signature), encoding="utf-8")
-    megabytes = signature["bytes"] / 1e6
-    return destination, f"copied {source.name} to the local disk ({signature['files']} files, {megabytes:.1f} MB)"
-
-
 # --------------------------------------------------------------------------------------------------- the one call
 
 
@@ -197,7 +168,7 @@ def setup_workspace(dataset: str | os.PathLike | None = None, *, project: str = 
         On Colab (it mounts Google Drive, so it is not run as a doctest)::
 
             ws = setup_workspace("/content/drive/MyDrive/datasets/Task04_Hippocampus")
-            run = ws.run_dir("hippocampus_3d_fold0")
+            run = ws.run_dir("Task04_Hippocampus", "3d_fullres", fold=0)  # runs/Task04_Hippocampus/3d_fullres/fold_0
     """
     is_colab = on_colab() if colab is None else bool(colab)
     notes: list[str] = []

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tutorseg.data.artefacts import read_artefact, write_artefact
+from tutorseg.data.copies import copied_from
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.augmentation import AugmentationConfig
 from tutorseg.training.schedule import (
@@ -58,6 +59,7 @@ class TrainingConfig:
     epoch_size_from_device: bool = False  # the two sizes above are the device's defaults: a resume elsewhere resets
     budget: str | float | None = None  # the budget as given ("20min"), for the log
     schedule: str | None = None  # the named schedule that filled the rest, if any
+    dataset_source: str | None = None  # the folder dataset_dir was copied from (Colab: on Drive); resume recopies it
     tutorseg_version: str = ""  # what the run was started with
     torch_version: str = ""
     created: str = ""  # UTC, ISO 8601
@@ -174,6 +176,7 @@ def resolve_config(dataset, *, configuration: str, fold: int | str, budget: str 
     default_iterations, default_val = default_epoch_size(on_cpu)
     return TrainingConfig(
         dataset_dir=str(dataset.root), dataset_name=dataset.name, configuration=configuration, fold=fold,
+        dataset_source=str(source) if (source := copied_from(dataset.root)) is not None else None,
         budget_seconds=parse_budget(budget) if budget is not None else None,
         epochs=int(epochs) if epochs is not None else None,
         iterations_per_epoch=iterations_per_epoch or default_iterations,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tutorseg.data.artefacts import to_json_types
+from tutorseg.data.copies import copy_dataset
 from tutorseg.data.dataset import Dataset, as_dataset
 from tutorseg.data.jobs import progress_bar
 from tutorseg.planning import ConfigurationPlan, Plan
@@ -618,19 +619,24 @@ def _resume_device(config: TrainingConfig, device: str | None) -> str | None:
     return None
 
 
-def resume(run_dir, *, progress: bool = True, device: str | None = None) -> TrainingRecord:
+def resume(run_dir, *, dataset=None, progress: bool = True, device: str | None = None) -> TrainingRecord:
     """Continue a run where it stopped; the epoch that was interrupted is trained again.
 
     Model, optimiser, scaler, epoch, elapsed budget, history and every random state come back from
     the newest checkpoint that loads (``checkpoint_epoch_NNNN.pt``).
 
+    After a Colab disconnect the run folder (on Drive) is there but the machine is new: the local copy of the
+    dataset and the preprocessed cases are gone. The dataset is then copied again from the folder it was copied
+    from (recorded in ``config.json``), and missing preprocessed cases are made again.
+
     Args:
         run_dir: the run folder written by :func:`train_fold`.
+        dataset: the dataset folder if it moved (default: where the run found it, or a fresh copy of its source).
         progress: progress bar and live plot.
         device: train on another device than recorded (e.g. the GPU came back); default: as recorded.
 
     Raises:
-        TrainingError: the folder is not a run folder.
+        TrainingError: the folder is not a run folder, or its dataset is gone (the message says what to pass).
     """
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / "config.json").is_file():
@@ -638,17 +644,43 @@ def resume(run_dir, *, progress: bool = True, device: str | None = None) -> Trai
                             "tutorseg.train_fold(...)")
     config = TrainingConfig.load(run_dir / "config.json")
     with run_lock(run_dir):
-        return _resume_locked(run_dir, config, progress=progress, device=device)
+        return _resume_locked(run_dir, config, dataset, progress=progress, device=device)
 
 
-def _resume_locked(run_dir: Path, config: TrainingConfig, *, progress: bool, device: str | None) -> TrainingRecord:
+def _dataset_for_resume(run_dir: Path, config: TrainingConfig, dataset) -> Dataset:
+    """The run's dataset: as given, where the run found it, or copied again from the folder it was copied from."""
+    if dataset is None and Path(config.dataset_dir).is_dir():
+        return as_dataset(config.dataset_dir)
+    if dataset is None and config.dataset_source and Path(config.dataset_source).is_dir():
+        copy, note = copy_dataset(config.dataset_source, Path(config.dataset_dir).parent)
+        print(f"tutorseg: the dataset folder {config.dataset_dir} is gone (a new Colab machine?): {note}")
+        return as_dataset(copy)
+    if dataset is None:
+        source = f" nor the folder it was copied from, {config.dataset_source}," if config.dataset_source else ""
+        raise TrainingError(
+            f"{run_dir} trained on {config.dataset_dir}, which is gone,{source} so the run cannot go on here. Pass "
+            f"the dataset's folder: tutorseg.resume({str(run_dir)!r}, dataset='path/to/{config.dataset_name}') "
+            f"(command line: tutorseg train path/to/{config.dataset_name} --resume --out {run_dir}); on Colab, "
+            "download or copy it first (notebook 00).")
+    found = as_dataset(dataset)
+    if found.name != config.dataset_name:
+        raise TrainingError(f"{run_dir} trained on the dataset {config.dataset_name!r}, not {found.name!r} "
+                            f"({found.root}); pass the folder of {config.dataset_name}")
+    return found
+
+
+def _resume_locked(run_dir: Path, config: TrainingConfig, dataset, *, progress: bool,
+                   device: str | None) -> TrainingRecord:
+    dataset = _dataset_for_resume(run_dir, config, dataset)
     recovered = RunFolderWriter(run_dir, announce=lambda message: None).recover()  # the last process's held files
     stale = ckpt.remove_stale_temporaries(run_dir)
     moved = _resume_device(config, device)
     if moved is not None:
         config = config.for_device(moved, on_cpu=choose_device(moved).torch_device.type == "cpu")
     plan = Plan.load(run_dir / "plan.json")
-    dataset = as_dataset(config.dataset_dir)
+    if str(dataset.root) != config.dataset_dir:
+        config = replace(config, dataset_dir=str(dataset.root))
+        config.save(run_dir / "config.json")
     run = _build_run(run_dir, config, plan, dataset, progress=progress)
     found = ckpt.load_latest_checkpoint(run_dir)
     notes = []

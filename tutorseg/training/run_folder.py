@@ -26,6 +26,25 @@ from pathlib import Path
 from tutorseg.data.files import atomic_path
 from tutorseg.data.problems import TutorsegError
 
+
+def run_path(runs_dir: str | Path, dataset: str, configuration: str, fold: int | str) -> Path:
+    """Where a run lives: ``RUNS/<dataset>/<configuration>/fold_<k>``, the one naming used everywhere.
+
+    Notebooks, the workspace and the docs name run folders this way, so that a notebook finds the run another one
+    trained (on Colab, through Google Drive). It is nnU-Net's own ``<dataset>/<trainer__plans__configuration>/
+    fold_<k>`` with tutorseg's single trainer and plan left out.
+
+    >>> run_path("runs", "Task04_Hippocampus", "3d_fullres", 0).as_posix()
+    'runs/Task04_Hippocampus/3d_fullres/fold_0'
+    """
+    return Path(runs_dir) / dataset / configuration / f"fold_{fold}"
+
+
+def finished_runs(runs_dir: str | Path, dataset: str, fold: int | str = 0) -> list[Path]:
+    """The finished runs (``checkpoint_final.pt`` present) of ``dataset``'s fold, one per configuration, newest first."""
+    found = [p.parent for p in Path(runs_dir).glob(f"{dataset}/*/fold_{fold}/checkpoint_final.pt")]
+    return sorted(found, key=lambda p: (p / "checkpoint_final.pt").stat().st_mtime, reverse=True)
+
 # errno values that mean "the folder is not there right now", not "you asked for something wrong"
 FOLDER_AWAY = {errno.ENOTCONN, errno.EIO, errno.ESTALE, errno.ENOSPC, errno.EROFS, errno.ENODEV, errno.ENXIO,
                errno.ETIMEDOUT, errno.ECONNABORTED}
