@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,11 @@ from notebook_kernel import SlicedPollKernelManager
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RELEASE = "v" + tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-         "(https://colab.research.google.com/github/tutorseg/tutorseg/blob/main/notebooks/{name})")
+         f"(https://colab.research.google.com/github/tutorseg/tutorseg/blob/{RELEASE}/notebooks/{{name}})")
+INSTALL_SOURCE = f'TUTORSEG = "tutorseg @ git+https://github.com/tutorseg/tutorseg@{RELEASE}"'
+
 CELL_TIMEOUT_S = 600  # no smoke-mode cell should come near this; it stops a hung kernel
 # notebooks whose smoke run needs the shared data beside the repository (offline they would have to download it)
 NEEDS_SHARED = {"06_2d_microscopy.ipynb": REPO.parent / "shared" / "data" / "ISBI2012_EM_membrane"}
@@ -73,9 +77,20 @@ def test_follows_the_skeleton(path):
     code = [c for c in cells if c["cell_type"] == "code"]
     assert 'importlib.util.find_spec("tutorseg") is None' in _source(code[0]), \
         f"{path.name}: the first code cell is the Colab-safe install cell"
+    assert INSTALL_SOURCE in _source(code[0]), f"{path.name}: the install cell names the release {RELEASE}"
+    assert "capture_output=True" in _source(code[0]) and "print(pip.stdout" in _source(code[0]), \
+        f"{path.name}: the install cell shows pip's output when it fails"
+    assert "**Needs:**" in first and "**Takes:**" in first, f"{path.name}: say what it needs and how long it takes"
+    metadata = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    assert metadata.get("accelerator") == "GPU" and metadata["colab"]["gpuType"] == "T4", \
+        f"{path.name}: the metadata asks Colab for a GPU runtime"
+    exercises = next(c for c in cells if c["cell_type"] == "markdown" and "## Exercises" in _source(c))
+    assert "<summary><b>Solutions</b>" in _source(exercises), f"{path.name}: exercises come with solutions"
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: exactly one code cell must be tagged 'parameters' (papermill)"
     parameters = _source(tagged[0])
+    assert "widgets.interactive" not in "".join(_source(c) for c in code), \
+        f"{path.name}: ipywidgets.interactive shows no controls in Colab's front end; use explicit widgets"
     for name in ("SMOKE = False", "DATASET_DIR = ", "WORK_DIR = "):
         assert name in parameters, f"{path.name}: the parameters cell must set {name.strip()}"
     imports = _source(code[code.index(tagged[0]) + 1])

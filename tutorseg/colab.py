@@ -23,7 +23,7 @@ from tutorseg.data.copies import COPY_MARKER, DatasetCopyError, copy_dataset
 from tutorseg.data.files import display_path
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.environment import on_colab
-from tutorseg.training.run_folder import finished_runs, run_path
+from tutorseg.training.run_folder import find_runs, run_path
 
 COLAB_DRIVE_MOUNT = Path("/content/drive")  # where Colab's drive.mount puts Google Drive, by convention
 COLAB_LOCAL_DISK = Path("/content")  # the Colab machine's own (fast, temporary) disk
@@ -71,7 +71,12 @@ class Workspace:
 
     def finished_run(self, dataset: str, fold: int | str = 0) -> Path | None:
         """The newest finished run (``checkpoint_final.pt``) of the dataset's fold, any configuration, or None."""
-        runs = finished_runs(self.runs_dir, dataset, fold)
+        runs = find_runs(self.runs_dir, dataset, fold)
+        return runs[0] if runs else None
+
+    def started_run(self, dataset: str, fold: int | str = 0) -> Path | None:
+        """The newest run of the dataset's fold, finished or not (after a disconnect: the one to resume), or None."""
+        runs = find_runs(self.runs_dir, dataset, fold, finished=False)
         return runs[0] if runs else None
 
     @property

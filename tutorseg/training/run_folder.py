@@ -26,6 +26,14 @@ from pathlib import Path
 from tutorseg.data.files import atomic_path
 from tutorseg.data.problems import TutorsegError
 
+# errno values that mean "the folder is not there right now", not "you asked for something wrong"
+FOLDER_AWAY = {errno.ENOTCONN, errno.EIO, errno.ESTALE, errno.ENOSPC, errno.EROFS, errno.ENODEV, errno.ENXIO,
+               errno.ETIMEDOUT, errno.ECONNABORTED}
+PROBE = ".tutorseg_probe"  # written and removed to see whether the run folder is back
+AWAY_MARKER = ".away"  # in the fallback folder while the run folder is away and nothing else is held
+FINISH_TRIES = 10  # at the end: how often to try the run folder again
+FINISH_WAIT_S = 3.0  # ... and how long to wait between tries
+
 
 def run_path(runs_dir: str | Path, dataset: str, configuration: str, fold: int | str) -> Path:
     """Where a run lives: ``RUNS/<dataset>/<configuration>/fold_<k>``, the one naming used everywhere.
@@ -40,18 +48,18 @@ def run_path(runs_dir: str | Path, dataset: str, configuration: str, fold: int |
     return Path(runs_dir) / dataset / configuration / f"fold_{fold}"
 
 
-def finished_runs(runs_dir: str | Path, dataset: str, fold: int | str = 0) -> list[Path]:
-    """The finished runs (``checkpoint_final.pt`` present) of ``dataset``'s fold, one per configuration, newest first."""
-    found = [p.parent for p in Path(runs_dir).glob(f"{dataset}/*/fold_{fold}/checkpoint_final.pt")]
-    return sorted(found, key=lambda p: (p / "checkpoint_final.pt").stat().st_mtime, reverse=True)
+def find_runs(runs_dir: str | Path, dataset: str, fold: int | str = 0, *, finished: bool = True) -> list[Path]:
+    """The runs of ``dataset``'s fold under ``runs_dir``, one per configuration, the most recently written first.
 
-# errno values that mean "the folder is not there right now", not "you asked for something wrong"
-FOLDER_AWAY = {errno.ENOTCONN, errno.EIO, errno.ESTALE, errno.ENOSPC, errno.EROFS, errno.ENODEV, errno.ENXIO,
-               errno.ETIMEDOUT, errno.ECONNABORTED}
-PROBE = ".tutorseg_probe"  # written and removed to see whether the run folder is back
-AWAY_MARKER = ".away"  # in the fallback folder while the run folder is away and nothing else is held
-FINISH_TRIES = 10  # at the end: how often to try the run folder again
-FINISH_WAIT_S = 3.0  # ... and how long to wait between tries
+    Args:
+        runs_dir: the folder of runs (a workspace's ``runs_dir``).
+        dataset: the dataset's name (``dataset.json``'s, as in the run folders' names).
+        fold: the fold.
+        finished: only finished runs (``checkpoint_final.pt`` present); False: every started run (``config.json``).
+    """
+    mark = "checkpoint_final.pt" if finished else "config.json"
+    found = [p.parent for p in Path(runs_dir).glob(f"{dataset}/*/fold_{fold}/{mark}")]
+    return sorted(found, key=lambda p: (p / mark).stat().st_mtime, reverse=True)
 
 
 def fallback_folder(run_dir: Path) -> Path:

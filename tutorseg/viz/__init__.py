@@ -23,8 +23,8 @@ from tutorseg.viz.plots import (
     save_figure,
     window_from_level,
 )
-from tutorseg.viz.widgets import SliceViewer, slice_viewer
+from tutorseg.viz.widgets import PlanExplorer, SliceViewer, plan_explorer, slice_viewer
 
-__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "SliceViewer", "VizError", "error_map", "feature_map_sizes",
+__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map", "feature_map_sizes",
            "figure_to_png", "plot_case", "plot_fingerprint", "plot_metrics", "plot_network", "plot_slices",
-           "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]
+           "plan_explorer", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]

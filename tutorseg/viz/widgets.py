@@ -10,6 +10,7 @@ ipywidgets is imported inside the functions: the rest of tutorseg runs without i
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,9 +155,15 @@ class SliceViewer:
             # a three-channel 2D image is most likely a colour picture: show it in colour first
             self.channel_picker.value = RGB if n_channels == 3 and not self.is_3d else 0
             self.axis_buttons.layout.display = None if self.is_3d else "none"
-            self.show_reference.disabled = self._label is None
-            self.show_prediction.disabled = self._prediction is None
-            self.show_errors.disabled = self._label is None or self._prediction is None
+            # a box for something the case does not have is unticked and greyed out, not ticked and greyed out
+            for box, missing in ((self.show_reference, self._label is None),
+                                 (self.show_prediction, self._prediction is None),
+                                 (self.show_errors, self._label is None or self._prediction is None)):
+                if missing:
+                    box.value = False
+                elif box.disabled and box is not self.show_errors:
+                    box.value = True  # it was off only because the previous case had nothing to show
+                box.disabled = missing
             self._reset_window()
             self._reset_slider()
         finally:
@@ -272,14 +279,17 @@ class SliceViewer:
         return f"SliceViewer({len(self.cases)} cases, showing {self._title()!r})"
 
 
-def slice_viewer(dataset_or_cases, *, predictions=None, label_names: Mapping | None = None) -> SliceViewer:
+def slice_viewer(dataset_or_cases, *, predictions=None, label_names: Mapping | None = None,
+                 max_cases: int | None = None) -> SliceViewer:
     """An interactive slice viewer for the cases of a dataset (2D or 3D), with reference, prediction and errors.
 
     Args:
         dataset_or_cases: a dataset folder, a :class:`tutorseg.Dataset`, a Case or a list of Cases.
         predictions: predicted label maps: a folder of ``CASE.nii.gz`` / ``CASE.png`` files (what
             :func:`tutorseg.predict` writes), a dict ``{case_id: array or file}``, or ``None``.
-        label_names: ``{name: value}`` for the legend; by default the dataset's labels.
+        label_names: ``{name: value}`` for the legend; by default the dataset's labels (give them when passing a
+            list of cases, which carries none).
+        max_cases: offer only the first cases (a quicker viewer for a large dataset).
 
     Returns:
         a :class:`SliceViewer`; as the last line of a notebook cell it shows itself.
@@ -290,4 +300,78 @@ def slice_viewer(dataset_or_cases, *, predictions=None, label_names: Mapping | N
         ('hippocampus_001', 'slice')
     """
     cases, names = _cases_of(dataset_or_cases)
-    return SliceViewer(cases, predictions=predictions, label_names=label_names or names)
+    return SliceViewer(cases[:max_cases], predictions=predictions, label_names=label_names or names)
+
+
+class PlanExplorer:
+    """Re-plan with another preset or GPU memory and see what changed, and why: controls above a text panel.
+
+    Plain widgets (a dropdown, a slider, an HTML panel) wired with ``observe``: they render in every front end
+    learners use, Colab's (ipywidgets 7) included. (``ipywidgets.interactive`` shows no controls there.)
+
+    Attributes:
+        preset: the planner preset (``nnunet-default``, ``cpu``, ...).
+        gpu_memory: the GPU memory in GB (used by ``nnunet-default``; the other presets fix their own).
+        panel: the new plan and the list of changes against the baseline, as preformatted text.
+        widget: the box holding all three (what the notebook shows).
+    """
+
+    def __init__(self, fingerprint, baseline, *, presets: Sequence[str] | None = None) -> None:
+        widgets = _require_ipywidgets()
+        from tutorseg.planning import PRESETS
+
+        self.fingerprint, self.baseline = fingerprint, baseline
+        self.preset = widgets.Dropdown(options=list(presets or PRESETS), value="nnunet-default", description="preset")
+        self.gpu_memory = widgets.FloatSlider(value=8, min=2, max=80, step=2, description="GPU GB",
+                                              continuous_update=False)
+        self.panel = widgets.HTML()
+        self.preset.observe(self._on_change, names="value")
+        self.gpu_memory.observe(self._on_change, names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.preset, self.gpu_memory]), self.panel])
+        self.plan = baseline
+        self._on_change()
+
+    def replan(self):
+        """The plan for the current settings."""
+        import tutorseg
+
+        custom_memory = self.preset.value == "nnunet-default"
+        self.gpu_memory.disabled = not custom_memory
+        return tutorseg.plan(self.fingerprint, preset=self.preset.value,
+                             gpu_memory_gb=self.gpu_memory.value if custom_memory else None)
+
+    def text(self) -> str:
+        """What the panel shows: the plan, then each change against the baseline with its reason."""
+        from tutorseg.planning import diff_plans
+
+        changes = diff_plans(self.baseline, self.plan) or ["(no change against the baseline plan)"]
+        return f"{self.plan}\n\nchanges against the baseline:\n" + "\n".join(changes)
+
+    def _on_change(self, change=None) -> None:
+        self.plan = self.replan()
+        self.panel.value = f"<pre style='font-size: 12px; line-height: 1.3'>{html.escape(self.text())}</pre>"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def plan_explorer(fingerprint, baseline) -> PlanExplorer:
+    """Controls to re-plan with another preset or GPU memory, showing what changed against ``baseline`` and why.
+
+    Args:
+        fingerprint: the dataset's :class:`tutorseg.DatasetFingerprint`.
+        baseline: the plan to compare with (usually ``tutorseg.plan(fp)``, nnU-Net's 8 GB default).
+
+    Returns:
+        a :class:`PlanExplorer`; as the last line of a notebook cell it shows itself.
+
+    Example:
+        >>> fp = tutorseg.fingerprint(tutorseg.sample_dataset_path(), progress=False)
+        >>> explorer = plan_explorer(fp, tutorseg.plan(fp))
+        >>> explorer.preset.value = "cpu"
+        >>> "batch_size" in explorer.text() or "patch" in explorer.text()
+        True
+    """
+    return PlanExplorer(fingerprint, baseline)
