@@ -163,3 +163,27 @@ def test_runs_in_smoke_mode(path, tmp_path, notebook_out):
     except papermill.PapermillExecutionError as exc:
         pytest.fail(f"{path.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                     f"(executed copy: {output})", pytrace=False)
+
+
+# --------------------------------------------------------------------------------------------------- hand-offs
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_notebook_04_uses_the_run_notebook_03_left_in_the_workspace(tmp_path, notebook_out):
+    """03 then 04, each in its own fresh kernel (as two Colab sessions), sharing only the workspace folder."""
+    papermill = pytest.importorskip("papermill")
+    work = tmp_path / "work"
+    printed = {}
+    for name in ("03_train_fold.ipynb", "04_predict_and_evaluate.ipynb"):
+        output = notebook_out / f"handoff_{name}"
+        papermill.execute_notebook(str(REPO / "notebooks" / name), str(output),
+                                   parameters={"SMOKE": True, "WORK_DIR": str(work)}, cwd=str(REPO / "notebooks"),
+                                   kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT_S,
+                                   log_output=False, kernel_manager_class=SlicedPollKernelManager)
+        cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
+        printed[name] = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+    run = work.resolve() / "runs" / "Hippocampus" / "3d_fullres" / "fold_0"
+    assert (run / "checkpoint_final.pt").is_file()
+    assert f"using the run notebook 03 trained: {run}" in printed["04_predict_and_evaluate.ipynb"]
+    assert "training one in" not in printed["04_predict_and_evaluate.ipynb"]
