@@ -12,10 +12,10 @@ import ast
 import json
 import os
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from notebook_kernel import SlicedPollKernelManager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -359,3 +359,23 @@ def test_viewer_shows_a_colour_image_in_colour_first(rgb_dataset):
 def test_viewer_offers_no_colour_view_for_one_channel(sample):
     viewer = slice_viewer(sample)
     assert viewer.channel_picker.value == 0 and [v for _, v in viewer.channel_picker.options] == [0]
+
+
+def test_on_colab_with_ipywidgets_8_the_custom_widget_manager_is_turned_on(monkeypatch):
+    """google.colab cannot exist here: a stand-in module records the call Colab's documentation asks for."""
+    import sys
+    import types
+
+    from tutorseg.viz.widgets import _enable_colab_widgets
+
+    calls = []
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("enabled"))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    sys.modules["google"].colab = colab
+    assert _enable_colab_widgets("7.7.1") is False and calls == []  # Colab's own version: nothing to do
+    assert _enable_colab_widgets("8.1.5") is True and calls == ["enabled"]
+    monkeypatch.delitem(sys.modules, "google.colab")
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    assert _enable_colab_widgets("8.1.5") is False  # not on Colab

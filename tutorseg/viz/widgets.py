@@ -27,7 +27,25 @@ def _require_ipywidgets():
     except ImportError:
         raise TutorsegError("the slice viewer needs ipywidgets: pip install ipywidgets "
                             "(the plain figures of tutorseg.viz.plot_slices work without it)") from None
+    _enable_colab_widgets(ipywidgets.__version__)
     return ipywidgets
+
+
+def _enable_colab_widgets(ipywidgets_version: str) -> bool:
+    """On Colab with ipywidgets 8 or newer, turn on Colab's custom widget manager; True if it was turned on.
+
+    Colab's front end draws its own ipywidgets 7 out of the box; widgets of another major version render only after
+    ``google.colab.output.enable_custom_widget_manager()`` (Colab's documentation). tutorseg keeps Colab's 7.7.1,
+    so this matters only where a learner upgraded ipywidgets. The only google.colab call of :mod:`tutorseg.viz`.
+    """
+    from tutorseg.integrations.environment import on_colab
+
+    if int(ipywidgets_version.split(".")[0]) < 8 or not on_colab():
+        return False
+    from google.colab import output  # type: ignore[import-not-found]
+
+    output.enable_custom_widget_manager()
+    return True
 
 
 def _cases_of(dataset_or_cases) -> tuple[list, dict]:
