@@ -11,6 +11,7 @@ the logits of every combination of flipped axes (8 for 3D, 4 for 2D), and softma
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -98,7 +99,12 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
     from monai.inferers import sliding_window_inference
 
     windows_per_pass = max(1, batch_size // len(mirror))  # each window brings its mirrored copies along
-    with _autocast(device):
+    with _autocast(device), warnings.catch_warnings():
+        # MONAI 1.5 indexes with a list of slices, which recent torch releases warn about on every window (MONAI 1.6 does
+        # not, but needs torch >= 2.8: pyproject.toml). The indexing still means what MONAI intends with the torch
+        # versions tutorseg takes (tests/test_inference.py); learners need not read the warning in every cell.
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                                category=UserWarning)
         logits = sliding_window_inference(
             image, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=windows_per_pass,
             predictor=lambda x: _mirrored_logits(network, x, mirror), overlap=overlap, mode="gaussian",

@@ -116,7 +116,7 @@ class SliceViewer:
 
         self.case_picker = widgets.Dropdown(options=[c.case_id for c in self.cases], description="case")
         self.axis_buttons = widgets.ToggleButtons(options=[("x", 0), ("y", 1), ("z", 2)], value=2,
-                                                  description="axis")
+                                                  description="axis", style={"button_width": "48px"})
         self.slice_slider = widgets.IntSlider(min=0, max=0, value=0, description="slice", continuous_update=False)
         self.channel_picker = widgets.Dropdown(options=[("0", 0)], value=0, description="channel")
         self.level_slider = widgets.FloatSlider(description="level", continuous_update=False)
