@@ -100,9 +100,9 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
 
     windows_per_pass = max(1, batch_size // len(mirror))  # each window brings its mirrored copies along
     with _autocast(device), warnings.catch_warnings():
-        # MONAI 1.5 indexes with a list of slices, which recent torch releases warn about on every window (MONAI 1.6 does
-        # not, but needs torch >= 2.8: pyproject.toml). The indexing still means what MONAI intends with the torch
-        # versions tutorseg takes (tests/test_inference.py); learners need not read the warning in every cell.
+        # MONAI 1.5 indexes with a list of slices, which recent torch releases warn about on every window (MONAI
+        # 1.6 does not, but needs torch >= 2.8: pyproject.toml). The indexing still means what MONAI intends with
+        # the torch versions tutorseg takes (tests/test_inference.py); learners need not read it in every cell.
         warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
                                 category=UserWarning)
         logits = sliding_window_inference(
