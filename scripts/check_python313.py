@@ -55,7 +55,8 @@ def main() -> None:
             if exc.name not in ("torch", "monai"):
                 raise
             need_torch.append(name)
-    steps_before_training = {"inspect_dataset", "fingerprint", "plan", "load_dataset", "sample_dataset_path", "download"}
+    steps_before_training = {"inspect_dataset", "fingerprint", "plan", "load_dataset", "sample_dataset_path",
+                             "download"}
     assert steps_before_training <= set(loaded), f"need torch: {sorted(steps_before_training - set(loaded))}"
     check(f"import tutorseg {tutorseg.__version__}: {len(loaded)} exports load; {len(need_torch)} need torch "
           f"({', '.join(need_torch)})")

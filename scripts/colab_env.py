@@ -116,7 +116,10 @@ def build_colab_env(venv: Path = COLAB_VENV, *, python: str | Path = sys.executa
 
 
 def build_py313_env(venv: Path = PY313_VENV, *, python: str | Path | None = None) -> Path | None:
-    """``.venv-py313``: Python 3.13, Colab's versions of tutorseg's dependencies but torch and MONAI; None if no 3.13."""
+    """``.venv-py313``: Python 3.13 with Colab's versions of tutorseg's dependencies but torch and MONAI.
+
+    Returns None (and builds nothing) where no Python 3.13 is found.
+    """
     python = python or find_python313()
     if python is None:
         print("no Python 3.13 found (pyenv's ~/.pyenv/versions/3.13.*): .venv-py313 not built", file=sys.stderr)

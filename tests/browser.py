@@ -25,8 +25,8 @@ from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--window-size=1400,1100", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--disable-quic", "--hide-scrollbars")
 
 # what a front end shows instead of a widget it cannot draw
@@ -132,7 +132,8 @@ class NotebookPage:
                     "for (let i = 0; i < cells.length; i++) { const c = cells.get(i);"
                     " if (c.type === 'code' && c.executionCount == null) return false; } return true",
             "errors": "const cells = window.jupyterapp.shell.currentWidget.content.model.cells; const found = [];"
-                      "for (let i = 0; i < cells.length; i++) { const c = cells.get(i); if (c.type !== 'code') continue;"
+                      "for (let i = 0; i < cells.length; i++) { const c = cells.get(i);"
+                      " if (c.type !== 'code') continue;"
                       " for (let j = 0; j < c.outputs.length; j++) { const o = c.outputs.get(j).toJSON();"
                       "  if (o.output_type === 'error') found.push(o.ename + ': ' + o.evalue); } } return found",
         },

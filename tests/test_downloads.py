@@ -365,9 +365,9 @@ def test_a_corrupted_file_is_fetched_from_the_next_source(server, isbi_dir, tmp_
     manifest = _isbi_on_loopback(server, isbi_dir, corrupt="_raw/label/7.png")
     folder = download(manifest, tmp_path / "data", progress=False)
     assert (folder / "_raw/label/7.png").read_bytes() == (isbi_dir / "_raw/label/7.png").read_bytes()
+    commit, path = "b45af4d458437d8281cc218a07fd4380818ece4a", "data/membrane/train/label/7.png"
     assert [p for p, _ in server.requests if p.endswith("label/7.png")] == [
-        "/raw.githubusercontent.com/zhixuhao/unet/b45af4d458437d8281cc218a07fd4380818ece4a/data/membrane/train/label/7.png",
-        "/github.com/zhixuhao/unet/raw/b45af4d458437d8281cc218a07fd4380818ece4a/data/membrane/train/label/7.png"]
+        f"/raw.githubusercontent.com/zhixuhao/unet/{commit}/{path}", f"/github.com/zhixuhao/unet/raw/{commit}/{path}"]
 
 
 @pytest.mark.shared
@@ -375,7 +375,7 @@ def test_a_file_bad_at_every_source_leaves_nothing_behind(server, isbi_dir, tmp_
     manifest = _isbi_on_loopback(server, isbi_dir)
     for path in [p for p in server.files if p.endswith("/image/12.png")]:
         server.files[path] = b"not a png"
-    with pytest.raises(ChecksumError, match="(?s)could not download image_12.png; every source failed.*size 9 bytes, expected"):
+    with pytest.raises(ChecksumError, match="(?s)could not download image_12.png; every source failed.*size 9 bytes"):
         download(manifest, tmp_path / "data", progress=False)
     assert_clean(tmp_path / "data")
 
