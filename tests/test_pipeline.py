@@ -10,7 +10,8 @@ def test_demo_runs_every_step_and_writes_a_report(tmp_path, capsys):
     out = tmp_path / "demo"
     result = run_pipeline(None, out, budget="5s", progress=False, tta=False)  # TTA: 8x the time
     for name in ("inspection.json", "fingerprint.json", "plan.json", "summary.json", "summary.csv", "report.md",
-                 "fold_0/checkpoint_final.pt", "fold_0/postprocessing.json", "figures/metrics.png"):
+                 "runs/Hippocampus/3d_fullres/fold_0/checkpoint_final.pt",
+                 "runs/Hippocampus/3d_fullres/fold_0/postprocessing.json", "figures/metrics.png"):
         assert (out / name).is_file(), name
     assert result.report == out / "report.html"
     page = result.report.read_text()

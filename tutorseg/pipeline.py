@@ -97,14 +97,14 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     from tutorseg.prediction.predictor import load_folds, predict
     from tutorseg.training import resume, train_fold
     from tutorseg.training.checkpoint import latest_checkpoints
+    from tutorseg.training.run_folder import run_path
 
     dataset = as_dataset(dataset if dataset is not None else sample_dataset_path())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"inspection": out / "inspection.json", "fingerprint": out / "fingerprint.json",
-             "plan": out / "plan.json", "run": out / f"fold_{FOLD}", "validation": out / "validation_predictions",
-             "validation_postprocessed": out / "validation_postprocessed",
-             "postprocessing": out / f"fold_{FOLD}" / "postprocessing.json", "summary": out / "summary.json",
+             "plan": out / "plan.json", "validation": out / "validation_predictions",
+             "validation_postprocessed": out / "validation_postprocessed", "summary": out / "summary.json",
              "test": out / "test_predictions", "figures": out / "figures"}
     steps = _Steps(progress)
 
@@ -117,7 +117,8 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     the_plan = Plan.load(files["plan"])
     configuration = configuration or the_plan.default_configuration
 
-    run_dir = files["run"]
+    run_dir = files["run"] = run_path(out / "runs", dataset.name, configuration, FOLD)  # runs/<dataset>/<conf>/fold_0
+    files["postprocessing"] = run_dir / "postprocessing.json"
     trained = (run_dir / "checkpoint_final.pt").is_file()
     interrupted = not trained and bool(latest_checkpoints(run_dir))
     steps.run("train", trained, lambda: resume(run_dir, progress=progress) if interrupted else train_fold(

@@ -55,8 +55,8 @@ class DeviceSetup:
         return torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
 
 
-NO_GPU_NOTE = ("no GPU found, training on CPU. Expect about 1-3 s per iteration for a small 3D plan on 2 cores "
-               "(Hippocampus, preset 'cpu'): a 10-minute budget reaches a usable model there, the nnU-Net default plan "
+NO_GPU_NOTE = ("no GPU found, training on CPU. The bundled sample's small 3D plan (preset 'cpu') takes 3-5 steps a "
+               "second on 2 idle cores, and 5 minutes reached a usable model there (README); nnU-Net's default plan "
                "needs a GPU. In Colab: Runtime > Change runtime type > T4 GPU.")
 
 
