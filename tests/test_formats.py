@@ -265,3 +265,90 @@ def test_unreadable_and_mixed_dicom_folders_are_all_reported(sample_dir, tmp_pat
     message = str(caught.value)
     assert "2 DICOM case folder(s) cannot be converted" in message
     assert "mixed:" in message and "notes: no DICOM series" in message
+
+
+# --------------------------------------------------------------------------------------------------- 3D TIFF stacks
+
+
+def _write_stack(case_file: Path, target: Path, *, sidecar: bool = True, spacing=None) -> None:
+    """A case written as a TIFF stack (z, y, x) by tifffile, its spacing in the sidecar JSON [z, y, x]."""
+    import tifffile
+
+    image = read_image(case_file)
+    tifffile.imwrite(target, np.ascontiguousarray(np.transpose(image.array[0])))
+    if sidecar:
+        zyx = list(reversed(spacing or image.geometry.spacing))
+        target.with_name(target.name.removesuffix(".tif") + ".json").write_text(json.dumps({"spacing": zyx}))
+
+
+@pytest.fixture(scope="module")
+def tiff_dataset(datasets, tmp_path_factory) -> Path:
+    nifti = datasets[".nii.gz"]
+    folder = tmp_path_factory.mktemp("tiff") / "Dataset903_HippocampusTIFF"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (folder / sub).mkdir(parents=True)
+        for source in sorted((nifti / sub).glob("*.nii.gz")):
+            _write_stack(source, folder / sub / source.name.replace(".nii.gz", ".tif"))
+    data = json.loads((nifti / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**data, "file_ending": ".tif"}))
+    return folder
+
+
+def test_tiff_stacks_read_like_the_nifti_cases(datasets, tiff_dataset):
+    dataset = tutorseg.load_dataset(tiff_dataset)
+    assert not dataset.is_2d_format and len(dataset.training) == N_TRAIN
+    for case in dataset.training:
+        original = read_image(datasets[".nii.gz"] / "imagesTr" / f"{case.case_id}_0000.nii.gz")
+        stack = read_image(case.image_files[0])
+        assert np.array_equal(stack.array, original.array) and stack.geometry.spacing == original.geometry.spacing
+        assert stack.geometry.notes == ()
+    report = tutorseg.inspect_dataset(tiff_dataset, progress=False)
+    assert not report.errors and not report.problems_of("missing_spacing"), report
+    assert "3D .tif files" in report.title()
+    a = tutorseg.fingerprint(datasets[".nii.gz"], progress=False)
+    b = tutorseg.fingerprint(tiff_dataset, progress=False)
+    assert tutorseg.plan(b).to_dict()["configurations"] == tutorseg.plan(a).to_dict()["configurations"]
+
+
+@pytest.mark.slow
+def test_tiff_stack_predictions_match_and_carry_their_spacing(datasets, tiff_dataset, trained, tmp_path):
+    from tutorseg.prediction.predictor import predict
+
+    reference = predict(trained, datasets[".nii.gz"], tmp_path / "nifti", tta=False, progress=False)
+    result = predict(trained, tiff_dataset, tmp_path / "tiff", tta=False, progress=False)
+    for mine, theirs in zip(result.files, reference.files):
+        assert mine.name.endswith(".tif")
+        assert np.array_equal(read_image(mine).array, read_image(theirs).array)
+        sidecar = json.loads(mine.with_name(mine.name.removesuffix(".tif") + ".json").read_text())
+        assert sidecar == {"spacing": list(reversed(read_geometry(theirs).spacing))}
+
+
+def test_stack_spacing_from_imagej_tags_or_reported_missing(sample_dir, tmp_path):
+    import tifffile
+
+    case = tutorseg.load_dataset(sample_dir).training[0]
+    volume = np.ascontiguousarray(np.transpose(case.load_image()[0]))  # (z, y, x)
+    tagged = tmp_path / "tagged.tif"
+    tifffile.imwrite(tagged, volume.astype(np.float32), imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"})
+    assert read_geometry(tagged).spacing == pytest.approx((0.25, 0.5, 2.0))  # x, y from resolution, z from ImageJ
+
+    folder = tmp_path / "Dataset904_NoSpacing"
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    for c in tutorseg.load_dataset(sample_dir).training[:2]:
+        _write_stack(c.image_files[0], folder / "imagesTr" / f"{c.case_id}_0000.tif", sidecar=False)
+        _write_stack(c.label_file, folder / "labelsTr" / f"{c.case_id}.tif", sidecar=False)
+    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {
+        "background": 0, "Anterior": 1, "Posterior": 2}, "numTraining": 2, "file_ending": ".tif"}))
+    report = tutorseg.inspect_dataset(folder, progress=False)
+    missing = report.problems_of("missing_spacing")
+    assert len(missing) == 2 and all('_0000.json: {"spacing": [z, y, x]}' in p.fix for p in missing), missing
+
+
+def test_a_single_page_tiff_is_still_a_2d_image(isbi_dir, tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "slice.tif"
+    Image.open(next((isbi_dir / "imagesTr").iterdir())).save(page)
+    assert read_geometry(page).ndim == 2

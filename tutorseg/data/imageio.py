@@ -10,6 +10,11 @@ Axis conventions (the glossary in ``docs/glossary.md`` has them too):
   become the same RAS affine nibabel gives for that image saved as NIfTI (ITK works in LPS: the x and y rows are
   negated). So a case reads the same in every format, and a prediction is written back in its input's format with
   the input's geometry (a Slicer user gets a ``.nrrd`` that overlays the image).
+- 3D TIFF stacks (a multi-page ``.tif``, as microscopes save them) are read with tifffile into ``(x, y, z)``, as
+  nnU-Net's ``Tiff3DIO`` reads them; TIFF keeps no usable voxel size, so the spacing comes from a sidecar JSON next
+  to the file (``CASE_0000.json``: ``{"spacing": [z, y, x]}``, nnU-Net's convention, in the units you work in, e.g.
+  micrometres) or else from the file's ImageJ tags; without either it is 1 per axis and the geometry says so (a note
+  that ``tutorseg inspect`` reports as ``missing_spacing``). A single-page TIFF is a 2D image.
 - 2D images are ``(rows, columns)`` with unit spacing, one slice, as nnU-Net's ``NaturalImage2DIO`` reads them.
 - Images are returned channel-first: ``(C, *spatial)``. An RGB PNG has 3 channels; a 4D NIfTI of the Medical
   Segmentation Decathlon stores its channels in the 4th axis, which is moved to the front.
@@ -33,7 +38,8 @@ if TYPE_CHECKING:
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 ITK_ENDINGS = (".nrrd", ".mha", ".mhd")  # read and written through SimpleITK
-IMAGE_2D_ENDINGS = (".png", ".tif", ".tiff")
+TIFF_ENDINGS = (".tif", ".tiff")  # one page: a 2D image; several: a 3D stack
+IMAGE_2D_ENDINGS = (".png", *TIFF_ENDINGS)
 SUPPORTED_ENDINGS = NIFTI_ENDINGS + ITK_ENDINGS + IMAGE_2D_ENDINGS
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's world axes (left, posterior, superior) to NIfTI's (right, anterior)
 
@@ -61,8 +67,31 @@ def image_files_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def is_2d_format(path: str | os.PathLike) -> bool:
-    """Whether the file is a 2D image format (PNG, TIFF): one slice, no spacing in the file."""
-    return file_ending(path) in IMAGE_2D_ENDINGS
+    """Whether the file is a 2D image: a PNG, or a TIFF of one page (a multi-page TIFF is a 3D stack)."""
+    ending = file_ending(path)
+    return ending == ".png" or (ending in TIFF_ENDINGS and not is_tiff_stack(path))
+
+
+def is_tiff_stack(path: str | os.PathLike) -> bool:
+    """True for a TIFF file holding a 3D stack (several pages, or ImageJ's ``slices``): read from its header."""
+    path = Path(path)
+    if file_ending(path) not in TIFF_ENDINGS or not path.is_file():
+        return False
+    try:
+        import tifffile
+    except ImportError:
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return len(tif.pages) > 1 and len(series.shape) >= 3 and not _is_colour(series)
+    except (tifffile.TiffFileError, OSError, IndexError, ValueError):
+        return False  # unreadable: the 2D reader explains what is wrong
+
+
+def _is_colour(series) -> bool:
+    """A single RGB picture stored as one TIFF series of shape (rows, cols, 3)."""
+    return len(series.shape) == 3 and series.shape[-1] in (3, 4) and series.axes.endswith("S")
 
 
 @dataclass(frozen=True)
@@ -393,6 +422,87 @@ def _write_itk(segmentation: np.ndarray, target: Path, reference: Path) -> None:
     sitk.WriteImage(image, str(target), True)  # compressed
 
 
+# --------------------------------------------------------------------------------------------------- 3D TIFF
+
+MISSING_SPACING_NOTE = "no spacing in the file or beside it: 1 per axis assumed"
+
+
+def spacing_sidecar(path: str | os.PathLike) -> Path:
+    """The sidecar JSON of a TIFF stack, nnU-Net's convention: ``CASE_0000.tif`` -> ``CASE_0000.json``."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(file_ending(path))] + ".json")
+
+
+def _tiff_spacing(path: Path, tif) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """``(x, y, z)`` spacing from the sidecar JSON, else the ImageJ tags, else ones with a note saying so."""
+    import json
+
+    sidecar = spacing_sidecar(path)
+    if sidecar.is_file():
+        try:
+            zyx = json.loads(sidecar.read_text(encoding="utf-8"))["spacing"]
+            spacing = tuple(float(v) for v in reversed(zyx))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImageReadError(sidecar, f"not a spacing file ({exc})",
+                                 'write {"spacing": [z, y, x]} (three positive numbers) into it') from None
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ImageReadError(sidecar, f"spacing {list(reversed(spacing))} is not three positive numbers [z, y, x]",
+                                 'write {"spacing": [z, y, x]}, e.g. {"spacing": [2.0, 0.5, 0.5]}')
+        return spacing, ()
+    imagej = tif.imagej_metadata or {}
+    page = tif.pages[0]
+    x_res, y_res = (page.tags.get(name) for name in ("XResolution", "YResolution"))
+    if imagej.get("spacing") and x_res is not None and y_res is not None:
+        per_unit = [r.value[0] / r.value[1] for r in (x_res, y_res)]  # pixels per unit
+        if min(per_unit) > 0:
+            return (1.0 / per_unit[0], 1.0 / per_unit[1], float(imagej["spacing"])), ()
+    return (1.0, 1.0, 1.0), (MISSING_SPACING_NOTE,)
+
+
+def _tiff3d_geometry(path: Path) -> Geometry:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            spacing, notes = _tiff_spacing(path, tif)
+            shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
+    except (tifffile.TiffFileError, OSError, IndexError) as exc:
+        raise ImageReadError(path, f"not a readable TIFF stack ({exc})", "save the stack again") from None
+    n_channels = shape[3] if len(shape) == 4 else 1
+    if len(shape) not in (3, 4):
+        raise ImageReadError(path, f"TIFF series of shape {shape}; tutorseg reads stacks of (z, y, x[, channels])",
+                             "save one 3D stack per channel, time point and case", code="unsupported_dimensionality")
+    xyz = (shape[2], shape[1], shape[0])
+    return Geometry(xyz, n_channels, spacing, np.diag([*spacing, 1.0]), dtype, notes)
+
+
+def _read_tiff3d(path: Path) -> Image:
+    import tifffile
+
+    geometry = _tiff3d_geometry(path)
+    try:
+        array = tifffile.imread(path)  # (z, y, x) or (z, y, x, channels)
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        raise _truncated(path, exc) from None
+    if array.ndim == 3:
+        array = array[..., None]
+    return Image(np.ascontiguousarray(np.transpose(array, (3, 2, 1, 0))), geometry, geometry.notes)
+
+
+def _write_tiff3d(segmentation: np.ndarray, out_path: Path, reference: Path) -> None:
+    """A label stack ``(z, y, x)``, and beside it the reference's spacing as its sidecar JSON; each file atomic."""
+    import json
+
+    import tifffile
+
+    spacing = read_geometry(reference).spacing
+    with atomic_path(spacing_sidecar(out_path)) as tmp:
+        tmp.write_text(json.dumps({"spacing": [float(v) for v in reversed(spacing)]}), encoding="utf-8")
+    with atomic_path(out_path) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(np.transpose(segmentation)), compression="zlib")
+
+
 # --------------------------------------------------------------------------------------------------- public API
 
 
@@ -405,6 +515,8 @@ def _readable_format(path: Path) -> str:
         return "nifti"
     if ending in ITK_ENDINGS:
         return "itk"
+    if ending in TIFF_ENDINGS and is_tiff_stack(path):
+        return "tiff3d"
     if ending in IMAGE_2D_ENDINGS:
         return "2d"
     raise ImageReadError(path, f"unsupported file type '{path.name}'",
@@ -424,6 +536,8 @@ def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | No
         return _nifti_geometry(path)
     if kind == "itk":
         return _itk_geometry(path)
+    if kind == "tiff3d":
+        return _tiff3d_geometry(path)
     return _image2d_geometry(path, spacing_2d)
 
 
@@ -439,6 +553,8 @@ def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None 
         return _read_nifti(path)
     if kind == "itk":
         return _read_itk(path)
+    if kind == "tiff3d":
+        return _read_tiff3d(path)
     return _read_image2d(path, spacing_2d)
 
 
@@ -462,6 +578,11 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
         raise ValueError(f"unsupported output file type: {out_path.name}")
     segmentation = np.asarray(segmentation)
     labels = segmentation.astype(_label_dtype(segmentation))
+    if ending in TIFF_ENDINGS and labels.ndim == 3:  # a label stack for a 3D TIFF image
+        if reference is None:
+            raise ValueError("writing a TIFF stack needs the reference image whose spacing to copy")
+        _write_tiff3d(labels, out_path, Path(reference))
+        return out_path
     if ending in IMAGE_2D_ENDINGS:
         from PIL import Image as PILImage
 

@@ -34,8 +34,11 @@ from tutorseg.data.imageio import (
     NIFTI_ENDINGS,
     file_ending,
     image_files_by_stem,
+    is_2d_format,
+    is_tiff_stack,
     read_geometry,
     read_image,
+    spacing_sidecar,
     write_segmentation,
 )
 from tutorseg.data.problems import TutorsegError
@@ -210,11 +213,16 @@ def _case_names(keys: list[str], case_ids: str | None) -> dict[str, str]:
 
 def _output_ending(path: Path) -> str:
     ending = file_ending(path)
-    return ".png" if ending in IMAGE_2D_ENDINGS else ending
+    return ".png" if ending in IMAGE_2D_ENDINGS and is_2d_format(path) else ending  # TIFF stacks stay TIFF
 
 
 def _copy_image(source: Path, target: Path) -> None:
     """Copy an image, converting 2D formats to PNG (what nnU-Net's 2D reader expects)."""
+    if is_tiff_stack(source):  # the stack and its spacing file
+        shutil.copyfile(source, target)
+        if spacing_sidecar(source).is_file():
+            shutil.copyfile(spacing_sidecar(source), spacing_sidecar(target))
+        return
     if file_ending(source) in NIFTI_ENDINGS + ITK_ENDINGS or file_ending(source) == ".png":
         shutil.copyfile(source, target)
         return
@@ -326,7 +334,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             _copy_image(image_path, staging / "imagesTr" / f"{case_id}_0000{ending}")
             write_segmentation(mask_to_labels(_read_mask(mask_path, key), mapping),
                                staging / "labelsTr" / f"{case_id}{ending}",
-                               reference=mask_path if ending in NIFTI_ENDINGS + ITK_ENDINGS else None)
+                               reference=None if ending == ".png" else image_path)
         for image_path in lonely_images:
             case_id = names[_case_key(image_path.name[: -len(file_ending(image_path))])]
             _copy_image(image_path, staging / "imagesTs" / f"{case_id}_0000{ending}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, load_dataset, split_channel_suffix
 from tutorseg.data.files import atomic_path, display_path
-from tutorseg.data.imageio import IMAGE_2D_ENDINGS, SUPPORTED_ENDINGS, file_ending, read_geometry, write_segmentation
+from tutorseg.data.imageio import SUPPORTED_ENDINGS, file_ending, is_2d_format, read_geometry, write_segmentation
 from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
 
@@ -173,12 +173,13 @@ OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".
 def _output_ending(image_file: Path, output_format: str | None) -> str:
     """The segmentation's file ending: the input's (TIFF -> PNG), or the one asked for if it fits the input."""
     ending = file_ending(image_file)
+    flat = is_2d_format(image_file)
     if output_format is None:
-        return ".png" if ending in (".tif", ".tiff") else ending
+        return ".png" if ending in (".tif", ".tiff") and flat else ending  # a TIFF stack gives a TIFF stack
     wanted = OUTPUT_FORMATS.get(output_format.lower().lstrip("."))
     if wanted is None:
         raise PredictionError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-    if (wanted == ".png") != (ending in IMAGE_2D_ENDINGS):
+    if (wanted == ".png") != flat:
         raise PredictionError(f"{image_file.name} cannot be written as {output_format}: 2D images give png, "
                               "3D volumes nii.gz, nrrd or mha")
     return wanted
