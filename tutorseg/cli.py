@@ -180,7 +180,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     result = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
                      save_probabilities=args.save_probabilities, progress=not args.quiet,
-                     postprocess=not args.no_postprocessing, checkpoint=args.checkpoint, device=args.device)
+                     postprocess=not args.no_postprocessing, checkpoint=args.checkpoint, device=args.device,
+                     output_format=args.output_format)
     print(f"{len(result.files)} segmentation(s) written to {args.output} ({result.seconds_per_case:.1f} s per case)")
     return 0
 
@@ -192,6 +193,8 @@ def _add_predict(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster, slightly worse)")
     p.add_argument("--save-probabilities", action="store_true", help="also write class probabilities (.npz)")
+    p.add_argument("--output-format", choices=("nii.gz", "nii", "nrrd", "mha", "png"), default=None,
+                   help="file type of the segmentations (default: the input's; the geometry is always the input's)")
     p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final",
                    help="which checkpoint of each run to use (default: final)")
     p.add_argument("--no-postprocessing", action="store_true",
@@ -243,7 +246,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="turn a folder of images and a folder of masks into a dataset folder")
-    p.add_argument("images", type=Path, metavar="IMAGES_DIR", help="images, one file per case (NIfTI, PNG, TIFF)")
+    p.add_argument("images", type=Path, metavar="IMAGES_DIR",
+                   help="images, one file per case (NIfTI, NRRD, MHA, PNG, TIFF), or one DICOM series folder per case")
     p.add_argument("masks", type=Path, metavar="MASKS_DIR",
                    help="masks named like their images (cell7.png or cell7_mask.png); images without one go to "
                         "imagesTs")

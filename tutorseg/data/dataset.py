@@ -39,6 +39,7 @@ from tutorseg.data.imageio import (
     SUPPORTED_ENDINGS,
     Geometry,
     file_ending,
+    is_2d_format,
     read_geometry,
     read_image,
 )
@@ -185,8 +186,11 @@ class Dataset:
 
     @property
     def is_2d_format(self) -> bool:
-        """True for PNG/TIFF datasets (each case a single 2D slice)."""
-        return self.file_ending in IMAGE_2D_ENDINGS
+        """True for PNG/TIFF datasets of single 2D slices (a dataset of multi-page TIFF stacks is 3D)."""
+        if self.file_ending not in IMAGE_2D_ENDINGS:
+            return False
+        first = next((c.image_files[0] for c in self.training + self.test), None)
+        return first is None or is_2d_format(first)
 
     @property
     def errors(self) -> tuple[Problem, ...]:

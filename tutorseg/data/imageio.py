@@ -1,10 +1,20 @@
-"""Reading and writing image files: NIfTI through nibabel, 2D PNG/TIFF through Pillow.
+"""Reading and writing image files: NIfTI (nibabel), NRRD and MHA/MHD (SimpleITK), 2D PNG and TIFF (Pillow).
 
 Axis conventions (the glossary in ``docs/glossary.md`` has them too):
 
 - NIfTI arrays keep nibabel's voxel order ``(x, y, z)``; spacing comes from the header (``pixdim``) and the affine
   is kept so that predictions can be written back aligned with their input. nnU-Net reads the same files through
   SimpleITK, whose arrays are ``(z, y, x)``: every per-axis value in tutorseg is the reverse of nnU-Net's for 3D data.
+- NRRD and MetaImage (``.mha``, ``.mhd`` + its raw file), what 3D Slicer and MITK save, are read with SimpleITK
+  (nnU-Net's own reader for them) and brought to the same ``(x, y, z)`` order; their spacing, origin and direction
+  become the same RAS affine nibabel gives for that image saved as NIfTI (ITK works in LPS: the x and y rows are
+  negated). So a case reads the same in every format, and a prediction is written back in its input's format with
+  the input's geometry (a Slicer user gets a ``.nrrd`` that overlays the image).
+- 3D TIFF stacks (a multi-page ``.tif``, as microscopes save them) are read with tifffile into ``(x, y, z)``, as
+  nnU-Net's ``Tiff3DIO`` reads them; TIFF keeps no usable voxel size, so the spacing comes from a sidecar JSON next
+  to the file (``CASE_0000.json``: ``{"spacing": [z, y, x]}``, nnU-Net's convention, in the units you work in, e.g.
+  micrometres) or else from the file's ImageJ tags; without either it is 1 per axis and the geometry says so (a note
+  that ``tutorseg inspect`` reports as ``missing_spacing``). A single-page TIFF is a 2D image.
 - 2D images are ``(rows, columns)`` with unit spacing, one slice, as nnU-Net's ``NaturalImage2DIO`` reads them.
 - Images are returned channel-first: ``(C, *spatial)``. An RGB PNG has 3 channels; a 4D NIfTI of the Medical
   Segmentation Decathlon stores its channels in the 4th axis, which is moved to the front.
@@ -27,12 +37,15 @@ if TYPE_CHECKING:
     from nibabel import Nifti1Image
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
-IMAGE_2D_ENDINGS = (".png", ".tif", ".tiff")
-SUPPORTED_ENDINGS = NIFTI_ENDINGS + IMAGE_2D_ENDINGS
+ITK_ENDINGS = (".nrrd", ".mha", ".mhd")  # read and written through SimpleITK
+TIFF_ENDINGS = (".tif", ".tiff")  # one page: a 2D image; several: a 3D stack
+IMAGE_2D_ENDINGS = (".png", *TIFF_ENDINGS)
+SUPPORTED_ENDINGS = NIFTI_ENDINGS + ITK_ENDINGS + IMAGE_2D_ENDINGS
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's world axes (left, posterior, superior) to NIfTI's (right, anterior)
 
 
 def file_ending(path: str | os.PathLike) -> str:
-    """The ending tutorseg recognises (``.nii.gz``, ``.nii``, ``.png``, ``.tif``, ``.tiff``), or ``""``."""
+    """The ending tutorseg recognises (one of :data:`SUPPORTED_ENDINGS`, ``.nii.gz`` before ``.nii``), or ``""``."""
     name = Path(path).name.lower()
     for ending in SUPPORTED_ENDINGS:
         if name.endswith(ending):
@@ -54,8 +67,31 @@ def image_files_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
 
 
 def is_2d_format(path: str | os.PathLike) -> bool:
-    """Whether the file is a 2D image format (PNG, TIFF): one slice, no spacing in the file."""
-    return file_ending(path) in IMAGE_2D_ENDINGS
+    """Whether the file is a 2D image: a PNG, or a TIFF of one page (a multi-page TIFF is a 3D stack)."""
+    ending = file_ending(path)
+    return ending == ".png" or (ending in TIFF_ENDINGS and not is_tiff_stack(path))
+
+
+def is_tiff_stack(path: str | os.PathLike) -> bool:
+    """True for a TIFF file holding a 3D stack (several pages, or ImageJ's ``slices``): read from its header."""
+    path = Path(path)
+    if file_ending(path) not in TIFF_ENDINGS or not path.is_file():
+        return False
+    try:
+        import tifffile
+    except ImportError:
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return len(tif.pages) > 1 and len(series.shape) >= 3 and not _is_colour(series)
+    except (tifffile.TiffFileError, OSError, IndexError, ValueError):
+        return False  # unreadable: the 2D reader explains what is wrong
+
+
+def _is_colour(series) -> bool:
+    """A single RGB picture stored as one TIFF series of shape (rows, cols, 3)."""
+    return len(series.shape) == 3 and series.shape[-1] in (3, 4) and series.axes.endswith("S")
 
 
 @dataclass(frozen=True)
@@ -285,16 +321,202 @@ def _read_image2d(path: Path, spacing: tuple[float, ...] | None = None) -> Image
     return Image(data, geometry, geometry.notes)
 
 
+# --------------------------------------------------------------------------------------------------- NRRD, MHA/MHD
+
+
+def _sitk():
+    try:
+        import SimpleITK
+    except ImportError:
+        raise ImageReadError(Path("SimpleITK"), "reading NRRD and MHA files needs SimpleITK, which is not installed",
+                             "pip install SimpleITK (a dependency of tutorseg: reinstall tutorseg)") from None
+    return SimpleITK
+
+
+def itk_affine(spacing, origin, direction) -> np.ndarray:
+    """The RAS voxel-to-world affine of an ITK image (spacing, origin and direction in ITK's LPS world).
+
+    >>> itk_affine((0.5, 0.5, 2.0), (10.0, 20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    array([[ -0.5,   0. ,   0. , -10. ],
+           [  0. ,  -0.5,   0. , -20. ],
+           [  0. ,   0. ,   2. ,  30. ],
+           [  0. ,   0. ,   0. ,   1. ]])
+    """
+    n = len(spacing)
+    affine = np.eye(4)
+    rotation = np.asarray(direction, dtype=np.float64).reshape(n, n) * np.asarray(spacing, dtype=np.float64)
+    affine[:n, :n] = LPS_TO_RAS[:n, :n] @ rotation
+    affine[:n, 3] = LPS_TO_RAS[:n, :n] @ np.asarray(origin, dtype=np.float64)
+    return affine
+
+
+def itk_geometry_of(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """``(spacing, origin, direction)`` in ITK's LPS world for a RAS affine: the inverse of :func:`itk_affine`."""
+    to_lps = LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)[:3]  # LPS_TO_RAS is its own inverse
+    spacing = np.linalg.norm(to_lps[:, :3], axis=0)
+    direction = to_lps[:, :3] / spacing
+    return tuple(map(float, spacing)), tuple(map(float, to_lps[:, 3])), tuple(map(float, direction.ravel()))
+
+
+def _itk_reader(path: Path):
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ImageReadError(path, f"not a readable {file_ending(path)} file ({str(exc).strip().splitlines()[-1]})",
+                             "export it again (3D Slicer: Save, MITK: Save Image), or as NIfTI (.nii.gz)") from None
+    dimension = reader.GetDimension()
+    if dimension != 3:
+        raise ImageReadError(path, f"{dimension}D image; tutorseg reads {file_ending(path)} files as 3D volumes",
+                             "save 2D images as PNG; split a 4D series into one 3D file per time point",
+                             code="unsupported_dimensionality")
+    return reader
+
+
+def _itk_geometry(path: Path, reader=None) -> Geometry:
+    reader = reader or _itk_reader(path)
+    shape = tuple(int(s) for s in reader.GetSize())  # ITK's size is (x, y, z), tutorseg's order
+    spacing = tuple(float(s) for s in reader.GetSpacing())
+    affine = itk_affine(spacing, reader.GetOrigin(), reader.GetDirection())
+    dtype = _sitk().GetPixelIDValueAsString(reader.GetPixelID())
+    numpy_dtype = {"8-bit unsigned integer": "uint8", "8-bit signed integer": "int8", "16-bit unsigned integer": "uint16",
+                   "16-bit signed integer": "int16", "32-bit unsigned integer": "uint32",
+                   "32-bit signed integer": "int32", "64-bit unsigned integer": "uint64",
+                   "64-bit signed integer": "int64", "32-bit float": "float32", "64-bit float": "float64"}
+    n_channels = int(reader.GetNumberOfComponents())
+    base = dtype.replace("vector of ", "")
+    return Geometry(shape, n_channels, spacing, affine, numpy_dtype.get(base, base))
+
+
+def _read_itk(path: Path) -> Image:
+    sitk = _sitk()
+    reader = _itk_reader(path)
+    geometry = _itk_geometry(path, reader)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise _truncated(path, RuntimeError(str(exc).strip().splitlines()[-1])) from None
+    array = sitk.GetArrayFromImage(image)  # (z, y, x) or (z, y, x, components)
+    if array.ndim == 3:
+        array = array[..., None]
+    return Image(np.ascontiguousarray(np.transpose(array, (3, 2, 1, 0))), geometry)  # (C, x, y, z)
+
+
+def _write_itk(segmentation: np.ndarray, target: Path, reference: Path) -> None:
+    """Write a label map with the reference's geometry: an ITK file's own, or a NIfTI's affine converted to LPS."""
+    sitk = _sitk()
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(segmentation)))  # (x, y, z) -> ITK's (z, y, x)
+    if file_ending(reference) in ITK_ENDINGS:
+        info = _itk_reader(reference)
+        spacing, origin, direction = info.GetSpacing(), info.GetOrigin(), info.GetDirection()
+    else:
+        affine = read_geometry(reference).affine
+        if affine is None:
+            raise ValueError(f"{reference.name} has no 3D geometry to give {target.name}")
+        spacing, origin, direction = itk_geometry_of(affine)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    sitk.WriteImage(image, str(target), True)  # compressed
+
+
+# --------------------------------------------------------------------------------------------------- 3D TIFF
+
+MISSING_SPACING_NOTE = "no spacing in the file or beside it: 1 per axis assumed"
+
+
+def spacing_sidecar(path: str | os.PathLike) -> Path:
+    """The sidecar JSON of a TIFF stack, nnU-Net's convention: ``CASE_0000.tif`` -> ``CASE_0000.json``."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(file_ending(path))] + ".json")
+
+
+def _tiff_spacing(path: Path, tif) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """``(x, y, z)`` spacing from the sidecar JSON, else the ImageJ tags, else ones with a note saying so."""
+    import json
+
+    sidecar = spacing_sidecar(path)
+    if sidecar.is_file():
+        try:
+            zyx = json.loads(sidecar.read_text(encoding="utf-8"))["spacing"]
+            spacing = tuple(float(v) for v in reversed(zyx))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ImageReadError(sidecar, f"not a spacing file ({exc})",
+                                 'write {"spacing": [z, y, x]} (three positive numbers) into it') from None
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ImageReadError(sidecar, f"spacing {list(reversed(spacing))} is not three positive numbers [z, y, x]",
+                                 'write {"spacing": [z, y, x]}, e.g. {"spacing": [2.0, 0.5, 0.5]}')
+        return spacing, ()
+    imagej = tif.imagej_metadata or {}
+    page = tif.pages[0]
+    x_res, y_res = (page.tags.get(name) for name in ("XResolution", "YResolution"))
+    if imagej.get("spacing") and x_res is not None and y_res is not None:
+        per_unit = [r.value[0] / r.value[1] for r in (x_res, y_res)]  # pixels per unit
+        if min(per_unit) > 0:
+            return (1.0 / per_unit[0], 1.0 / per_unit[1], float(imagej["spacing"])), ()
+    return (1.0, 1.0, 1.0), (MISSING_SPACING_NOTE,)
+
+
+def _tiff3d_geometry(path: Path) -> Geometry:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            spacing, notes = _tiff_spacing(path, tif)
+            shape, dtype = tuple(int(s) for s in series.shape), str(series.dtype)
+    except (tifffile.TiffFileError, OSError, IndexError) as exc:
+        raise ImageReadError(path, f"not a readable TIFF stack ({exc})", "save the stack again") from None
+    n_channels = shape[3] if len(shape) == 4 else 1
+    if len(shape) not in (3, 4):
+        raise ImageReadError(path, f"TIFF series of shape {shape}; tutorseg reads stacks of (z, y, x[, channels])",
+                             "save one 3D stack per channel, time point and case", code="unsupported_dimensionality")
+    xyz = (shape[2], shape[1], shape[0])
+    return Geometry(xyz, n_channels, spacing, np.diag([*spacing, 1.0]), dtype, notes)
+
+
+def _read_tiff3d(path: Path) -> Image:
+    import tifffile
+
+    geometry = _tiff3d_geometry(path)
+    try:
+        array = tifffile.imread(path)  # (z, y, x) or (z, y, x, channels)
+    except (tifffile.TiffFileError, OSError, ValueError) as exc:
+        raise _truncated(path, exc) from None
+    if array.ndim == 3:
+        array = array[..., None]
+    return Image(np.ascontiguousarray(np.transpose(array, (3, 2, 1, 0))), geometry, geometry.notes)
+
+
+def _write_tiff3d(segmentation: np.ndarray, out_path: Path, reference: Path) -> None:
+    """A label stack ``(z, y, x)``, and beside it the reference's spacing as its sidecar JSON; each file atomic."""
+    import json
+
+    import tifffile
+
+    spacing = read_geometry(reference).spacing
+    with atomic_path(spacing_sidecar(out_path)) as tmp:
+        tmp.write_text(json.dumps({"spacing": [float(v) for v in reversed(spacing)]}), encoding="utf-8")
+    with atomic_path(out_path) as tmp:
+        tifffile.imwrite(tmp, np.ascontiguousarray(np.transpose(segmentation)), compression="zlib")
+
+
 # --------------------------------------------------------------------------------------------------- public API
 
 
 def _readable_format(path: Path) -> str:
-    """``"nifti"`` or ``"2d"`` for a file tutorseg can read; else an :class:`ImageReadError` saying what to do."""
+    """``"nifti"``, ``"itk"`` or ``"2d"`` for a file tutorseg can read; else an :class:`ImageReadError`."""
     if not path.is_file():
         raise ImageReadError(path, "file not found", "check the file name and the dataset folder")
     ending = file_ending(path)
     if ending in NIFTI_ENDINGS:
         return "nifti"
+    if ending in ITK_ENDINGS:
+        return "itk"
+    if ending in TIFF_ENDINGS and is_tiff_stack(path):
+        return "tiff3d"
     if ending in IMAGE_2D_ENDINGS:
         return "2d"
     raise ImageReadError(path, f"unsupported file type '{path.name}'",
@@ -309,8 +531,13 @@ def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | No
         ImageReadError: the file is missing, of an unsupported type, or its header is unreadable.
     """
     path = Path(path)
-    if _readable_format(path) == "nifti":
+    kind = _readable_format(path)
+    if kind == "nifti":
         return _nifti_geometry(path)
+    if kind == "itk":
+        return _itk_geometry(path)
+    if kind == "tiff3d":
+        return _tiff3d_geometry(path)
     return _image2d_geometry(path, spacing_2d)
 
 
@@ -321,8 +548,13 @@ def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None 
         ImageReadError: the file is missing, unsupported, truncated or corrupt.
     """
     path = Path(path)
-    if _readable_format(path) == "nifti":
+    kind = _readable_format(path)
+    if kind == "nifti":
         return _read_nifti(path)
+    if kind == "itk":
+        return _read_itk(path)
+    if kind == "tiff3d":
+        return _read_tiff3d(path)
     return _read_image2d(path, spacing_2d)
 
 
@@ -330,28 +562,80 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
                        reference: str | os.PathLike | None = None) -> Path:
     """Write a label map atomically, in the format of ``out_path``'s ending.
 
-    For NIfTI the affine and header of ``reference`` (the input image) are reused, so the result opens
-    aligned with its image in 3D Slicer, ITK-SNAP or MITK. For PNG the labels are stored as 8-bit integers.
+    The geometry is the ``reference``'s (the input image), so the result opens aligned with its image in 3D Slicer,
+    ITK-SNAP or MITK, whatever the two formats: a NIfTI reference lends its header (or, for NRRD/MHA output, its
+    affine), an NRRD/MHA reference its spacing, origin and direction (or, for NIfTI output, the affine made from
+    them). For PNG the labels are stored as 8-bit integers.
 
     Args:
         segmentation: ``(*spatial)`` integer label map in tutorseg's axis order.
-        out_path: where to write (``.nii.gz``, ``.nii`` or ``.png``).
-        reference: the image the segmentation belongs to (required for NIfTI output).
+        out_path: where to write (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.mhd`` or ``.png``).
+        reference: the image the segmentation belongs to (required for 3D output).
     """
     out_path = Path(out_path)
     ending = file_ending(out_path)
-    segmentation = np.asarray(segmentation)
-    if ending not in NIFTI_ENDINGS + IMAGE_2D_ENDINGS:
+    if ending not in SUPPORTED_ENDINGS:
         raise ValueError(f"unsupported output file type: {out_path.name}")
+    segmentation = np.asarray(segmentation)
+    labels = segmentation.astype(_label_dtype(segmentation))
+    if ending in TIFF_ENDINGS and labels.ndim == 3:  # a label stack for a 3D TIFF image
+        if reference is None:
+            raise ValueError("writing a TIFF stack needs the reference image whose spacing to copy")
+        _write_tiff3d(labels, out_path, Path(reference))
+        return out_path
+    if ending in IMAGE_2D_ENDINGS:
+        from PIL import Image as PILImage
+
+        if segmentation.max(initial=0) > 255:
+            raise ValueError("PNG label maps hold at most 256 classes")
+        with atomic_path(out_path) as tmp:
+            PILImage.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG" if ending == ".png" else "TIFF")
+        return out_path
+    if reference is None:
+        raise ValueError(f"writing {ending} needs the reference image whose geometry to copy")
+    reference = Path(reference)
+    if ending == ".mhd":  # a header beside a raw file: two files, written by ITK itself, not one atomic file
+        _write_itk(labels, out_path, reference)
+        return out_path
     with atomic_path(out_path) as tmp:
-        if ending in NIFTI_ENDINGS:
+        if ending in ITK_ENDINGS:  # the temporary file keeps the ending, by which ITK picks its writer
+            _write_itk(labels, tmp, reference)
+        elif file_ending(reference) in ITK_ENDINGS:  # NIfTI from an NRRD/MHA image: its affine
             import nibabel as nib
 
-            if reference is None:
-                raise ValueError("writing NIfTI needs the reference image whose affine and header to copy")
+            affine = read_geometry(reference).affine
+            image = nib.Nifti1Image(labels, affine)
+            image.set_qform(affine, code=1)  # scanner coordinates, as ITK's NIfTI writer marks them
+            image.set_sform(affine, code=1)
+            nib.save(image, str(tmp))
+        else:  # NIfTI from a NIfTI image: its header
+            import nibabel as nib
+
             ref = load_nifti(reference)
             header = ref.header.copy()
-            data = segmentation.astype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)
+            header.set_data_dtype(labels.dtype)
+            header.set_slope_inter(1, 0)
+            if len(header.get_data_shape()) != labels.ndim:  # a 4D multi-channel reference: drop the channel axis
+                header.set_data_shape(labels.shape)
+            nib.save(type(ref)(labels, ref.affine, header), str(tmp))
+    return out_path
+    with atomic_path(out_path) as tmp:
+        if ending in ITK_ENDINGS:  # the temporary file keeps the ending, by which ITK picks its writer
+            _write_itk(segmentation.astype(_label_dtype(segmentation)), tmp, Path(reference), None)
+        elif ending in NIFTI_ENDINGS and file_ending(reference) in ITK_ENDINGS:
+            import nibabel as nib
+
+            affine = read_geometry(reference).affine
+            image = nib.Nifti1Image(segmentation.astype(_label_dtype(segmentation)), affine)
+            image.set_qform(affine, code=1)  # scanner coordinates, as ITK's NIfTI writer marks them
+            image.set_sform(affine, code=1)
+            nib.save(image, str(tmp))
+        elif ending in NIFTI_ENDINGS:
+            import nibabel as nib
+
+            ref = load_nifti(reference)
+            header = ref.header.copy()
+            data = segmentation.astype(_label_dtype(segmentation))
             header.set_data_dtype(data.dtype)
             header.set_slope_inter(1, 0)
             if len(header.get_data_shape()) != data.ndim:  # a 4D multi-channel reference: drop the channel axis
@@ -364,3 +648,8 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
                 raise ValueError("PNG label maps hold at most 256 classes")
             PILImage.fromarray(segmentation.astype(np.uint8)).save(tmp, format="PNG" if ending == ".png" else "TIFF")
     return out_path
+
+
+def _label_dtype(segmentation: np.ndarray) -> np.dtype:
+    """uint8 for up to 256 classes, int16 beyond."""
+    return np.dtype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)

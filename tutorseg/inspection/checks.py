@@ -25,7 +25,7 @@ import numpy as np
 from tutorseg.data import problems as P
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import display_path
-from tutorseg.data.imageio import IMAGE_2D_ENDINGS, Geometry, read_image
+from tutorseg.data.imageio import MISSING_SPACING_NOTE, Geometry, read_image, spacing_sidecar
 from tutorseg.data.jobs import default_workers, run_per_case
 from tutorseg.data.problems import ImageReadError, Problem
 from tutorseg.inspection.report import CaseSummary, DatasetReport, format_spacing
@@ -287,6 +287,13 @@ def _inspect_case(case: Case, split: str, root: Path, expect: _Expectations) -> 
         return _summary_of(cid, split, images), found
     found += _check_channel_files(geometries, image_names, cid, expect.spacing_rtol)
     notes = tuple(note for g in geometries for note in g.notes)
+    found += [P.warning("missing_spacing", f"{name}: {MISSING_SPACING_NOTE}",
+                        why="the spacing decides the target spacing, the resampling and the network's shape; "
+                            "a TIFF stack's voxels are rarely cubes",
+                        fix=f'write the voxel size next to the file, {spacing_sidecar(Path(name)).name}: '
+                            '{"spacing": [z, y, x]} (e.g. micrometres), or save it in the TIFF\'s ImageJ tags',
+                        case_id=cid, file=name)
+              for g, name in zip(geometries, image_names) if MISSING_SPACING_NOTE in g.notes]
     found += _check_channel_count(sum(g.n_channels for g in geometries), notes, expect.n_channels, cid,
                                   image_names[0])
     ranges: list[tuple[float, float] | None] = []
@@ -368,7 +375,7 @@ def _dataset_wide_checks(dataset: Dataset, summaries: list[CaseSummary]) -> list
 
 def _expectations(dataset: Dataset, spacing_rtol: float, affine_atol: float) -> _Expectations:
     return _Expectations(n_channels=dataset.n_channels, label_values=dataset.label_values,
-                         spatial_ndim=2 if dataset.file_ending in IMAGE_2D_ENDINGS else 3,
+                         spatial_ndim=2 if dataset.is_2d_format else 3,
                          spacing_rtol=spacing_rtol, affine_atol=affine_atol)
 
 

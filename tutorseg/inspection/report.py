@@ -187,8 +187,13 @@ class DatasetReport:
         median = np.median(np.asarray(spacings, dtype=float), axis=0)
         return float(median.max() / median.min()) if median.min() > 0 else None
 
+    def _is_2d(self) -> bool:
+        """Cases of two axes (PNG, single-page TIFF); a dataset of TIFF stacks is 3D."""
+        shapes = [c.shape for c in self.training_cases if c.shape]
+        return len(shapes[0]) == 2 if shapes else self.file_ending in IMAGE_2D_ENDINGS
+
     def _axis_names(self) -> tuple[str, ...]:
-        return ("rows", "cols") if self.file_ending in IMAGE_2D_ENDINGS else ("x", "y", "z")
+        return ("rows", "cols") if self._is_2d() else ("x", "y", "z")
 
     def _label_presence(self) -> dict[int, int]:
         counts: Counter = Counter()
@@ -199,7 +204,7 @@ class DatasetReport:
 
     # ------------------------------------------------------------------ text
     def title(self) -> str:
-        kind = "2D" if self.file_ending in IMAGE_2D_ENDINGS else "3D"
+        kind = "2D" if self._is_2d() else "3D"
         return f"Dataset report: {self.dataset_name}  ({self.layout} layout, {kind} {self.file_ending or '?'} files)"
 
     def facts(self) -> list[tuple[str, str]]:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,15 @@ import numpy as np
 from tutorseg.data.files import atomic_folder, write_json_atomic
 from tutorseg.data.imageio import (
     IMAGE_2D_ENDINGS,
+    ITK_ENDINGS,
     NIFTI_ENDINGS,
     file_ending,
     image_files_by_stem,
+    is_2d_format,
+    is_tiff_stack,
     read_geometry,
     read_image,
+    spacing_sidecar,
     write_segmentation,
 )
 from tutorseg.data.problems import TutorsegError
@@ -208,12 +213,17 @@ def _case_names(keys: list[str], case_ids: str | None) -> dict[str, str]:
 
 def _output_ending(path: Path) -> str:
     ending = file_ending(path)
-    return ".png" if ending in IMAGE_2D_ENDINGS else ending
+    return ".png" if ending in IMAGE_2D_ENDINGS and is_2d_format(path) else ending  # TIFF stacks stay TIFF
 
 
 def _copy_image(source: Path, target: Path) -> None:
     """Copy an image, converting 2D formats to PNG (what nnU-Net's 2D reader expects)."""
-    if file_ending(source) in NIFTI_ENDINGS or file_ending(source) == ".png":
+    if is_tiff_stack(source):  # the stack and its spacing file
+        shutil.copyfile(source, target)
+        if spacing_sidecar(source).is_file():
+            shutil.copyfile(spacing_sidecar(source), spacing_sidecar(target))
+        return
+    if file_ending(source) in NIFTI_ENDINGS + ITK_ENDINGS or file_ending(source) == ".png":
         shutil.copyfile(source, target)
         return
     from PIL import Image
@@ -232,8 +242,13 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
     are converted to consecutive class values (:func:`value_map`, decided over all masks) and must have their image's
     shape.
 
+    An images folder holding one sub-folder per case, each with a DICOM series, is read first: every series becomes
+    a NIfTI volume with the geometry of its slices (:mod:`tutorseg.integrations.dicom`), named like its folder, and
+    the masks are matched to the folder names. Every folder that cannot be read is reported at once.
+
     Args:
-        images_dir: folder of images (``.nii.gz``, ``.nii``, ``.png``, ``.tif``), one file per case.
+        images_dir: folder of images (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.png``, ``.tif``), one file per
+            case; or a folder of DICOM series, one sub-folder per case.
         masks_dir: folder of masks named like the images (optionally with ``_mask``, ``_label``, ``_seg``...).
         out_dir: where to create the dataset folder.
         name: the dataset folder's name; nnU-Net wants ``Dataset500_Name`` with a three-digit id.
@@ -255,6 +270,25 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         ConversionError: listing every unusable file (mask without image, shape mismatch, bad mask values),
             or the output folder exists and ``overwrite`` is False.
     """
+    from tutorseg.integrations import dicom
+
+    if Path(images_dir).is_dir() and dicom.holds_case_folders(images_dir):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tutorseg-dicom-", dir=out_dir) as volumes:
+            try:
+                written, problems = dicom.series_to_nifti(images_dir, volumes)
+            except dicom.DicomError as exc:
+                raise ConversionError(str(exc)) from None
+            if problems:
+                raise ConversionError(f"{len(problems)} DICOM case folder(s) cannot be converted:\n  "
+                                      + "\n  ".join(problems))
+            result = convert_folders(volumes, masks_dir, out_dir, name=name, channel_names=channel_names,
+                                     labels=labels, overwrite=overwrite, value_mapping=value_mapping,
+                                     case_ids=case_ids, description=description or (
+                                         f"converted by tutorseg.integrations.convert from the DICOM series in "
+                                         f"{Path(images_dir).name}/ and the masks in {Path(masks_dir).name}/"))
+        note = f"{len(written)} DICOM series read as volumes (spacing, origin and direction from the slices' tags)"
+        return replace(result, notes=(note, *result.notes))
     pairs, lonely_images, lonely_masks = match_files(images_dir, masks_dir)
     if not pairs:
         raise ConversionError(f"no image in {images_dir} has a mask of the same name in {masks_dir}; "
@@ -300,7 +334,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             _copy_image(image_path, staging / "imagesTr" / f"{case_id}_0000{ending}")
             write_segmentation(mask_to_labels(_read_mask(mask_path, key), mapping),
                                staging / "labelsTr" / f"{case_id}{ending}",
-                               reference=mask_path if ending in NIFTI_ENDINGS else None)
+                               reference=None if ending == ".png" else image_path)
         for image_path in lonely_images:
             case_id = names[_case_key(image_path.name[: -len(file_ending(image_path))])]
             _copy_image(image_path, staging / "imagesTs" / f"{case_id}_0000{ending}")

@@ -30,7 +30,7 @@ import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import atomic_folder, write_text_atomic
-from tutorseg.data.imageio import NIFTI_ENDINGS, load_nifti, read_geometry
+from tutorseg.data.imageio import ITK_ENDINGS, NIFTI_ENDINGS, load_nifti, read_geometry, write_segmentation
 from tutorseg.data.problems import TutorsegError
 
 
@@ -115,6 +115,12 @@ def _write_channels(case: Case, folder: Path, ending: str) -> None:
             for index in range(geometry.n_channels):
                 _write_nifti_channel(source, index, folder / f"{case.case_id}_{channel:04d}{ending}")
                 channel += 1
+        elif ending in ITK_ENDINGS and geometry.n_channels > 1:
+            raise ExportError(f"{source.name} stores {geometry.n_channels} channels as vector pixels; nnU-Net reads "
+                              "one channel per file: save each channel as its own file (CASE_0000, CASE_0001...)")
+        elif ending == ".mhd":  # a header and its raw file: ITK writes both under the new name
+            _copy_metaimage(source, folder / f"{case.case_id}_{channel:04d}{ending}")
+            channel += 1
         elif ending == ".png" and any("RGBA" in note for note in geometry.notes):
             from PIL import Image
 
@@ -123,6 +129,12 @@ def _write_channels(case: Case, folder: Path, ending: str) -> None:
         else:
             shutil.copyfile(source, folder / f"{case.case_id}_{channel:04d}{ending}")
             channel += 1
+
+
+def _copy_metaimage(source: Path, target: Path) -> None:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.ReadImage(str(source)), str(target), True)
 
 
 def _write_nifti_channel(source: Path, index: int, target: Path) -> None:
@@ -153,6 +165,8 @@ def _write_label(case: Case, target: Path) -> None:
         header.set_data_dtype(data.dtype)
         header.set_slope_inter(1, 0)
         nib.save(type(image)(data, image.affine, header), str(target))
+    elif target.name.endswith(ITK_ENDINGS) and (geometry.dtype.startswith("float") or target.name.endswith(".mhd")):
+        write_segmentation(case.load_label(), target, reference=case.label_file)  # integers; .mhd: with its raw file
     else:
         shutil.copyfile(case.label_file, target)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, load_dataset, split_channel_suffix
 from tutorseg.data.files import atomic_path, display_path
-from tutorseg.data.imageio import file_ending, read_geometry, write_segmentation
+from tutorseg.data.imageio import SUPPORTED_ENDINGS, file_ending, is_2d_format, read_geometry, write_segmentation
 from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
 
@@ -165,6 +165,26 @@ def load_folds(run_dirs, *, checkpoint: str = "final", device: str | None = None
     return folds
 
 
+# --------------------------------------------------------------------------------------------------- outputs
+
+OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha", "png": ".png"}
+
+
+def _output_ending(image_file: Path, output_format: str | None) -> str:
+    """The segmentation's file ending: the input's (TIFF -> PNG), or the one asked for if it fits the input."""
+    ending = file_ending(image_file)
+    flat = is_2d_format(image_file)
+    if output_format is None:
+        return ".png" if ending in (".tif", ".tiff") and flat else ending  # a TIFF stack gives a TIFF stack
+    wanted = OUTPUT_FORMATS.get(output_format.lower().lstrip("."))
+    if wanted is None:
+        raise PredictionError(f"output format {output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if (wanted == ".png") != flat:
+        raise PredictionError(f"{image_file.name} cannot be written as {output_format}: 2D images give png, "
+                              "3D volumes nii.gz, nrrd or mha")
+    return wanted
+
+
 # --------------------------------------------------------------------------------------------------- inputs
 
 
@@ -204,7 +224,8 @@ def resolve_inputs(inputs) -> list[Case]:
         if path.is_file():
             ending = file_ending(path)
             if not ending:
-                raise PredictionError(f"{path.name} is not an image tutorseg reads (.nii.gz, .nii, .png, .tif)")
+                raise PredictionError(f"{path.name} is not an image tutorseg reads "
+                                      f"({', '.join(SUPPORTED_ENDINGS)})")
             stem = path.name[: -len(ending)]
             suffix = split_channel_suffix(stem)
             if suffix:  # CASE_0000.nii.gz: also take the case's other channel files beside it
@@ -324,7 +345,7 @@ def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str,
 
 def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, save_probabilities: bool = False,
             progress: bool = True, postprocess=True, checkpoint: str = "final", device=None,
-            folds: Sequence[FoldModel] | None = None) -> Predictions:
+            folds: Sequence[FoldModel] | None = None, output_format: str | None = None) -> Predictions:
     """Segment images with one or more trained folds (their probabilities averaged).
 
     Args:
@@ -340,6 +361,8 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         checkpoint: ``"final"``, ``"best"`` or ``"latest"`` (falls back in that order when missing).
         device: where to run (default: the GPU if there is one).
         folds: already loaded models (from :func:`load_folds`), to skip loading them again.
+        output_format: the segmentations' file type, ``"nii.gz"``, ``"nrrd"``, ``"mha"`` (3D) or ``"png"`` (2D);
+            default: the input's own (a TIFF input gives PNG). The geometry is always the input's.
 
     Returns:
         :class:`Predictions`: the written segmentation files (``.files``, in case order) and how they were made.
@@ -371,8 +394,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
         if decision is not None:
             segmentation = decision.apply(segmentation)
-        ending = file_ending(case.image_files[0])
-        out = out_dir / f"{case.case_id}{'.png' if ending in ('.tif', '.tiff') else ending}"
+        out = out_dir / f"{case.case_id}{_output_ending(case.image_files[0], output_format)}"
         write_segmentation(segmentation, out, reference=case.image_files[0])
         if save_probabilities:
             _save_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
