@@ -52,6 +52,9 @@ BUILD_TOOLS = ("pip", "setuptools", "wheel")
 # cu12 ones; PyPI's torch 2.11.0 (the one pip can read here) is the cu130 build and asks for cuda-toolkit 13. They
 # follow torch, which tutorseg never changes, so they are not pinned.
 TORCH_BUILD_PREFIXES = ("nvidia-", "cuda-", "triton")
+# Colab's version needs a newer Python than this machine's 3.11 (tifffile 2026.8.16 asks for >= 3.12): .venv-colab
+# takes the newest release for 3.11 instead; the Python 3.13 resolution keeps Colab's own
+NEWER_PYTHON_ONLY = ("tifffile",)
 # not on Python 3.13 here: torch (CUDA build only) and MONAI (asks for torch)
 PY313_SKIPPED = ("torch", "monai")
 
@@ -77,11 +80,16 @@ def colab_versions(freeze: Path = COLAB_FREEZE) -> dict[str, str]:
     return versions
 
 
-def constraints_text(*, torch: str | None, versions: dict[str, str] | None = None) -> str:
-    """pip constraints pinning every Colab package to Colab's version; torch to ``torch`` (None: not pinned)."""
+def constraints_text(*, torch: str | None, versions: dict[str, str] | None = None, python311: bool = False) -> str:
+    """pip constraints pinning every Colab package to Colab's version; torch to ``torch`` (None: not pinned).
+
+    ``python311``: leave out the packages whose Colab version needs a newer Python (:data:`NEWER_PYTHON_ONLY`).
+    """
     versions = dict(versions or colab_versions())
     for name in list(versions):
         if name in ("torch", *BUILD_TOOLS) or name.startswith(TORCH_BUILD_PREFIXES):
+            versions.pop(name)
+        elif python311 and name in NEWER_PYTHON_ONLY:
             versions.pop(name)
     lines = [f"{name}=={version}" for name, version in sorted(versions.items())]
     if torch:
@@ -104,7 +112,7 @@ def build_colab_env(venv: Path = COLAB_VENV, *, python: str | Path = sys.executa
     """``.venv-colab``: Colab's packages at Colab's versions, then tutorseg installed as the notebooks install it."""
     py = _new_venv(python, venv)
     constraints = venv / "colab-constraints.txt"
-    constraints.write_text(constraints_text(torch=LOCAL_TORCH), encoding="utf-8")
+    constraints.write_text(constraints_text(torch=LOCAL_TORCH, python311=True), encoding="utf-8")
     pip = (py, "-m", "pip", "install", "--quiet")
     _run(*pip, f"torch=={LOCAL_TORCH}")
     _run(*pip, "-c", constraints, *TUTORSEG_DEPENDENCIES_ON_COLAB, *NOTEBOOK_STACK)  # the runtime as Colab has it

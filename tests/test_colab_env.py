@@ -74,6 +74,8 @@ def test_installing_tutorseg_on_colab_keeps_colabs_packages():
 
     installed = _installed(python)
     for name in MUST_KEEP:
+        if name in colab_env.NEWER_PYTHON_ONLY:  # Colab's release needs Python >= 3.12: checked on 3.13 below
+            continue
         assert installed[name] == colab[name], f"{name}: Colab has {colab[name]}, the environment {installed[name]}"
     assert installed["tutorseg"] and installed["ipywidgets"].startswith("7.7")
 

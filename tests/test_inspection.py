@@ -186,7 +186,7 @@ def test_unlisted_and_hidden_files_and_count_mismatch(tmp_path):
 
 def test_unsupported_format(tmp_path):
     root = v2_dataset(tmp_path, 2)
-    write_json(root, {**read_json(root), "file_ending": ".mha"})
+    write_json(root, {**read_json(root), "file_ending": ".jpg"})
     the_problem(inspect(root), "unsupported_format")
 
 

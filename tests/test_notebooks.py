@@ -192,7 +192,6 @@ def test_notebook_04_uses_the_run_notebook_03_left_in_the_workspace(tmp_path, no
 def test_install_cell_failure_shows_pips_output_and_what_to_do(tmp_path):
     """The install cell in a Python without tutorseg, its source pointed at a folder that does not exist."""
     import subprocess
-    import sys
     import venv
 
     venv.create(tmp_path / "bare", with_pip=True)
@@ -200,7 +199,8 @@ def test_install_cell_failure_shows_pips_output_and_what_to_do(tmp_path):
     cell = _source(next(c for c in _cells(NOTEBOOKS[0]) if c["cell_type"] == "code"))
     missing = tmp_path / "no_such_release"
     cell = cell.replace(INSTALL_SOURCE, f'TUTORSEG = "tutorseg @ file://{missing}"')
-    result = subprocess.run([str(python), "-c", cell], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(python), "-c", cell], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path)  # not the repository, whose tutorseg/ python -c would import
     assert result.returncode != 0
     assert str(missing) in result.stdout  # pip's own words, printed by the cell
     assert "RuntimeError: pip could not install tutorseg (its output is above)" in result.stderr
