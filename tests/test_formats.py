@@ -11,6 +11,7 @@ world are converted both ways exactly.
 from __future__ import annotations
 
 import json
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +202,19 @@ def test_export_for_nnunet_keeps_metaimage_data(datasets, tmp_path):
 
 
 def _write_series(volume, folder: Path, *, series_uid: str, modality: str = "MR", prefix: str = "slice") -> None:
-    """Write a SimpleITK volume as a DICOM series of int16 slices, with the tags that carry its geometry."""
+    """Write a SimpleITK volume as a DICOM series of int16 slices, with the tags that carry its geometry.
+
+    GDCM's writer sets the process's locale to "C" and leaves it so (seen with SimpleITK 2.5); the locale is put
+    back, or every later subprocess in this test process would decode its output as ASCII.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(volume, folder, series_uid=series_uid, modality=modality, prefix=prefix)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(volume, folder: Path, *, series_uid: str, modality: str, prefix: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     volume = sitk.Cast(volume, sitk.sitkInt16)
     d = volume.GetDirection()
