@@ -365,3 +365,24 @@ def test_a_single_page_tiff_is_still_a_2d_image(isbi_dir, tmp_path):
     page = tmp_path / "slice.tif"
     Image.open(next((isbi_dir / "imagesTr").iterdir())).save(page)
     assert read_geometry(page).ndim == 2
+
+
+def test_inspect_names_a_flat_tiff_among_stacks_and_a_label_without_its_spacing(tiff_dataset, tmp_path):
+    """Two mistakes microscopists make: one case saved as a single page, one label stack without its sidecar."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / tiff_dataset.name
+    shutil.copytree(tiff_dataset, folder)
+    cases = sorted(p.name.removesuffix("_0000.tif") for p in (folder / "imagesTr").glob("*_0000.tif"))
+    flat, unspaced = cases[1], cases[2]
+    stack = read_image(folder / "imagesTr" / f"{flat}_0000.tif").array[0]
+    middle = stack[:, :, stack.shape[2] // 2].T.astype(np.float32)
+    Image.fromarray(middle).save(folder / "imagesTr" / f"{flat}_0000.tif")  # one page: a 2D image
+    (folder / "labelsTr" / f"{unspaced}.json").write_text(json.dumps({"spacing": [3.0, 1.0, 1.0]}))
+    report = tutorseg.inspect_dataset(folder, progress=False)
+    (dimensionality,) = report.problems_of("unsupported_dimensionality", case_id=flat)
+    assert "2 spatial dimensions" in dimensionality.message and "3D volumes" in dimensionality.message
+    (spacing,) = report.problems_of("spacing_mismatch", case_id=unspaced)
+    assert spacing.severity.value == "error"
