@@ -26,8 +26,8 @@ from pathlib import Path
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1400,1100", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--disable-quic", "--hide-scrollbars")
+                  "--window-size=1400,1100", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic", "--hide-scrollbars")
 
 # what a front end shows instead of a widget it cannot draw
 WIDGET_FAILURES = ("Error displaying widget", "Could not create a model", "Failed to display Jupyter Widget")

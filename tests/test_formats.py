@@ -41,7 +41,8 @@ def _as_nnunet(sample: Path, root: Path, ending: str) -> Path:
             sitk.WriteImage(sitk.ReadImage(str(case.label_file)), str(folder / "labelsTr" / f"{case.case_id}{ending}"),
                             True)
     (folder / "dataset.json").write_text(json.dumps({
-        "name": "Hippocampus", "channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "name": "Hippocampus", "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
         "numTraining": N_TRAIN, "file_ending": ending}))
     return folder
 
@@ -54,7 +55,7 @@ def datasets(tmp_path_factory, sample_dir) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def trained(datasets, tmp_path_factory):
-    """A tiny network trained for a few steps on the NIfTI copy (what it learnt does not matter, only that it is one)."""
+    """A tiny network trained for a few steps on the NIfTI copy (what it learnt does not matter)."""
     from tutorseg.training.smoke import smoke_plan
 
     nifti = tutorseg.load_dataset(datasets[".nii.gz"])

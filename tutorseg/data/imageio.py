@@ -381,7 +381,8 @@ def _itk_geometry(path: Path, reader=None) -> Geometry:
     spacing = tuple(float(s) for s in reader.GetSpacing())
     affine = itk_affine(spacing, reader.GetOrigin(), reader.GetDirection())
     dtype = _sitk().GetPixelIDValueAsString(reader.GetPixelID())
-    numpy_dtype = {"8-bit unsigned integer": "uint8", "8-bit signed integer": "int8", "16-bit unsigned integer": "uint16",
+    numpy_dtype = {"8-bit unsigned integer": "uint8", "8-bit signed integer": "int8",
+                   "16-bit unsigned integer": "uint16",
                    "16-bit signed integer": "int16", "32-bit unsigned integer": "uint32",
                    "32-bit signed integer": "int32", "64-bit unsigned integer": "uint64",
                    "64-bit signed integer": "int64", "32-bit float": "float32", "64-bit float": "float64"}
