@@ -25,6 +25,6 @@ from tutorseg.viz.plots import (
 )
 from tutorseg.viz.widgets import PlanExplorer, SliceViewer, plan_explorer, slice_viewer
 
-__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map", "feature_map_sizes",
-           "figure_to_png", "plot_case", "plot_fingerprint", "plot_metrics", "plot_network", "plot_slices",
-           "plan_explorer", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]
+__all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map",
+           "feature_map_sizes", "figure_to_png", "plan_explorer", "plot_case", "plot_fingerprint", "plot_metrics",
+           "plot_network", "plot_slices", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]
