@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tutorseg.data.files import atomic_path
-from tutorseg.data.problems import ImageReadError
+from tutorseg.data.problems import ImageReadError, TutorsegError
 
 if TYPE_CHECKING:
     from nibabel import Nifti1Image
@@ -324,12 +324,13 @@ def _read_image2d(path: Path, spacing: tuple[float, ...] | None = None) -> Image
 # --------------------------------------------------------------------------------------------------- NRRD, MHA/MHD
 
 
-def _sitk():
+def import_simpleitk():
+    """The SimpleITK module (NRRD, MetaImage and DICOM go through it), or a TutorsegError saying to install it."""
     try:
         import SimpleITK
     except ImportError:
-        raise ImageReadError(Path("SimpleITK"), "reading NRRD and MHA files needs SimpleITK, which is not installed",
-                             "pip install SimpleITK (a dependency of tutorseg: reinstall tutorseg)") from None
+        raise TutorsegError("reading NRRD, MHA/MHD and DICOM needs SimpleITK, which is not installed: "
+                            "pip install SimpleITK (a dependency of tutorseg: reinstall tutorseg)") from None
     return SimpleITK
 
 
@@ -359,7 +360,7 @@ def itk_geometry_of(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float,
 
 
 def _itk_reader(path: Path):
-    sitk = _sitk()
+    sitk = import_simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -380,7 +381,7 @@ def _itk_geometry(path: Path, reader=None) -> Geometry:
     shape = tuple(int(s) for s in reader.GetSize())  # ITK's size is (x, y, z), tutorseg's order
     spacing = tuple(float(s) for s in reader.GetSpacing())
     affine = itk_affine(spacing, reader.GetOrigin(), reader.GetDirection())
-    dtype = _sitk().GetPixelIDValueAsString(reader.GetPixelID())
+    dtype = import_simpleitk().GetPixelIDValueAsString(reader.GetPixelID())
     numpy_dtype = {"8-bit unsigned integer": "uint8", "8-bit signed integer": "int8",
                    "16-bit unsigned integer": "uint16",
                    "16-bit signed integer": "int16", "32-bit unsigned integer": "uint32",
@@ -392,7 +393,7 @@ def _itk_geometry(path: Path, reader=None) -> Geometry:
 
 
 def _read_itk(path: Path) -> Image:
-    sitk = _sitk()
+    sitk = import_simpleitk()
     reader = _itk_reader(path)
     geometry = _itk_geometry(path, reader)
     try:
@@ -407,7 +408,7 @@ def _read_itk(path: Path) -> Image:
 
 def _write_itk(segmentation: np.ndarray, target: Path, reference: Path) -> None:
     """Write a label map with the reference's geometry: an ITK file's own, or a NIfTI's affine converted to LPS."""
-    sitk = _sitk()
+    sitk = import_simpleitk()
     image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(segmentation)))  # (x, y, z) -> ITK's (z, y, x)
     if file_ending(reference) in ITK_ENDINGS:
         info = _itk_reader(reference)
@@ -507,6 +508,11 @@ def _write_tiff3d(segmentation: np.ndarray, out_path: Path, reference: Path) -> 
 # --------------------------------------------------------------------------------------------------- public API
 
 
+# what _readable_format names -> the header reader and the voxel reader (2D images take a spacing, handled apart)
+_GEOMETRY_READERS = {"nifti": _nifti_geometry, "itk": _itk_geometry, "tiff3d": _tiff3d_geometry}
+_IMAGE_READERS = {"nifti": _read_nifti, "itk": _read_itk, "tiff3d": _read_tiff3d}
+
+
 def _readable_format(path: Path) -> str:
     """``"nifti"``, ``"itk"`` or ``"2d"`` for a file tutorseg can read; else an :class:`ImageReadError`."""
     if not path.is_file():
@@ -533,13 +539,7 @@ def read_geometry(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | No
     """
     path = Path(path)
     kind = _readable_format(path)
-    if kind == "nifti":
-        return _nifti_geometry(path)
-    if kind == "itk":
-        return _itk_geometry(path)
-    if kind == "tiff3d":
-        return _tiff3d_geometry(path)
-    return _image2d_geometry(path, spacing_2d)
+    return _image2d_geometry(path, spacing_2d) if kind == "2d" else _GEOMETRY_READERS[kind](path)
 
 
 def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None = None) -> Image:
@@ -550,13 +550,7 @@ def read_image(path: str | os.PathLike, *, spacing_2d: tuple[float, ...] | None 
     """
     path = Path(path)
     kind = _readable_format(path)
-    if kind == "nifti":
-        return _read_nifti(path)
-    if kind == "itk":
-        return _read_itk(path)
-    if kind == "tiff3d":
-        return _read_tiff3d(path)
-    return _read_image2d(path, spacing_2d)
+    return _read_image2d(path, spacing_2d) if kind == "2d" else _IMAGE_READERS[kind](path)
 
 
 def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,

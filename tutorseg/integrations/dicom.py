@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tutorseg.data.imageio import file_ending, import_simpleitk
 from tutorseg.data.problems import TutorsegError
 
 
@@ -36,18 +37,9 @@ class DicomSeries:
     files: tuple[str, ...]
 
 
-def _sitk():
-    try:
-        import SimpleITK
-    except ImportError:
-        raise DicomError("reading DICOM needs SimpleITK: pip install SimpleITK (a dependency of tutorseg: "
-                         "reinstall tutorseg)") from None
-    return SimpleITK
-
-
 def series_in(folder: str | os.PathLike) -> list[DicomSeries]:
     """Every DICOM series in ``folder`` (not its sub-folders), each with its slice files in spatial order."""
-    sitk = _sitk()
+    sitk = import_simpleitk()
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -73,7 +65,7 @@ def read_series(folder: str | os.PathLike):
     Raises:
         DicomError: no series, several series, or a series GDCM cannot read.
     """
-    sitk = _sitk()
+    sitk = import_simpleitk()
     folder = Path(folder)
     found = series_in(folder)
     if not found:
@@ -103,7 +95,7 @@ def series_to_nifti(root: str | os.PathLike, out_dir: str | os.PathLike) -> tupl
     Returns:
         ``(written files, problems)``: one problem line per case folder that could not be converted.
     """
-    sitk = _sitk()
+    sitk = import_simpleitk()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, problems = [], []
@@ -121,8 +113,6 @@ def series_to_nifti(root: str | os.PathLike, out_dir: str | os.PathLike) -> tupl
 
 def holds_case_folders(folder: str | os.PathLike) -> bool:
     """True when ``folder`` holds sub-folders and no image files: a folder of DICOM series, one per case."""
-    from tutorseg.data.imageio import file_ending
-
     entries = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
     return any(p.is_dir() for p in entries) and not any(p.is_file() and file_ending(p) for p in entries)
 
