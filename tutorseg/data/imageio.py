@@ -276,9 +276,9 @@ def _open_pil(path: Path):
         raise ImageReadError(path, f"not a readable image ({exc})", "re-save the file as PNG") from None
     n_frames = getattr(pil, "n_frames", 1)
     if n_frames > 1:
-        raise ImageReadError(path, f"multi-page image with {n_frames} pages",
-                             "tutorseg reads one 2D slice per file: save each page as its own PNG, "
-                             "or save the stack as a 3D NIfTI")
+        raise ImageReadError(path, f"multi-page image with {n_frames} pages that is not a grey 3D TIFF stack "
+                             "(colour pages, or pages of different sizes)",
+                             "save each page as its own PNG, or the volume as one grey stack (or NIfTI)")
     return pil
 
 
