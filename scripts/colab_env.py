@@ -41,7 +41,7 @@ LOCAL_TORCH = "2.13.0"  # the CPU wheel on disk for Python 3.11 (pip takes it fr
 # What Colab has preinstalled that tutorseg or its notebooks use: tutorseg's dependencies Colab carries, and the
 # notebook stack (kernel, widgets, the classic front end) that decides how a notebook runs and renders there.
 TUTORSEG_DEPENDENCIES_ON_COLAB = ("numpy", "scipy", "nibabel", "pillow", "matplotlib", "ipywidgets", "tqdm", "gdown",
-                                  "jsonschema", "requests", "tifffile")
+                                  "jsonschema", "requests", "tifffile", "blosc2")
 NOTEBOOK_STACK = ("widgetsnbextension", "jupyterlab_widgets", "ipykernel", "ipython", "notebook", "jupyter_client",
                   "jupyter_core", "traitlets", "nbformat", "nbclient", "tornado", "pyzmq")
 # test tools (not Colab's, but taken at Colab's versions where it has them): papermill runs the notebooks

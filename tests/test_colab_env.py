@@ -29,7 +29,7 @@ import colab_env  # noqa: E402  (scripts/ is not a package)
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # the packages issue 20 names, which tutorseg's install must leave at Colab's versions
-MUST_KEEP = ("ipywidgets", "gdown", "numpy", "matplotlib", "nibabel", "scipy", "pillow", "tqdm", "tifffile")
+MUST_KEEP = ("ipywidgets", "gdown", "numpy", "matplotlib", "nibabel", "scipy", "pillow", "tqdm", "tifffile", "blosc2")
 BUILD = "build it with `python scripts/colab_env.py` (.ci/run does)"
 
 needs_freeze = pytest.mark.skipif(not colab_env.COLAB_FREEZE.is_file(),

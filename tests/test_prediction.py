@@ -225,9 +225,9 @@ def test_out_of_memory_in_prediction_names_the_case_and_the_way_out(hippo_run, s
 def test_a_volume_too_large_for_the_memory_is_refused_before_predicting(hippo_run, sample_dir, tmp_path,
                                                                          monkeypatch):
     # faked: the machine reports 1 MB available; the case is a real one of the sample
-    from tutorseg.training import device
+    from tutorseg.data import jobs
 
-    monkeypatch.setattr(device, "available_memory_bytes", lambda: 10**6)
+    monkeypatch.setattr(jobs, "available_memory_bytes", lambda: 10**6)
     case = load_dataset(sample_dir).test[0]
     with pytest.raises(PredictionError, match=rf"case {case.case_id} .*3 classes\) needs about .* GB .*available"):
         predict(hippo_run, [case], tmp_path / "out", progress=False)

@@ -125,7 +125,9 @@ def test_output_matches_the_plan(preprocessed, hippo_plan, small_hippo):
             assert (case.label[tuple(where.T)] == value).all()
             assert len(where) == min(10_000, props.class_voxels[value])
     files = sorted(p.name for p in preprocessed.folder.iterdir())
-    assert files == sorted([f"{c}.npz" for c in preprocessed.case_ids] + ["preprocessed.json", "properties.json"])
+    per_case = [f"{c}{ending}" for c in preprocessed.case_ids
+                for ending in (".b2nd", "_seg.b2nd", "_locations.npz", ".json")]
+    assert files == sorted(per_case + ["preprocessed.json", "properties.json"])
 
 
 def test_second_call_does_nothing_and_changes_are_detected(preprocessed, small_hippo, hippo_plan, capsys):

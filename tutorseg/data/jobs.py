@@ -119,3 +119,15 @@ def _main_script_hidden_from_workers(hide: bool) -> Iterator[None]:
         yield
     finally:
         main.__file__ = path
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the machine can still give this process (``MemAvailable`` of ``/proc/meminfo``), or None off Linux."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -293,7 +293,8 @@ def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacin
     the resampled copy and the one being added) is compared with what the machine has: a volume too large is
     refused with the numbers instead of the operating system killing the process (on Colab: the runtime restarts).
     """
-    from tutorseg.training.device import available_memory_bytes, first_line, is_out_of_memory, release_gpu_memory
+    from tutorseg.data.jobs import available_memory_bytes
+    from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
 
     n_classes = len(folds[0].plan.labels)
     needed = 4 * (image.size + 3 * n_classes * int(np.prod(image.shape[1:])))

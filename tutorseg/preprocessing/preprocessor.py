@@ -13,10 +13,17 @@ nnU-Net's ``DefaultPreprocessor.run_case_npy``, step by step (``docs/preprocessi
 
 Storage, in ``out_dir/<configuration>/`` (a few files per case, fine on Google Drive)::
 
-    CASE.npz             data (C, *S) float32, label (*S) int8/int16, locations_<class> (N, ndim) int32
+    CASE.b2nd            data (C, *S) float32, compressed in chunks (:mod:`tutorseg.preprocessing.storage`)
+    CASE_seg.b2nd        label (1, *S) int8/int16, the same way
+    CASE_locations.npz   locations_<class> (N, ndim) int32: foreground voxels for oversampling
+    CASE.json            the case's properties, its files' signature and the settings hash; written last, so a
+                         case with its CASE.json is finished (a killed run continues with the others)
     properties.json      per case: original shape, spacing, affine, crop box, shapes after crop/resampling...
     preprocessed.json    what was preprocessed with what: a hash of the plan's preprocessing settings and each
                          case's file sizes and modification times; a second call with the same inputs does nothing
+
+Cases are processed one per worker process, so memory holds at most one case per worker; the number of workers
+is bounded by the memory available (:func:`preprocessing_workers`).
 """
 
 from __future__ import annotations
@@ -37,14 +44,17 @@ from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.files import atomic_path, write_json_atomic
 from tutorseg.data.jobs import default_workers, run_per_case, with_progress
 from tutorseg.data.problems import TutorsegError
+from tutorseg.preprocessing import storage
 from tutorseg.preprocessing.resampling import compute_new_shape, resample_image, resample_label, separate_z_axis
 
 if TYPE_CHECKING:
     from tutorseg.planning import ConfigurationPlan, Plan
 
-FORMAT_VERSION = 1  # bump when the stored format or the processing changes: old folders are then redone
+FORMAT_VERSION = 2  # bump when the stored format or the processing changes: old folders are then redone
+# (2: Blosc2 chunked arrays, one CASE.json per case; 1: one uncompressed .npz per case)
 N_LOCATIONS = 10_000  # nnU-Net's _sample_foreground_locations: at most 10,000 voxels per class ...
 MIN_LOCATION_COVERAGE = 0.01  # ... but at least 1% of the class's voxels
+PREPROCESSING_PEAK_FACTOR = 6  # a worker's peak memory / the case's float32 image (bench/storage.md)
 LOCATION_SEED = 1234  # nnU-Net's seed for that sampling (deterministic per case)
 NORMALIZATION_SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
                          "RGBTo01Normalization")
@@ -105,7 +115,10 @@ class CaseProperties:
 
 @dataclass(frozen=True)
 class PreprocessedCase:
-    """One preprocessed case in memory (what :class:`tutorseg.training.patch_sampling.PatchSampler` samples from).
+    """One preprocessed case (what :class:`tutorseg.training.patch_sampling.PatchSampler` samples from).
+
+    Its arrays are numpy arrays in memory, or stored arrays read from disk a patch at a time
+    (:class:`tutorseg.preprocessing.storage.StoredArray`, see :meth:`PreprocessedDataset.load_cases`).
 
     Attributes:
         case_id: the case.
@@ -116,10 +129,22 @@ class PreprocessedCase:
     """
 
     case_id: str
-    data: np.ndarray
-    label: np.ndarray | None
+    data: np.ndarray | storage.StoredArray
+    label: np.ndarray | storage.StoredArray | None
     class_locations: dict[int, np.ndarray]
     properties: CaseProperties
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.data, np.ndarray)
+
+    def loaded(self) -> "PreprocessedCase":
+        """This case with its arrays read into memory (itself when they already are)."""
+        if self.in_memory:
+            return self
+        label = None if self.label is None else storage.read_all(self.label)
+        return PreprocessedCase(self.case_id, storage.read_all(self.data), label, self.class_locations,
+                                self.properties)
 
     def __repr__(self) -> str:
         return (f"PreprocessedCase({self.case_id!r}, data {self.data.shape} {self.data.dtype}, "
@@ -128,7 +153,7 @@ class PreprocessedCase:
 
 @dataclass(frozen=True)
 class PreprocessedDataset:
-    """A folder of preprocessed cases for one configuration; :meth:`load_cases` brings them into memory.
+    """A folder of preprocessed cases for one configuration; :meth:`load_cases` opens them for training.
 
     Attributes:
         folder: ``out_dir/<configuration>``.
@@ -137,6 +162,7 @@ class PreprocessedDataset:
         properties: case id -> :class:`CaseProperties`.
         processed: the cases this call (re)processed; empty when everything was up to date.
         seconds: how long the call took.
+        last_memory_decision: why the last :meth:`load_cases` held the cases in memory or not.
     """
 
     folder: Path
@@ -145,6 +171,7 @@ class PreprocessedDataset:
     properties: dict[str, CaseProperties]
     processed: tuple[str, ...] = ()
     seconds: float = 0.0
+    last_memory_decision: str = ""
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> "PreprocessedDataset":
@@ -167,24 +194,48 @@ class PreprocessedDataset:
     def __len__(self) -> int:
         return len(self.case_ids)
 
-    def load_case(self, case_id: str) -> PreprocessedCase:
-        """Read one case's arrays (a single uncompressed .npz: fast)."""
+    def load_case(self, case_id: str, *, in_memory: bool = True) -> PreprocessedCase:
+        """One case: read into memory, or (``in_memory=False``) opened to be read a patch at a time."""
         if case_id not in self.properties:
             raise KeyError(f"no case {case_id!r} in {self.folder}; cases are e.g. {', '.join(self.case_ids[:3])}")
-        with np.load(self.folder / f"{case_id}.npz") as stored:
-            data, label = stored["data"], stored["label"]
-            locations = {int(k.split("_", 1)[1]): stored[k] for k in stored.files if k.startswith("locations_")}
-        return PreprocessedCase(case_id, data, label, locations, self.properties[case_id])
+        data, label, locations = storage.open_case(self.folder, case_id)
+        case = PreprocessedCase(case_id, data, label, locations, self.properties[case_id])
+        return case.loaded() if in_memory else case
 
-    def load_cases(self, case_ids: Sequence[str] | None = None, *, progress: bool = False) -> list[PreprocessedCase]:
-        """Load cases into memory (all by default), in the order given: the training data path's cache."""
+    def load_cases(self, case_ids: Sequence[str] | None = None, *, in_memory: bool | None = None,
+                   progress: bool = False) -> list[PreprocessedCase]:
+        """The cases (all by default), in the order given, for training.
+
+        Args:
+            case_ids: which cases.
+            in_memory: read them into memory (fast), or leave them on disk and read patches as they are needed
+                (any size of dataset). Default: in memory when they take at most 30 % of the memory available
+                (:func:`tutorseg.preprocessing.storage.in_memory_decision`; :attr:`last_memory_decision` says why).
+            progress: show a progress bar while reading.
+        """
         ids = list(self.case_ids if case_ids is None else case_ids)
-        return [self.load_case(c) for c in with_progress(ids, enabled=progress, description="loading", leave=False)]
+        if in_memory is None:
+            from tutorseg.data.jobs import available_memory_bytes
+
+            in_memory, reason = storage.in_memory_decision(self.memory_bytes(ids), available_memory_bytes())
+        else:
+            reason = "held in memory (asked for)" if in_memory else "read from disk a patch at a time (asked for)"
+        object.__setattr__(self, "last_memory_decision", reason)
+        return [self.load_case(c, in_memory=in_memory)
+                for c in with_progress(ids, enabled=progress and in_memory, description="loading", leave=False)]
+
+    def memory_bytes(self, case_ids: Sequence[str] | None = None) -> int:
+        """Bytes the cases take in memory, decompressed (from the stored arrays' shapes: nothing is read)."""
+        total = 0
+        for case_id in self.case_ids if case_ids is None else case_ids:
+            data, label, _ = storage.open_case(self.folder, case_id)
+            total += storage.memory_bytes(data, label)
+        return total
 
     @property
     def nbytes(self) -> int:
-        """Bytes on disk of the cases' arrays (what loading them all takes in memory, roughly)."""
-        return sum((self.folder / f"{c}.npz").stat().st_size for c in self.case_ids)
+        """Bytes on disk of the cases' arrays (compressed)."""
+        return sum(storage.stored_bytes(self.folder, c) for c in self.case_ids)
 
     def __repr__(self) -> str:
         state = f"{len(self.processed)} processed now" if self.processed else "up to date"
@@ -408,31 +459,86 @@ def _write_json(path: Path, data) -> None:
     write_json_atomic(path, data, indent=1)
 
 
-def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path]) -> dict:
-    """Worker: preprocess one case and write CASE.npz; returns its properties as a dict."""
-    case, plan, config, folder = job
+def case_record_path(folder: Path, case_id: str) -> Path:
+    """``CASE.json``: the case's properties, signature and settings hash, written when the case is finished."""
+    return folder / f"{case_id}.json"
+
+
+def _finished_case(folder: Path, case_id: str, digest: str, signature: list) -> dict | None:
+    """The properties of a case finished with these settings and these files, else None."""
+    path = case_record_path(folder, case_id)
+    if not path.is_file() or not storage.is_complete(folder, case_id):
+        return None
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = record.get("settings_hash") == digest and record.get("signature") == signature
+    return record["properties"] if same else None
+
+
+def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path, str]) -> dict:
+    """Worker: preprocess one case, store its arrays, then its CASE.json; returns its properties as a dict."""
+    case, plan, config, folder, digest = job
     try:
         geometry = case.geometry()
-        label = case.load_label() if case.has_label else None
+        label = case.load_label()
         data, out_label, props = preprocess_image(case.load_image(), geometry.spacing, plan, config, label,
                                                   case_id=case.case_id, affine=geometry.affine)
     except TutorsegError as exc:
         raise PreprocessingError(f"case {case.case_id}: {exc}") from None
+    assert out_label is not None  # only labelled cases are preprocessed for training
     foreground = [v for v in plan.labels.values() if v != 0]
-    arrays: dict[str, np.ndarray] = {"data": data,
-                                     "label": out_label if out_label is not None else np.zeros(0, np.int8)}
-    if out_label is not None:
-        for value, where in sample_class_locations(out_label, foreground).items():
-            arrays[f"locations_{value}"] = where
-    with atomic_path(folder / f"{case.case_id}.npz") as tmp:
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs take **kwds as allow_pickle
-    return props.to_dict()
+    locations = sample_class_locations(out_label, foreground)
+    storage.write_case(folder, case.case_id, data, out_label, locations, patch_size=config.patch_size,
+                       slice_axis=getattr(config, "slice_axis", None))
+    properties = props.to_dict()
+    _write_json(case_record_path(folder, case.case_id),
+                {"settings_hash": digest, "signature": case_signature(case), "properties": properties})
+    return properties
 
 
-def _run(cases: list[Case], plan, config, folder: Path, num_workers: int, progress: bool) -> dict[str, dict]:
+def preprocessing_workers(cases: Sequence[Case], plan, config, requested: int | None) -> tuple[int, str]:
+    """Worker processes: the cores there are (at most 8), fewer when the largest case would not fit that often.
+
+    A worker holds one case at a time; its peak is about 6x the case's float32 image at the larger of its original
+    and its target grid (the image, its cropped and normalised copy, the resampled one and the label maps;
+    measured in ``bench/storage.md``). Workers are limited so that they fit in 70 % of the memory available.
+
+    Returns:
+        (workers, a sentence saying why, or "" when memory does not limit them).
+    """
+    from tutorseg.data.jobs import available_memory_bytes
+
+    workers = default_workers() if requested is None else int(requested)
+    if requested is not None or not cases:
+        return workers, ""
+    largest = 0
+    for case in cases:
+        geometry = case.geometry()
+        target = compute_new_shape(geometry.shape, geometry.spacing, _target_spacing(config, geometry.spacing))
+        voxels = max(int(np.prod(geometry.shape)), int(np.prod(target)))
+        largest = max(largest, PREPROCESSING_PEAK_FACTOR * 4 * voxels * len(case.image_files))
+    available = available_memory_bytes()
+    if available is None or largest * workers <= 0.7 * available:
+        return workers, ""
+    fitting = max(1, int(0.7 * available // largest))
+    return fitting, (f"{fitting} worker(s) instead of {workers}: the largest case needs about "
+                     f"{largest / 1e9:.1f} GB while it is processed and {available / 1e9:.1f} GB are available")
+
+
+def _target_spacing(config, spacing: Sequence[float]) -> Sequence[float]:
+    """The spacing :func:`preprocess_image` resamples this case to (for sizing memory only)."""
+    target = config.target_spacing_for_case(spacing) if hasattr(config, "target_spacing_for_case") \
+        else tuple(config.spacing)
+    return target if len(target) == len(spacing) else spacing
+
+
+def _run(cases: list[Case], plan, config, folder: Path, digest: str, num_workers: int,
+         progress: bool) -> dict[str, dict]:
     """Preprocess the cases in processes ("spawn": a fresh interpreter, safe beside torch's threads)."""
-    results = run_per_case(_process_case, [(c, plan, config, folder) for c in cases], num_workers=num_workers,
-                           workers="processes", start_method="spawn", progress=progress,
+    results = run_per_case(_process_case, [(c, plan, config, folder, digest) for c in cases],
+                           num_workers=num_workers, workers="processes", start_method="spawn", progress=progress,
                            description=f"preprocessing {config.name}")
     return {case.case_id: properties for case, properties in zip(cases, results)}
 
@@ -441,16 +547,19 @@ def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, o
                num_workers: int | None = None, progress: bool = True, verbose: bool = True) -> PreprocessedDataset:
     """Preprocess a dataset's labelled cases for one configuration, into ``out_dir/<configuration>/``.
 
-    Idempotent: ``preprocessed.json`` records a hash of the plan's preprocessing settings and each case's file
-    sizes and modification times. A second call with the same inputs does nothing (and says so); a changed plan
-    redoes every case; changed, new or removed cases are redone or removed alone.
+    Idempotent and resumable: each case's ``CASE.json``, written when the case is finished, records a hash of the
+    plan's preprocessing settings and the case's file sizes and modification times. A second call with the same
+    inputs does nothing (and says so); a changed plan redoes every case; changed, new or removed cases are redone
+    or removed alone; a call that was killed (a Colab disconnect) continues with the cases it had not finished.
+    One case per worker process at a time: memory holds at most one case per worker.
 
     Args:
         dataset: a :class:`tutorseg.data.dataset.Dataset` or its folder.
         plan: the :class:`tutorseg.planning.Plan`.
         configuration: ``"3d_fullres"``, ``"2d"``... (a name in ``plan.configurations``).
         out_dir: where to write (e.g. a folder on Google Drive in Colab).
-        num_workers: processes; default: the CPU count (at most 8). 0 or 1 runs in this process.
+        num_workers: processes; default: the CPU count (at most 8), fewer when the largest case would not fit in
+            memory that many times (:func:`preprocessing_workers`). 0 or 1 runs in this process.
         progress: show a progress bar.
         verbose: print one line saying what was done.
 
@@ -473,32 +582,43 @@ def preprocess(dataset: Dataset | str | os.PathLike, plan, configuration: str, o
     signatures = {c.case_id: case_signature(c) for c in cases}
     record_path, props_path = folder / "preprocessed.json", folder / "properties.json"
     previous = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else {}
-    old_props = json.loads(props_path.read_text("utf-8")) if props_path.is_file() else {}
-    same_plan = previous.get("settings_hash") == digest
-    done = previous.get("cases", {}) if same_plan else {}
-    todo = [c for c in cases if done.get(c.case_id) != signatures[c.case_id] or c.case_id not in old_props
-            or not (folder / f"{c.case_id}.npz").is_file()]
-    removed = sorted(set(old_props) - set(signatures))
-    if not todo and not removed:
+    finished = {c.case_id: _finished_case(folder, c.case_id, digest, signatures[c.case_id]) for c in cases}
+    todo = [c for c in cases if finished[c.case_id] is None]
+    removed = sorted({p.stem for p in folder.glob("*.json")} - set(signatures) - {"preprocessed", "properties"})
+    if not todo and not removed and previous.get("settings_hash") == digest and props_path.is_file():
         result = PreprocessedDataset.open(folder)
         if verbose:
             print(f"{folder.name}: already preprocessed ({len(cases)} cases, same plan settings and files); "
                   "nothing to do")
         return PreprocessedDataset(folder, config.name, result.case_ids, result.properties, (),
                                    time.perf_counter() - start)
-    workers = default_workers() if num_workers is None else int(num_workers)
-    fresh = _run(todo, plan, config, folder, min(workers, len(todo)), progress)
-    properties = {k: v for k, v in old_props.items() if same_plan and k in signatures and k not in fresh}
+    for old_file in folder.glob("*.npz"):  # tutorseg's first format (one .npz per case), left by an older version
+        if not old_file.name.endswith(storage.LOCATIONS_ENDING):
+            old_file.unlink()
+    workers, why_fewer = preprocessing_workers(todo, plan, config, num_workers)
+    if why_fewer and verbose:
+        print(f"{folder.name}: {why_fewer}")
+    fresh = _run(todo, plan, config, folder, digest, min(workers, len(todo)), progress)
+    properties = {k: v for k, v in finished.items() if v is not None}
     properties.update(fresh)
     for case_id in removed:
-        (folder / f"{case_id}.npz").unlink(missing_ok=True)
+        storage.remove_case(folder, case_id)
+        case_record_path(folder, case_id).unlink(missing_ok=True)
     properties = dict(sorted(properties.items()))
     _write_json(props_path, properties)
     _write_json(record_path, {"tutorseg_format": FORMAT_VERSION, "configuration": config.name, "dataset": dataset.name,
                               "settings_hash": digest, "settings": settings, "cases": signatures})
     seconds = time.perf_counter() - start
     if verbose:
-        why = "new folder" if not previous else ("plan settings changed" if not same_plan else "cases changed")
+        resumed = len(cases) - len(todo)
+        if resumed and previous.get("settings_hash") != digest:
+            why = f"continued where a stopped run left off: {resumed} were done"
+        elif not previous:
+            why = "new folder"
+        elif previous.get("settings_hash") != digest:
+            why = "plan settings changed"
+        else:
+            why = "cases changed"
         print(f"{folder.name}: preprocessed {len(todo)} of {len(cases)} cases ({why}"
               + (f", removed {len(removed)}" if removed else "") + f") in {seconds:.1f} s")
     return PreprocessedDataset(folder, config.name, tuple(properties),

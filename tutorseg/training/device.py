@@ -196,44 +196,6 @@ def out_of_memory_error(configuration, device: str, exc: BaseException) -> Train
         f"GPU memory too. ({first_line(exc)})")
 
 
-MEMORY_HEADROOM_BYTES = 1.5e9  # the network, a few batches, Python and torch themselves (CPU training, ~1 GB)
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the machine can still give this process (``MemAvailable`` of ``/proc/meminfo``), or None off Linux."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_memory_for_cases(preprocessed, case_ids) -> None:
-    """Refuse, with the numbers and the options, to load more cases than the memory holds.
-
-    Training keeps the fold's preprocessed cases in memory. A Colab VM has about 12.7 GB; loading past that gets
-    the process killed by the operating system and the runtime restarted without a word, so this check comes first.
-
-    Raises:
-        TutorsegError: the cases (uncompressed, as stored) and the headroom exceed the available memory.
-    """
-    available = available_memory_bytes()
-    if available is None:
-        return
-    needed = sum((preprocessed.folder / f"{c}.npz").stat().st_size for c in case_ids)
-    if needed + MEMORY_HEADROOM_BYTES <= available:
-        return
-    raise TutorsegError(
-        f"training would load {len(case_ids)} preprocessed cases, {needed / 1e9:.1f} GB, into memory, but only "
-        f"{available / 1e9:.1f} GB are available (and ~{MEMORY_HEADROOM_BYTES / 1e9:.1f} GB go to the network and "
-        "the batches). Options: a plan with a coarser spacing or fewer stages (preset='cpu', or "
-        "tutorseg.plan(fp, gpu_memory_gb=...)); fewer cases (a dataset folder with a subset); or a machine with more "
-        "memory (Colab Pro's high-RAM runtime). Stopped before loading, so nothing was lost.")
-
-
 def cpu_threads(window_seconds: float = 0.5) -> int:
     """Threads for CPU training: the cores this process may use that other processes leave idle right now.
 

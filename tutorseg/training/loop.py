@@ -36,7 +36,6 @@ from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError
 from tutorseg.training.device import (
     DeviceSetup,
     TrainingOutOfMemoryError,
-    check_memory_for_cases,
     choose_device,
     configure_backends,
     cpu_threads,
@@ -103,6 +102,7 @@ class Run:
     field_generator: torch.Generator | None = None  # on a GPU: the augmentation's noise fields, drawn there
     prefetcher: BatchPrefetcher | None = None  # while the loop runs, on a GPU (or when asked for)
     n_train_cases: int = 0
+    data_access: str = ""  # why the cases are held in memory or read from disk
 
     @property
     def n_classes(self) -> int:
@@ -135,8 +135,12 @@ def _load_plan(plan: Plan | str | os.PathLike) -> Plan:
 
 
 def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan, config: TrainingConfig,
-                  splits_path: Path, progress: bool) -> tuple[list[PreprocessedCase], list[PreprocessedCase]]:
-    """Preprocess (idempotent), make or read the splits, load the fold's cases into memory."""
+                  splits_path: Path, progress: bool) -> tuple[list[PreprocessedCase], list[PreprocessedCase], str]:
+    """Preprocess (idempotent), make or read the splits, open the fold's cases.
+
+    Returns:
+        (training cases, validation cases, why they are held in memory or read from disk).
+    """
     from tutorseg.preprocessing.preprocessor import preprocess
     from tutorseg.training.splits import fold_cases, load_splits, make_splits, save_splits
 
@@ -150,10 +154,13 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
             {"train": case_ids, "val": []}]
         save_splits(splits, splits_path)
     train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
-    check_memory_for_cases(preprocessed, [*train_ids, *val_ids])
-    train_cases = preprocessed.load_cases(train_ids)
-    val_cases = preprocessed.load_cases(val_ids) if val_ids else []
-    return train_cases, val_cases
+    from tutorseg.preprocessing.storage import in_memory_decision
+    from tutorseg.data.jobs import available_memory_bytes
+
+    in_memory, reason = in_memory_decision(preprocessed.memory_bytes([*train_ids, *val_ids]), available_memory_bytes())
+    train_cases = preprocessed.load_cases(train_ids, in_memory=in_memory)
+    val_cases = preprocessed.load_cases(val_ids, in_memory=in_memory) if val_ids else []
+    return train_cases, val_cases, reason
 
 
 def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
@@ -178,8 +185,8 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     if setup.torch_device.type == "cpu":
         torch.set_num_threads(config.num_threads or cpu_threads())
     augmentation = config.augmentation
-    train_cases, val_cases = _prepare_data(dataset, plan, configuration, config, run_dir / "splits_final.json",
-                                           progress)
+    train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
+                                                        run_dir / "splits_final.json", progress)
     torch.manual_seed(config.seed)
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
     if setup.torch_device.type == "cpu":
@@ -201,7 +208,8 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
               numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, field_generator=field_generator,
               history=new_history(names),
-              live_plot=LivePlot(show=progress), writer=writer, n_train_cases=len(train_cases))
+              live_plot=LivePlot(show=progress), writer=writer, n_train_cases=len(train_cases),
+              data_access=data_access)
     return run
 
 
@@ -515,6 +523,8 @@ def _start(run: Run, *, resumed: bool) -> None:
             f"patch {list(c.patch_size)}, batch {c.batch_size}, {n_params / 1e6:.1f} M parameters, {limit}, "
             f"{run.config.iterations_per_epoch} iterations per epoch, on {run.setup.device} "
             f"({run.setup.precision})")
+    if run.data_access:
+        run.log(f"data: {run.data_access}")
     if run.config.wandb:
         from tutorseg.training.tracking import start_tracking
 

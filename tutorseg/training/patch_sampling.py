@@ -1,4 +1,4 @@
-"""Patch sampling: training batches cut from preprocessed cases held in memory, with foreground oversampling.
+"""Patch sampling: training batches cut from preprocessed cases, with foreground oversampling.
 
 A network trains on patches, not whole cases. nnU-Net's data loaders (``nnUNetDataLoader3D`` / ``2D``) pick cases
 at random (with replacement) and a random patch in each; the last third of every batch is forced to contain
@@ -12,7 +12,9 @@ foreground, so that small structures are seen often enough. tutorseg does the sa
   its ``RemoveLabelTansform(-1, 0)`` turns them into background; -1 marks "outside the image" in preprocessing).
 - "2d" on 3D data: a random slice along ``slice_axis`` (for a forced sample, a slice through the chosen voxel).
 
-Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch. Augmentation is the
+Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch, from arrays in
+memory or from compressed arrays on disk that decompress only the chunks a patch touches
+(:mod:`tutorseg.preprocessing.storage`). Augmentation is the
 next step (:func:`tutorseg.training.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
 sampler the larger ``sample_size`` (:func:`tutorseg.training.augmentation.sampling_patch_size`) and the augmentation
 crops the network's patch out of the rotated sample, as nnU-Net does.
@@ -26,6 +28,8 @@ from typing import Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from tutorseg.preprocessing.storage import StoredArray
+
 OVERSAMPLE_FOREGROUND = 0.33  # nnU-Net's oversample_foreground_percent
 
 
@@ -33,8 +37,8 @@ class SampleableCase(Protocol):
     """What the sampler needs of a case (:class:`tutorseg.preprocessing.preprocessor.PreprocessedCase` has it)."""
 
     case_id: str
-    data: np.ndarray  # (C, *S) float
-    label: np.ndarray  # (*S) integer, -1 = outside the image's non-zero region
+    data: np.ndarray | StoredArray  # (C, *S) float, in memory or read from disk by slicing
+    label: np.ndarray | StoredArray  # (*S) integer, -1 = outside the image's non-zero region
     class_locations: Mapping[int, np.ndarray]  # class -> (N, len(S)) voxel indices
 
 
@@ -54,7 +58,7 @@ class PatchBox:
 
 
 class PatchSampler:
-    """Draws training batches from preprocessed cases held in memory.
+    """Draws training batches from preprocessed cases (in memory or on disk).
 
     Args:
         cases: the cases (``data`` (C, *S) float, ``label`` (*S) int, ``class_locations``).
@@ -149,20 +153,25 @@ class PatchSampler:
         Parts of the box outside the case stay 0 (image) and background (label); label -1 becomes background.
         """
         case = self.cases[box.case_index]
-        data, label = case.data, case.label
+        plane: list[slice | int] = [slice(None)] * case.label.ndim
         if box.slice_index is not None and self.slice_axis is not None:
-            data = np.take(data, box.slice_index, axis=self.slice_axis + 1)
-            label = np.take(label, box.slice_index, axis=self.slice_axis)
+            plane[self.slice_axis] = box.slice_index  # an integer index: that axis goes away
+        plane_axes = [axis for axis, index in enumerate(plane) if isinstance(index, slice)]
         source: list[slice] = []
         target: list[slice] = []
-        for lower, size, sample in zip(box.lower, label.shape, self.sample_size):
+        for axis, lower, sample in zip(plane_axes, box.lower, self.sample_size):
+            size = case.label.shape[axis]
             start, stop = max(lower, 0), min(lower + sample, size)
             source.append(slice(start, stop))
             target.append(slice(start - lower, stop - lower))
+        region = list(plane)
+        for axis, part in zip(plane_axes, source):
+            region[axis] = part
         image_out[:] = 0
         label_out[:] = 0
-        image_out[tuple([slice(None), *target])] = data[tuple([slice(None), *source])]
-        label_out[0][tuple(target)] = np.maximum(label[tuple(source)], 0)
+        # one read per array: cases on disk (tutorseg.preprocessing.storage) decompress only the chunks it touches
+        image_out[tuple([slice(None), *target])] = case.data[tuple([slice(None), *region])]
+        label_out[0][tuple(target)] = np.maximum(case.label[tuple(region)], 0)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: images (B, C, *sample_size) float32 and labels (B, 1, *sample_size) int16, on the CPU."""

@@ -48,6 +48,7 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     per_case = []
     bar = progress_bar(len(cases), enabled=progress, description="validation", leave=False)
     for case in cases:
+        case = case.loaded()  # one case at a time in memory, also when training read patches from disk
         probabilities = predict_probabilities(network, case.data, patch_size=configuration.patch_size, tta=tta,
                                               device=device, slice_axis=slice_axis)
         segmentation = probabilities.argmax(0).astype(np.int16)
