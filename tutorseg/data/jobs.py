@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
+from pathlib import Path
 from typing import Any, TypeVar
 
 Job = TypeVar("Job")
@@ -121,8 +122,7 @@ def _main_script_hidden_from_workers(hide: bool) -> Iterator[None]:
         main.__file__ = path
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the machine can still give this process (``MemAvailable`` of ``/proc/meminfo``), or None off Linux."""
+def _meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -131,3 +131,44 @@ def available_memory_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _cgroup_room() -> int | None:
+    """Room left under the control group's memory limit (Docker, SLURM, Kubernetes), or None without one."""
+    pairs = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+             ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))  # v1
+    for limit_file, usage_file in pairs:
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 2**60:  # "no limit" (v1 writes a huge number)
+            return None
+        return max(0, int(limit_text) - usage)
+    return None
+
+
+def _rlimit_room() -> int | None:
+    """Room left under this process's own data-size limit (``ulimit -d``, ``resource.RLIMIT_DATA``), or None."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status") as f:
+            used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+        return max(0, soft - used)
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still get: the least of the machine's, its control group's and its own limit's.
+
+    The machine's is ``MemAvailable`` of ``/proc/meminfo``; a container or a SLURM job may allow less (its
+    control group's limit), and so may ``ulimit -d``. None where none of these can be read (not Linux).
+    """
+    rooms = [room for room in (_meminfo_available(), _cgroup_room(), _rlimit_room()) if room is not None]
+    return min(rooms) if rooms else None

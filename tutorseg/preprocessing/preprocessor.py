@@ -41,7 +41,7 @@ import numpy as np
 from tutorseg.data.artefacts import to_json_types
 from tutorseg.data.cropping import crop_to_nonzero
 from tutorseg.data.dataset import Case, Dataset, as_dataset
-from tutorseg.data.files import atomic_path, write_json_atomic
+from tutorseg.data.files import write_json_atomic
 from tutorseg.data.jobs import default_workers, run_per_case, with_progress
 from tutorseg.data.problems import TutorsegError
 from tutorseg.preprocessing import storage
@@ -136,6 +136,7 @@ class PreprocessedCase:
 
     @property
     def in_memory(self) -> bool:
+        """Its arrays are numpy arrays in memory (not read from disk)."""
         return isinstance(self.data, np.ndarray)
 
     def loaded(self) -> "PreprocessedCase":

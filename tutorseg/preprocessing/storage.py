@@ -162,6 +162,7 @@ def is_complete(folder: Path, case_id: str) -> bool:
 
 
 def remove_case(folder: Path, case_id: str) -> None:
+    """Delete a stored case's array files."""
     for f in case_files(folder, case_id):
         f.unlink(missing_ok=True)
 

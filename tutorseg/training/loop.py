@@ -154,8 +154,8 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
             {"train": case_ids, "val": []}]
         save_splits(splits, splits_path)
     train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
-    from tutorseg.preprocessing.storage import in_memory_decision
     from tutorseg.data.jobs import available_memory_bytes
+    from tutorseg.preprocessing.storage import in_memory_decision
 
     in_memory, reason = in_memory_decision(preprocessed.memory_bytes([*train_ids, *val_ids]), available_memory_bytes())
     train_cases = preprocessed.load_cases(train_ids, in_memory=in_memory)
