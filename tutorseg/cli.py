@@ -133,21 +133,83 @@ def _parse_fold(text: str):
         raise argparse.ArgumentTypeError(f"fold must be 0-4 or 'all', not {text!r}") from None
 
 
+def _train_arguments(args: argparse.Namespace) -> list[str]:
+    """The length and data options of ``tutorseg train`` as typed, to pass on to each fold's process."""
+    options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
+               ("--iterations-per-epoch", args.iterations_per_epoch)]
+    flags = ["--wandb"] if args.wandb else []
+    return [str(part) for option, value in options if value is not None for part in (option, value)] + flags
+
+
+def _without_gpus_option(argv: list[str]) -> list[str]:
+    """``argv`` with ``--gpus N`` (or ``--gpus=N``) taken out: what each torchrun process runs."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--gpus":
+            skip = True
+        elif not item.startswith("--gpus="):
+            kept.append(item)
+    return kept
+
+
+def _train_on_several_processes(args: argparse.Namespace, argv: list[str]) -> int:
+    """``tutorseg train ... --gpus N``: run the same command as N DDP processes with torchrun."""
+    import subprocess
+
+    import torch
+
+    from tutorseg.training.distributed import torchrun_command
+
+    if args.device != "cpu":
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if found < args.gpus:
+            raise TutorsegError(f"--gpus {args.gpus} asks for {args.gpus} GPUs and this machine has {found}; use "
+                                f"--gpus {found} (or leave --gpus out), or --device cpu --gpus {args.gpus} to try the "
+                                "multi-process training on the CPU")
+    command = torchrun_command(args.gpus, _without_gpus_option(argv))
+    print("tutorseg: running " + " ".join(command[1:]), flush=True)
+    return subprocess.run(command).returncode
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from tutorseg.training import resume, train_fold
 
+    if args.gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _train_on_several_processes(args, args.argv)
+    if len(args.fold) > 1:
+        return _train_several_folds(args)
     if args.resume:
         record = resume(args.out, dataset=args.dataset, progress=not args.quiet, device=args.device)
     else:
         if args.plan is None or args.dataset is None:
             raise TutorsegError("tutorseg train needs DATASET_DIR and --plan PLAN.json (or --resume --out RUN_DIR)")
-        record = train_fold(args.dataset, args.plan, fold=args.fold, out_dir=args.out,
+        record = train_fold(args.dataset, args.plan, fold=args.fold[0], out_dir=args.out,
                             configuration=args.configuration, budget=args.budget, epochs=args.epochs,
                             schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
                             preprocessed_dir=args.preprocessed, device=args.device, num_threads=args.threads,
                             wandb=args.wandb,
                             progress=not args.quiet, verbose=not args.quiet)
-    print(record)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(record)
+    return 0
+
+
+def _train_several_folds(args: argparse.Namespace) -> int:
+    from tutorseg.training.folds import train_folds
+
+    if args.plan is None or args.dataset is None:
+        raise TutorsegError("training several folds needs DATASET_DIR and --plan PLAN.json; --out is the folder that "
+                            "gets one fold_<k> run folder per fold")
+    devices = [d.strip() for d in args.devices.split(",")] if args.devices else None
+    outcomes = train_folds(args.dataset, args.plan, folds=args.fold, out_dir=args.out, devices=devices,
+                           configuration=args.configuration, preprocessed_dir=args.preprocessed,
+                           train_arguments=_train_arguments(args), verbose=not args.quiet)
+    for outcome in outcomes:
+        print(outcome)
     return 0
 
 
@@ -156,8 +218,11 @@ def _add_train(sub) -> None:
     p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, metavar="PLAN.json")
     p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
-    p.add_argument("--fold", type=_parse_fold, default=0, help="0-4, or 'all' to train on every labelled case")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--fold", type=_parse_fold, nargs="+", default=[0],
+                   help="0-4, or 'all' to train on every labelled case; several (0 1 2 3 4) train as separate "
+                        "processes side by side, one per device of --devices, each in OUT/fold_<k>")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="RUN_DIR",
+                   help="the run folder (with several folds: the folder of their fold_<k> run folders)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--budget", help="wall-clock budget, e.g. 10m, 1h30m, 90s")
     group.add_argument("--epochs", type=int, help="number of epochs")
@@ -165,6 +230,11 @@ def _add_train(sub) -> None:
     p.add_argument("--iterations-per-epoch", type=int, help="steps between checkpoints (nnU-Net: 250; CPU: 50)")
     p.add_argument("--preprocessed", type=Path, help="preprocessed-data folder to (re)use (default: RUN_DIR/preprocessed)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
+    p.add_argument("--gpus", type=int, default=1,
+                   help="train the fold on N GPUs of this machine with DistributedDataParallel (runs torchrun; "
+                        "with --device cpu: N CPU processes)")
+    p.add_argument("--devices", help="with several folds: the devices they share, one fold per device at a time, "
+                                     "e.g. cuda:0,cuda:1 or cpu,cpu (default: every GPU, or the CPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores the current load leaves idle)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
@@ -365,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     do; ``inspect`` also when its report holds errors); 2 the command line itself is wrong (argparse's usage
     message); 130 interrupted. An unexpected error shows its traceback and says it is a bug.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # as typed: tutorseg train --gpus N runs the same line again under torchrun
     try:
         return int(args.func(args) or 0)
     except TutorsegError as exc:

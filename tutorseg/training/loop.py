@@ -15,6 +15,7 @@ At the end: checkpoint_final.pt and the full-case validation of the fold (``vali
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from tutorseg.data.dataset import Dataset, as_dataset
 from tutorseg.data.jobs import progress_bar
 from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.training import checkpoint as ckpt
+from tutorseg.training import distributed
 from tutorseg.training.augmentation import AugmentationConfig
 from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
 from tutorseg.training.device import (
@@ -103,6 +105,13 @@ class Run:
     prefetcher: BatchPrefetcher | None = None  # while the loop runs, on a GPU (or when asked for)
     n_train_cases: int = 0
     data_access: str = ""  # why the cases are held in memory or read from disk
+    dist: distributed.Distributed | None = None  # one of several processes training this fold (torchrun), or None
+    ddp_network: torch.nn.Module | None = None  # the network in DistributedDataParallel, when dist is set
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes the run folder (the only one without DDP; rank 0 with it)."""
+        return self.dist is None or self.dist.is_main
 
     @property
     def n_classes(self) -> int:
@@ -110,6 +119,8 @@ class Run:
 
     def log(self, message: str, *, echo: bool = True) -> None:
         """Append a time-stamped line to log.txt (and print it); while the run folder is away, to its local copy."""
+        if not self.is_main:
+            return
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         self.writer.append("log.txt", f"{stamp}  {message}\n")
         if echo and self.config.verbose:
@@ -163,30 +174,35 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
     return train_cases, val_cases, reason
 
 
-def _samplers(configuration, train_cases, val_cases, augmentation, seed: int):
+def _samplers(configuration, train_cases, val_cases, augmentation, seed: int, dist=None):
     from tutorseg.training.augmentation import sampling_patch_size
     from tutorseg.training.patch_sampling import PatchSampler
 
     patch = tuple(configuration.patch_size)
     slice_axis = configuration.slice_axis if len(patch) == 2 and train_cases[0].label.ndim == 3 else None
+    share = distributed.batch_share(configuration.batch_size, dist)  # all of each batch, or this process's part
     train = PatchSampler(train_cases, patch_size=patch, batch_size=configuration.batch_size,
-                         sample_size=sampling_patch_size(patch, augmentation), slice_axis=slice_axis, seed=seed)
+                         sample_size=sampling_patch_size(patch, augmentation), slice_axis=slice_axis, seed=seed,
+                         share=share)
     # nnU-Net validates on patches drawn like training patches (same oversampling), without augmentation;
     # with fold "all" there is no validation set and the training cases stand in (as nnU-Net does).
     val = PatchSampler(val_cases or train_cases, patch_size=patch, batch_size=configuration.batch_size,
-                       slice_axis=slice_axis, seed=seed + 1)
+                       slice_axis=slice_axis, seed=seed + 1, share=share)
     return train, val
 
 
-def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Dataset, *, progress: bool) -> Run:
+def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Dataset, *, progress: bool,
+               dist: distributed.Distributed | None = None) -> Run:
     configuration = plan[config.configuration]
     setup = choose_device(config.device, config.precision)
     configure_backends(setup)
     if setup.torch_device.type == "cpu":
-        torch.set_num_threads(config.num_threads or cpu_threads())
+        threads = config.num_threads or cpu_threads()
+        torch.set_num_threads(distributed.cpu_threads_per_process(dist, threads) if dist else threads)
     augmentation = config.augmentation
-    train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
-                                                        run_dir / "splits_final.json", progress)
+    with distributed.main_first(dist):  # rank 0 preprocesses and writes the splits; the others then read them
+        train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
+                                                            run_dir / "splits_final.json", progress)
     torch.manual_seed(config.seed)
     network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
     if setup.torch_device.type == "cpu":
@@ -196,20 +212,24 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
         # bench/gpu.py measures both on a GPU.
         layout = torch.channels_last_3d if configuration.network_dims == 3 else torch.channels_last
         network = network.to(memory_format=layout)  # type: ignore[call-overload]
-    train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    train_sampler, val_sampler = _samplers(configuration, train_cases, val_cases, augmentation, config.seed, dist)
+    rank = dist.rank if dist else 0
+    # the augmentation's draws differ between processes (their samples are different ones); sampling does not
+    generator = torch.Generator().manual_seed(config.seed + 1009 * rank)
     field_generator = (torch.Generator(device=setup.torch_device).manual_seed(config.seed + 1)
                        if setup.torch_device.type == "cuda" else None)
     names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
     writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
+    ddp_network = distributed.wrap(network, setup.torch_device) if dist else None
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
-              loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice),
+              loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice,
+                                        distributed=dist is not None),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
               numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, field_generator=field_generator,
               history=new_history(names),
               live_plot=LivePlot(show=progress), writer=writer, n_train_cases=len(train_cases),
-              data_access=data_access)
+              data_access=data_access, dist=dist, ddp_network=ddp_network)
     return run
 
 
@@ -219,6 +239,7 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
 def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> tuple[float, float]:
     """(lr, progress) now: poly over epochs (set once per epoch, as nnU-Net) or over the budget (every step)."""
     progress = run.config.fraction_done(epoch_start_elapsed + time.perf_counter() - epoch_clock, run.epoch)
+    progress = distributed.from_main(run.dist, progress)  # every process steps with rank 0's clock
     return poly_lr(progress), progress
 
 
@@ -245,7 +266,7 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
     """
     run.optimizer.zero_grad(set_to_none=True)
     with run.setup.autocast():
-        outputs = run.network(images)
+        outputs = (run.ddp_network or run.network)(images)  # DDP averages the gradients over the processes
     loss = run.loss(outputs, labels)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)
@@ -278,7 +299,10 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
         bar.update(1)
     bar.close()
     losses_read = torch.stack(losses).float().tolist() if losses else []  # one wait for the GPU per epoch
-    return {"train_loss": nan_mean(losses_read), "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
+    train_loss = nan_mean(losses_read)
+    if run.dist is not None:  # the mean over the processes' shares of the batches
+        train_loss = float(distributed.sum_over_processes(run.dist, torch.tensor([train_loss]))) / run.dist.world_size
+    return {"train_loss": train_loss, "lr": lr, "iterations": len(losses), "data_seconds": data_seconds,
             "train_seconds": time.perf_counter() - epoch_clock}
 
 
@@ -296,8 +320,12 @@ def validate_epoch(run: Run) -> dict:
             logits = run.network(images)
         losses.append(float(run.loss(logits, labels)))
         counts += confusion_counts(logits, labels, run.n_classes)
+    val_loss = nan_mean(losses)
+    if run.dist is not None:  # every process validated its share of the batches: add them up
+        counts = distributed.sum_over_processes(run.dist, counts)
+        val_loss = float(distributed.sum_over_processes(run.dist, torch.tensor([val_loss]))) / run.dist.world_size
     dice = dice_from_counts(counts)
-    return {"val_loss": nan_mean(losses), "pseudo_dice": dice, "mean_pseudo_dice": nan_mean(dice)}
+    return {"val_loss": val_loss, "pseudo_dice": dice, "mean_pseudo_dice": nan_mean(dice)}
 
 
 def record_epoch(run: Run, train: dict, val: dict, epoch_seconds: float) -> bool:
@@ -354,6 +382,8 @@ def save_epoch(run: Run, improved: bool) -> Path:
     Returns:
         The epoch's checkpoint.
     """
+    if not run.is_main:  # rank 0 writes the run folder
+        return run.run_dir / ckpt.EPOCH_CHECKPOINT.format(epoch=run.epoch)
     state = checkpoint_state(run)
     path = run.writer.write(ckpt.EPOCH_CHECKPOINT.format(epoch=run.epoch), lambda p: ckpt.save_checkpoint(p, state))
     ckpt.prune_epoch_checkpoints(path.parent)
@@ -405,7 +435,7 @@ def restore_state(run: Run, state: dict) -> list[str]:
 
 
 def _finished(run: Run) -> bool:
-    return run.config.fraction_done(run.elapsed, run.epoch) >= 1.0
+    return distributed.from_main(run.dist, run.config.fraction_done(run.elapsed, run.epoch)) >= 1.0
 
 
 def _epoch_metrics(run: Run) -> dict:
@@ -468,6 +498,13 @@ def _train_until_done(run: Run, *, progress: bool) -> None:
 def _finish(run: Run, *, progress: bool) -> TrainingRecord:
     from tutorseg.training.validation import validate_cases
 
+    if not run.is_main:  # another process of a multi-GPU run: rank 0 saves and validates
+        return TrainingRecord(
+            run_dir=run.run_dir, dataset_name=run.dataset.name, configuration=run.configuration.name,
+            fold=run.config.fold, epochs=run.epoch, iterations=run.iterations, elapsed_seconds=run.elapsed,
+            stopped_by="budget" if run.config.stops_by_budget else "epochs", best_epoch=run.best_epoch,
+            best_ema_pseudo_dice=run.best_ema, validation=None, device=f"{run.setup.device}/{run.setup.precision}",
+            history=to_json_types(run.history))
     state = checkpoint_state(run)
     run.writer.write(ckpt.CHECKPOINT_NAMES["final"], lambda p: ckpt.save_checkpoint(p, state))
     run.writer.finish()  # everything in the run folder now, or a message saying where it is
@@ -525,7 +562,7 @@ def _start(run: Run, *, resumed: bool) -> None:
             f"({run.setup.precision})")
     if run.data_access:
         run.log(f"data: {run.data_access}")
-    if run.config.wandb:
+    if run.config.wandb and run.is_main:
         from tutorseg.training.tracking import start_tracking
 
         settings = {k: v for k, v in run.config.to_dict().items() if k != "augmentation"}
@@ -578,6 +615,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         TrainingError: bad settings, or ``out_dir`` already holds a run.
         TrainingOutOfMemoryError: the GPU ran out of memory (the message says which plan values to lower).
     """
+    dist = distributed.from_environment()  # started by torchrun as one of several processes
+    if dist is not None:
+        device = distributed.start(dist, device)
     dataset = as_dataset(dataset)
     plan = _load_plan(plan)
     configuration = configuration or plan.default_configuration
@@ -604,15 +644,21 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
                             precision=precision, num_threads=num_threads, prefetch=prefetch, validate=bool(validate),
                             validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
-    with run_lock(run_dir):
-        plan.save(run_dir / "plan.json")
-        config.save(run_dir / "config.json")
-        run = _build_run(run_dir, config, plan, dataset, progress=progress)
-        if run.writer.discard_leftovers():  # files of an earlier run in this folder: never mixed into this one
-            run.log(f"removed what an earlier run in {run_dir} had left in {run.writer.fallback}")
-        _start(run, resumed=False)
-        _loop(run, progress=progress)
-        return _finish(run, progress=progress)
+    main = dist is None or dist.is_main
+    with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0
+        try:
+            if main:
+                plan.save(run_dir / "plan.json")
+                config.save(run_dir / "config.json")
+            run = _build_run(run_dir, config, plan, dataset, progress=progress and main, dist=dist)
+            if main and run.writer.discard_leftovers():  # files of an earlier run here: never mixed into this one
+                run.log(f"removed what an earlier run in {run_dir} had left in {run.writer.fallback}")
+            _start(run, resumed=False)
+            _loop(run, progress=progress and main)
+            return _finish(run, progress=progress and main)
+        finally:
+            if dist is not None:
+                distributed.stop()
 
 
 def _resume_device(config: TrainingConfig, device: str | None) -> str | None:
@@ -653,8 +699,16 @@ def resume(run_dir, *, dataset=None, progress: bool = True, device: str | None =
         raise TrainingError(f"{run_dir} is not a training run folder (no config.json); start one with "
                             "tutorseg.train_fold(...)")
     config = TrainingConfig.load(run_dir / "config.json")
-    with run_lock(run_dir):
-        return _resume_locked(run_dir, config, dataset, progress=progress, device=device)
+    dist = distributed.from_environment()  # started by torchrun as one of several processes
+    if dist is not None:
+        device = distributed.start(dist, device)
+    main = dist is None or dist.is_main
+    with run_lock(run_dir) if main else contextlib.nullcontext():
+        try:
+            return _resume_locked(run_dir, config, dataset, progress=progress and main, device=device, dist=dist)
+        finally:
+            if dist is not None:
+                distributed.stop()
 
 
 def _dataset_for_resume(run_dir: Path, config: TrainingConfig, dataset) -> Dataset:
@@ -680,18 +734,24 @@ def _dataset_for_resume(run_dir: Path, config: TrainingConfig, dataset) -> Datas
 
 
 def _resume_locked(run_dir: Path, config: TrainingConfig, dataset, *, progress: bool,
-                   device: str | None) -> TrainingRecord:
-    dataset = _dataset_for_resume(run_dir, config, dataset)
-    recovered = RunFolderWriter(run_dir, announce=lambda message: None).recover()  # the last process's held files
-    stale = ckpt.remove_stale_temporaries(run_dir)
+                   device: str | None, dist: distributed.Distributed | None = None) -> TrainingRecord:
+    main = dist is None or dist.is_main
+    recovered: list[str] = []
+    stale: list[Path] = []
+    with distributed.main_first(dist):  # rank 0 copies the dataset back and tidies the folder; then the others
+        dataset = _dataset_for_resume(run_dir, config, dataset)
+        if main:
+            recovered = RunFolderWriter(run_dir, announce=lambda message: None).recover()  # the last process's files
+            stale = ckpt.remove_stale_temporaries(run_dir)
     moved = _resume_device(config, device)
     if moved is not None:
         config = config.for_device(moved, on_cpu=choose_device(moved).torch_device.type == "cpu")
     plan = Plan.load(run_dir / "plan.json")
     if str(dataset.root) != config.dataset_dir:
         config = replace(config, dataset_dir=str(dataset.root))
-        config.save(run_dir / "config.json")
-    run = _build_run(run_dir, config, plan, dataset, progress=progress)
+        if main:
+            config.save(run_dir / "config.json")
+    run = _build_run(run_dir, config, plan, dataset, progress=progress, dist=dist)
     found = ckpt.load_latest_checkpoint(run_dir)
     notes = []
     if found is not None:

@@ -14,14 +14,20 @@ import torch.nn.functional as F
 DICE_SMOOTH = 1e-5  # nnU-Net: SoftDiceLoss(smooth=1e-5)
 
 
-def deep_supervision_weights(n_outputs: int) -> list[float]:
+DDP_LOWEST_WEIGHT = 1e-6  # nnU-Net under DDP: the lowest output gets this instead of 0, so DDP sees every parameter used
+
+
+def deep_supervision_weights(n_outputs: int, *, distributed: bool = False) -> list[float]:
     """nnU-Net's deep-supervision weights, highest resolution first.
 
-    Example: 3 outputs -> 1, 1/2, 0 before normalising -> [2/3, 1/3, 0].
+    Example: 3 outputs -> 1, 1/2, 0 before normalising -> [2/3, 1/3, 0]. With ``distributed`` (several processes,
+    DistributedDataParallel) the last weight is 1e-6 instead of 0, as in nnU-Net: DDP requires every parameter to
+    get a gradient, and the lowest output's head would get none.
     """
     weights = [1 / 2 ** i for i in range(n_outputs)]
     if n_outputs > 1:
-        weights[-1] = 0.0  # nnU-Net: "we don't use the lowest 2 outputs. Normalize weights so that they sum to 1"
+        # nnU-Net: "we don't use the lowest 2 outputs. Normalize weights so that they sum to 1"
+        weights[-1] = DDP_LOWEST_WEIGHT if distributed else 0.0
     total = sum(weights)
     return [w / total for w in weights]
 
@@ -40,16 +46,17 @@ class DeepSupervisionLoss(torch.nn.Module):
         n_outputs: how many outputs the network returns in training mode.
         batch_dice: compute Dice over the whole batch as one volume (nnU-Net's ``batch_dice`` plan flag) instead of
             per sample.
+        distributed: the network trains in DistributedDataParallel (:func:`deep_supervision_weights`).
 
     Call with ``outputs`` (a list of logits ``(B, K, *spatial_i)`` or one tensor) and ``labels (B, 1, *spatial)``
     integer classes; returns a scalar.
     """
 
-    def __init__(self, n_outputs: int, *, batch_dice: bool):
+    def __init__(self, n_outputs: int, *, batch_dice: bool, distributed: bool = False):
         super().__init__()
         from monai.losses import DiceCELoss
 
-        self.weights = deep_supervision_weights(n_outputs)
+        self.weights = deep_supervision_weights(n_outputs, distributed=distributed)
         self.dice_ce = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=batch_dice,
                                   smooth_nr=DICE_SMOOTH, smooth_dr=DICE_SMOOTH, lambda_dice=1.0, lambda_ce=1.0)
 

@@ -69,6 +69,9 @@ class PatchSampler:
         oversample_foreground: share of each batch forced to contain foreground (nnU-Net: 0.33).
         slice_axis: for a 2D patch on 3D cases, the spatial axis along which slices are taken.
         seed: seed of the sampler's random generator (same seed, same batches).
+        share: the samples of each batch this sampler cuts (default: all). With several processes training one
+            fold (:mod:`tutorseg.training.distributed`) each process draws the whole batch's boxes from the same
+            random sequence and cuts only its share, so together they cut the batch one process would.
 
     Example:
         On a preprocessed folder (notebook 03 makes one)::
@@ -80,13 +83,14 @@ class PatchSampler:
 
     def __init__(self, cases: Sequence[SampleableCase], *, patch_size: Sequence[int], batch_size: int,
                  sample_size: Sequence[int] | None = None, oversample_foreground: float = OVERSAMPLE_FOREGROUND,
-                 slice_axis: int | None = None, seed: int = 0):
+                 slice_axis: int | None = None, seed: int = 0, share: range | None = None):
         if not cases:
             raise ValueError("PatchSampler needs at least one case")
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.sample_size = self.patch_size if sample_size is None else tuple(int(s) for s in sample_size)
         self.batch_size = int(batch_size)
+        self.share = range(self.batch_size) if share is None else share
         self.oversample_foreground = float(oversample_foreground)
         self.rng = np.random.default_rng(seed)
         case_dims = self.cases[0].label.ndim
@@ -174,14 +178,16 @@ class PatchSampler:
         label_out[0][tuple(target)] = np.maximum(case.label[tuple(region)], 0)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch: images (B, C, *sample_size) float32 and labels (B, 1, *sample_size) int16, on the CPU."""
-        images = np.zeros((self.batch_size, self.n_channels, *self.sample_size), dtype=np.float32)
-        labels = np.zeros((self.batch_size, 1, *self.sample_size), dtype=np.int16)
+        """One batch, or this sampler's share of it: images (b, C, *sample) float32, labels (b, 1, *sample) int16."""
+        images = np.zeros((len(self.share), self.n_channels, *self.sample_size), dtype=np.float32)
+        labels = np.zeros((len(self.share), 1, *self.sample_size), dtype=np.int16)
         case_indices = self.rng.integers(len(self.cases), size=self.batch_size)
         for i, case_index in enumerate(case_indices):
             forced = is_forced_foreground(i, self.batch_size, self.oversample_foreground)
-            box = self.choose_box(int(case_index), forced)
-            self.cut(box, images[i], labels[i])
+            box = self.choose_box(int(case_index), forced)  # drawn for every sample: the random sequence is shared
+            if i in self.share:
+                slot = i - self.share.start
+                self.cut(box, images[slot], labels[slot])
         return torch.from_numpy(images), torch.from_numpy(labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
