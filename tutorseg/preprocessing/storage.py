@@ -71,7 +71,7 @@ def chunk_shapes(shape: Sequence[int], patch_size: Sequence[int], itemsize: int,
         slice_axis: for a 2D patch on 3D data, the spatial axis the slices are taken along.
 
     >>> chunk_shapes((1, 36, 50, 35), (40, 56, 40), 4)  # a Hippocampus case: one chunk
-    ((1, 36, 50, 35), (1, 9, 25, 35))
+    ((1, 36, 50, 35), (1, 36, 25, 35))
     >>> chunk_shapes((4, 155, 240, 240), (128, 128, 128), 4)[0]  # BrainTumour-like: <= 6 MB chunks
     (1, 64, 128, 128)
     """
