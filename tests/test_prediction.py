@@ -91,6 +91,9 @@ def test_nifti_prediction_keeps_shape_affine_and_orientation(hippo_run, sample_d
     assert saved["probabilities"].shape == (3, *source.shape)
     assert np.allclose(saved["probabilities"].astype(np.float32).sum(0), 1, atol=1e-2)
     assert list(saved["classes"]) == ["background", "Anterior", "Posterior"]
+    # without probabilities the label map is restored one class at a time (less memory): the same segmentation
+    alone = predict(hippo_run, path, tmp_path / "labels_only", tta=False, progress=False).files[0]
+    assert np.array_equal(np.asanyarray(nib.load(str(alone)).dataobj), np.asanyarray(result.dataobj))
 
 
 def test_dataset_test_images_and_folder_inputs(hippo_run, sample_dir, tmp_path):
@@ -214,7 +217,7 @@ def test_out_of_memory_in_prediction_names_the_case_and_the_way_out(hippo_run, s
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
 
-    monkeypatch.setattr(predictor, "predict_case_probabilities", out_of_memory)
+    monkeypatch.setattr(predictor, "predict_case_segmentation", out_of_memory)
     case = load_dataset(sample_dir).test[0]
     with pytest.raises(PredictionError, match=f"case {case.case_id}.*ran out of memory.*--no-tta.*--device cpu") \
             as caught:

@@ -248,21 +248,10 @@ def resolve_inputs(inputs) -> list[Case]:
 # --------------------------------------------------------------------------------------------------- one case
 
 
-def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
-                               tta: bool = True, case_id: str = "") -> np.ndarray:
-    """The folds' averaged class probabilities on the input's own grid.
-
-    Args:
-        folds: loaded fold models of the same plan and configuration.
-        image: ``(C, *spatial)`` float32, as read from the files.
-        spacing: the image's voxel size (tutorseg axis order).
-        tta: mirroring test-time augmentation.
-        case_id: for error messages.
-
-    Returns:
-        ``(K, *spatial)`` float32 probabilities with the input's spatial shape.
-    """
-    from tutorseg.preprocessing.preprocessor import preprocess_image, undo_preprocessing
+def _averaged_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
+                            tta: bool, case_id: str):
+    """The folds' averaged probabilities on the preprocessed grid, and the case's properties to map them back."""
+    from tutorseg.preprocessing.preprocessor import preprocess_image
     from tutorseg.training.sliding_window import predict_probabilities
 
     plan, configuration = folds[0].plan, folds[0].configuration
@@ -278,35 +267,84 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
     for probabilities in per_fold:
         averaged += probabilities
     averaged /= len(folds)
-    restored = undo_preprocessing(averaged, properties, plan, configuration)
-    if restored.shape[1:] != image.shape[1:]:
-        raise PredictionError(f"case {case_id}: restored prediction has shape {restored.shape[1:]}, the input "
+    return averaged, properties
+
+
+def _check_restored(restored: np.ndarray, image: np.ndarray, case_id: str) -> None:
+    if restored.shape[-(image.ndim - 1):] != image.shape[1:]:
+        raise PredictionError(f"case {case_id}: restored prediction has shape {restored.shape}, the input "
                               f"{image.shape[1:]}; this is a bug in undo_preprocessing, please report it")
+
+
+def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
+                               tta: bool = True, case_id: str = "") -> np.ndarray:
+    """The folds' averaged class probabilities on the input's own grid.
+
+    Args:
+        folds: loaded fold models of the same plan and configuration.
+        image: ``(C, *spatial)`` float32, as read from the files.
+        spacing: the image's voxel size (tutorseg axis order).
+        tta: mirroring test-time augmentation.
+        case_id: for error messages.
+
+    Returns:
+        ``(K, *spatial)`` float32 probabilities with the input's spatial shape.
+    """
+    from tutorseg.preprocessing.preprocessor import undo_preprocessing
+
+    averaged, properties = _averaged_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
+    restored = undo_preprocessing(averaged, properties, folds[0].plan, folds[0].configuration)
+    _check_restored(restored, image, case_id)
     return restored.astype(np.float32, copy=False)
 
 
-def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *, tta: bool,
-                           case_id: str) -> np.ndarray:
-    """:func:`predict_case_probabilities`, with a message that names the case and the way out of an out-of-memory.
+def predict_case_segmentation(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
+                              tta: bool = True, case_id: str = "") -> np.ndarray:
+    """The label map (the plan's label values) on the input's own grid, without its full-size probabilities.
 
-    Before it starts, the memory the case's class probabilities need at full resolution (float32; the folds' sum,
-    the resampled copy and the one being added) is compared with what the machine has: a volume too large is
-    refused with the numbers instead of the operating system killing the process (on Colab: the runtime restarts).
+    The same result as the argmax of :func:`predict_case_probabilities`, with a fraction of the memory on large
+    images: the classes are resampled back one at a time (:func:`~tutorseg.preprocessing.preprocessor.
+    restore_segmentation`).
+    """
+    from tutorseg.preprocessing.preprocessor import restore_segmentation
+
+    averaged, properties = _averaged_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
+    indices = restore_segmentation(averaged, properties, folds[0].plan, folds[0].configuration)
+    del averaged
+    _check_restored(indices, image, case_id)
+    values = np.array(sorted(folds[0].plan.labels.values()))
+    return values[indices].astype(np.uint8 if values.max() < 256 else np.int16)
+
+
+def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *, tta: bool,
+                           case_id: str, probabilities: bool = True) -> np.ndarray:
+    """The case's probabilities (``probabilities=False``: its label map); an out-of-memory names the case and the fix.
+
+    Before it starts, the memory the case needs at full resolution (float32) is compared with what the machine has:
+    for probabilities the folds' sum, the resampled copy and the one being added (3 maps per class); for a label map
+    two maps whatever the number of classes. A volume too large is refused with the numbers instead of the
+    operating system killing the process (on Colab: the runtime restarts).
     """
     from tutorseg.data.jobs import available_memory_bytes
     from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
 
     n_classes = len(folds[0].plan.labels)
-    needed = 4 * (image.size + 3 * n_classes * int(np.prod(image.shape[1:])))
+    voxels = int(np.prod(image.shape[1:]))
+    maps = 3 * n_classes if probabilities else 2 + n_classes  # the label path: K maps on the (smaller) model grid
+    needed = 4 * (image.size + maps * voxels)
     available = available_memory_bytes()
     if available is not None and needed > available:
         raise PredictionError(
             f"case {case_id} (shape {tuple(image.shape[1:])}, {n_classes} classes) needs about {needed / 1e9:.1f} GB "
-            f"of memory for its class probabilities at full resolution, and {available / 1e9:.1f} GB are available. "
-            "Predict it on a machine with more memory (Colab Pro's high-RAM runtime), or close other notebooks.")
+            f"of memory for its {'class probabilities' if probabilities else 'label map'} at full resolution, and "
+            f"{available / 1e9:.1f} GB are available. "
+            + ("Leave out the probabilities (save_probabilities=False, CLI: no --save-probabilities): the label "
+               "map alone needs far less. " if probabilities else "")
+            + "Predict it on a machine with more memory (Colab Pro's high-RAM runtime), or close other notebooks.")
     error = None
     try:
-        return predict_case_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
+        predict_case = predict_case_probabilities if probabilities else predict_case_segmentation
+        return predict_case(folds, image, spacing, tta=tta, case_id=case_id)
     except RuntimeError as exc:
         if not is_out_of_memory(exc):
             raise
@@ -390,9 +428,15 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
     for case in with_progress(cases, enabled=progress, description="predicting"):
         geometry = read_geometry(case.image_files[0], spacing_2d=case.spacing_2d)
         image = case.load_image()
-        probabilities = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
-        values = np.array(sorted(labels.values()))
-        segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
+        if save_probabilities:
+            probabilities = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
+            values = np.array(sorted(labels.values()))
+            segmentation = values[np.argmax(probabilities, axis=0)].astype(
+                np.uint8 if values.max() < 256 else np.int16)
+        else:  # the label map only: the classes are brought back to full resolution one at a time
+            segmentation = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id,
+                                                  probabilities=False)
+        del image
         if decision is not None:
             segmentation = decision.apply(segmentation)
         out = out_dir / f"{case.case_id}{_output_ending(case.image_files[0], output_format)}"

@@ -61,6 +61,11 @@ class PlainUNet(nn.Module):
         return int(self.unet.out_channels)
 
     @property
+    def first_stage_features(self) -> int:
+        """Features of the full-resolution stage: what the memory of inference grows with."""
+        return int(self.unet.filters[0])
+
+    @property
     def n_outputs(self) -> int:
         """How many outputs training mode returns (1 + deep-supervision heads)."""
         return 1 + (self.unet.deep_supr_num if self.unet.deep_supervision else 0)

@@ -11,14 +11,23 @@ the logits of every combination of flipped axes (8 for 3D, 4 for 2D), and softma
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from tutorseg.data.jobs import available_memory_bytes
+
 GAUSSIAN_SIGMA_SCALE = 0.125  # nnU-Net: sigma_scale = 1/8 of the patch size
 DEFAULT_OVERLAP = 0.5  # nnU-Net: tile_step_size 0.5
+# Peak memory of one copy of a window going through the U-Net (inference, float32), per voxel of the patch and per
+# feature of the first stage, in bytes. Measured on the CPU with nnU-Net's Hippocampus plan (32 features) at patches
+# of 48x64x48 and 96x96x96, batches of 1-8: 25 bytes (bench/predict.md, "Memory per window"); 28 keeps a margin.
+INFERENCE_BYTES_PER_VOXEL_FEATURE = 28
+MEMORY_SHARE_CPU = 0.25  # of the memory available: what the mirrored copies of a window may take at once
+MEMORY_SHARE_GPU = 0.5  # of the GPU memory free
 
 
 def mirror_axes_combinations(n_dims: int) -> list[tuple[int, ...]]:
@@ -27,17 +36,48 @@ def mirror_axes_combinations(n_dims: int) -> list[tuple[int, ...]]:
     return [combo for r in range(n_dims + 1) for combo in itertools.combinations(axes, r)]
 
 
-def _mirrored_logits(network: torch.nn.Module, batch: torch.Tensor, mirror: Sequence[tuple[int, ...]]) -> torch.Tensor:
+def _mirrored_logits(network: torch.nn.Module, batch: torch.Tensor, mirror: Sequence[tuple[int, ...]],
+                     copies_per_pass: int) -> torch.Tensor:
     """Mean logits over the mirrored copies of ``batch (B, C, *patch)``.
 
-    All copies go through the network in one forward pass (a batch of ``B * len(mirror)``): on a CPU one large
-    batch is markedly cheaper than eight small ones (measured ~30 % less time per Hippocampus case), and on a GPU it
-    keeps the device busy. Each copy's logits are flipped back before averaging.
+    The copies go through the network ``copies_per_pass`` at a time (a batch of ``B * copies_per_pass``): on a CPU
+    one large batch is markedly cheaper than eight small ones (measured ~30 % less time per Hippocampus case), and
+    on a GPU it keeps the device busy; but each copy costs memory (:func:`copies_per_pass`), so large patches go
+    fewer at a time. Each copy's logits are flipped back before they are added up.
     """
-    copies = torch.cat([torch.flip(batch, axes) if axes else batch for axes in mirror])
-    logits = network(copies).float().split(batch.shape[0])
-    total = torch.stack([torch.flip(part, axes) if axes else part for part, axes in zip(logits, mirror)]).sum(0)
+    total = None
+    for start in range(0, len(mirror), copies_per_pass):
+        group = mirror[start:start + copies_per_pass]
+        copies = torch.cat([torch.flip(batch, axes) if axes else batch for axes in group])
+        logits = network(copies).float().split(batch.shape[0])
+        part = torch.stack([torch.flip(one, axes) if axes else one for one, axes in zip(logits, group)]).sum(0)
+        total = part if total is None else total + part
+        del copies, logits
+    assert total is not None
     return total / len(mirror)
+
+
+def copies_per_pass(network: torch.nn.Module, patch_size: Sequence[int], n_copies: int, device: torch.device,
+                    free_bytes: int | None) -> int:
+    """How many copies of a window go through the network together: all of them, or as many as memory allows.
+
+    One copy takes about :data:`INFERENCE_BYTES_PER_VOXEL_FEATURE` bytes per patch voxel and first-stage feature
+    at its peak; the copies of one pass may use a share of the free memory (a quarter of a CPU machine's, half of a
+    GPU's). nnU-Net always sends one copy at a time, which is the floor here.
+
+    >>> import types
+    >>> net = types.SimpleNamespace(first_stage_features=32)
+    >>> copies_per_pass(net, (40, 56, 40), 8, torch.device("cpu"), free_bytes=8 * 2**30)  # Hippocampus: all 8
+    8
+    >>> copies_per_pass(net, (128, 160, 112), 8, torch.device("cpu"), free_bytes=8 * 2**30)  # 2 GB each: 1
+    1
+    """
+    if free_bytes is None:
+        return n_copies
+    features = int(getattr(network, "first_stage_features", 32))
+    per_copy = INFERENCE_BYTES_PER_VOXEL_FEATURE * features * math.prod(int(p) for p in patch_size)
+    share = MEMORY_SHARE_GPU if device.type == "cuda" else MEMORY_SHARE_CPU
+    return max(1, min(n_copies, int(share * free_bytes // per_copy)))
 
 
 def _autocast(device: torch.device):
@@ -98,7 +138,10 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
 
     from monai.inferers import sliding_window_inference
 
-    windows_per_pass = max(1, batch_size // len(mirror))  # each window brings its mirrored copies along
+    free = _free_gpu_bytes(device) if device.type == "cuda" else available_memory_bytes()
+    together = min(copies_per_pass(network, patch_size, len(mirror), device, free), batch_size)
+    # each window brings its mirrored copies along; windows are batched only when all copies of one fit
+    windows_per_pass = max(1, batch_size // len(mirror)) if together == len(mirror) else 1
     with _autocast(device), warnings.catch_warnings():
         # MONAI 1.5 indexes with a list of slices, which recent torch releases warn about on every window (MONAI
         # 1.6 does not, but needs torch >= 2.8: pyproject.toml). The indexing still means what MONAI intends with
@@ -107,7 +150,7 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
                                 category=UserWarning)
         logits = sliding_window_inference(
             image, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=windows_per_pass,
-            predictor=lambda x: _mirrored_logits(network, x, mirror), overlap=overlap, mode="gaussian",
+            predictor=lambda x: _mirrored_logits(network, x, mirror, together), overlap=overlap, mode="gaussian",
             sigma_scale=GAUSSIAN_SIGMA_SCALE, padding_mode="constant", cval=0.0, sw_device=device, device=stitch_on)
     return logits[0].float()
 
