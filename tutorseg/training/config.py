@@ -52,6 +52,7 @@ class TrainingConfig:
     precision: str = "auto"  # fp16 on CUDA, bf16 on CPUs that have it natively, else fp32
     num_threads: int | None = None  # CPU threads; None: the cores the machine's load leaves idle
     prefetch: bool | None = None  # cut the next batches in a thread while the network computes; None: on a GPU
+    cases_in_memory: bool | None = None  # hold the cases in RAM, or read patches from disk; None: by their size
     validate: bool = True  # full-case validation of the fold at the end
     validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
     wandb: bool = False  # log to Weights & Biases

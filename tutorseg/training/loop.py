@@ -168,7 +168,12 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
     from tutorseg.data.jobs import available_memory_bytes
     from tutorseg.preprocessing.storage import in_memory_decision
 
-    in_memory, reason = in_memory_decision(preprocessed.memory_bytes([*train_ids, *val_ids]), available_memory_bytes())
+    if config.cases_in_memory is None:
+        in_memory, reason = in_memory_decision(preprocessed.memory_bytes([*train_ids, *val_ids]),
+                                               available_memory_bytes())
+    else:
+        in_memory = config.cases_in_memory
+        reason = "held in memory (asked for)" if in_memory else "patches read from the files on disk (asked for)"
     train_cases = preprocessed.load_cases(train_ids, in_memory=in_memory)
     val_cases = preprocessed.load_cases(val_ids, in_memory=in_memory) if val_ids else []
     return train_cases, val_cases, reason
@@ -576,7 +581,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                budget: str | float | None = None, epochs: int | None = None, iterations_per_epoch: int | None = None,
                val_iterations: int | None = None, schedule: str | None = None, preprocessed_dir=None,
                device: str | None = None, precision: str = "auto", num_threads: int | None = None,
-               prefetch: bool | None = None, augmentation=None, wandb: bool = False,
+               prefetch: bool | None = None, cases_in_memory: bool | None = None, augmentation=None,
+               wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
                verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
@@ -600,6 +606,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
             least 1: on a shared machine every operation otherwise waits for the thread that lost its core).
         prefetch: cut the next batches in a background thread and copy them to the GPU while it computes
             (:mod:`tutorseg.training.prefetch`); default: on a GPU, not on a CPU (there the cores are busy training).
+        cases_in_memory: hold the fold's preprocessed cases in memory (fastest) or read each patch from the
+            compressed files on disk (any dataset size, :mod:`tutorseg.preprocessing.storage`); default: in memory
+            when they take at most 30 % of the memory available, and the log says which.
         augmentation: a :class:`tutorseg.training.augmentation.AugmentationConfig` (default: nnU-Net's).
         wandb: log to Weights & Biases (``tutorseg.training.tracking``).
         progress: progress bar and, in a notebook, the live plot.
@@ -642,7 +651,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
                             schedule=schedule, preprocessed_dir=preprocessed_dir or run_dir / "preprocessed",
                             augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
-                            precision=precision, num_threads=num_threads, prefetch=prefetch, validate=bool(validate),
+                            precision=precision, num_threads=num_threads, prefetch=prefetch,
+                            cases_in_memory=cases_in_memory, validate=bool(validate),
                             validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
     main = dist is None or dist.is_main
     with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0
