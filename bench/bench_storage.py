@@ -6,7 +6,8 @@ Results and the machine: bench/storage.md. Each part prints JSON lines; ``--out`
     python bench/bench_storage.py throughput               # training it/s, cases in memory vs read from disk
     python bench/bench_storage.py scale --cases 10 100 500 # peak memory of preprocessing and training vs cases
     python bench/bench_storage.py ddp                      # 1 process vs 2 gloo processes: it/s and losses
-    python bench/bench_storage.py predict-large            # a 512x512x500 volume: time and peak memory
+    python bench/bench_storage.py predict-large [--tta]    # a 512x512x500 volume: time and peak memory
+    python bench/bench_storage.py preprocess-large         # peak memory of preprocessing that volume
 """
 
 from __future__ import annotations
@@ -264,14 +265,44 @@ PREDICT = """
 import sys, time
 from tutorseg.prediction.predictor import predict
 clock = time.perf_counter()
-predict(sys.argv[1], [sys.argv[2]], sys.argv[3], tta=sys.argv[4] == "tta", save_probabilities=sys.argv[5] == "probs",
+predict(sys.argv[1], sys.argv[2], sys.argv[3], tta=sys.argv[4] == "tta", save_probabilities=sys.argv[5] == "probs",
         progress=False, device="cpu")
 print("SECONDS", time.perf_counter() - clock)
 """
 
 
-def predict_large(out: Path, shape: tuple[int, int, int], tta: bool) -> list[dict]:
-    """A CT-sized volume built from a real case, predicted with a small trained-size network: time and peak memory."""
+PREPROCESS_ONE = """
+import json, resource, sys
+import nibabel as nib
+import numpy as np
+from tutorseg.planning import Plan
+from tutorseg.preprocessing.preprocessor import preprocess_image
+plan = Plan.load(sys.argv[2])
+nifti = nib.load(sys.argv[1])
+image = np.asarray(nifti.dataobj, dtype=np.float32)[None]
+label = (image[0] > np.percentile(image, 90)).astype(np.uint8)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+preprocess_image(image, tuple(float(z) for z in nifti.header.get_zooms()), plan, plan.default_configuration, label)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"image_MB": image.nbytes / 1e6, "peak_above_loaded_MB": (peak - before) / 1e6,
+                  "peak_MB": peak / 1e6}))
+"""
+
+
+def preprocess_large(out: Path, shape: tuple[int, int, int]) -> dict:
+    """Peak memory of preprocessing one CT-sized case (crop, normalise, resample 0.8 -> 1 mm, labels)."""
+    volume = _large_volume(out, shape)
+    result = subprocess.run([sys.executable, "-c", PREPROCESS_ONE, str(volume), str(out / "large_plan.json")],
+                            capture_output=True, text=True, cwd=REPO, check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    # the worker holds the loaded image and everything made from it: its peak over the image's own size
+    factor = (measured["peak_above_loaded_MB"] + measured["image_MB"]) / measured["image_MB"]
+    return _print({"part": "preprocess-large", "shape": list(shape), **{k: round(v) for k, v in measured.items()},
+                   "peak_over_float32_image": round(factor, 2)})
+
+
+def _large_volume(out: Path, shape: tuple[int, int, int]) -> Path:
+    """A CT-sized volume (0.8 x 0.8 x 1 mm) made from a real case by linear zooming, and the small plan for it."""
     import nibabel as nib
     from scipy import ndimage
 
@@ -285,12 +316,22 @@ def predict_large(out: Path, shape: tuple[int, int, int], tta: bool) -> list[dic
         source = np.asarray(nib.load(next((sample / "imagesTr").glob("*.nii.gz"))).dataobj, dtype=np.float32)
         zoomed = ndimage.zoom(source, [t / s for t, s in zip(shape, source.shape)], order=1)
         nib.save(nib.Nifti1Image(zoomed.astype(np.float32), np.diag([0.8, 0.8, 1.0, 1.0])), volume)
-    run_dir = out / "large_run"
-    if not (run_dir / "checkpoint_final.pt").is_file():
+    if not (out / "large_plan.json").is_file():
         plan = smoke_plan(tutorseg.plan(tutorseg.fingerprint(sample, progress=False), preset="cpu"),
                           patch_size=(96, 96, 96))
-        tutorseg.train_fold(sample, plan, out_dir=run_dir, epochs=1, iterations_per_epoch=1, val_iterations=1,
-                            validate=False, progress=False, verbose=False)
+        plan.save(out / "large_plan.json")
+    return volume
+
+
+def predict_large(out: Path, shape: tuple[int, int, int], tta: bool) -> list[dict]:
+    """A CT-sized volume built from a real case, predicted with a small network: time and peak memory."""
+    import tutorseg
+
+    volume = _large_volume(out, shape)
+    run_dir = out / "large_run"
+    if not (run_dir / "checkpoint_final.pt").is_file():
+        tutorseg.train_fold(tutorseg.sample_dataset_path(), out / "large_plan.json", out_dir=run_dir, epochs=1,
+                            iterations_per_epoch=1, val_iterations=1, validate=False, progress=False, verbose=False)
     results = []
     for outputs in ("labels", "probs"):
         seconds, peak, stdout = _peak_rss_of([sys.executable, "-c", PREDICT, str(run_dir), str(volume),
@@ -304,7 +345,7 @@ def predict_large(out: Path, shape: tuple[int, int, int], tta: bool) -> list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["formats", "throughput", "scale", "ddp", "predict-large"])
+    parser.add_argument("part", choices=["formats", "throughput", "scale", "ddp", "predict-large", "preprocess-large"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_storage"))
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--iterations", type=int, default=25)
@@ -325,6 +366,8 @@ def main() -> None:
         scale(args.out, args.cases, args.iterations)
     elif args.part == "ddp":
         ddp(args.out, args.epochs, args.iterations)
+    elif args.part == "preprocess-large":
+        preprocess_large(args.out, tuple(args.shape))
     else:
         predict_large(args.out, tuple(args.shape), args.tta)
 

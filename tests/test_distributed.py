@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.training_helpers import tiny_plan
 from tutorseg.training.augmentation import AugmentationConfig
@@ -104,7 +105,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(sample_dir, 
     # only rank 0 wrote the run folder, and its checkpoints load in a single process
     log = (tmp_path / "ddp" / "log.txt").read_text()
     assert log.count("training Hippocampus") == 1
+    assert "2 processes (DistributedDataParallel): each cuts 1 of every batch of 2" in log
     assert (tmp_path / "ddp" / "checkpoint_final.pt").is_file()
+    from tutorseg.training import load_model
+
+    ddp_weights = load_model(tmp_path / "ddp")[0].state_dict()
+    single_weights = load_model(tmp_path / "single")[0].state_dict()
+    for name, value in single_weights.items():
+        assert torch.allclose(ddp_weights[name], value, atol=1e-5), name
 
 
 @pytest.mark.slow

@@ -120,3 +120,15 @@ def test_old_npz_folders_are_redone(sample_dir, plan, tmp_path, capsys):
     result = preprocess(sample_dir, plan, "3d_fullres", tmp_path, num_workers=2, progress=False)
     assert len(result.processed) == 25 and not (folder / "hippocampus_001.npz").exists()
     assert "plan settings changed" in capsys.readouterr().out
+
+
+def test_cases_on_disk_hold_no_files_open(preprocessed, plan):
+    """Thousands of cases must not hold two open files each (the usual limit is 1024 per process)."""
+    import os
+
+    before = len(os.listdir("/proc/self/fd"))
+    sampler = PatchSampler(preprocessed.load_cases(in_memory=False), patch_size=plan["3d_fullres"].patch_size,
+                           batch_size=4, seed=0)
+    for _ in range(10):
+        sampler.next_batch()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2

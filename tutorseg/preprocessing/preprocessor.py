@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -131,7 +131,7 @@ class PreprocessedCase:
     case_id: str
     data: np.ndarray | storage.StoredArray
     label: np.ndarray | storage.StoredArray | None
-    class_locations: dict[int, np.ndarray]
+    class_locations: Mapping[int, np.ndarray]
     properties: CaseProperties
 
     @property
@@ -144,7 +144,7 @@ class PreprocessedCase:
         if self.in_memory:
             return self
         label = None if self.label is None else storage.read_all(self.label)
-        return PreprocessedCase(self.case_id, storage.read_all(self.data), label, self.class_locations,
+        return PreprocessedCase(self.case_id, storage.read_all(self.data), label, dict(self.class_locations),
                                 self.properties)
 
     def __repr__(self) -> str:

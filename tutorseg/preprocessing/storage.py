@@ -3,8 +3,8 @@
 Training needs a few patches per step, not whole cases. Today's datasets fit in memory (Hippocampus: 25-260 small
 cases), the ones researchers bring often do not (MSD BrainTumour ~25 GB as float32, Liver ~60 GB; a Colab VM has
 ~12.7 GB). So each preprocessed case is written as two Blosc2 N-dimensional arrays, as nnU-Net v2 stores its own
-(``CASE.b2nd`` for the image, ``CASE_seg.b2nd`` for the label map), and opened memory-mapped: reading a patch
-decompresses only the chunks the patch touches. The foreground locations sampled during preprocessing go beside
+(``CASE.b2nd`` for the image, ``CASE_seg.b2nd`` for the label map); reading a patch decompresses only the chunks
+the patch touches. The foreground locations sampled during preprocessing go beside
 them in a small ``CASE_locations.npz``.
 
 Why Blosc2 (measured in ``bench/storage.md``): nnU-Net's settings (LZ4HC level 5, byte shuffle or none, whichever
@@ -23,9 +23,9 @@ same way while above 128 KB. A patch then touches at most 2 chunks per axis.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -134,13 +134,31 @@ def write_case(folder: Path, case_id: str, data: np.ndarray, label: np.ndarray,
         np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs take **kwds as allow_pickle
 
 
-def open_array(path: Path) -> StoredArray:
-    """A stored array, memory-mapped: slicing it decompresses only the chunks the slice touches."""
-    import blosc2
+class BloscArray:
+    """A stored Blosc2 array, opened for each read: slicing it decompresses only the chunks the slice touches.
 
-    blosc2.set_nthreads(1)  # one thread per reader: the sampler and the prefetch thread read small patches
-    # mmap does not work on Windows (nnU-Net's note, MIC-DKFZ/nnUNet#2723): a plain file read there
-    return blosc2.open(str(path), mode="r", **({} if os.name == "nt" else {"mmap_mode": "r"}))
+    Nothing stays open between reads: a dataset of thousands of cases would otherwise hold two open files per case
+    (memory-mapped Blosc2 arrays keep theirs), past the usual limit of 1024 per process, and the mapped pages would
+    count as the process's memory. Opening costs about 0.2 ms per read (bench/storage.md).
+    """
+
+    def __init__(self, path: Path):
+        import blosc2
+
+        self.path = Path(path)
+        header = blosc2.open(str(self.path), mode="r")
+        self.shape: tuple[int, ...] = tuple(int(s) for s in header.shape)
+        self.dtype = np.dtype(header.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        import blosc2
+
+        blosc2.set_nthreads(1)  # one thread per reader: the sampler and the prefetch thread read small patches
+        return blosc2.open(str(self.path), mode="r")[key]
+
+    def __repr__(self) -> str:
+        return f"BloscArray({self.path.name}, {self.shape}, {self.dtype})"
 
 
 class LabelView:
@@ -157,12 +175,31 @@ class LabelView:
         return self.stored[(0, *key)]
 
 
-def open_case(folder: Path, case_id: str) -> tuple[StoredArray, StoredArray, dict[int, np.ndarray]]:
-    """(data, label, locations) of a stored case; the arrays are read lazily, the locations in full (small)."""
+class StoredLocations(Mapping[int, np.ndarray]):
+    """A case's foreground locations (class -> (N, ndim) voxel indices), read from its ``.npz`` when asked for."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with np.load(self.path) as stored:
+            self.classes = tuple(int(k.split("_", 1)[1]) for k in stored.files)
+
+    def __getitem__(self, value: int) -> np.ndarray:
+        if value not in self.classes:
+            raise KeyError(value)
+        with np.load(self.path) as stored:
+            return stored[f"locations_{value}"]
+
+    def __iter__(self):
+        return iter(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+def open_case(folder: Path, case_id: str) -> tuple[StoredArray, StoredArray, Mapping[int, np.ndarray]]:
+    """(data, label, locations) of a stored case, all read from disk when used (nothing is held open)."""
     data_file, label_file, locations_file = case_files(folder, case_id)
-    with np.load(locations_file) as stored:
-        locations = {int(k.split("_", 1)[1]): stored[k] for k in stored.files}
-    return open_array(data_file), LabelView(open_array(label_file)), locations
+    return BloscArray(data_file), LabelView(BloscArray(label_file)), StoredLocations(locations_file)
 
 
 def read_all(array: StoredArray | np.ndarray) -> np.ndarray:

@@ -567,6 +567,9 @@ def _start(run: Run, *, resumed: bool) -> None:
             f"({run.setup.precision})")
     if run.data_access:
         run.log(f"data: {run.data_access}")
+    if run.dist is not None:
+        run.log(f"{run.dist.world_size} processes (DistributedDataParallel): each cuts "
+                f"{len(run.train_sampler.share)} of every batch of {c.batch_size}, gradients averaged")
     if run.config.wandb and run.is_main:
         from tutorseg.training.tracking import start_tracking
 
