@@ -132,3 +132,20 @@ def test_cases_on_disk_hold_no_files_open(preprocessed, plan):
     for _ in range(10):
         sampler.next_batch()
     assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_preprocessing_workers_are_as_many_as_the_memory_holds(sample_dir, plan, monkeypatch):
+    # faked: the memory the machine reports (the cases are the sample's real ones, ~0.1 M voxels each)
+    from tutorseg.data import jobs
+    from tutorseg.data.dataset import load_dataset
+    from tutorseg.preprocessing.preprocessor import preprocessing_workers
+
+    cases = load_dataset(sample_dir).training
+    monkeypatch.setattr(jobs, "available_memory_bytes", lambda: 10**12)
+    assert preprocessing_workers(cases, plan, plan["3d_fullres"], None) == (jobs.default_workers(), "")
+    monkeypatch.setattr(jobs, "available_memory_bytes", lambda: 10**6)
+    workers, why = preprocessing_workers(cases, plan, plan["3d_fullres"], None)
+    assert workers == 1
+    if jobs.default_workers() > 1:  # fewer than the cores: said
+        assert "the largest case needs about" in why
+    assert preprocessing_workers(cases, plan, plan["3d_fullres"], 3) == (3, "")  # asked for: as asked

@@ -54,7 +54,7 @@ FORMAT_VERSION = 2  # bump when the stored format or the processing changes: old
 # (2: Blosc2 chunked arrays, one CASE.json per case; 1: one uncompressed .npz per case)
 N_LOCATIONS = 10_000  # nnU-Net's _sample_foreground_locations: at most 10,000 voxels per class ...
 MIN_LOCATION_COVERAGE = 0.01  # ... but at least 1% of the class's voxels
-PREPROCESSING_PEAK_FACTOR = 6  # a worker's peak memory / the case's float32 image (bench/storage.md)
+PREPROCESSING_PEAK_FACTOR = 10  # a worker's peak memory / the case's float32 image: 9.7 measured (bench/storage.md)
 LOCATION_SEED = 1234  # nnU-Net's seed for that sampling (deterministic per case)
 NORMALIZATION_SCHEMES = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization",
                          "RGBTo01Normalization")
@@ -542,7 +542,7 @@ def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path, str]) -> dict:
 def preprocessing_workers(cases: Sequence[Case], plan, config, requested: int | None) -> tuple[int, str]:
     """Worker processes: the cores there are (at most 8), fewer when the largest case would not fit that often.
 
-    A worker holds one case at a time; its peak is about 6x the case's float32 image at the larger of its original
+    A worker holds one case at a time; its peak is about 10x the case's float32 image at the larger of its original
     and its target grid (the image, its cropped and normalised copy, the resampled one and the label maps;
     measured in ``bench/storage.md``). Workers are limited so that they fit in 70 % of the memory available.
 
@@ -564,6 +564,8 @@ def preprocessing_workers(cases: Sequence[Case], plan, config, requested: int | 
     if available is None or largest * workers <= 0.7 * available:
         return workers, ""
     fitting = max(1, int(0.7 * available // largest))
+    if fitting >= workers:
+        return workers, ""
     return fitting, (f"{fitting} worker(s) instead of {workers}: the largest case needs about "
                      f"{largest / 1e9:.1f} GB while it is processed and {available / 1e9:.1f} GB are available")
 
