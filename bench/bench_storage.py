@@ -94,7 +94,8 @@ def formats(out: Path, reads: int) -> list[dict]:
     picks = [(list(arrays)[rng.integers(len(arrays))], rng.random(3)) for _ in range(reads)]
 
     def corner(shape, fraction):
-        return tuple(slice(int(f * max(0, s - p)), int(f * max(0, s - p)) + p) for s, p, f in zip(shape, patch, fraction))
+        lowers = [int(f * max(0, s - p)) for s, p, f in zip(shape, patch, fraction)]
+        return tuple(slice(low, low + p) for low, p in zip(lowers, patch))
 
     readers = {
         "in memory (numpy)": lambda c: arrays[c][0],

@@ -10,6 +10,8 @@ Read them in this order:
 - ``checkpoint``: atomic files and checkpoints that load with ``weights_only=True``; random states.
 - ``config``: :class:`TrainingConfig`, every setting of a run (``config.json``).
 - ``loop``: :func:`train_fold` and :func:`resume`.
+- ``distributed``: one fold on several GPUs (DistributedDataParallel under ``torchrun``).
+- ``folds``: :func:`train_folds`, several folds side by side, one process per fold.
 - ``validation``: full-case validation of the fold at the end.
 - ``progress``: progress bar and live plot; ``record``: :class:`TrainingRecord`; ``model_io``: :func:`load_model`.
 
@@ -27,7 +29,8 @@ Names are imported on first use, so that importing ``tutorseg.training.splits`` 
 from tutorseg.data.lazy import lazy_exports
 
 _EXPORTS = {
-    "train_fold": "loop", "resume": "loop", "TrainingError": "config", "TrainingConfig": "config",
+    "train_fold": "loop", "resume": "loop", "train_folds": "folds",
+    "TrainingError": "config", "TrainingConfig": "config",
     "load_model": "model_io",
     "TrainingRecord": "record", "SCHEDULES": "schedule", "Schedule": "schedule", "parse_budget": "schedule",
     "make_splits": "splits",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 DICE_SMOOTH = 1e-5  # nnU-Net: SoftDiceLoss(smooth=1e-5)
 
 
-DDP_LOWEST_WEIGHT = 1e-6  # nnU-Net under DDP: the lowest output gets this instead of 0, so DDP sees every parameter used
+DDP_LOWEST_WEIGHT = 1e-6  # nnU-Net under DDP: the lowest output's weight instead of 0 (DDP wants every parameter used)
 
 
 def deep_supervision_weights(n_outputs: int, *, distributed: bool = False) -> list[float]:
