@@ -37,6 +37,33 @@ def test_keep_largest_component_removes_the_blob(references):
     assert np.array_equal(noisy, _with_blob(ref, 1))  # input untouched
 
 
+def test_a_component_touching_by_a_corner_is_connected_as_in_nnunet(references):
+    """nnU-Net labels with full connectivity (26 neighbours in 3D): a voxel touching the real hippocampus only at a
+    corner belongs to it and stays; with face connectivity (scipy's default) it is a second component."""
+    ref = references["hippocampus_001"]
+    region = np.isin(ref, (1, 2))
+    by_corner_only = (ndimage.binary_dilation(region, structure=np.ones((3, 3, 3)))
+                      & ~ndimage.binary_dilation(region, structure=ndimage.generate_binary_structure(3, 2)))
+    voxel = tuple(np.argwhere(by_corner_only)[0])
+    touching = ref.copy()
+    touching[voxel] = 1
+    assert ndimage.label(np.isin(touching, (1, 2)))[1] == 2  # two objects by faces
+    assert keep_largest_component(touching, (1, 2))[voxel] == 1  # one object for nnU-Net: kept
+    diagonal = np.zeros((5, 5, 5), np.int32)
+    for i in range(5):
+        diagonal[i, i, i] = 1  # five voxels touching corner to corner: one object
+    assert keep_largest_component(diagonal, (1,)).sum() == 5
+
+
+def test_components_tying_for_largest_are_all_kept():
+    two = np.zeros((6, 6), np.int32)
+    two[0:2, 0:2] = 1
+    two[4:6, 4:6] = 1
+    two[0, 5] = 1
+    kept = keep_largest_component(two, (1,))
+    assert kept.sum() == 8 and kept[0, 5] == 0  # both 2x2 squares (a tie), not the single pixel
+
+
 def test_blobs_make_largest_component_accepted(references, tmp_path):
     noisy = {c: _with_blob(ref, 1 + i % 2) for i, (c, ref) in enumerate(references.items())}
     decision = determine_postprocessing(noisy, references, labels=LABELS, output=tmp_path / "postprocessing.json")

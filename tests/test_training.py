@@ -81,6 +81,19 @@ def test_loss_uses_downsampled_labels_and_skips_the_lowest_head():
     assert math.isfinite(float(value)) and float(value) < 0.05
 
 
+def test_deep_supervision_targets_are_downsampled_as_nnunet_does(sample_dir):
+    """nnU-Net's DownsampleSegForDSTransform: torch's nearest-exact, i.e. input index floor((i + 0.5) * in / out)."""
+    from tutorseg.data.imageio import read_image
+    from tutorseg.training.loss import downsample_labels
+
+    label = read_image(next((sample_dir / "labelsTr").glob("*.nii.gz"))).array[0][:32, :48, :32]
+    labels = torch.from_numpy(label.astype(np.int16))[None, None]
+    small = downsample_labels(labels, (16, 24, 16))
+    index = [np.floor((np.arange(n) + 0.5) * s / n).astype(int) for s, n in zip(label.shape, (16, 24, 16))]
+    expected = label[np.ix_(*index)]
+    assert np.array_equal(small[0, 0].numpy(), expected)
+
+
 def test_poly_schedule_and_budgets():
     assert poly_lr(0.0) == pytest.approx(1e-2)
     assert poly_lr(0.5) == pytest.approx(1e-2 * 0.5 ** 0.9)

@@ -23,21 +23,32 @@ from tutorseg.data.artefacts import read_artefact, write_artefact
 def keep_largest_component(segmentation: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
     """Keep only the largest connected component of the region formed by ``labels``; the rest becomes background.
 
+    As nnU-Net (``remove_all_but_largest_component``, scikit-image's ``label`` with its default full
+    connectivity): voxels that touch by a face, an edge or a corner are connected (26 neighbours in 3D, 8 in 2D),
+    and components that tie for the largest size are all kept.
+
     Args:
         segmentation: ``(*spatial)`` label map (not modified).
         labels: the label values that together form the region (one value for a single class).
 
     Returns:
         A new ``(*spatial)`` label map.
+
+    >>> diagonal = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]])  # one object for nnU-Net, three face-connected ones
+    >>> int(keep_largest_component(diagonal, (1,)).sum())
+    3
     """
     region = np.isin(segmentation, labels)
-    components, n = ndimage.label(region)
+    full_connectivity = ndimage.generate_binary_structure(segmentation.ndim, segmentation.ndim)
+    components, n = ndimage.label(region, structure=full_connectivity)
     if n <= 1:
         return segmentation.copy()
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
+    kept = sizes == sizes.max()
+    kept[0] = False
     result = segmentation.copy()
-    result[region & (components != int(np.argmax(sizes)))] = 0
+    result[region & ~kept[components]] = 0
     return result
 
 

@@ -33,10 +33,18 @@ def deep_supervision_weights(n_outputs: int, *, distributed: bool = False) -> li
 
 
 def downsample_labels(labels: torch.Tensor, shape) -> torch.Tensor:
-    """Nearest-neighbour down-sampling of a label batch ``(B, 1, *spatial)`` to ``(B, 1, *shape)``."""
+    """Nearest-neighbour down-sampling of a label batch ``(B, 1, *spatial)`` to ``(B, 1, *shape)``.
+
+    ``nearest-exact`` as nnU-Net's ``DownsampleSegForDSTransform`` (batchgeneratorsv2): output voxel ``i`` takes the
+    input voxel under its centre, ``floor((i + 0.5) * scale)``; torch's plain ``nearest`` takes ``floor(i * scale)``,
+    half an output voxel off.
+
+    >>> downsample_labels(torch.arange(8).reshape(1, 1, 8), (4,)).flatten().tolist()
+    [1, 3, 5, 7]
+    """
     if tuple(labels.shape[2:]) == tuple(shape):
         return labels
-    return F.interpolate(labels.float(), size=tuple(shape), mode="nearest").to(labels.dtype)
+    return F.interpolate(labels.float(), size=tuple(shape), mode="nearest-exact").to(labels.dtype)
 
 
 class DeepSupervisionLoss(torch.nn.Module):
