@@ -139,6 +139,16 @@ def test_each_intensity_transform_changes_the_image(name, transform, config, bat
     assert not torch.allclose(out, images), name
 
 
+def test_low_resolution_is_nnunets_nearest_exact_down_and_bilinear_up_in_2d(batch_3d):
+    images = batch_3d[0][..., 0].clone()  # real slices: (B, C, H, W)
+    config = ALL_OFF.replace(p_low_resolution=1, p_low_resolution_per_channel=1, low_resolution_range=(0.5, 0.5))
+    out = simulate_low_resolution(images.clone(), config=config, generator=_seeded())
+    small = [round(s * 0.5) for s in images.shape[2:]]
+    low = torch.nn.functional.interpolate(images, size=small, mode="nearest-exact")
+    expected = torch.nn.functional.interpolate(low, size=list(images.shape[2:]), mode="bilinear")
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
 def test_blur_reduces_gradients_and_noise_adds_variance(batch_3d):
     images, _ = batch_3d
     blurred = gaussian_blur(images.clone(), config=ALL_OFF.replace(p_blur=1, p_blur_per_channel=1),

@@ -467,7 +467,8 @@ def simulate_low_resolution(images: torch.Tensor, *, config: AugmentationConfig,
                             ignore_axes: tuple[int, ...] = ()) -> torch.Tensor:
     """Downsample chosen channels by a factor in ``low_resolution_range`` (nearest) and upsample back.
 
-    Upsampling is bicubic in 2D and trilinear in 3D, as batchgeneratorsv2 does. ``ignore_axes`` (spatial axes)
+    Downsampling is ``nearest-exact``, upsampling bilinear in 2D and trilinear in 3D, as batchgeneratorsv2's
+    ``SimulateLowResolutionTransform`` does (its ``upmodes``). ``ignore_axes`` (spatial axes)
     keep their resolution: nnU-Net ignores the out-of-plane axis of dummy-2D patches.
     """
     batch, channels, dims = images.shape[0], images.shape[1], images.ndim - 2
@@ -476,7 +477,7 @@ def simulate_low_resolution(images: torch.Tensor, *, config: AugmentationConfig,
     factors = _uniform(*config.low_resolution_range, (batch, channels), generator)
     chosen = torch.nonzero(sample_on & channel_on).tolist()
     size = images.shape[2:]
-    mode = "bicubic" if dims == 2 else "trilinear"
+    mode = "bilinear" if dims == 2 else "trilinear"
     for b, c in chosen:
         factor = float(factors[b, c])
         small = [s if axis in ignore_axes else max(1, round(s * factor)) for axis, s in enumerate(size)]
