@@ -170,7 +170,7 @@ def test_postprocessing_decision_is_applied(hippo_run, sample_dir, tmp_path):
         written = predict(run, [case], tmp_path / folder, tta=False, progress=False, postprocess=postprocess).files
         foreground = np.isin(np.asanyarray(nib.load(str(written[0])).dataobj), (1, 2))
         if postprocess:
-            assert ndimage.label(foreground)[1] <= 1
+            assert ndimage.label(foreground, structure=np.ones((3, 3, 3)))[1] <= 1  # nnU-Net's full connectivity
     cleaned = np.asanyarray(nib.load(str(tmp_path / "with" / written[0].name)).dataobj)
     raw = np.asanyarray(nib.load(str(written[0])).dataobj)
     assert np.array_equal(cleaned, keep_one.apply(raw))
@@ -235,3 +235,21 @@ def test_a_volume_too_large_for_the_memory_is_refused_before_predicting(hippo_ru
     with pytest.raises(PredictionError, match=rf"case {case.case_id} .*3 classes\) needs about .* GB .*available"):
         predict(hippo_run, [case], tmp_path / "out", progress=False)
     assert not list((tmp_path / "out").glob("*.nii.gz"))
+
+
+def test_end_of_training_validation_and_predict_give_the_same_label_maps(hippo_run, sample_dir, tmp_path):
+    """One code path (#14): the fold's validation writes what predict writes for the same raw images."""
+    from tutorseg.preprocessing.preprocessor import PreprocessedDataset
+    from tutorseg.training import load_model
+    from tutorseg.training.validation import validate_cases
+
+    network, plan, configuration, _ = load_model(hippo_run)
+    dataset = load_dataset(sample_dir)
+    cases = PreprocessedDataset.open(hippo_run / "preprocessed" / configuration).load_cases(in_memory=False)[:2]
+    validate_cases(network, cases, dataset, plan, plan[configuration], tmp_path / "validation", device="cpu",
+                   tta=False)
+    predicted = predict(hippo_run, [dataset.case(c.case_id) for c in cases], tmp_path / "predicted", tta=False,
+                        progress=False, postprocess=False)
+    for case, written in zip(cases, predicted.files):
+        validated = nib.load(str(tmp_path / "validation" / f"{case.case_id}.nii.gz"))
+        assert np.array_equal(np.asanyarray(validated.dataobj), np.asanyarray(nib.load(str(written)).dataobj))

@@ -5,9 +5,10 @@ For each case (nnU-Net v2's ``nnUNetPredictor.predict_from_files`` does the same
 1. read the channel files and preprocess them exactly as in training (crop to non-zero, resample to the plan's
    spacing, normalise: :func:`tutorseg.preprocessing.preprocessor.preprocess_image`);
 2. sliding-window inference with Gaussian weighting, 50 % overlap and mirroring test-time augmentation
-   (:func:`tutorseg.training.sliding_window.predict_probabilities`), once per fold;
-3. average the folds' probabilities (the ensemble), undo resampling and cropping
-   (:func:`tutorseg.preprocessing.preprocessor.undo_preprocessing`), take the most probable class;
+   (:func:`tutorseg.training.sliding_window.predict_volume_logits`), once per fold;
+3. average the folds' logits (the ensemble), resample them back and undo the cropping, one class at a time for the
+   label map (:func:`tutorseg.preprocessing.preprocessor.restore_segmentation`) or all at once, with the softmax
+   last, when the probabilities are saved (:func:`~tutorseg.preprocessing.preprocessor.restore_probabilities`);
 4. apply the post-processing decided on the validation folds (``postprocessing.json``), if any;
 5. write ``CASE.nii.gz`` with the input's affine and header (it opens aligned in 3D Slicer, ITK-SNAP, MITK) or
    ``CASE.png`` for 2D images, and optionally the probabilities as ``CASE.npz``.
@@ -248,11 +249,11 @@ def resolve_inputs(inputs) -> list[Case]:
 # --------------------------------------------------------------------------------------------------- one case
 
 
-def _averaged_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
-                            tta: bool, case_id: str):
-    """The folds' averaged probabilities on the preprocessed grid, and the case's properties to map them back."""
+def _averaged_logits(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *,
+                     tta: bool, case_id: str):
+    """The folds' averaged logits on the preprocessed grid (as nnU-Net ensembles folds), and the case's properties."""
     from tutorseg.preprocessing.preprocessor import preprocess_image
-    from tutorseg.training.sliding_window import predict_probabilities
+    from tutorseg.training.sliding_window import predict_volume_logits
 
     plan, configuration = folds[0].plan, folds[0].configuration
     config = plan[configuration]
@@ -261,11 +262,11 @@ def _averaged_probabilities(folds: Sequence[FoldModel], image: np.ndarray, spaci
                               f"{len(plan.channel_names)} ({', '.join(plan.channel_names.values())}); give one file "
                               "per channel (CASE_0000, CASE_0001, ...) as in training")
     data, _, properties = preprocess_image(image, spacing, plan, configuration, case_id=case_id)
-    per_fold = (predict_probabilities(fold.network, data, patch_size=config.patch_size, tta=tta,
+    per_fold = (predict_volume_logits(fold.network, data, patch_size=config.patch_size, tta=tta,
                                       slice_axis=config.slice_axis) for fold in folds)
-    averaged = next(per_fold)  # one fold's probabilities in memory at a time, besides the sum
-    for probabilities in per_fold:
-        averaged += probabilities
+    averaged = next(per_fold)  # one fold's logits in memory at a time, besides the sum
+    for logits in per_fold:
+        averaged += logits
     averaged /= len(folds)
     return averaged, properties
 
@@ -290,10 +291,10 @@ def predict_case_probabilities(folds: Sequence[FoldModel], image: np.ndarray, sp
     Returns:
         ``(K, *spatial)`` float32 probabilities with the input's spatial shape.
     """
-    from tutorseg.preprocessing.preprocessor import undo_preprocessing
+    from tutorseg.preprocessing.preprocessor import restore_probabilities
 
-    averaged, properties = _averaged_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
-    restored = undo_preprocessing(averaged, properties, folds[0].plan, folds[0].configuration)
+    averaged, properties = _averaged_logits(folds, image, spacing, tta=tta, case_id=case_id)
+    restored = restore_probabilities(averaged, properties, folds[0].plan, folds[0].configuration)
     _check_restored(restored, image, case_id)
     return restored.astype(np.float32, copy=False)
 
@@ -308,7 +309,7 @@ def predict_case_segmentation(folds: Sequence[FoldModel], image: np.ndarray, spa
     """
     from tutorseg.preprocessing.preprocessor import restore_segmentation
 
-    averaged, properties = _averaged_probabilities(folds, image, spacing, tta=tta, case_id=case_id)
+    averaged, properties = _averaged_logits(folds, image, spacing, tta=tta, case_id=case_id)
     indices = restore_segmentation(averaged, properties, folds[0].plan, folds[0].configuration)
     del averaged
     _check_restored(indices, image, case_id)

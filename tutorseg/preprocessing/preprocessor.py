@@ -423,17 +423,51 @@ def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan,
     return full
 
 
-def restore_segmentation(probabilities: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
-    """The label map of :func:`undo_preprocessing`'s probabilities, with a fraction of its memory.
+def restore_probabilities(logits: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
+    """Class probabilities on the original grid from logits on the preprocessed one, as nnU-Net restores them.
 
-    ``undo_preprocessing(probabilities).argmax(0)`` holds every class at the original resolution (a CT of 512 x
-    512 x 500 voxels with 14 classes: 7 GB in float32). Here one class at a time is resampled back and compared with
-    the best so far, so memory holds two full-resolution maps whatever the number of classes. The result is the
-    same label map: the classes are resampled independently, and a strict "greater than" keeps the first class on
-    ties, as ``argmax`` does (tests/test_prediction.py compares them).
+    nnU-Net (``convert_predicted_logits_to_segmentation_with_correct_shape``) resamples the *logits* back (linearly,
+    the thick axis of anisotropic data by nearest neighbour), applies the softmax, then puts the crop box back into
+    the full image with background probability 1 around it. Resampling probabilities instead (what tutorseg did
+    before) can move a boundary by a voxel where classes meet.
 
     Args:
-        probabilities: (K, *S2) class probabilities on the preprocessed grid.
+        logits: (K, *S2) float logits on the preprocessed grid.
+        properties: the case's :class:`CaseProperties`.
+        plan: the :class:`tutorseg.planning.Plan`.
+        configuration: a configuration name or its :class:`ConfigurationPlan`.
+
+    Returns:
+        (K, *original_shape) float32 probabilities.
+    """
+    config = _configuration(plan, configuration)
+    back = resample_image(logits, properties.target_spacing, properties.original_spacing,
+                          new_shape=properties.shape_after_crop,
+                          order=getattr(config, "resampling_order_probabilities", 1),
+                          order_z=config.resampling_order_z, separate_z=config.separate_z,
+                          anisotropy_threshold=plan.anisotropy_threshold)
+    back -= back.max(axis=0, keepdims=True)  # the softmax, in place
+    np.exp(back, out=back)
+    back /= back.sum(axis=0, keepdims=True)
+    full = np.zeros((logits.shape[0], *properties.original_shape), dtype=np.float32)
+    full[0] = 1.0
+    full[(slice(None), *(slice(a, b) for a, b in properties.crop_bbox))] = back
+    return full
+
+
+def restore_segmentation(probabilities: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
+    """The label map on the original grid from logits (or probabilities) on the preprocessed one, one class at a time.
+
+    The argmax of :func:`restore_probabilities` (the softmax does not change which class is largest) without its
+    memory: that holds every class at the original resolution (a CT of 512 x 512 x 500 voxels with 14 classes:
+    7 GB in float32). Here one class at a time is resampled back and compared with the best so far, so memory holds
+    two full-resolution maps whatever the number of classes. The result is the same label map: the classes are
+    resampled independently, and a strict "greater than" keeps the first class on ties, as ``argmax`` does
+    (tests/test_large_volumes.py compares them).
+
+    Args:
+        probabilities: (K, *S2) logits (as prediction passes them, nnU-Net's order) or class probabilities on the
+            preprocessed grid.
         properties: the case's :class:`CaseProperties`.
         plan: the :class:`tutorseg.planning.Plan`.
         configuration: a configuration name or its :class:`ConfigurationPlan`.

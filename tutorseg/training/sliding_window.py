@@ -173,6 +173,30 @@ def softmax_on_cpu(logits: torch.Tensor) -> np.ndarray:
     return values.numpy()
 
 
+def predict_volume_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *, patch_size: Sequence[int],
+                          tta: bool = True, device: str | torch.device | None = None,
+                          overlap: float = DEFAULT_OVERLAP, batch_size: int = 8,
+                          slice_axis: int | None = None) -> np.ndarray:
+    """Sliding-window logits ``(K, *spatial)`` of one preprocessed image, float32, as a numpy array.
+
+    What folds are averaged in and what is resampled back to the original grid, as nnU-Net does both with logits
+    (``nnUNetPredictor``: the folds' logits summed and divided, then ``convert_predicted_logits_to_segmentation_
+    with_correct_shape`` resamples the logits and applies the softmax last).
+
+    Args: as :func:`predict_probabilities`.
+    """
+    def logits_of(image) -> np.ndarray:
+        logits = predict_logits(network, image, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
+                                batch_size=batch_size)
+        return logits.to("cpu", torch.float32).numpy()
+
+    if slice_axis is None:
+        return logits_of(data)
+    data = np.asarray(data, dtype=np.float32)
+    axis = slice_axis + 1  # skip the channel axis
+    return np.stack([logits_of(np.take(data, index, axis=axis)) for index in range(data.shape[axis])], axis=axis)
+
+
 def predict_probabilities(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *, patch_size: Sequence[int],
                           tta: bool = True, device: str | torch.device | None = None, overlap: float = DEFAULT_OVERLAP,
                           batch_size: int = 8, slice_axis: int | None = None) -> np.ndarray:
@@ -185,23 +209,14 @@ def predict_probabilities(network: torch.nn.Module, data: np.ndarray | torch.Ten
         tta: average over all mirrored copies (nnU-Net's default; 8x the work in 3D, 4x in 2D).
         device: where to run (default: where the network's weights are).
         overlap: fraction of a patch that neighbouring windows share (0.5 as nnU-Net).
-        batch_size: images per forward pass, mirrored copies included (with TTA in 3D, 8 copies of one window).
+        batch_size: images per forward pass, mirrored copies included (with TTA in 3D, 8 copies of one window), at
+            most: fewer when memory is short (:func:`copies_per_pass`).
         slice_axis: for a 2D network on 3D data: the spatial axis (0-based, tutorseg order) along which the volume is
             cut into 2D slices; each slice is predicted on its own, as nnU-Net's 2d configuration does.
 
     Returns:
         ``(K, *spatial)`` float32 probabilities summing to 1 over K.
     """
-    if slice_axis is None:
-        logits = predict_logits(network, data, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
-                                batch_size=batch_size)
-        return softmax_on_cpu(logits)
-    data = np.asarray(data, dtype=np.float32)
-    axis = slice_axis + 1  # skip the channel axis
-    slices = []
-    for index in range(data.shape[axis]):
-        image_2d = np.take(data, index, axis=axis)
-        logits = predict_logits(network, image_2d, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
-                                batch_size=batch_size)
-        slices.append(softmax_on_cpu(logits))
-    return np.stack(slices, axis=axis)
+    logits = predict_volume_logits(network, data, patch_size=patch_size, tta=tta, device=device, overlap=overlap,
+                                   batch_size=batch_size, slice_axis=slice_axis)
+    return softmax_on_cpu(torch.from_numpy(logits))

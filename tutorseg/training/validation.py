@@ -1,7 +1,8 @@
 """Full-case validation at the end of training, as nnU-Net's ``perform_actual_validation``.
 
 Every validation case of the fold is predicted with the sliding window, mapped back onto the original image and
-compared with its label.
+compared with its label. The path is prediction's (:mod:`tutorseg.prediction.predictor`): logits resampled back one
+class at a time and the largest taken, as nnU-Net exports its validation cases.
 
 Writes ``validation/CASE<ending>`` (the predicted label maps, aligned with the raw images) and
 ``validation/summary.json`` (Dice per case and class, and the means) into the run folder.
@@ -18,7 +19,7 @@ from tutorseg.data.jobs import progress_bar
 from tutorseg.data.label_maps import dice_per_class
 from tutorseg.training.checkpoint import write_json
 from tutorseg.training.history import nan_mean
-from tutorseg.training.sliding_window import predict_probabilities
+from tutorseg.training.sliding_window import predict_volume_logits
 
 
 def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, *, device, tta: bool = True,
@@ -40,19 +41,19 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         The summary written to ``summary.json``.
     """
     from tutorseg.data.imageio import write_segmentation
-    from tutorseg.preprocessing.preprocessor import undo_preprocessing
+    from tutorseg.preprocessing.preprocessor import restore_segmentation
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {name: value for name, value in plan.labels.items()}
+    values = np.array(sorted(labels.values()))
     slice_axis = configuration.slice_axis if len(configuration.patch_size) < cases[0].data.ndim - 1 else None
     per_case = []
     bar = progress_bar(len(cases), enabled=progress, description="validation", leave=False)
     for case in cases:
         case = case.loaded()  # one case at a time in memory, also when training read patches from disk
-        probabilities = predict_probabilities(network, case.data, patch_size=configuration.patch_size, tta=tta,
-                                              device=device, slice_axis=slice_axis)
-        segmentation = probabilities.argmax(0).astype(np.int16)
-        original = undo_preprocessing(segmentation, case.properties, plan, configuration)
+        logits = predict_volume_logits(network, case.data, patch_size=configuration.patch_size, tta=tta,
+                                       device=device, slice_axis=slice_axis)
+        original = values[restore_segmentation(logits, case.properties, plan, configuration)]
         raw = dataset.case(case.case_id)
         reference = raw.load_label()
         write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
