@@ -20,7 +20,7 @@ Gaussian noise                 0.1      standard deviation 0-0.1 (batchgenerator
 Gaussian blur                  0.2      sigma 0.5-1.0 per axis; each channel with p 0.5
 multiplicative brightness      0.15     x0.75-1.25 per channel
 contrast                       0.15     x0.75-1.25 per channel around the mean, range preserved
-low-resolution simulation      0.25     downsample x0.5-1 (nearest), upsample (linear/cubic); channel p 0.5
+low-resolution simulation      0.25     downsample x0.5-1 (nearest), upsample (bi/trilinear); channel p 0.5
 gamma on the inverted image    0.1      gamma 0.7-1.5, mean and std kept
 gamma                          0.3      gamma 0.7-1.5, mean and std kept
 mirroring                      0.5      per axis
