@@ -415,11 +415,27 @@ def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan,
         full = np.zeros(properties.original_shape, dtype=back.dtype)
         full[region] = np.maximum(back, 0)
         return full
-    order = getattr(config, "resampling_order_probabilities", 1)
-    back = resample_image(prediction, spacing, original, order=order, **orders)
-    full = np.zeros((prediction.shape[0], *properties.original_shape), dtype=np.float32)
+    return _uncrop_probabilities(_scores_back_to_crop(prediction, properties, plan, config), properties)
+
+
+def _scores_back_to_crop(scores: np.ndarray, properties: CaseProperties, plan, config) -> np.ndarray:
+    """Float maps ``(K, *S2)`` (logits or probabilities) resampled back onto the crop box's original grid.
+
+    Linearly (the plan's ``resampling_order_probabilities``), the thick axis of anisotropic data by nearest neighbour,
+    as nnU-Net resamples its logits.
+    """
+    return resample_image(scores, properties.target_spacing, properties.original_spacing,
+                          new_shape=properties.shape_after_crop,
+                          order=getattr(config, "resampling_order_probabilities", 1),
+                          order_z=config.resampling_order_z, separate_z=config.separate_z,
+                          anisotropy_threshold=plan.anisotropy_threshold)
+
+
+def _uncrop_probabilities(probabilities: np.ndarray, properties: CaseProperties) -> np.ndarray:
+    """The crop box's probabilities put back into the whole image, background probability 1 around it."""
+    full = np.zeros((probabilities.shape[0], *properties.original_shape), dtype=np.float32)
     full[0] = 1.0
-    full[(slice(None), *region)] = back
+    full[(slice(None), *(slice(a, b) for a, b in properties.crop_bbox))] = probabilities
     return full
 
 
@@ -440,19 +456,11 @@ def restore_probabilities(logits: np.ndarray, properties: CaseProperties, plan, 
     Returns:
         (K, *original_shape) float32 probabilities.
     """
-    config = _configuration(plan, configuration)
-    back = resample_image(logits, properties.target_spacing, properties.original_spacing,
-                          new_shape=properties.shape_after_crop,
-                          order=getattr(config, "resampling_order_probabilities", 1),
-                          order_z=config.resampling_order_z, separate_z=config.separate_z,
-                          anisotropy_threshold=plan.anisotropy_threshold)
+    back = _scores_back_to_crop(logits, properties, plan, _configuration(plan, configuration))
     back -= back.max(axis=0, keepdims=True)  # the softmax, in place
     np.exp(back, out=back)
     back /= back.sum(axis=0, keepdims=True)
-    full = np.zeros((logits.shape[0], *properties.original_shape), dtype=np.float32)
-    full[0] = 1.0
-    full[(slice(None), *(slice(a, b) for a, b in properties.crop_bbox))] = back
-    return full
+    return _uncrop_probabilities(back, properties)
 
 
 def restore_segmentation(probabilities: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
@@ -476,14 +484,10 @@ def restore_segmentation(probabilities: np.ndarray, properties: CaseProperties, 
         (*original_shape) uint8 (int16 beyond 255 classes) class indices 0..K-1, 0 outside the crop box.
     """
     config = _configuration(plan, configuration)
-    orders = dict(new_shape=properties.shape_after_crop, order=getattr(config, "resampling_order_probabilities", 1),
-                  order_z=config.resampling_order_z, separate_z=config.separate_z,
-                  anisotropy_threshold=plan.anisotropy_threshold)
     best_value = best_index = None
     index_type = np.uint8 if probabilities.shape[0] <= 256 else np.int16
     for k in range(probabilities.shape[0]):
-        back = resample_image(probabilities[k:k + 1], properties.target_spacing, properties.original_spacing,
-                              **orders)[0]
+        back = _scores_back_to_crop(probabilities[k:k + 1], properties, plan, config)[0]
         if best_value is None or best_index is None:
             best_value, best_index = back, np.zeros(back.shape, dtype=index_type)
             continue

@@ -165,18 +165,9 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
             {"train": case_ids, "val": []}]
         save_splits(splits, splits_path)
     train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
-    from tutorseg.data.jobs import available_memory_bytes
-    from tutorseg.preprocessing.storage import in_memory_decision
-
-    if config.cases_in_memory is None:
-        in_memory, reason = in_memory_decision(preprocessed.memory_bytes([*train_ids, *val_ids]),
-                                               available_memory_bytes())
-    else:
-        in_memory = config.cases_in_memory
-        reason = "held in memory (asked for)" if in_memory else "patches read from the files on disk (asked for)"
-    train_cases = preprocessed.load_cases(train_ids, in_memory=in_memory)
-    val_cases = preprocessed.load_cases(val_ids, in_memory=in_memory) if val_ids else []
-    return train_cases, val_cases, reason
+    cases = preprocessed.load_cases([*train_ids, *val_ids], in_memory=config.cases_in_memory)  # None: by size
+    train_cases, val_cases = cases[:len(train_ids)], cases[len(train_ids):]
+    return train_cases, val_cases, preprocessed.last_memory_decision
 
 
 def _samplers(configuration, train_cases, val_cases, augmentation, seed: int, dist=None):
