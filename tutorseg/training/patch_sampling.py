@@ -129,11 +129,13 @@ class PatchSampler:
     def choose_box(self, case_index: int, force_foreground: bool) -> PatchBox:
         """Where to cut one sample from case ``case_index`` (random, or centred on foreground when forced)."""
         case = self.cases[case_index]
-        eligible = [c for c, locs in case.class_locations.items() if len(locs) > 0] if force_foreground else []
+        # each class's locations read once (a case on disk reads them from its file)
+        present = {c: locs for c, locs in case.class_locations.items() if len(locs) > 0} if force_foreground else {}
+        eligible = list(present)
         voxel, forced_class = None, None
         if eligible:
             forced_class = int(eligible[self.rng.integers(len(eligible))])
-            locations = case.class_locations[forced_class]
+            locations = present[forced_class]
             voxel = np.asarray(locations[self.rng.integers(len(locations))])
         slice_index = None
         if self.slice_axis is not None:
