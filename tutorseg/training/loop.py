@@ -403,8 +403,12 @@ def restore_state(run: Run, state: dict) -> list[str]:
         Sentences for the log about what could not come back as it was (resuming on another kind of device).
     """
     notes = []
-    run.network.load_state_dict(state["network"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    load_weights(run.network, state["network"], source=run.run_dir)
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # a run started with tutorseg 0.1.0, whose network had fewer parameters
+        raise TrainingError(f"{run.run_dir}: its optimiser state does not fit this version's network ({exc}); "
+                            "start the run again in a new folder") from None
     if state["scaler"] and run.scaler.is_enabled():
         run.scaler.load_state_dict(state["scaler"])
     elif run.scaler.is_enabled():  # saved without float16 (a CPU run), resumed with it (a GPU)

@@ -9,7 +9,7 @@ import torch
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.checkpoint import CHECKPOINT_NAMES, latest_checkpoints, load_checkpoint
 from tutorseg.training.config import TrainingConfig
-from tutorseg.training.network import build_network
+from tutorseg.training.network import build_network, load_weights
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
@@ -57,7 +57,7 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
     config = TrainingConfig.load(run_dir / "config.json")
     name = state["configuration"]
     network = build_network(plan[name], state["n_channels"], state["n_classes"])
-    network.load_state_dict(state["network"])
+    load_weights(network, state["network"], source=path)
     network.eval()
     if device is not None:
         network.to(device)

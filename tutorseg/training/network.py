@@ -13,15 +13,23 @@ nnU-Net ``arch_kwargs`` / plan             ``DynUNet`` argument
 ``n_conv_per_stage`` = 2 per stage         fixed: each ``UnetBasicBlock`` has two convolutions
 ``norm_op`` InstanceNorm, ``affine=True``  ``norm_name=("INSTANCE", {"affine": True})``
 ``nonlin`` LeakyReLU (slope 0.01)          ``act_name=("leakyrelu", {"negative_slope": 0.01})``
+transposed convolutions with bias          ``trans_bias=True``
 deep supervision: one output per decoder   ``deep_supervision=True``, ``deep_supr_num = n_stages - 2``
 stage, ``n_stages - 1`` outputs in all     (full-resolution output + ``n_stages - 2`` heads)
 =========================================  ==========================================================
 
-Differences, none of which changes what the network can learn:
+One place where ``DynUNet`` differs is changed here (:class:`NnUNetDynUNet`): the kernel of the decoder's
+convolutions. A decoder stage up-samples the stage below it to the resolution of a skip connection and then convolves.
+nnU-Net's ``UNetDecoder`` gives those convolutions the kernel of the *skip's* stage (the resolution it works at);
+``DynUNet`` gives them the kernel of the stage *below*. The two agree where all kernels are equal; on an anisotropic
+plan (kernels ``1x3x3`` in the first stages, ``3x3x3`` further down) ``DynUNet`` would convolve across the thick
+slices one stage too early, with more parameters (+0.7 % on the anisotropic plan of the tests). ``tests/test_network.py`` checks kernels and parameter
+counts against nnU-Net's own network for the plans in ``tests/data/nnunet_plans``.
+
+Differences left, none of which changes what the network can learn:
 
 - Convolutions before instance normalisation have no bias in MONAI (``conv_bias=True`` in nnU-Net); the affine
   normalisation that follows adds the same offset, so the bias is redundant.
-- Transposed convolutions (the up-sampling) have no bias in MONAI (nnU-Net: bias on).
 - ``DynUNet`` in training mode interpolates every deep-supervision head up to full resolution and stacks them. nnU-Net
   instead keeps each head at its own resolution and down-samples the *labels*, which is cheaper. :class:`PlainUNet`
   below reads MONAI's heads before that interpolation and returns them at their own resolution, as nnU-Net does.
@@ -41,6 +49,24 @@ if TYPE_CHECKING:
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
 INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True
+
+
+def _nnunet_dynunet_class():
+    """``DynUNet`` with nnU-Net's decoder kernels (imported lazily: MONAI is slow to import)."""
+    from monai.networks.blocks.dynunet_block import UnetUpBlock
+    from monai.networks.nets import DynUNet
+
+    class NnUNetDynUNet(DynUNet):
+        """``DynUNet`` whose decoder stages convolve with the kernel of their skip connection's stage, as nnU-Net."""
+
+        def get_upsamples(self):
+            # decoder stage k (deepest first) joins encoder stage n-1-k's skip: its kernel, not the stage below's
+            skip_kernels = self.kernel_size[:-1][::-1]
+            return self.get_module_list(self.filters[1:][::-1], self.filters[:-1][::-1], skip_kernels,
+                                        self.strides[1:][::-1], UnetUpBlock, self.upsample_kernel_size[::-1],
+                                        trans_bias=self.trans_bias)
+
+    return NnUNetDynUNet
 
 
 class PlainUNet(nn.Module):
@@ -64,6 +90,11 @@ class PlainUNet(nn.Module):
     def first_stage_features(self) -> int:
         """Features of the full-resolution stage: what the memory of inference grows with."""
         return int(self.unet.filters[0])
+
+    @property
+    def decoder_kernel_sizes(self) -> list[list[int]]:
+        """The kernel of each decoder stage's convolutions, deepest stage first (nnU-Net's order)."""
+        return [list(up.conv_block.conv1.conv.kernel_size) for up in self.unet.upsamples]
 
     @property
     def n_outputs(self) -> int:
@@ -120,9 +151,7 @@ def build_network(configuration, n_channels: int, n_classes: int, *, deep_superv
     n_heads = len(strides) - 2  # nnU-Net: one output per decoder stage, n_stages - 1 in all, the first at full res
     deep_supervision = deep_supervision and n_heads >= 1
 
-    from monai.networks.nets import DynUNet
-
-    unet = DynUNet(
+    unet = _nnunet_dynunet_class()(
         spatial_dims=n_dims,
         in_channels=n_channels,
         out_channels=n_classes,
@@ -135,8 +164,31 @@ def build_network(configuration, n_channels: int, n_classes: int, *, deep_superv
         deep_supervision=deep_supervision,
         deep_supr_num=max(n_heads, 1),
         res_block=False,
+        trans_bias=True,  # nnU-Net's transposed convolutions have a bias
     )
     return PlainUNet(unet)
+
+
+def load_weights(network: PlainUNet, weights: dict, *, source) -> None:
+    """Load a checkpoint's network weights, also those of tutorseg 0.1.0's network.
+
+    tutorseg 0.1.0 built MONAI's ``DynUNet`` as it comes: transposed convolutions without bias (now with, as nnU-Net)
+    and, on anisotropic plans, other decoder kernels. Missing transposed-convolution biases are zeros (exactly the
+    old network); different kernels cannot be converted.
+
+    Raises:
+        TutorsegError: the weights do not fit this network (``source`` names the checkpoint).
+    """
+    weights = dict(weights)
+    for name, value in network.state_dict().items():
+        if name.endswith("transp_conv.conv.bias") and name not in weights:
+            weights[name] = torch.zeros_like(value)
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise TutorsegError(f"{source}: its weights do not fit the network its plan describes (tutorseg 0.1.0 built "
+                            "the decoder of anisotropic plans with other kernels than nnU-Net's). Retrain the model "
+                            f"with this version. ({str(exc).splitlines()[0]})") from None
 
 
 def count_parameters(network: nn.Module) -> int:
