@@ -48,7 +48,7 @@ from tutorseg.training.device import (
 )
 from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
 from tutorseg.training.loss import DeepSupervisionLoss
-from tutorseg.training.network import build_network, count_parameters
+from tutorseg.training.network import build_network, count_parameters, load_weights
 from tutorseg.training.prefetch import BatchPrefetcher
 from tutorseg.training.progress import LivePlot
 from tutorseg.training.record import TrainingRecord
