@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -107,14 +109,14 @@ def test_rotation_moves_image_and_label_together(batch_2d):
     # where the rotated label is foreground (membrane, bright in ISBI labels = 1), the rotated image is the
     # membrane's intensity: the two moved together. Compare mean intensity inside vs outside the label.
     for image, label in ((images, labels), (out_images, out_labels)):
-        inside = image[label.bool()].mean()
-        outside = image[~label.bool()].mean()
+        inside = image[label > 0].mean()
+        outside = image[label == 0].mean()  # -1: outside the input after rotation
         assert inside < outside  # membranes are dark in the EM images
     # the label, given as an image channel, is moved by the same transform: thresholded, it matches the label
     as_image = torch.cat([images, labels.float()], dim=1)
     moved, moved_labels = spatial_transform(as_image, labels, images.shape[2:], config=config, generator=_seeded())
     assert torch.equal(moved_labels, out_labels)
-    assert ((moved[:, 1:] > 0.5) == out_labels.bool()).float().mean() > 0.97
+    assert ((moved[:, 1:] > 0.5) == (out_labels > 0)).float().mean() > 0.97
 
 
 def test_scaling_zooms_out(batch_3d):
@@ -243,7 +245,7 @@ def test_elastic_keeps_image_and_label_together_and_is_off_by_default(batch_3d):
     out, out_labels = spatial_transform(images, labels, (32, 40, 32), config=ELASTIC_ONLY,
                                         generator=torch.Generator().manual_seed(0))
     assert not torch.equal(out, images) and not torch.equal(out_labels, labels)
-    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
+    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist()) | {OUTSIDE}
     # the foreground moved with the image: image intensity inside the label stays what it was, on average
     inside_before = images[labels > 0].mean()
     inside_after = out[out_labels > 0].mean()
@@ -277,8 +279,9 @@ def _move_labels_by_stacking(labels: torch.Tensor, grid: torch.Tensor) -> torch.
     def interpolate(mask):
         return F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    values = [OUTSIDE] + torch.unique(labels).tolist()
-    shares = [1 - interpolate(torch.ones_like(labels, dtype=torch.float32))]  # outside: what the input does not cover
+    values = [OUTSIDE] + [v for v in torch.unique(labels).tolist() if v != OUTSIDE]
+    # outside: what the input does not cover, and the input's own -1 voxels (outside the non-zero region)
+    shares = [1 - interpolate(torch.ones_like(labels, dtype=torch.float32)) + interpolate((labels == OUTSIDE).float())]
     shares += [interpolate((labels == value).float()) for value in values[1:]]
     stack = torch.stack([(share * 1000).half().float() for share in shares])  # nnU-Net's float16 0-1000 scale
     winner = torch.tensor(values, dtype=torch.float32)[stack.argmax(0)]  # argmax: the first (lowest) of ties
@@ -288,7 +291,7 @@ def _move_labels_by_stacking(labels: torch.Tensor, grid: torch.Tensor) -> torch.
     nearest = F.grid_sample(padded, grid * size / (size + 20), mode="nearest", align_corners=False)
     nearest_index = torch.searchsorted(torch.tensor(values, dtype=torch.float32), nearest.contiguous())
     tied = stack.gather(0, nearest_index[None])[0] == stack.max(0).values
-    return torch.where(tied, nearest, winner).clamp(min=0).to(labels.dtype)
+    return torch.where(tied, nearest, winner).to(labels.dtype)
 
 
 def test_labels_unchanged_by_an_identity_grid(batch_3d):
@@ -322,13 +325,13 @@ def test_a_tie_the_nearest_neighbour_lost_goes_to_the_lowest_label():
     assert int(move_labels(labels, centre)) == 4
 
 
-def test_outside_the_input_competes_and_becomes_background():
+def test_outside_the_input_competes_as_minus_one():
     labels = torch.full((1, 1, 8, 8), 2, dtype=torch.int16)
     grid = _grid([[1.5, 0, 0], [0, 1.5, 0]], (8, 8))  # zoomed out: the patch reaches past the input
     moved = move_labels(labels, grid)
     coverage = torch.nn.functional.grid_sample(torch.ones((1, 1, 8, 8)), grid, align_corners=False)
     assert torch.equal(moved == 2, coverage > 0.5)  # the label's share against the outside's
-    assert set(moved.unique().tolist()) == {0, 2}
+    assert set(moved.unique().tolist()) == {OUTSIDE, 2}
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -342,7 +345,7 @@ def test_move_labels_follows_the_rule_under_random_rotation_and_scaling(seed):
     grid = _grid([[zoom * c, -zoom * s, 0, 0.05], [zoom * s, zoom * c, 0, 0], [0, 0, zoom, 0]], (16, 20, 14))
     moved = move_labels(labels, grid)
     assert torch.equal(moved, _move_labels_by_stacking(labels, grid))
-    assert set(moved.unique().tolist()) <= {0, 1, 255}
+    assert set(moved.unique().tolist()) <= {OUTSIDE, 0, 1, 255}
 
 
 def test_decisions_and_noise_fields_can_come_from_two_generators():
@@ -366,3 +369,47 @@ def test_decisions_and_noise_fields_can_come_from_two_generators():
     assert torch.equal(run(1, field_seed=2), with_fields)
     # ... and each sample's noise level (a decision) from the decision generator: same spread per sample
     assert torch.allclose(with_fields.flatten(1).std(1), one_generator.flatten(1).std(1), rtol=0.3)
+
+
+def test_channels_normalised_in_the_mask_are_masked_again_after_intensity_augmentation(sample_dir):
+    """nnU-Net's MaskImageTransform: a real case with a zero region around it (as MRI outside the head), cropped as
+    preprocessing crops it (label -1 outside the non-zero region), sampled by training's sampler (which keeps -1),
+    then every intensity transform: the masked channel reads 0 again outside, the other does not; labels end >= 0."""
+    from tutorseg.data.cropping import crop_to_nonzero
+    from tutorseg.training.patch_sampling import PatchSampler
+
+    case = load_dataset(sample_dir).training[0]
+    image = case.load_image().astype(np.float32)
+    image[:, : image.shape[1] // 2, :, : image.shape[3] // 3] = 0  # a corner block "outside the body"
+    image = np.concatenate([image, image])  # two channels: masked (0) and not (1)
+    cropped, label, _ = crop_to_nonzero(image, case.load_label())
+    assert (label == OUTSIDE).any()
+    data = (cropped - cropped.mean()) / cropped.std()  # z-scored: outside the body is no longer 0
+    sampled = SimpleNamespace(case_id=case.case_id, data=data, label=label,
+                              class_locations={c: np.argwhere(label == c) for c in (1, 2)})
+    sampler = PatchSampler([sampled], patch_size=data.shape[1:], batch_size=2, seed=0, keep_outside=True)
+    images, labels = sampler.next_batch()
+    outside = labels[:, 0] == OUTSIDE
+    assert outside.any()
+    intensity_only = ALL_OFF.replace(p_noise=1, p_blur=1, p_blur_per_channel=1, p_brightness=1, p_contrast=1,
+                                     p_gamma=1)
+    out_images, out_labels = augment_batch(images, labels, config=intensity_only, generator=_seeded(),
+                                           mask_channels=[0])
+    assert torch.all(out_images[:, 0][outside] == 0)
+    assert (out_images[:, 0][~outside] != 0).float().mean() > 0.99
+    assert (out_images[:, 1][outside] != 0).float().mean() > 0.99  # not in mask_channels: left as augmented
+    assert out_labels.min() >= 0 and torch.equal(out_labels, labels.clamp(min=0))
+    # without keep_outside (the validation sampler) -1 is background at once, as nnU-Net's validation loader does
+    _, val_labels = PatchSampler([sampled], patch_size=data.shape[1:], batch_size=2, seed=0).next_batch()
+    assert torch.equal(val_labels, labels.clamp(min=0))
+
+
+def test_the_region_outside_the_non_zero_mask_moves_like_the_region_outside_the_input():
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(-1, 3, (1, 1, 6, 7, 5), generator=generator).repeat_interleave(3, dim=2)
+    labels = labels.repeat_interleave(3, dim=3).repeat_interleave(3, dim=4).to(torch.int16)
+    c, s = np.cos(0.4), np.sin(0.4)
+    grid = _grid([[1.2 * c, -1.2 * s, 0, 0.05], [1.2 * s, 1.2 * c, 0, 0], [0, 0, 1.2, 0]], (16, 20, 14))
+    moved = move_labels(labels, grid)
+    assert torch.equal(moved, _move_labels_by_stacking(labels, grid))
+    assert set(moved.unique().tolist()) == {OUTSIDE, 0, 1, 2}

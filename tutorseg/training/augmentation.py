@@ -27,6 +27,9 @@ mirroring                      0.5      per axis
 elastic deformation            0        off in nnU-Net v2's default trainer (``p_elastic`` switches it on):
                                         smoothed random displacements, sigma 0-20 % and largest shift 0-20 %
                                         of the half patch per axis, applied before rotation and scaling
+mask outside the non-zero      always   channels normalised within the non-zero mask (``use_mask_for_norm``)
+region                                  are set to 0 again where the label is -1 (nnU-Net's
+                                        ``MaskImageTransform``); then label -1 becomes background
 =============================  =======  ====================================================================
 
 The factor ranges ``(0.75, 1.25)`` and ``(0.7, 1.5)`` are drawn as nnU-Net's ``BGContrast`` does: with
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -283,8 +287,8 @@ def spatial_transform(images: torch.Tensor, labels: torch.Tensor, patch_size, *,
     """Deform, rotate and scale each sample about its centre and crop the centre ``patch_size`` (one grid, all samples).
 
     Images are interpolated linearly (nnU-Net: order 3 in v1, linear in v2's torch SpatialTransform), labels as
-    nnU-Net v2 moves them (see :func:`move_labels`). Regions outside the input read 0 (images) and background
-    (labels).
+    nnU-Net v2 moves them (see :func:`move_labels`). Regions outside the input read 0 (images) and -1 (labels;
+    :func:`augment_batch` turns -1 into background).
 
     Args:
         images: (B, C, *S) float.
@@ -333,14 +337,15 @@ def move_labels(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Labels ``(N, 1, *S)`` sampled at ``grid`` the way nnU-Net v2's SpatialTransform does (batchgeneratorsv2).
 
     Each label's 0/1 mask is interpolated linearly, and every output voxel takes the label with the largest share.
-    The region outside the input competes as a label of its own and becomes background at the end (nnU-Net pads
-    with -1 and later maps -1 to 0). Ties, such as a sample point exactly between two labels, go to the
+    The region outside the input competes as label -1 (OUTSIDE), together with the input's own -1 voxels (outside
+    the image's non-zero region); :func:`augment_batch` masks the image with it and then makes it background, as
+    nnU-Net pads with -1 and later maps -1 to 0. Ties, such as a sample point exactly between two labels, go to the
     nearest-neighbour label when it is among the tied ones, otherwise to the lowest label. Shares are compared at
     float16 precision on a 0-1000 scale, as batchgeneratorsv2 does, so rounding noise does not decide a tie.
     Boundaries come out smoother than with nearest-neighbour sampling, and thin structures break up less.
 
     Returns:
-        ``(N, 1, *grid spatial shape)`` in the input's dtype; only labels of the input (and background) occur.
+        ``(N, 1, *grid spatial shape)`` in the input's dtype; only labels of the input and -1 occur.
     """
     def interpolate(mask: torch.Tensor) -> torch.Tensor:
         return F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -351,17 +356,21 @@ def move_labels(labels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     # nearest neighbour, reading OUTSIDE beyond the input (grid_sample pads with 0, hence the shift)
     nearest = F.grid_sample(labels.float() - OUTSIDE, grid, mode="nearest", padding_mode="zeros",
                             align_corners=False).round() + OUTSIDE
-    # OUTSIDE is the lowest label, so it goes first; its share is what the input's all-ones mask does not cover
-    best_share = score(1 - interpolate(torch.ones_like(labels, dtype=torch.float32)))
+    # OUTSIDE is the lowest label, so it goes first; its share is what the input's all-ones mask does not cover,
+    # plus the share of the input's own OUTSIDE voxels (outside the non-zero region, kept for the image mask)
+    outside = 1 - interpolate(torch.ones_like(labels, dtype=torch.float32))
+    if (labels == OUTSIDE).any():
+        outside = outside + interpolate((labels == OUTSIDE).float())
+    best_share = score(outside)
     best_label = torch.full_like(nearest, OUTSIDE)
     nearest_share = torch.where(nearest == OUTSIDE, best_share, float("-inf"))
-    for value in torch.unique(labels).tolist():
+    for value in [v for v in torch.unique(labels).tolist() if v != OUTSIDE]:
         value_share = score(interpolate((labels == value).float()))
         best_label = torch.where(value_share > best_share, value, best_label)  # '>': ties stay with the lower label
         best_share = torch.maximum(best_share, value_share)
         nearest_share = torch.where(nearest == value, value_share, nearest_share)
     moved = torch.where(nearest_share == best_share, nearest, best_label)
-    return moved.clamp(min=0).to(labels.dtype)  # OUTSIDE -> background
+    return moved.to(labels.dtype)  # OUTSIDE stays until augment_batch has masked the image with it
 
 
 # --------------------------------------------------------------------------------------------------- intensity
@@ -528,10 +537,24 @@ def mirror(images: torch.Tensor, labels: torch.Tensor, *, config: AugmentationCo
 # --------------------------------------------------------------------------------------------------- the batch
 
 
+def mask_outside(images: torch.Tensor, labels: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+    """Set ``channels`` of the images to 0 where the label is -1 (outside the non-zero region), in place.
+
+    nnU-Net's ``MaskImageTransform``, applied after the intensity transforms to the channels normalised within the
+    non-zero mask (``use_mask_for_norm``): the augmentations shifted the zeros outside the body, which the network
+    would otherwise see as tissue.
+    """
+    if channels:
+        outside = labels[:, 0] < 0
+        for channel in channels:
+            images[:, channel][outside] = 0
+    return images
+
+
 def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None,
                   config: AugmentationConfig = AugmentationConfig(),
-                  generator: torch.Generator | None = None, field_generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None, field_generator: torch.Generator | None = None,
+                  mask_channels: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a batch of 2D or 3D patches with nnU-Net's transforms, on the tensors' device.
 
     Args:
@@ -547,9 +570,13 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None
             default ``generator``. On a GPU, give a CPU ``generator`` for the per-sample decisions (which
             samples, which angles: a few numbers the host needs, read without waiting for the GPU) and a GPU
             ``field_generator`` for the fields (large, used on the GPU): training does.
+        mask_channels: image channels normalised within the non-zero mask (the plan's ``use_mask_for_norm``):
+            set to 0 again where the label is -1 after the intensity transforms (nnU-Net's ``MaskImageTransform``).
+            Labels may hold -1 for "outside the non-zero region"; they come back as background.
 
     Returns:
-        images (B, C, *P) float, labels (B, 1, *P) in the labels' dtype; new tensors (the inputs are not changed).
+        images (B, C, *P) float, labels (B, 1, *P) in the labels' dtype, >= 0; new tensors (the inputs are not
+        changed).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -579,4 +606,6 @@ def augment_batch(images: torch.Tensor, labels: torch.Tensor, *, patch_size=None
     images = simulate_low_resolution(images, config=config, generator=generator, ignore_axes=ignore_axes)
     images = gamma(images, p=config.p_gamma_inverted, invert=True, config=config, generator=generator)
     images = gamma(images, p=config.p_gamma, invert=False, config=config, generator=generator)
-    return mirror(images, labels, config=config, generator=generator)
+    images, labels = mirror(images, labels, config=config, generator=generator)
+    images = mask_outside(images, labels, mask_channels)
+    return images, labels.clamp(min=0)  # nnU-Net's RemoveLabelTansform(-1, 0)

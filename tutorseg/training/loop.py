@@ -179,7 +179,7 @@ def _samplers(configuration, train_cases, val_cases, augmentation, seed: int, di
     share = distributed.batch_share(configuration.batch_size, dist)  # all of each batch, or this process's part
     train = PatchSampler(train_cases, patch_size=patch, batch_size=configuration.batch_size,
                          sample_size=sampling_patch_size(patch, augmentation), slice_axis=slice_axis, seed=seed,
-                         share=share)
+                         share=share, keep_outside=True)
     # nnU-Net validates on patches drawn like training patches (same oversampling), without augmentation;
     # with fold "all" there is no validation set and the training cases stand in (as nnU-Net does).
     val = PatchSampler(val_cases or train_cases, patch_size=patch, batch_size=configuration.batch_size,
@@ -251,8 +251,9 @@ def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         images, labels = run.train_sampler.next_batch()
         images, labels = images.to(run.setup.torch_device), labels.to(run.setup.torch_device)
+    masked = [c for c, masked in enumerate(run.configuration.use_mask_for_norm) if masked]
     return augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
-                         generator=run.torch_generator, field_generator=run.field_generator)
+                         generator=run.torch_generator, field_generator=run.field_generator, mask_channels=masked)
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ class PatchSampler:
 
     def __init__(self, cases: Sequence[SampleableCase], *, patch_size: Sequence[int], batch_size: int,
                  sample_size: Sequence[int] | None = None, oversample_foreground: float = OVERSAMPLE_FOREGROUND,
-                 slice_axis: int | None = None, seed: int = 0, share: range | None = None):
+                 slice_axis: int | None = None, seed: int = 0, share: range | None = None, keep_outside: bool = False):
         if not cases:
             raise ValueError("PatchSampler needs at least one case")
         self.cases = list(cases)
@@ -101,6 +101,9 @@ class PatchSampler:
                 s < p for s, p in zip(self.sample_size, self.patch_size)):
             raise ValueError(f"sample_size {self.sample_size} must be >= patch_size {self.patch_size} per axis")
         self.n_channels = self.cases[0].data.shape[0]
+        # -1 for "outside the image's non-zero region" (and beyond the case) kept for augment_batch's image mask,
+        # as nnU-Net's training loader pads with -1; otherwise background (its validation loader removes -1 at once)
+        self.outside_label = -1 if keep_outside else 0
 
     def __repr__(self) -> str:
         return (f"PatchSampler({len(self.cases)} cases, patch {self.patch_size}, sample {self.sample_size}, "
@@ -156,7 +159,8 @@ class PatchSampler:
     def cut(self, box: PatchBox, image_out: np.ndarray, label_out: np.ndarray) -> None:
         """Copy the box's region into preallocated ``image_out`` (C, *sample) and ``label_out`` (1, *sample).
 
-        Parts of the box outside the case stay 0 (image) and background (label); label -1 becomes background.
+        Parts of the box outside the case read 0 (image) and ``outside_label`` (label), as does label -1 (outside
+        the non-zero region): -1 when the sampler keeps it for augmentation, else background.
         """
         case = self.cases[box.case_index]
         plane: list[slice | int] = [slice(None)] * case.label.ndim
@@ -174,10 +178,10 @@ class PatchSampler:
         for axis, part in zip(plane_axes, source):
             region[axis] = part
         image_out[:] = 0
-        label_out[:] = 0
+        label_out[:] = self.outside_label
         # one read per array: cases on disk (tutorseg.preprocessing.storage) decompress only the chunks it touches
         image_out[tuple([slice(None), *target])] = case.data[tuple([slice(None), *region])]
-        label_out[0][tuple(target)] = np.maximum(case.label[tuple(region)], 0)
+        label_out[0][tuple(target)] = np.maximum(case.label[tuple(region)], self.outside_label)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch, or this sampler's share of it: images (b, C, *sample) float32, labels (b, 1, *sample) int16."""
