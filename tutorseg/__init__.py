@@ -41,6 +41,8 @@ _EXPORTS = {
     "evaluate": "evaluation.metrics",
     "EvaluationSummary": "evaluation.metrics",
     "determine_postprocessing": "evaluation.postprocessing",
+    "find_best_configuration": "evaluation.best_configuration",
+    "predict_best": "prediction.instructions",
     "export_nnunet": "integrations.export",
     "download": "integrations.downloads",
     "describe_environment": "integrations.environment",
@@ -49,8 +51,9 @@ _EXPORTS = {
 
 __all__ = ["Case", "Dataset", "DatasetError", "DatasetFingerprint", "DatasetReport", "EvaluationSummary", "Plan",
            "Problem", "Severity", "TrainingRecord", "TutorsegError", "describe_environment",
-           "determine_postprocessing", "download", "evaluate", "export_nnunet", "fingerprint", "inspect_dataset",
-           "load_dataset", "make_splits", "plan", "predict", "preprocess", "resume", "run_pipeline",
+           "determine_postprocessing", "download", "evaluate", "export_nnunet", "find_best_configuration",
+           "fingerprint", "inspect_dataset", "load_dataset", "make_splits", "plan", "predict", "predict_best",
+           "preprocess", "resume", "run_pipeline",
            "sample_dataset_path", "train_fold", "__version__"]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names a
     from tutorseg.data.dataset import Case, Dataset, load_dataset
     from tutorseg.data.problems import DatasetError, Problem, Severity, TutorsegError
     from tutorseg.data.sample import sample_dataset_path
+    from tutorseg.evaluation.best_configuration import find_best_configuration
     from tutorseg.evaluation.metrics import EvaluationSummary, evaluate
     from tutorseg.evaluation.postprocessing import determine_postprocessing
     from tutorseg.fingerprinting import DatasetFingerprint, fingerprint
@@ -69,6 +73,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names a
     from tutorseg.pipeline import run_pipeline
     from tutorseg.planning.artefacts import Plan
     from tutorseg.planning.planner import plan
+    from tutorseg.prediction.instructions import predict_best
     from tutorseg.prediction.predictor import predict
     from tutorseg.preprocessing.preprocessor import preprocess
     from tutorseg.training.loop import resume, train_fold

@@ -137,7 +137,7 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     """The length and data options of ``tutorseg train`` as typed, to pass on to each fold's process."""
     options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
                ("--iterations-per-epoch", args.iterations_per_epoch)]
-    flags = ["--wandb"] if args.wandb else []
+    flags = (["--wandb"] if args.wandb else []) + (["--npz"] if args.npz else [])
     return [str(part) for option, value in options if value is not None for part in (option, value)] + flags
 
 
@@ -191,7 +191,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             configuration=args.configuration, budget=args.budget, epochs=args.epochs,
                             schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
                             preprocessed_dir=args.preprocessed, device=args.device, num_threads=args.threads,
-                            wandb=args.wandb,
+                            wandb=args.wandb, save_probabilities=args.npz,
                             progress=not args.quiet, verbose=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(record)
@@ -238,6 +238,9 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores the current load leaves idle)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
+    p.add_argument("--npz", action="store_true",
+                   help="the final validation also saves class probabilities (validation/CASE.npz), as nnU-Net's "
+                        "--npz: tutorseg find-best needs them to score ensembles of configurations")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -248,6 +251,22 @@ def _add_train(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tutorseg.prediction.predictor import predict
 
+    if args.best is not None:
+        from tutorseg.prediction.instructions import predict_best
+
+        if args.run_dirs:
+            raise TutorsegError("give either run folders or --best INSTRUCTIONS.json, not both")
+        if args.save_probabilities or args.no_postprocessing:
+            raise TutorsegError("--best predicts exactly as the instructions say; --save-probabilities and "
+                                "--no-postprocessing go with run folders")
+        result = predict_best(args.best, args.input, args.output, tta=not args.no_tta, progress=not args.quiet,
+                              device=args.device, checkpoint=args.checkpoint, output_format=args.output_format)
+        print(f"{len(result.files)} segmentation(s) written to {args.output} with {result.configuration} "
+              f"({result.seconds_per_case:.1f} s per case)")
+        return 0
+    if not args.run_dirs:
+        raise TutorsegError("tutorseg predict needs the run folder(s) of the folds (RUN_DIR ...), or --best "
+                            "INSTRUCTIONS.json from tutorseg find-best")
     result = predict(args.run_dirs, args.input, args.output, tta=not args.no_tta,
                      save_probabilities=args.save_probabilities, progress=not args.quiet,
                      postprocess=not args.no_postprocessing, checkpoint=args.checkpoint, device=args.device,
@@ -258,7 +277,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment images with trained folds (ensembled)")
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR")
+    p.add_argument("--best", type=Path, default=None, metavar="INSTRUCTIONS.json",
+                   help="predict as tutorseg find-best decided (the best configuration or ensemble, and its "
+                        "post-processing) instead of naming run folders")
     p.add_argument("-i", "--input", type=Path, required=True, help="an image file or a folder of CASE_0000 files")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring (faster, slightly worse)")
@@ -291,6 +313,29 @@ def _add_evaluate(sub) -> None:
                    help="instance label maps (one integer per object) named like the references: also report "
                         "instance F1 at IoU 0.5 and panoptic quality")
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_find_best(args: argparse.Namespace) -> int:
+    from tutorseg.evaluation.best_configuration import find_best_configuration
+
+    folds = [int(k) for k in args.folds]
+    find_best_configuration(args.run_root, configurations=args.configurations, folds=folds,
+                            allow_ensembling=not args.no_ensembling, output=args.output, verbose=True)
+    return 0
+
+
+def _add_find_best(sub) -> None:
+    p = sub.add_parser("find-best", help="choose the best configuration (or pair ensemble) by cross-validation, as "
+                                         "nnUNetv2_find_best_configuration")
+    p.add_argument("run_root", type=Path, metavar="RUN_ROOT",
+                   help="the folder of configuration folders (RUN_ROOT/2d/fold_0 ..., RUN_ROOT/3d_fullres/fold_0 ...)")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, default=None, metavar="BEST.json",
+                   help="the inference instructions (default: RUN_ROOT/inference_instructions.json)")
+    p.add_argument("--configurations", "-c", nargs="+", default=None,
+                   help="compare only these (default: every configuration whose folds are all validated)")
+    p.add_argument("--folds", "-f", nargs="+", default=["0", "1", "2", "3", "4"], help="the folds (default 0-4)")
+    p.add_argument("--no-ensembling", action="store_true", help="do not score pairs of configurations as ensembles")
+    p.set_defaults(func=_cmd_find_best)
 
 
 def _parse_mapping(text: str) -> dict[str, str]:
@@ -418,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="nnU-Net-style self-configuring segmentation, one explained step at a time.")
     parser.add_argument("--version", action="version", version=f"tutorseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_inspect, _add_fingerprint, _add_plan, _add_preprocess, _add_train, _add_predict, _add_evaluate,
+    for add in (_add_inspect, _add_fingerprint, _add_plan, _add_preprocess, _add_train, _add_predict, _add_find_best,
+                _add_evaluate,
                 _add_convert, _add_download, _add_manifest, _add_export, _add_demo):
         add(sub)
     return parser

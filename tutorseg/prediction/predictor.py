@@ -375,7 +375,8 @@ def _postprocessing_for(run_dirs, postprocess):
     return None
 
 
-def _save_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
+def write_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
+    """Write ``CASE.npz``: ``probabilities`` (K, *spatial) float16 and the ``classes``' names, atomically."""
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))
 
@@ -443,7 +444,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         out = out_dir / f"{case.case_id}{_output_ending(case.image_files[0], output_format)}"
         write_segmentation(segmentation, out, reference=case.image_files[0])
         if save_probabilities:
-            _save_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
+            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
         written.append(out)
     return Predictions(out_dir=out_dir, files=tuple(written), run_dirs=tuple(f.run_dir for f in folds),
                        configuration=folds[0].configuration, tta=tta,

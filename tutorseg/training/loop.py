@@ -519,7 +519,8 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
         try:
             validated = validate_cases(run.network, run.val_cases, run.dataset, run.plan, run.configuration,
                                        run.run_dir / "validation", device=run.setup.torch_device,
-                                       tta=run.config.validation_tta, progress=progress)
+                                       tta=run.config.validation_tta,
+                                       save_probabilities=run.config.save_probabilities, progress=progress)
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -583,7 +584,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                prefetch: bool | None = None, cases_in_memory: bool | None = None, augmentation=None,
                wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
-               verbose: bool = True) -> TrainingRecord:
+               save_probabilities: bool = False, verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
 
     Args:
@@ -614,6 +615,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         seed: seed of sampling, augmentation and initialisation.
         validate: run the full-case validation of the fold at the end.
         validation_tta: mirroring test-time augmentation in that validation (nnU-Net: on).
+        save_probabilities: that validation also writes each case's class probabilities (``validation/CASE.npz``,
+            nnU-Net's ``--npz``): :func:`tutorseg.find_best_configuration` needs them to score ensembles.
         verbose: print what happens (also written to log.txt).
 
     Returns:
@@ -652,7 +655,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             augmentation=augmentation, on_cpu=on_cpu, seed=int(seed), device=device,
                             precision=precision, num_threads=num_threads, prefetch=prefetch,
                             cases_in_memory=cases_in_memory, validate=bool(validate),
-                            validation_tta=bool(validation_tta), wandb=bool(wandb), verbose=verbose)
+                            validation_tta=bool(validation_tta), save_probabilities=bool(save_probabilities),
+                            wandb=bool(wandb), verbose=verbose)
     main = dist is None or dist.is_main
     with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0
         try:

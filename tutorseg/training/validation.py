@@ -5,7 +5,9 @@ compared with its label. The path is prediction's (:mod:`tutorseg.prediction.pre
 class at a time and the largest taken, as nnU-Net exports its validation cases.
 
 Writes ``validation/CASE<ending>`` (the predicted label maps, aligned with the raw images) and
-``validation/summary.json`` (Dice per case and class, and the means) into the run folder.
+``validation/summary.json`` (Dice per case and class, and the means) into the run folder; with
+``save_probabilities`` (nnU-Net's ``--npz``) also ``validation/CASE.npz``, the class probabilities on the original
+grid, which :func:`tutorseg.find_best_configuration` averages to score ensembles of configurations.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tutorseg.training.sliding_window import predict_volume_logits
 
 
 def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, *, device, tta: bool = True,
-                   progress: bool = False) -> dict:
+                   save_probabilities: bool = False, progress: bool = False) -> dict:
     """Predict each preprocessed validation case, undo the preprocessing, write it, and score it.
 
     Args:
@@ -35,13 +37,16 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         out_dir: ``run_dir/validation``.
         device: where to predict.
         tta: mirroring test-time augmentation (nnU-Net validates with it).
+        save_probabilities: also write ``CASE.npz`` (``probabilities`` (K, *original shape) float16, ``classes``),
+            the label map then being their argmax (the same map: restoring one class at a time is exact).
         progress: show a progress bar.
 
     Returns:
         The summary written to ``summary.json``.
     """
     from tutorseg.data.imageio import write_segmentation
-    from tutorseg.preprocessing.preprocessor import restore_segmentation
+    from tutorseg.prediction.predictor import write_probabilities
+    from tutorseg.preprocessing.preprocessor import restore_probabilities, restore_segmentation
 
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = {name: value for name, value in plan.labels.items()}
@@ -53,7 +58,13 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         case = case.loaded()  # one case at a time in memory, also when training read patches from disk
         logits = predict_volume_logits(network, case.data, patch_size=configuration.patch_size, tta=tta,
                                        device=device, slice_axis=slice_axis)
-        original = values[restore_segmentation(logits, case.properties, plan, configuration)]
+        if save_probabilities:
+            probabilities = restore_probabilities(logits, case.properties, plan, configuration)
+            original = values[np.argmax(probabilities, axis=0)]
+            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
+            del probabilities
+        else:
+            original = values[restore_segmentation(logits, case.properties, plan, configuration)]
         raw = dataset.case(case.case_id)
         reference = raw.load_label()
         write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
