@@ -65,17 +65,18 @@ def _upsample(array: np.ndarray, factors) -> np.ndarray:
 
 
 def hippocampus_upsampled(root: Path, *, name: str, n: int, factors, spacings,
-                          channel_names: dict | None = None) -> Path:
+                          channel_names: dict | None = None, case_ids=SAMPLE_IDS) -> Path:
     """Real Hippocampus cases upsampled by ``factors`` (x, y, z), each case with its own voxel size.
 
     Args:
         factors: integer upsampling factor per axis (x, y, z).
         spacings: one (x, y, z) voxel size per case, in mm (cycled when shorter than ``n``).
         channel_names: dataset.json's channels; a second channel (the image inverted) is written when two are named.
+        case_ids: the bundled sample's cases to take the first ``n`` of.
     """
     channel_names = channel_names or {"0": "MRI"}
     _folders(root)
-    for i, case_id in enumerate(SAMPLE_IDS[:n]):
+    for i, case_id in enumerate(case_ids[:n]):
         image, label = _real_case(case_id)
         image, label = _upsample(image, factors), _upsample(label, factors)
         spacing = spacings[i % len(spacings)]

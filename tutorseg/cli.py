@@ -138,6 +138,8 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
                ("--iterations-per-epoch", args.iterations_per_epoch)]
     flags = (["--wandb"] if args.wandb else []) + (["--npz"] if args.npz else [])
+    if args.previous_stage is not None:
+        flags += ["--previous-stage", str(args.previous_stage.expanduser().resolve())]
     return [str(part) for option, value in options if value is not None for part in (option, value)] + flags
 
 
@@ -191,7 +193,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             configuration=args.configuration, budget=args.budget, epochs=args.epochs,
                             schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
                             preprocessed_dir=args.preprocessed, device=args.device, num_threads=args.threads,
-                            wandb=args.wandb, save_probabilities=args.npz,
+                            wandb=args.wandb, save_probabilities=args.npz, previous_stage=args.previous_stage,
                             progress=not args.quiet, verbose=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(record)
@@ -217,7 +219,8 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one cross-validation fold (or all cases)")
     p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, metavar="PLAN.json")
-    p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
+    p.add_argument("--configuration", default=None,
+                   help="2d, 3d_fullres, 3d_lowres, 3d_cascade_fullres (default: 3d_fullres if planned)")
     p.add_argument("--fold", type=_parse_fold, nargs="+", default=[0],
                    help="0-4, or 'all' to train on every labelled case; several (0 1 2 3 4) train as separate "
                         "processes side by side, one per device of --devices, each in OUT/fold_<k>")
@@ -238,6 +241,9 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores the current load leaves idle)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
+    p.add_argument("--previous-stage", type=Path, default=None, metavar="LOWRES_DIR",
+                   help="for --configuration 3d_cascade_fullres: the folder of the 3d_lowres fold_<k> folders "
+                        "(default: OUT/../../3d_lowres, i.e. RUN_ROOT/3d_lowres next to RUN_ROOT/3d_cascade_fullres)")
     p.add_argument("--npz", action="store_true",
                    help="the final validation also saves class probabilities (validation/CASE.npz), as nnU-Net's "
                         "--npz: tutorseg find-best needs them to score ensembles of configurations")

@@ -14,7 +14,7 @@ list is the reverse of nnU-Net's (see ``docs/planning.md`` and the plan's ``axis
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 FIXED = "fixed"          # the same for every dataset (e.g. 2 convolutions per stage)
 RULE = "rule"            # derived from the fingerprint by a rule (e.g. target spacing = median spacing)
 EMPIRICAL = "empirical"  # chosen after training (e.g. best configuration, postprocessing); not made by planning
+CASCADE_FULLRES = "3d_cascade_fullres"  # the cascade's second stage: 3d_fullres fed the 3d_lowres prediction as well
 KINDS = (FIXED, RULE, EMPIRICAL)
 
 
@@ -243,10 +244,25 @@ class Plan:
     planner: str = "tutorseg, rules of nnU-Net v2 (2.8.1) ExperimentPlanner 'nnUNetPlans'"
 
     def __getitem__(self, name: str) -> ConfigurationPlan:
+        if name == CASCADE_FULLRES and name not in self.configurations and self.has_cascade:
+            # nnU-Net's 3d_cascade_fullres "inherits_from" 3d_fullres: the same plan, fed the lowres prediction too
+            return replace(self.configurations["3d_fullres"], name=CASCADE_FULLRES, previous_stage="3d_lowres")
         try:
             return self.configurations[name]
         except KeyError:
-            raise KeyError(f"the plan has no configuration {name!r}; it has {', '.join(self.configurations)}") from None
+            raise KeyError(f"the plan has no configuration {name!r}; it has "
+                           f"{', '.join(self.trainable_configurations)}") from None
+
+    @property
+    def has_cascade(self) -> bool:
+        """Whether nnU-Net would train the cascade (``3d_lowres`` then ``3d_cascade_fullres``) for this dataset."""
+        lowres = self.configurations.get("3d_lowres")
+        return lowres is not None and lowres.next_stage == CASCADE_FULLRES and "3d_fullres" in self.configurations
+
+    @property
+    def trainable_configurations(self) -> tuple[str, ...]:
+        """Every configuration that can be trained: the planned ones, and ``3d_cascade_fullres`` with a cascade."""
+        return tuple(self.configurations) + ((CASCADE_FULLRES,) if self.has_cascade else ())
 
     @property
     def default_configuration(self) -> str:

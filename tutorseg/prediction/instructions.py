@@ -128,11 +128,11 @@ def predict_best(instructions, inputs, out_dir: str | os.PathLike, *, tta: bool 
     if missing:
         raise TutorsegError(f"the inference instructions name run folders that are not there: {', '.join(missing)}. "
                             "Keep the instructions file where find-best wrote it (its paths are relative to it)")
-    decision = PostprocessingDecision.load(instructions.postprocessing) if instructions.postprocessing else False
+    decision = PostprocessingDecision.load(instructions.postprocessing) if instructions.postprocessing else None
     out_dir = Path(out_dir)
     if len(instructions.configurations) == 1:
         return predict(list(instructions.run_dirs[instructions.configurations[0]]), inputs, out_dir, tta=tta,
-                       progress=progress, postprocess=decision, checkpoint=checkpoint, device=device,
+                       progress=progress, postprocess=decision or False, checkpoint=checkpoint, device=device,
                        output_format=output_format)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = Path(tempfile.mkdtemp(prefix=".ensemble_", dir=out_dir))
@@ -146,7 +146,7 @@ def predict_best(instructions, inputs, out_dir: str | os.PathLike, *, tta: bool 
             probabilities = average_probabilities([r.out_dir / f"{case_id}.npz" for r in results])
             values = np.array(sorted(_labels_of(results[0]).values()))
             segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
-            if decision:
+            if decision is not None:
                 segmentation = decision.apply(segmentation)
             out = out_dir / first_file.name
             write_segmentation(segmentation, out, reference=first_file)  # its geometry is the input's
@@ -156,7 +156,7 @@ def predict_best(instructions, inputs, out_dir: str | os.PathLike, *, tta: bool 
     first = results[0]
     return Predictions(out_dir=out_dir, files=tuple(written), run_dirs=tuple(d for r in results for d in r.run_dirs),
                        configuration=instructions.name, tta=tta,
-                       postprocessing=decision.steps if decision else (), device=first.device,
+                       postprocessing=decision.steps if decision is not None else (), device=first.device,
                        seconds_per_case=sum(r.seconds_per_case for r in results))
 
 

@@ -95,6 +95,7 @@ class FoldModel:
     network: torch.nn.Module  # in eval mode, on the device it predicts on
     plan: Plan
     configuration: str  # the plan's configuration it was trained with
+    previous_stage: tuple["FoldModel", ...] = ()  # a cascade's second stage: the 3d_lowres folds that run first
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -151,10 +152,13 @@ def load_folds(run_dirs, *, checkpoint: str = "final", device: str | None = None
     if not run_dirs:
         raise PredictionError("no run folder given; pass at least one folder written by `tutorseg train`")
     folds = []
+    previous: tuple[FoldModel, ...] = ()
     for run_dir in map(Path, run_dirs):
         name = _checkpoint_in(run_dir, checkpoint)
-        network, plan, configuration, _ = load_model(run_dir, checkpoint=name, device=device)
-        folds.append(FoldModel(run_dir, network, plan, configuration))
+        network, plan, configuration, config = load_model(run_dir, checkpoint=name, device=device)
+        if plan[configuration].previous_stage and not previous:  # the cascade: its first stage's folds, once
+            previous = tuple(_previous_stage_folds(run_dir, config.previous_stage_dir, checkpoint, device))
+        folds.append(FoldModel(run_dir, network, plan, configuration, previous))
     first = folds[0]
     for fold in folds[1:]:
         config_a, config_b = first.plan[first.configuration], fold.plan[fold.configuration]
@@ -164,6 +168,19 @@ def load_folds(run_dirs, *, checkpoint: str = "final", device: str | None = None
                                   f"{first.run_dir} ({fold.configuration} vs {first.configuration}); "
                                   "an ensemble averages folds of the same plan and configuration")
     return folds
+
+
+def _previous_stage_folds(run_dir: Path, previous_stage_dir: str | None, checkpoint: str,
+                          device: str) -> list[FoldModel]:
+    from tutorseg.training.cascade import lowres_fold_dirs, previous_stage_root
+
+    root = previous_stage_root(run_dir, previous_stage_dir)
+    dirs = lowres_fold_dirs(root)
+    if not dirs:
+        raise PredictionError(f"{run_dir} is a cascade's second stage; its first stage (3d_lowres folds with "
+                              f"checkpoint_final.pt) should be in {root} and is not. Keep the run folders together "
+                              "as training left them (RUN_ROOT/3d_lowres next to RUN_ROOT/3d_cascade_fullres)")
+    return load_folds(dirs, checkpoint=checkpoint, device=device)
 
 
 # --------------------------------------------------------------------------------------------------- outputs
@@ -262,6 +279,13 @@ def _averaged_logits(folds: Sequence[FoldModel], image: np.ndarray, spacing: tup
                               f"{len(plan.channel_names)} ({', '.join(plan.channel_names.values())}); give one file "
                               "per channel (CASE_0000, CASE_0001, ...) as in training")
     data, _, properties = preprocess_image(image, spacing, plan, configuration, case_id=case_id)
+    if folds[0].previous_stage:  # the cascade: the first stage segments the image, its result is input too
+        from tutorseg.preprocessing.preprocessor import label_on_grid
+        from tutorseg.training.cascade import append_one_hot
+
+        first = predict_case_segmentation(folds[0].previous_stage, image, spacing, tta=tta, case_id=case_id)
+        foreground = sorted(v for v in plan.labels.values() if v != 0)
+        data = append_one_hot(data, label_on_grid(first, properties, plan, configuration), foreground)
     per_fold = (predict_volume_logits(fold.network, data, patch_size=config.patch_size, tta=tta,
                                       slice_axis=config.slice_axis) for fold in folds)
     averaged = next(per_fold)  # one fold's logits in memory at a time, besides the sum

@@ -126,6 +126,8 @@ class PreprocessedCase:
         label: (*S) int8/int16 label map, -1 outside the non-zero region; ``None`` for an unlabelled image.
         class_locations: class -> (N, ndim) int32 voxel indices of that class (a sample of at most 10,000).
         properties: the case's :class:`CaseProperties`.
+        previous: for a cascade's second stage, (*S) int8 the first stage's segmentation on this grid (held in
+            memory: one byte per voxel); ``None`` otherwise.
     """
 
     case_id: str
@@ -133,6 +135,7 @@ class PreprocessedCase:
     label: np.ndarray | storage.StoredArray | None
     class_locations: Mapping[int, np.ndarray]
     properties: CaseProperties
+    previous: np.ndarray | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -145,7 +148,7 @@ class PreprocessedCase:
             return self
         label = None if self.label is None else storage.read_all(self.label)
         return PreprocessedCase(self.case_id, storage.read_all(self.data), label, dict(self.class_locations),
-                                self.properties)
+                                self.properties, self.previous)
 
     def __repr__(self) -> str:
         return (f"PreprocessedCase({self.case_id!r}, data {self.data.shape} {self.data.dtype}, "
@@ -389,6 +392,29 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configur
         normalization=used,
         class_voxels=counts)
     return data, (out_label if label is not None else None), properties
+
+
+def label_on_grid(label: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
+    """A label map of the raw image (e.g. another model's segmentation) on a preprocessed case's grid.
+
+    Cropped to the case's non-zero box and resampled as preprocessing resamples labels; used for the cascade's
+    first-stage segmentation, in training and in prediction alike.
+
+    Returns:
+        (*shape_after_resampling) int8/int16 label map (background 0 everywhere outside the labels).
+    """
+    config = _configuration(plan, configuration)
+    box = tuple(slice(a, b) for a, b in properties.crop_bbox)
+    cropped = np.asarray(label)[box].astype(np.int16, copy=False)
+    orders = dict(order_z=config.resampling_order_z, separate_z=config.separate_z,
+                  anisotropy_threshold=plan.anisotropy_threshold)
+    out = resample_label(cropped, properties.original_spacing, properties.target_spacing,
+                         order=config.resampling_order_seg, **orders)
+    if tuple(out.shape) != tuple(properties.shape_after_resampling):
+        raise PreprocessingError(f"{properties.case_id}: a label map of shape {label.shape} resampled to "
+                                 f"{out.shape}, the case's grid is {properties.shape_after_resampling}; is it a "
+                                 "segmentation of this image?")
+    return out.astype(np.int8 if out.max(initial=0) <= 127 else np.int16)
 
 
 def undo_preprocessing(prediction: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:

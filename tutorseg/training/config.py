@@ -56,6 +56,7 @@ class TrainingConfig:
     validate: bool = True  # full-case validation of the fold at the end
     validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
     save_probabilities: bool = False  # that validation also writes CASE.npz probabilities (nnU-Net's --npz)
+    previous_stage_dir: str | None = None  # a cascade's 3d_lowres fold folders, relative to the run folder
     wandb: bool = False  # log to Weights & Biases
     verbose: bool = True  # print what happens (it is written to log.txt either way)
     epoch_size_from_device: bool = False  # the two sizes above are the device's defaults: a resume elsewhere resets

@@ -34,6 +34,7 @@ from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.training import checkpoint as ckpt
 from tutorseg.training import distributed
 from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.cascade import relative_previous_stage, with_previous_stage
 from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
 from tutorseg.training.device import (
     DeviceSetup,
@@ -117,6 +118,16 @@ class Run:
     def n_classes(self) -> int:
         return len(self.plan.labels)
 
+    @property
+    def n_inputs(self) -> int:
+        """The network's input channels: the image's, plus one per foreground class in a cascade's second stage."""
+        return int(self.train_sampler.n_channels) + (len(self.foreground) if self.configuration.previous_stage else 0)
+
+    @property
+    def foreground(self) -> list[int]:
+        """The foreground label values, ascending (a cascade's one-hot channels come in this order)."""
+        return sorted(v for v in self.plan.labels.values() if v != 0)
+
     def log(self, message: str, *, echo: bool = True) -> None:
         """Append a time-stamped line to log.txt (and print it); while the run folder is away, to its local copy."""
         if not self.is_main:
@@ -166,8 +177,24 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
         save_splits(splits, splits_path)
     train_ids, val_ids = fold_cases(splits, config.fold, case_ids)
     cases = preprocessed.load_cases([*train_ids, *val_ids], in_memory=config.cases_in_memory)  # None: by size
+    if configuration.previous_stage:
+        cases = _with_previous_stage(cases, dataset, plan, configuration, config, splits_path.parent)
     train_cases, val_cases = cases[:len(train_ids)], cases[len(train_ids):]
     return train_cases, val_cases, preprocessed.last_memory_decision
+
+
+def _with_previous_stage(cases: list[PreprocessedCase], dataset: Dataset, plan: Plan, configuration,
+                         config: TrainingConfig, run_dir: Path) -> list[PreprocessedCase]:
+    """The cases with the cascade's first-stage segmentation (out of fold) on their grid (``case.previous``)."""
+    from tutorseg.data.imageio import read_image
+    from tutorseg.preprocessing.preprocessor import label_on_grid
+    from tutorseg.training.cascade import out_of_fold_segmentations, previous_stage_root
+
+    root = previous_stage_root(run_dir, config.previous_stage_dir)
+    files = out_of_fold_segmentations(root, [c.case_id for c in cases])
+    return [replace(case, previous=label_on_grid(read_image(files[case.case_id]).array[0],
+                                                             case.properties, plan, configuration))
+            for case in cases]
 
 
 def _samplers(configuration, train_cases, val_cases, augmentation, seed: int, dist=None):
@@ -200,7 +227,8 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
         train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
                                                             run_dir / "splits_final.json", progress)
     torch.manual_seed(config.seed)
-    network = build_network(configuration, train_cases[0].data.shape[0], len(plan.labels)).to(setup.torch_device)
+    n_inputs = train_cases[0].data.shape[0] + (len(plan.labels) - 1 if configuration.previous_stage else 0)
+    network = build_network(configuration, n_inputs, len(plan.labels)).to(setup.torch_device)
     if setup.torch_device.type == "cpu":
         # channels-last memory layout: on 2 CPU cores it made a step of nnU-Net's default Hippocampus plan ~10 %
         # faster (bench/train.md). Not on CUDA: InstanceNorm returns the standard layout there, so every block
@@ -252,8 +280,12 @@ def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = run.train_sampler.next_batch()
         images, labels = images.to(run.setup.torch_device), labels.to(run.setup.torch_device)
     masked = [c for c, masked in enumerate(run.configuration.use_mask_for_norm) if masked]
-    return augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
-                         generator=run.torch_generator, field_generator=run.field_generator, mask_channels=masked)
+    images, labels = augment_batch(images, labels, patch_size=run.configuration.patch_size, config=run.augmentation,
+                                   generator=run.torch_generator, field_generator=run.field_generator,
+                                   mask_channels=masked)
+    if run.configuration.previous_stage:  # the cascade: the first stage's segmentation becomes input channels
+        images, labels = with_previous_stage(images, labels, run.foreground, rng=run.numpy_rng)
+    return images, labels
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -313,6 +345,8 @@ def validate_epoch(run: Run) -> dict:
     for _ in range(run.config.val_iterations):
         images, labels = run.val_sampler.next_batch()
         images, labels = images.to(device), labels.to(device)
+        if run.configuration.previous_stage:
+            images, labels = with_previous_stage(images, labels, run.foreground)
         with run.setup.autocast():
             logits = run.network(images)
         losses.append(float(run.loss(logits, labels)))
@@ -365,7 +399,7 @@ def checkpoint_state(run: Run) -> dict:
         "train_sampler": run.prefetcher.consumed_state if run.prefetcher else run.train_sampler.state_dict(),
         "val_sampler": run.val_sampler.state_dict(),
         "configuration": run.configuration.name,
-        "n_channels": int(run.train_sampler.n_channels),
+        "n_channels": run.n_inputs,  # the image's channels, and a cascade's first-stage classes
         "n_classes": run.n_classes,
     }
 
@@ -584,7 +618,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                prefetch: bool | None = None, cases_in_memory: bool | None = None, augmentation=None,
                wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
-               save_probabilities: bool = False, verbose: bool = True) -> TrainingRecord:
+               save_probabilities: bool = False, previous_stage=None, verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
 
     Args:
@@ -592,7 +626,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         plan: a :class:`tutorseg.planning.Plan` or its JSON file.
         fold: 0-4 (nnU-Net's 5-fold splits, seed 12345), or ``"all"`` (every labelled case trains, no validation).
         out_dir: the run folder (e.g. on Google Drive in Colab); must not hold a run already (use :func:`resume`).
-        configuration: ``"3d_fullres"`` (default where planned), ``"2d"``, ``"3d_lowres"``.
+        configuration: ``"3d_fullres"`` (default where planned), ``"2d"``, ``"3d_lowres"``, or, where the plan has a
+            cascade, ``"3d_cascade_fullres"`` (after the five ``3d_lowres`` folds: :mod:`tutorseg.training.cascade`).
         budget: wall-clock training time (``"20min"``, ``"1h30m"``, ``"90s"`` or seconds); the poly learning rate
             is stretched over it, so the run ends converged.
         epochs: train a number of epochs instead (nnU-Net: 1000).
@@ -617,6 +652,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         validation_tta: mirroring test-time augmentation in that validation (nnU-Net: on).
         save_probabilities: that validation also writes each case's class probabilities (``validation/CASE.npz``,
             nnU-Net's ``--npz``): :func:`tutorseg.find_best_configuration` needs them to score ensembles.
+        previous_stage: for ``3d_cascade_fullres``, the folder of the ``3d_lowres`` fold folders (default:
+            ``../../3d_lowres`` from ``out_dir``, nnU-Net's results layout ``RUN_ROOT/CONFIGURATION/fold_<k>``).
         verbose: print what happens (also written to log.txt).
 
     Returns:
@@ -632,8 +669,11 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
     dataset = as_dataset(dataset)
     plan = _load_plan(plan)
     configuration = configuration or plan.default_configuration
-    if configuration not in plan.configurations:
-        raise TrainingError(f"the plan has no configuration {configuration!r}; it has {sorted(plan.configurations)}")
+    if configuration not in plan.trainable_configurations:
+        cascade = ("" if configuration != "3d_cascade_fullres" else " (nnU-Net plans the cascade only when the "
+                   "3d_fullres patch covers less than a quarter of the median image)")
+        raise TrainingError(f"the plan has no configuration {configuration!r}{cascade}; it has "
+                            f"{', '.join(plan.trainable_configurations)}")
     if str(fold) != "all" and not (isinstance(fold, int) or str(fold).isdigit()):
         raise TrainingError(f"fold must be 0-4 or 'all', not {fold!r}")
     fold = "all" if str(fold) == "all" else int(fold)
@@ -656,6 +696,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             precision=precision, num_threads=num_threads, prefetch=prefetch,
                             cases_in_memory=cases_in_memory, validate=bool(validate),
                             validation_tta=bool(validation_tta), save_probabilities=bool(save_probabilities),
+                            previous_stage_dir=(relative_previous_stage(run_dir, previous_stage)
+                                                if previous_stage is not None and plan[configuration].previous_stage
+                                                else None),
                             wandb=bool(wandb), verbose=verbose)
     main = dist is None or dist.is_main
     with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0

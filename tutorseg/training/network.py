@@ -169,7 +169,7 @@ def build_network(configuration, n_channels: int, n_classes: int, *, deep_superv
     return PlainUNet(unet)
 
 
-def load_weights(network: PlainUNet, weights: dict, *, source) -> None:
+def load_weights(network: nn.Module, weights: dict, *, source) -> None:
     """Load a checkpoint's network weights, also those of tutorseg 0.1.0's network.
 
     tutorseg 0.1.0 built MONAI's ``DynUNet`` as it comes: transposed convolutions without bias (now with, as nnU-Net)

@@ -40,6 +40,7 @@ class SampleableCase(Protocol):
     data: np.ndarray | StoredArray  # (C, *S) float, in memory or read from disk by slicing
     label: np.ndarray | StoredArray  # (*S) integer, -1 = outside the image's non-zero region
     class_locations: Mapping[int, np.ndarray]  # class -> (N, len(S)) voxel indices
+    previous: np.ndarray | None  # (*S) a cascade's first-stage segmentation (label channel 1), or None
 
 
 def is_forced_foreground(index: int, batch_size: int, oversample_foreground: float = OVERSAMPLE_FOREGROUND) -> bool:
@@ -101,6 +102,8 @@ class PatchSampler:
                 s < p for s, p in zip(self.sample_size, self.patch_size)):
             raise ValueError(f"sample_size {self.sample_size} must be >= patch_size {self.patch_size} per axis")
         self.n_channels = self.cases[0].data.shape[0]
+        # a cascade's second stage: the first stage's segmentation travels as a second label channel
+        self.n_label_channels = 2 if getattr(self.cases[0], "previous", None) is not None else 1
         # -1 for "outside the image's non-zero region" (and beyond the case) kept for augment_batch's image mask,
         # as nnU-Net's training loader pads with -1; otherwise background (its validation loader removes -1 at once)
         self.outside_label = -1 if keep_outside else 0
@@ -157,7 +160,7 @@ class PatchSampler:
     # ----------------------------------------------------------------------------------------------- cutting
 
     def cut(self, box: PatchBox, image_out: np.ndarray, label_out: np.ndarray) -> None:
-        """Copy the box's region into preallocated ``image_out`` (C, *sample) and ``label_out`` (1, *sample).
+        """Copy the box's region into preallocated ``image_out`` (C, *sample) and ``label_out`` (1 or 2, *sample).
 
         Parts of the box outside the case read 0 (image) and ``outside_label`` (label), as does label -1 (outside
         the non-zero region): -1 when the sampler keeps it for augmentation, else background.
@@ -182,11 +185,17 @@ class PatchSampler:
         # one read per array: cases on disk (tutorseg.preprocessing.storage) decompress only the chunks it touches
         image_out[tuple([slice(None), *target])] = case.data[tuple([slice(None), *region])]
         label_out[0][tuple(target)] = np.maximum(case.label[tuple(region)], self.outside_label)
+        previous = getattr(case, "previous", None)
+        if self.n_label_channels == 2 and previous is not None:
+            label_out[1][tuple(target)] = previous[tuple(region)]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch, or this sampler's share of it: images (b, C, *sample) float32, labels (b, 1, *sample) int16."""
+        """One batch, or this sampler's share of it: images (b, C, *sample) float32, labels (b, 1, *sample) int16.
+
+        For a cascade's second stage the labels have a second channel, the first stage's segmentation.
+        """
         images = np.zeros((len(self.share), self.n_channels, *self.sample_size), dtype=np.float32)
-        labels = np.zeros((len(self.share), 1, *self.sample_size), dtype=np.int16)
+        labels = np.zeros((len(self.share), self.n_label_channels, *self.sample_size), dtype=np.int16)
         case_indices = self.rng.integers(len(self.cases), size=self.batch_size)
         for i, case_index in enumerate(case_indices):
             forced = is_forced_foreground(i, self.batch_size, self.oversample_foreground)

@@ -19,6 +19,7 @@ import numpy as np
 from tutorseg.data.artefacts import to_json_types
 from tutorseg.data.jobs import progress_bar
 from tutorseg.data.label_maps import dice_per_class
+from tutorseg.training.cascade import append_one_hot
 from tutorseg.training.checkpoint import write_json
 from tutorseg.training.history import nan_mean
 from tutorseg.training.sliding_window import predict_volume_logits
@@ -56,7 +57,11 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     bar = progress_bar(len(cases), enabled=progress, description="validation", leave=False)
     for case in cases:
         case = case.loaded()  # one case at a time in memory, also when training read patches from disk
-        logits = predict_volume_logits(network, case.data, patch_size=configuration.patch_size, tta=tta,
+        if case.previous is not None:  # a cascade's second stage: the first stage's segmentation is input too
+            data = append_one_hot(case.data, case.previous, values[1:].tolist())
+        else:
+            data = case.data
+        logits = predict_volume_logits(network, data, patch_size=configuration.patch_size, tta=tta,
                                        device=device, slice_axis=slice_axis)
         if save_probabilities:
             probabilities = restore_probabilities(logits, case.properties, plan, configuration)
