@@ -22,6 +22,8 @@ from training_helpers import tiny_plan
 
 import tutorseg
 from tutorseg.data.imageio import read_image
+from tutorseg.integrations.model_files import export_model, import_model
+from tutorseg.prediction.predictor import load_folds
 from tutorseg.preprocessing.preprocessor import PreprocessedDataset, label_on_grid
 from tutorseg.training.cascade import _ball_operator, _remove_a_component, augment_previous_stage, with_previous_stage
 from tutorseg.training.config import TrainingError
@@ -93,6 +95,14 @@ def test_a_tiny_cascade_trains_on_out_of_fold_predictions_and_predicts(cascade_d
     predicted = read_image(out.files[0])
     assert predicted.array.shape[1:] == read_image(image).array.shape[1:]
     assert set(np.unique(predicted.array)) <= {0, 1, 2}
+
+    # one model file carries both stages; imported, prediction finds the first stage again
+    model = export_model([run_dir], lowres_runs / "cascade.zip")
+    imported = import_model(model, lowres_runs / "imported")
+    assert imported.description["first_stage_folds"] == [f"3d_lowres/fold_{k}" for k in range(5)]
+    folds = load_folds(imported.run_dirs, device="cpu")
+    assert [f.run_dir.name for f in folds[0].previous_stage] == [f"fold_{k}" for k in range(5)]
+    assert folds[0].previous_stage[0].run_dir.parent == lowres_runs / "imported" / "3d_lowres"
 
 
 def test_the_cascade_says_what_to_train_first(cascade_dataset, cascade_plan, lowres_runs, tmp_path):

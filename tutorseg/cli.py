@@ -136,11 +136,18 @@ def _parse_fold(text: str):
 def _train_arguments(args: argparse.Namespace) -> list[str]:
     """The length and data options of ``tutorseg train`` as typed, to pass on to each fold's process."""
     options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
-               ("--iterations-per-epoch", args.iterations_per_epoch)]
+               ("--iterations-per-epoch", args.iterations_per_epoch), ("--lr", args.lr), ("--warmup", args.warmup),
+               ("--init-from", args.init_from.expanduser().resolve() if args.init_from else None)]
     flags = (["--wandb"] if args.wandb else []) + (["--npz"] if args.npz else [])
     if args.previous_stage is not None:
         flags += ["--previous-stage", str(args.previous_stage.expanduser().resolve())]
     return [str(part) for option, value in options if value is not None for part in (option, value)] + flags
+
+
+def _learning_rate(args: argparse.Namespace) -> dict:
+    """``initial_lr`` / ``warmup`` for train_fold, where given (else nnU-Net's defaults apply)."""
+    given = {"initial_lr": args.lr, "warmup": args.warmup}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _without_gpus_option(argv: list[str]) -> list[str]:
@@ -194,6 +201,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             schedule=args.schedule, iterations_per_epoch=args.iterations_per_epoch,
                             preprocessed_dir=args.preprocessed, device=args.device, num_threads=args.threads,
                             wandb=args.wandb, save_probabilities=args.npz, previous_stage=args.previous_stage,
+                            init_from=args.init_from, **_learning_rate(args),
                             progress=not args.quiet, verbose=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(record)
@@ -244,6 +252,12 @@ def _add_train(sub) -> None:
     p.add_argument("--previous-stage", type=Path, default=None, metavar="LOWRES_DIR",
                    help="for --configuration 3d_cascade_fullres: the folder of the 3d_lowres fold_<k> folders "
                         "(default: OUT/../../3d_lowres, i.e. RUN_ROOT/3d_lowres next to RUN_ROOT/3d_cascade_fullres)")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="start from a trained model's weights (all but the output layers, as nnU-Net's "
+                        "-pretrained_weights); the networks must have the same topology")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (nnU-Net: 1e-2; fine-tuning: lower)")
+    p.add_argument("--warmup", type=float, default=None,
+                   help="share of the training over which the learning rate ramps up first, e.g. 0.05")
     p.add_argument("--npz", action="store_true",
                    help="the final validation also saves class probabilities (validation/CASE.npz), as nnU-Net's "
                         "--npz: tutorseg find-best needs them to score ensembles of configurations")
@@ -383,6 +397,39 @@ def _add_convert(sub) -> None:
     p.set_defaults(func=_cmd_convert)
 
 
+def _cmd_export_model(args: argparse.Namespace) -> int:
+    from tutorseg.integrations.model_files import export_model
+
+    path = export_model(args.run_dirs, args.output, postprocessing=args.postprocessing)
+    print(f"model written to {path} ({path.stat().st_size / 1e6:.1f} MB); use it elsewhere with: tutorseg "
+          f"import-model {path.name} -o MODEL_DIR")
+    return 0
+
+
+def _add_export_model(sub) -> None:
+    p = sub.add_parser("export-model", help="pack trained folds into one portable model file (plan, weights, labels)")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="fold run folders, or the configuration folder holding fold_<k> folders")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="MODEL.zip")
+    p.add_argument("--postprocessing", type=Path, default=None, metavar="postprocessing.json",
+                   help="ship this post-processing decision (default: the folds' own, if any)")
+    p.set_defaults(func=_cmd_export_model)
+
+
+def _cmd_import_model(args: argparse.Namespace) -> int:
+    from tutorseg.integrations.model_files import import_model
+
+    print(import_model(args.model, args.output))
+    return 0
+
+
+def _add_import_model(sub) -> None:
+    p = sub.add_parser("import-model", help="unpack a model file into run folders to predict or fine-tune with")
+    p.add_argument("model", type=Path, metavar="MODEL.zip")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="DIR")
+    p.set_defaults(func=_cmd_import_model)
+
+
 # --------------------------------------------------------------------------------------------------- data
 
 
@@ -471,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_inspect, _add_fingerprint, _add_plan, _add_preprocess, _add_train, _add_predict, _add_find_best,
                 _add_evaluate,
-                _add_convert, _add_download, _add_manifest, _add_export, _add_demo):
+                _add_convert, _add_download, _add_manifest, _add_export, _add_export_model, _add_import_model,
+                _add_demo):
         add(sub)
     return parser
 

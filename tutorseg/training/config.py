@@ -17,6 +17,7 @@ from tutorseg.data.copies import copied_from
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training.augmentation import AugmentationConfig
 from tutorseg.training.schedule import (
+    INITIAL_LR,
     NNUNET_ITERATIONS_PER_EPOCH,
     NNUNET_VAL_ITERATIONS,
     format_seconds,
@@ -57,6 +58,9 @@ class TrainingConfig:
     validation_tta: bool = True  # mirroring test-time augmentation in that validation (nnU-Net: on)
     save_probabilities: bool = False  # that validation also writes CASE.npz probabilities (nnU-Net's --npz)
     previous_stage_dir: str | None = None  # a cascade's 3d_lowres fold folders, relative to the run folder
+    init_from: str | None = None  # the checkpoint the weights started from (fine-tuning), or None: random
+    initial_lr: float = INITIAL_LR  # the poly schedule's start (nnU-Net: 1e-2)
+    warmup: float = 0.0  # share of the training over which the learning rate ramps up linearly first (fine-tuning)
     wandb: bool = False  # log to Weights & Biases
     verbose: bool = True  # print what happens (it is written to log.txt either way)
     epoch_size_from_device: bool = False  # the two sizes above are the device's defaults: a resume elsewhere resets
@@ -70,6 +74,12 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if (self.budget_seconds is None) == (self.epochs is None):
             raise TrainingError("a training configuration needs exactly one of budget_seconds and epochs")
+        if not 0 <= self.warmup < 1:
+            raise TrainingError(f"warmup is the share of the training spent ramping the learning rate up, from 0 to "
+                                f"below 1 (e.g. 0.05); got {self.warmup}")
+        if not self.initial_lr > 0:
+            raise TrainingError(f"initial_lr must be positive (nnU-Net: 1e-2; fine-tuning: e.g. 1e-3), not "
+                                f"{self.initial_lr}")
 
     @property
     def stops_by_budget(self) -> bool:

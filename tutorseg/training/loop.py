@@ -57,11 +57,13 @@ from tutorseg.training.run_folder import RunFolderWriter
 from tutorseg.training.run_lock import run_lock
 from tutorseg.training.schedule import (
     GRAD_CLIP,
+    INITIAL_LR,
     format_seconds,
     make_optimizer,
-    poly_lr,
     set_lr,
+    warmup_poly_lr,
 )
+from tutorseg.training.transfer import load_pretrained, weights_file
 
 if TYPE_CHECKING:
     from tutorseg.preprocessing.preprocessor import PreprocessedCase
@@ -264,7 +266,7 @@ def learning_rate(run: Run, epoch_start_elapsed: float, epoch_clock: float) -> t
     """(lr, progress) now: poly over epochs (set once per epoch, as nnU-Net) or over the budget (every step)."""
     progress = run.config.fraction_done(epoch_start_elapsed + time.perf_counter() - epoch_clock, run.epoch)
     progress = distributed.from_main(run.dist, progress)  # every process steps with rank 0's clock
-    return poly_lr(progress), progress
+    return warmup_poly_lr(progress, initial_lr=run.config.initial_lr, warmup=run.config.warmup), progress
 
 
 def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -618,7 +620,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                prefetch: bool | None = None, cases_in_memory: bool | None = None, augmentation=None,
                wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
-               save_probabilities: bool = False, previous_stage=None, verbose: bool = True) -> TrainingRecord:
+               save_probabilities: bool = False, previous_stage=None, init_from=None, initial_lr: float = INITIAL_LR,
+               warmup: float = 0.0, verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
 
     Args:
@@ -654,6 +657,10 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
             nnU-Net's ``--npz``): :func:`tutorseg.find_best_configuration` needs them to score ensembles.
         previous_stage: for ``3d_cascade_fullres``, the folder of the ``3d_lowres`` fold folders (default:
             ``../../3d_lowres`` from ``out_dir``, nnU-Net's results layout ``RUN_ROOT/CONFIGURATION/fold_<k>``).
+        init_from: start from a trained model (a run folder or checkpoint) instead of random weights: every weight
+            but the output layers' is taken over (nnU-Net's ``-pretrained_weights``; :mod:`tutorseg.training.transfer`).
+        initial_lr: the learning rate the poly schedule starts from (nnU-Net: 1e-2; when fine-tuning often lower).
+        warmup: share of the training over which the learning rate first ramps up from 0 (e.g. 0.05 for fine-tuning).
         verbose: print what happens (also written to log.txt).
 
     Returns:
@@ -699,7 +706,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                             previous_stage_dir=(relative_previous_stage(run_dir, previous_stage)
                                                 if previous_stage is not None and plan[configuration].previous_stage
                                                 else None),
-                            wandb=bool(wandb), verbose=verbose)
+                            init_from=str(weights_file(init_from).resolve()) if init_from is not None else None,
+                            initial_lr=float(initial_lr), warmup=float(warmup), wandb=bool(wandb), verbose=verbose)
     main = dist is None or dist.is_main
     with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0
         try:
@@ -709,6 +717,8 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
             run = _build_run(run_dir, config, plan, dataset, progress=progress and main, dist=dist)
             if main and run.writer.discard_leftovers():  # files of an earlier run here: never mixed into this one
                 run.log(f"removed what an earlier run in {run_dir} had left in {run.writer.fallback}")
+            if config.init_from is not None:  # every process: DDP's copies start equal
+                run.log(str(load_pretrained(run.network, config.init_from)))
             _start(run, resumed=False)
             _loop(run, progress=progress and main)
             return _finish(run, progress=progress and main)

@@ -47,6 +47,17 @@ def poly_lr(progress: float, *, initial_lr: float = INITIAL_LR, exponent: float 
     return initial_lr * (1.0 - min(max(progress, 0.0), 1.0)) ** exponent
 
 
+def warmup_poly_lr(progress: float, *, initial_lr: float = INITIAL_LR, warmup: float = 0.0) -> float:
+    """A linear ramp from 0 over the first ``warmup`` share of the training, then the poly decay over the rest.
+
+    With ``warmup=0`` exactly :func:`poly_lr`. A ramp-up is what nnU-Net's documentation suggests for fine-tuning
+    (``documentation/pretraining_and_finetuning.md``): large first steps would undo what the pretrained weights know.
+    """
+    if progress < warmup:
+        return initial_lr * progress / warmup
+    return poly_lr((progress - warmup) / (1.0 - warmup), initial_lr=initial_lr)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
