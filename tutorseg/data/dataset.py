@@ -299,7 +299,25 @@ def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
                               fix='add "background": 0 (nnU-Net requires it)'))
     if len(set(labels.values())) != len(labels):
         found.append(_bad_key("labels", "a distinct value for each label", raw))
+    if IGNORE_LABEL in labels:
+        found.extend(_ignore_label_problems(labels))
     return labels
+
+
+IGNORE_LABEL = "ignore"  # nnU-Net v2's name for the label of unannotated voxels (sparse annotations)
+
+
+def _ignore_label_problems(labels: dict[str, int]) -> list[Problem]:
+    """nnU-Net's rule (``LabelManager``): the ignore label has the highest value. And what it does, said once."""
+    value = labels[IGNORE_LABEL]
+    if value != max(labels.values()):
+        return [P.error("ignore_label_not_highest", f"the label 'ignore' has value {value}, not the highest "
+                        f"({max(labels.values())})", why="nnU-Net requires the ignore label to be the largest value",
+                        fix=f"renumber it to {max(labels.values()) + 1} in dataset.json and in the label files",
+                        file="dataset.json")]
+    return [P.info("ignore_label", f"label 'ignore' (value {value}) marks unannotated voxels (sparse annotations)",
+                   why="they are left out of the loss and the metrics, never sampled as foreground, and never "
+                       "predicted, as nnU-Net's ignore label", file="dataset.json")]
 
 
 def _parse_labels_msd(data: dict, found: list[Problem]) -> dict[str, int]:

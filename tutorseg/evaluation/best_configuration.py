@@ -177,6 +177,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
     first_run = next(iter(usable.values()))[0]
     dataset = load_dataset(TrainingConfig.load(first_run).dataset_dir)
     labels = _labels(first_run)
+    ignore = _ignore_label(first_run)
     candidates = [_score_configuration(name, runs, labels) for name, runs in usable.items()]
     ensemble_dirs: dict[tuple[str, ...], Path] = {}
     if allow_ensembling:
@@ -187,7 +188,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
                     f"no validation probabilities for {', '.join(without)} (train with --npz to compare ensembles)")
                 continue
             folder = run_root / "ensembles" / "__".join(pair)
-            candidates.append(_score_ensemble(pair, [usable[c] for c in pair], labels, dataset, folder))
+            candidates.append(_score_ensemble(pair, [usable[c] for c in pair], labels, dataset, folder, ignore))
             ensemble_dirs[pair] = folder
     best = max(candidates, key=lambda c: _sortable(c.mean_dice))  # the first of equals, as nnU-Net's max
 
@@ -197,7 +198,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
         predictions = _validation_files(ensemble_dirs[best.configurations])
     post_file = run_root / f"postprocessing_{best.name.replace(' + ', '__').replace(' ', '_')}.json"
     decision = determine_postprocessing(predictions, dataset, labels={k: v for k, v in labels.items() if v != 0},
-                                        output=post_file)
+                                        output=post_file, ignore_label=ignore)
     instructions = InferenceInstructions(best.configurations, {c: tuple(usable[c]) for c in best.configurations},
                                          post_file if decision.steps else None, best.mean_dice,
                                          best.dice_per_class, folds)
@@ -227,7 +228,7 @@ def _score_configuration(name: str, runs: list[Path], labels: dict[str, int]) ->
 
 
 def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], labels: dict[str, int], dataset,
-                    folder: Path) -> Candidate:
+                    folder: Path, ignore: int | None) -> Candidate:
     """Average the pair's validation probabilities case by case, write the label maps, score them."""
     from tutorseg.data.imageio import write_segmentation
 
@@ -244,7 +245,7 @@ def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], labels: dict[
         raw = dataset.case(case_id)
         write_segmentation(segmentation.astype(np.uint8 if values.max() < 256 else np.int16),
                            folder / f"{case_id}{dataset.file_ending}", reference=raw.image_files[0])
-        per_case.append(dice_per_class(segmentation, raw.load_label(), labels))
+        per_case.append(dice_per_class(segmentation, raw.load_label(), labels, ignore=ignore))
     return _candidate(pair, per_case, labels)
 
 
@@ -292,7 +293,13 @@ def _has_probabilities(runs: list[Path]) -> bool:
 def _labels(run: Path) -> dict[str, int]:
     from tutorseg.planning import Plan
 
-    return dict(Plan.load(run / "plan.json").labels)
+    return dict(Plan.load(run / "plan.json").class_labels)
+
+
+def _ignore_label(run: Path) -> int | None:
+    from tutorseg.planning import Plan
+
+    return Plan.load(run / "plan.json").ignore_label
 
 
 def _write_text(result: BestConfiguration, path: Path) -> None:

@@ -326,7 +326,10 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
             ``labelsTr``), or a mapping case id -> array. Every predicted case must have a reference; references
             without a prediction (other folds) are skipped.
         labels: class name -> value to evaluate (background excluded). Default: the dataset's labels, else the
-            ``dataset.json`` of the prediction folder, else every non-zero value found.
+            ``dataset.json`` of the prediction folder, else every non-zero value found. A label named ``ignore``
+            (nnU-Net's ignore label) is not a class: the reference voxels it marks are left out, as nnU-Net's
+            ``compute_metrics`` leaves them out (here by counting them as background in both maps: exact for Dice
+            and IoU; the surface metrics, which nnU-Net does not report, see them as background).
         output: where to save the summary JSON (and the CSV beside it), or ``None``.
         spacing: voxel size for arrays given directly (files carry their own spacing).
         surface_tolerance_mm: tolerance of the surface Dice.
@@ -364,7 +367,12 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
         loaded[case_id] = (pred, ref, ref_spacing or pred_spacing or spacing)
     if labels is None:
         labels = dataset_labels or predicted_labels or _labels_found(loaded.values())
-    labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
+    ignore = labels.get("ignore")
+    labels = {name: int(value) for name, value in labels.items() if int(value) != 0 and name != "ignore"}
+    if ignore is not None:
+        for case_id, (pred, ref, case_spacing) in loaded.items():
+            annotated = ref != int(ignore)
+            loaded[case_id] = (np.where(annotated, pred, 0), np.where(annotated, ref, 0), case_spacing)
 
     cases = []
     for case_id, (pred, ref, case_spacing) in with_progress(list(loaded.items()), enabled=progress,

@@ -28,9 +28,9 @@ from tutorseg.evaluation.metrics import EvaluationError, _load_labels, _predicti
 from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
 
 
-def _mean_dice(pairs, labels: Mapping[str, int]) -> dict[str, float]:
+def _mean_dice(pairs, labels: Mapping[str, int], ignore: int | None = None) -> dict[str, float]:
     """Class name -> mean Dice over cases (NaN ignored), plus ``"foreground_mean"``."""
-    per_case = [dice_per_class(pred, ref, labels) for pred, ref in pairs]
+    per_case = [dice_per_class(pred, ref, labels, ignore=ignore) for pred, ref in pairs]
     means = {}
     for name in labels:
         values = [case[name] for case in per_case if not math.isnan(case[name])]
@@ -41,7 +41,8 @@ def _mean_dice(pairs, labels: Mapping[str, int]) -> dict[str, float]:
 
 
 def determine_postprocessing(predictions, references, *, labels: Mapping[str, int] | None = None,
-                             output: str | os.PathLike | None = None) -> PostprocessingDecision:
+                             output: str | os.PathLike | None = None,
+                             ignore_label: int | None = None) -> PostprocessingDecision:
     """Decide, on validation predictions, whether keeping the largest connected component improves Dice.
 
     Args:
@@ -49,6 +50,8 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
         references: their references: a folder, a dataset folder / :class:`~tutorseg.Dataset`, or a mapping.
         labels: class name -> value (background excluded); default: the dataset's, else the values found.
         output: where to save ``postprocessing.json``, or ``None``.
+        ignore_label: the value of unannotated reference voxels, left out of every Dice (default: the dataset's
+            label named ``ignore``, if any).
 
     Returns:
         The :class:`PostprocessingDecision`.
@@ -65,15 +68,17 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
     if labels is None:
         labels = dataset_labels or predicted_labels or {
             f"label_{v}": int(v) for v in sorted({int(v) for _, ref in pairs for v in np.unique(ref)} - {0})}
-    labels = {name: int(value) for name, value in labels.items() if int(value) != 0}
+    if ignore_label is None and "ignore" in labels:
+        ignore_label = int(labels["ignore"])
+    labels = {name: int(value) for name, value in labels.items() if int(value) != 0 and name != "ignore"}
 
-    baseline = _mean_dice(pairs, labels)
+    baseline = _mean_dice(pairs, labels, ignore_label)
     steps, trials, current, current_dice = [], [], pairs, baseline
 
     # stage 1: all foreground as one region
     everything = tuple(labels.values())
     trial_pairs = [(keep_largest_component(pred, everything), ref) for pred, ref in current]
-    trial_dice = _mean_dice(trial_pairs, labels)
+    trial_dice = _mean_dice(trial_pairs, labels, ignore_label)
     worse = [n for n in labels if trial_dice[n] < current_dice[n]]
     improved = trial_dice["foreground_mean"] > current_dice["foreground_mean"]
     accepted = improved and not worse
@@ -89,7 +94,7 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
     if len(labels) > 1:
         for name, value in labels.items():
             trial_pairs = [(keep_largest_component(pred, (value,)), ref) for pred, ref in current]
-            trial_dice = _mean_dice(trial_pairs, labels)
+            trial_dice = _mean_dice(trial_pairs, labels, ignore_label)
             accepted = trial_dice[name] > current_dice[name]
             trials.append({"name": f"largest component of {name}", "labels": [value], "dice_before": current_dice,
                            "dice_after": trial_dice, "accepted": accepted,

@@ -265,6 +265,16 @@ class Plan:
         return tuple(self.configurations) + ((CASCADE_FULLRES,) if self.has_cascade else ())
 
     @property
+    def ignore_label(self) -> int | None:
+        """The value of the label named ``ignore`` (unannotated voxels, nnU-Net's ignore label), or None."""
+        return self.labels.get("ignore")
+
+    @property
+    def class_labels(self) -> dict[str, int]:
+        """The classes the network predicts: the labels without the ignore label (background included)."""
+        return {name: value for name, value in self.labels.items() if name != "ignore"}
+
+    @property
     def default_configuration(self) -> str:
         """``3d_fullres`` when planned (nnU-Net's usual best), else ``2d``."""
         return "3d_fullres" if "3d_fullres" in self.configurations else "2d"

@@ -177,4 +177,4 @@ def average_probabilities(files) -> np.ndarray:
 def _labels_of(predictions) -> dict[str, int]:
     from tutorseg.planning import Plan
 
-    return Plan.load(Path(predictions.run_dirs[0]) / "plan.json").labels
+    return Plan.load(Path(predictions.run_dirs[0]) / "plan.json").class_labels

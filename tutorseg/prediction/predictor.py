@@ -284,7 +284,7 @@ def _averaged_logits(folds: Sequence[FoldModel], image: np.ndarray, spacing: tup
         from tutorseg.training.cascade import append_one_hot
 
         first = predict_case_segmentation(folds[0].previous_stage, image, spacing, tta=tta, case_id=case_id)
-        foreground = sorted(v for v in plan.labels.values() if v != 0)
+        foreground = sorted(v for v in plan.class_labels.values() if v != 0)
         data = append_one_hot(data, label_on_grid(first, properties, plan, configuration), foreground)
     per_fold = (predict_volume_logits(fold.network, data, patch_size=config.patch_size, tta=tta,
                                       slice_axis=config.slice_axis) for fold in folds)
@@ -337,7 +337,7 @@ def predict_case_segmentation(folds: Sequence[FoldModel], image: np.ndarray, spa
     indices = restore_segmentation(averaged, properties, folds[0].plan, folds[0].configuration)
     del averaged
     _check_restored(indices, image, case_id)
-    values = np.array(sorted(folds[0].plan.labels.values()))
+    values = np.array(sorted(folds[0].plan.class_labels.values()))
     return values[indices].astype(np.uint8 if values.max() < 256 else np.int16)
 
 
@@ -353,7 +353,7 @@ def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacin
     from tutorseg.data.jobs import available_memory_bytes
     from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
 
-    n_classes = len(folds[0].plan.labels)
+    n_classes = len(folds[0].plan.class_labels)
     voxels = int(np.prod(image.shape[1:]))
     maps = 3 * n_classes if probabilities else 2 + n_classes  # the label path: K maps on the (smaller) model grid
     needed = 4 * (image.size + maps * voxels)
@@ -448,7 +448,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
     decision = _postprocessing_for(run_dirs, postprocess)
     cases = resolve_inputs(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = folds[0].plan.labels
+    labels = folds[0].plan.class_labels  # the network's classes (never the ignore label)
     written = []
     clock = time.perf_counter()
     for case in with_progress(cases, enabled=progress, description="predicting"):

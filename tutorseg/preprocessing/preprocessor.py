@@ -323,16 +323,25 @@ def normalize(image: np.ndarray, label: np.ndarray, plan, configuration) -> tupl
     return out, tuple(used)
 
 
-def sample_class_locations(label: np.ndarray, classes: Sequence[int], *, seed: int = LOCATION_SEED
-                           ) -> dict[int, np.ndarray]:
+ANNOTATED = -1  # class_locations key of the annotated voxels, where an ignore label leaves the rest unannotated
+
+
+def sample_class_locations(label: np.ndarray, classes: Sequence[int], *, seed: int = LOCATION_SEED,
+                           ignore: int | None = None) -> dict[int, np.ndarray]:
     """Up to 10,000 voxel indices per class (at least 1% of its voxels), for foreground oversampling.
 
-    nnU-Net's ``_sample_foreground_locations`` with the same numbers; indices are spatial (no channel index).
+    nnU-Net's ``_sample_foreground_locations`` with the same numbers; indices are spatial (no channel index). With an
+    ignore label also those of the annotated voxels (every label but the ignore label), under the key
+    :data:`ANNOTATED`: with sparse annotations nnU-Net centres even the patches it does not force to foreground on
+    annotated voxels (its ``annotated_classes_key``), or most patches would hold nothing to learn from.
     """
     rng = np.random.default_rng(seed)
     locations = {}
-    for value in classes:
-        where = np.argwhere(label == value)
+    regions = {int(value): label == value for value in classes}
+    if ignore is not None:
+        regions[ANNOTATED] = label != ignore
+    for value, region in regions.items():
+        where = np.argwhere(region)
         if len(where) == 0:
             locations[int(value)] = np.zeros((0, label.ndim), dtype=np.int32)
             continue
@@ -382,7 +391,8 @@ def preprocess_image(image: np.ndarray, spacing: Sequence[float], plan, configur
     data = resample_image(data, spacing, target, order=config.resampling_order_data, **orders)
     out_label = resample_label(cropped_label, spacing, target, order=config.resampling_order_seg, **orders)
     out_label = out_label.astype(np.int8 if out_label.max(initial=0) <= 127 else np.int16)
-    counts = {v: int((out_label == v).sum()) for v in plan.labels.values() if v != 0} if label is not None else {}
+    counts = ({v: int((out_label == v).sum()) for v in plan.class_labels.values() if v != 0}
+              if label is not None else {})
     properties = CaseProperties(
         case_id=case_id, original_shape=tuple(int(s) for s in image.shape[1:]), original_spacing=spacing,
         affine=None if affine is None else np.asarray(affine, dtype=float).tolist(), crop_bbox=box,
@@ -593,8 +603,8 @@ def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path, str]) -> dict:
     except TutorsegError as exc:
         raise PreprocessingError(f"case {case.case_id}: {exc}") from None
     assert out_label is not None  # only labelled cases are preprocessed for training
-    foreground = [v for v in plan.labels.values() if v != 0]
-    locations = sample_class_locations(out_label, foreground)
+    foreground = [v for v in plan.class_labels.values() if v != 0]
+    locations = sample_class_locations(out_label, foreground, ignore=plan.ignore_label)
     storage.write_case(folder, case.case_id, data, out_label, locations, patch_size=config.patch_size,
                        slice_axis=getattr(config, "slice_axis", None))
     properties = props.to_dict()

@@ -26,16 +26,20 @@ def new_history(class_names: list[str]) -> dict:
     return history
 
 
-def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
+                     ignore: int | None = None) -> torch.Tensor:
     """TP, FP, FN per foreground class, summed over the batch: ``(3, K - 1)`` float64 on the CPU.
 
     Args:
         logits: ``(B, K, *spatial)`` full-resolution output.
         labels: ``(B, 1, *spatial)`` integer labels.
         n_classes: classes including background.
+        ignore: the ignore label: its voxels count for nothing.
     """
     predicted = logits.argmax(dim=1)
     truth = labels[:, 0].to(predicted.dtype)
+    if ignore is not None:
+        predicted = torch.where(truth == ignore, torch.full_like(predicted, -1), predicted)
     counts = torch.zeros(3, n_classes - 1, dtype=torch.float64)
     for c in range(1, n_classes):
         p, t = predicted == c, truth == c

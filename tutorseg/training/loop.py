@@ -118,7 +118,8 @@ class Run:
 
     @property
     def n_classes(self) -> int:
-        return len(self.plan.labels)
+        """The network's outputs: the classes, background included, the ignore label not."""
+        return len(self.plan.class_labels)
 
     @property
     def n_inputs(self) -> int:
@@ -128,7 +129,7 @@ class Run:
     @property
     def foreground(self) -> list[int]:
         """The foreground label values, ascending (a cascade's one-hot channels come in this order)."""
-        return sorted(v for v in self.plan.labels.values() if v != 0)
+        return sorted(v for v in self.plan.class_labels.values() if v != 0)
 
     def log(self, message: str, *, echo: bool = True) -> None:
         """Append a time-stamped line to log.txt (and print it); while the run folder is away, to its local copy."""
@@ -229,8 +230,9 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
         train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
                                                             run_dir / "splits_final.json", progress)
     torch.manual_seed(config.seed)
-    n_inputs = train_cases[0].data.shape[0] + (len(plan.labels) - 1 if configuration.previous_stage else 0)
-    network = build_network(configuration, n_inputs, len(plan.labels)).to(setup.torch_device)
+    n_classes = len(plan.class_labels)  # the ignore label (sparse annotations) is not a class
+    n_inputs = train_cases[0].data.shape[0] + (n_classes - 1 if configuration.previous_stage else 0)
+    network = build_network(configuration, n_inputs, n_classes).to(setup.torch_device)
     if setup.torch_device.type == "cpu":
         # channels-last memory layout: on 2 CPU cores it made a step of nnU-Net's default Hippocampus plan ~10 %
         # faster (bench/train.md). Not on CUDA: InstanceNorm returns the standard layout there, so every block
@@ -244,13 +246,13 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     generator = torch.Generator().manual_seed(config.seed + 1009 * rank)
     field_generator = (torch.Generator(device=setup.torch_device).manual_seed(config.seed + 1)
                        if setup.torch_device.type == "cuda" else None)
-    names = [n for n, v in sorted(plan.labels.items(), key=lambda kv: kv[1]) if v != 0]
+    names = [n for n, v in sorted(plan.class_labels.items(), key=lambda kv: kv[1]) if v != 0]
     writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
     ddp_network = distributed.wrap(network, setup.torch_device) if dist else None
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice,
-                                        distributed=dist is not None),
+                                        distributed=dist is not None, ignore_label=plan.ignore_label),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
               numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, field_generator=field_generator,
               history=new_history(names),
@@ -352,7 +354,7 @@ def validate_epoch(run: Run) -> dict:
         with run.setup.autocast():
             logits = run.network(images)
         losses.append(float(run.loss(logits, labels)))
-        counts += confusion_counts(logits, labels, run.n_classes)
+        counts += confusion_counts(logits, labels, run.n_classes, ignore=run.plan.ignore_label)
     val_loss = nan_mean(losses)
     if run.dist is not None:  # every process validated its share of the batches: add them up
         counts = distributed.sum_over_processes(run.dist, counts)

@@ -4,6 +4,10 @@ nnU-Net v2 (``nnUNetTrainer._build_loss``): ``DC_and_CE_loss`` (soft Dice withou
 per the plan, weight 1 each) wrapped in ``DeepSupervisionWrapper`` with weights ``1 / 2**i`` for output ``i``
 (0 = full resolution), the lowest-resolution output's weight set to 0, then normalised to sum to 1. The labels are
 down-sampled (nearest neighbour) to each output's resolution.
+
+With an ignore label (sparse annotations) nnU-Net's ``DC_and_CE_loss(ignore_label=...)`` masks the unannotated voxels
+out of both terms: cross-entropy averaged over the annotated voxels only, and the soft Dice's TP/FP/FN summed over
+them only (:func:`masked_dice_ce`, the same formula as MONAI's ``DiceCELoss``, which has no mask).
 """
 
 from __future__ import annotations
@@ -47,6 +51,30 @@ def downsample_labels(labels: torch.Tensor, shape) -> torch.Tensor:
     return F.interpolate(labels.float(), size=tuple(shape), mode="nearest-exact").to(labels.dtype)
 
 
+def masked_dice_ce(logits: torch.Tensor, labels: torch.Tensor, ignore: int, *, batch_dice: bool) -> torch.Tensor:
+    """Dice + CE over the voxels whose label is not ``ignore`` (labels ``(B, 1, *spatial)``, logits ``(B, K, ...)``).
+
+    Soft Dice ``(2 TP + s) / (2 TP + FP + FN + s)`` per foreground class (s = 1e-5, TP/FP/FN summed over the
+    annotated voxels; over the whole batch with ``batch_dice``), ``1 -`` its mean, plus the cross-entropy's mean over
+    the annotated voxels. Equal to MONAI's ``DiceCELoss`` as :class:`DeepSupervisionLoss` sets it up, when nothing
+    is ignored.
+    """
+    annotated = labels != ignore
+    target = torch.where(annotated, labels, torch.zeros_like(labels))[:, 0].long()
+    mask = annotated.to(logits.dtype)  # (B, 1, *spatial)
+    ce = F.cross_entropy(logits, target, reduction="none")
+    ce = (ce * mask[:, 0]).sum() / mask.sum().clamp(min=1)
+    probabilities = torch.softmax(logits, dim=1)[:, 1:] * mask
+    one_hot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(logits.dtype) * mask
+    dims = tuple(range(2, logits.ndim))
+    if batch_dice:
+        dims = (0, *dims)
+    tp = (probabilities * one_hot).sum(dims)
+    predicted, expected = probabilities.sum(dims), one_hot.sum(dims)
+    dice = (2 * tp + DICE_SMOOTH) / (predicted + expected + DICE_SMOOTH)
+    return (1 - dice.mean()) + ce
+
+
 class DeepSupervisionLoss(torch.nn.Module):
     """Dice + CE summed over the network's outputs with nnU-Net's weights.
 
@@ -55,13 +83,15 @@ class DeepSupervisionLoss(torch.nn.Module):
         batch_dice: compute Dice over the whole batch as one volume (nnU-Net's ``batch_dice`` plan flag) instead of
             per sample.
         distributed: the network trains in DistributedDataParallel (:func:`deep_supervision_weights`).
+        ignore_label: the value of unannotated voxels, left out of the loss (:func:`masked_dice_ce`), or None.
 
     Call with ``outputs`` (a list of logits ``(B, K, *spatial_i)`` or one tensor) and ``labels (B, 1, *spatial)``
     integer classes; returns a scalar.
     """
 
-    def __init__(self, n_outputs: int, *, batch_dice: bool, distributed: bool = False):
+    def __init__(self, n_outputs: int, *, batch_dice: bool, distributed: bool = False, ignore_label: int | None = None):
         super().__init__()
+        self.ignore_label, self.batch_dice = ignore_label, batch_dice
         from monai.losses import DiceCELoss
 
         self.weights = deep_supervision_weights(n_outputs, distributed=distributed)
@@ -76,5 +106,10 @@ class DeepSupervisionLoss(torch.nn.Module):
             if weight == 0:
                 continue  # the lowest-resolution output: computed by the network, not trained (as nnU-Net)
             # the loss runs in float32 even under autocast: softmax and log of fp16 logits lose too much
-            total = total + weight * self.dice_ce(logits.float(), downsample_labels(labels, logits.shape[2:]))
+            target = downsample_labels(labels, logits.shape[2:])
+            if self.ignore_label is None:
+                total = total + weight * self.dice_ce(logits.float(), target)
+            else:
+                total = total + weight * masked_dice_ce(logits.float(), target, self.ignore_label,
+                                                        batch_dice=self.batch_dice)
         return total

@@ -28,6 +28,7 @@ from typing import Iterator, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from tutorseg.preprocessing.preprocessor import ANNOTATED
 from tutorseg.preprocessing.storage import StoredArray
 
 OVERSAMPLE_FOREGROUND = 0.33  # nnU-Net's oversample_foreground_percent
@@ -135,14 +136,19 @@ class PatchSampler:
     def choose_box(self, case_index: int, force_foreground: bool) -> PatchBox:
         """Where to cut one sample from case ``case_index`` (random, or centred on foreground when forced)."""
         case = self.cases[case_index]
-        # each class's locations read once (a case on disk reads them from its file)
-        present = {c: locs for c, locs in case.class_locations.items() if len(locs) > 0} if force_foreground else {}
-        eligible = list(present)
         voxel, forced_class = None, None
-        if eligible:
-            forced_class = int(eligible[self.rng.integers(len(eligible))])
-            locations = present[forced_class]
-            voxel = np.asarray(locations[self.rng.integers(len(locations))])
+        if force_foreground:
+            # each class's locations read once (a case on disk reads them from its file)
+            present = {c: locs for c, locs in case.class_locations.items() if c != ANNOTATED and len(locs) > 0}
+            eligible = list(present)
+            if eligible:
+                forced_class = int(eligible[self.rng.integers(len(eligible))])
+                locations = present[forced_class]
+                voxel = np.asarray(locations[self.rng.integers(len(locations))])
+        elif ANNOTATED in case.class_locations:  # an ignore label: centred on an annotated voxel (nnU-Net)
+            locations = case.class_locations[ANNOTATED]
+            if len(locations):
+                voxel = np.asarray(locations[self.rng.integers(len(locations))])
         slice_index = None
         if self.slice_axis is not None:
             if voxel is not None:

@@ -50,7 +50,7 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     from tutorseg.preprocessing.preprocessor import restore_probabilities, restore_segmentation
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = {name: value for name, value in plan.labels.items()}
+    labels = dict(plan.class_labels)  # what the network predicts (an ignore label is not a class)
     values = np.array(sorted(labels.values()))
     slice_axis = configuration.slice_axis if len(configuration.patch_size) < cases[0].data.ndim - 1 else None
     per_case = []
@@ -74,7 +74,8 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         reference = raw.load_label()
         write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
                            reference=raw.image_files[0])
-        per_case.append({"case_id": case.case_id, "dice": dice_per_class(original, reference, labels)})
+        per_case.append({"case_id": case.case_id,
+                         "dice": dice_per_class(original, reference, labels, ignore=plan.ignore_label)})
         bar.update(1)
     bar.close()
     names = [n for n, v in labels.items() if v != 0]
