@@ -648,3 +648,9 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
 def _label_dtype(segmentation: np.ndarray) -> np.dtype:
     """uint8 for up to 256 classes, int16 beyond."""
     return np.dtype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)
+
+
+def write_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
+    """Write ``CASE.npz``: ``probabilities`` (K, *spatial) float16 and the ``classes``' names, atomically."""
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))

@@ -29,8 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tutorseg.data.dataset import Case, Dataset, load_dataset, split_channel_suffix
-from tutorseg.data.files import atomic_path, display_path
-from tutorseg.data.imageio import SUPPORTED_ENDINGS, file_ending, is_2d_format, read_geometry, write_segmentation
+from tutorseg.data.files import display_path
+from tutorseg.data.imageio import (
+    SUPPORTED_ENDINGS,
+    file_ending,
+    is_2d_format,
+    read_geometry,
+    write_probabilities,
+    write_segmentation,
+)
 from tutorseg.data.jobs import with_progress
 from tutorseg.data.problems import TutorsegError
 
@@ -397,12 +404,6 @@ def _postprocessing_for(run_dirs, postprocess):
         if path.is_file():
             return PostprocessingDecision.load(path)
     return None
-
-
-def write_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
-    """Write ``CASE.npz``: ``probabilities`` (K, *spatial) float16 and the ``classes``' names, atomically."""
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))
 
 
 # --------------------------------------------------------------------------------------------------- predict

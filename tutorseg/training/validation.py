@@ -45,8 +45,7 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
     Returns:
         The summary written to ``summary.json``.
     """
-    from tutorseg.data.imageio import write_segmentation
-    from tutorseg.prediction.predictor import write_probabilities
+    from tutorseg.data.imageio import write_probabilities, write_segmentation
     from tutorseg.preprocessing.preprocessor import restore_probabilities, restore_segmentation
 
     out_dir.mkdir(parents=True, exist_ok=True)
