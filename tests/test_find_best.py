@@ -154,3 +154,22 @@ def test_find_best_says_what_to_train_when_there_is_nothing(tmp_path):
     with pytest.raises(TutorsegError, match="--fold 0 1 2 3 4"):
         tutorseg.find_best_configuration(tmp_path / "empty", verbose=False)
     assert main(["find-best", str(tmp_path / "empty")]) == 1
+
+
+def test_several_folds_pass_the_new_training_options_to_each_fold(tmp_path):
+    """``tutorseg train --fold 0 1 2 3 4`` runs one process per fold: --npz, --previous-stage, --init-from, --lr and
+    --warmup must reach each of them (paths made absolute: the fold processes may start elsewhere)."""
+    from tutorseg.cli import _train_arguments, build_parser
+    from tutorseg.training.folds import fold_command
+
+    args = build_parser().parse_args(
+        ["train", "DATASET", "--plan", "plan.json", "--configuration", "3d_cascade_fullres", "--fold", "0", "1",
+         "-o", "runs", "--budget", "5m", "--npz", "--previous-stage", "lowres", "--init-from", "pre",
+         "--lr", "0.001", "--warmup", "0.1"])
+    passed = _train_arguments(args)
+    assert passed[passed.index("--previous-stage") + 1] == str((Path.cwd() / "lowres").resolve())
+    assert passed[passed.index("--init-from") + 1] == str((Path.cwd() / "pre").resolve())
+    assert {"--npz", "--lr", "0.001", "--warmup", "0.1", "--budget", "5m"} <= set(passed)
+    command = fold_command(tmp_path, tmp_path / "plan.json", 1, tmp_path / "fold_1", "cpu",
+                           preprocessed_dir=tmp_path / "pre", resume=False, train_arguments=passed)
+    assert build_parser().parse_args(command[3:]).npz  # what the fold's own process parses
