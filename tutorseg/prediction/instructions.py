@@ -141,10 +141,10 @@ def predict_best(instructions, inputs, out_dir: str | os.PathLike, *, tta: bool 
                            progress=progress, postprocess=False, checkpoint=checkpoint, device=device,
                            output_format=output_format) for c in instructions.configurations]
         written = []
+        values = np.array(sorted(_labels_of(results[0]).values()))  # the plan read once, not per case
         for first_file in results[0].files:
             case_id = first_file.name[: -len(file_ending(first_file))]
             probabilities = average_probabilities([r.out_dir / f"{case_id}.npz" for r in results])
-            values = np.array(sorted(_labels_of(results[0]).values()))
             segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
             if decision is not None:
                 segmentation = decision.apply(segmentation)
