@@ -33,7 +33,7 @@ def test_plan_equals_nnunets_reference(request, reference_dir, name, fixture):
     result = plan(request.getfixturevalue(fixture), gpu_memory_gb=8)
     comparison = compare_with_nnunet(result, reference_dir / name / "nnUNetPlans.json")
     assert comparison.all_match, str(comparison)
-    assert len(comparison.rows) == 9 * len(result.configurations)
+    assert len(comparison.rows) == 12 * len(result.configurations)
 
 
 def test_hippocampus_plan_in_tutorseg_axes(hippo_fp):

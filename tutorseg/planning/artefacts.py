@@ -99,8 +99,11 @@ class ConfigurationPlan:
         features_per_stage: feature maps per stage (doubling from 32, capped).
         kernel_sizes: convolution kernel per stage, one value per network axis.
         strides: downsampling per stage (stage 0 is all 1s), one value per network axis.
-        n_conv_per_stage: convolutions per encoder stage.
+        n_conv_per_stage: convolutions per encoder stage (``PlainConvUNet``; empty for ``ResidualEncoderUNet``).
         n_conv_per_stage_decoder: convolutions per decoder stage (``n_stages - 1`` of them).
+        network: nnU-Net's network class, ``"PlainConvUNet"`` (default planner) or ``"ResidualEncoderUNet"`` (ResEnc
+            presets).
+        n_blocks_per_stage: residual blocks per encoder stage (``ResidualEncoderUNet`` only; empty otherwise).
         batch_dice: compute the Dice loss over the whole batch as one volume (True) or per sample (False).
         deep_supervision: add a loss at every decoder resolution but the lowest.
         resampling_order_data: spline order for images (3 = cubic).
@@ -128,6 +131,8 @@ class ConfigurationPlan:
     n_conv_per_stage: tuple[int, ...]
     n_conv_per_stage_decoder: tuple[int, ...]
     batch_dice: bool
+    network: str = "PlainConvUNet"
+    n_blocks_per_stage: tuple[int, ...] = ()
     deep_supervision: bool = True
     resampling_order_data: int = 3
     resampling_order_seg: int = 1

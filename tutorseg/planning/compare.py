@@ -12,8 +12,9 @@ from tutorseg.planning.artefacts import Plan
 
 # the fields the issue requires to match: name in tutorseg's ConfigurationPlan -> where nnU-Net keeps it
 COMPARED_FIELDS = ("spacing", "patch_size", "batch_size", "normalization_schemes", "use_mask_for_norm",
-                   "n_stages", "features_per_stage", "kernel_sizes", "strides")
-_ARCH_FIELDS = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
+                   "n_stages", "features_per_stage", "kernel_sizes", "strides", "network", "blocks_per_stage",
+                   "n_conv_per_stage_decoder")
+_ARCH_FIELDS = ("n_stages", "features_per_stage", "kernel_sizes", "strides", "n_conv_per_stage_decoder")
 _PER_AXIS = ("spacing", "patch_size")
 _PER_STAGE_PER_AXIS = ("kernel_sizes", "strides")
 
@@ -99,8 +100,25 @@ def _close(a, b) -> bool:
     return a == b
 
 
+def _values(field: str, mine: dict, theirs: dict) -> tuple[object, object]:
+    """nnU-Net's value of a compared field and tutorseg's (from the two plans' JSON)."""
+    arch = theirs["architecture"]["arch_kwargs"]
+    if field == "network":  # "dynamic_network_architectures.architectures.unet.PlainConvUNet" -> "PlainConvUNet"
+        implied = "ResidualEncoderUNet" if "n_blocks_per_stage" in arch else "PlainConvUNet"  # abridged plans
+        name = theirs["architecture"].get("network_class_name", implied)
+        return name.rsplit(".", 1)[-1], mine.get("network", "PlainConvUNet")
+    if field == "blocks_per_stage":  # a plain encoder's convolutions per stage, or a residual one's blocks
+        residual = "n_blocks_per_stage" in arch
+        return (arch["n_blocks_per_stage"] if residual else arch["n_conv_per_stage"],
+                mine.get("n_blocks_per_stage") if residual else mine["n_conv_per_stage"])
+    return (arch[field] if field in _ARCH_FIELDS else theirs[field]), mine[field]
+
+
 def compare_with_nnunet(plan: Plan, nnunet_plans: str | os.PathLike | dict) -> PlanComparison:
     """Compare ``plan`` with nnU-Net's plans field by field (spacing, patch, batch, normalisation, network).
+
+    Any of nnU-Net's plans files: the default planner's ``nnUNetPlans.json`` or a ResEnc preset's
+    ``nnUNetResEncUNetMPlans.json`` (the network class and its blocks per stage are compared too).
 
     Args:
         plan: a tutorseg :class:`Plan`.
@@ -126,8 +144,8 @@ def compare_with_nnunet(plan: Plan, nnunet_plans: str | os.PathLike | dict) -> P
     for name in sorted(set(theirs) & set(plan.configurations)):
         mine, other = plan_dict[name], theirs[name]
         for field in COMPARED_FIELDS:
-            their_value = other["architecture"]["arch_kwargs"][field] if field in _ARCH_FIELDS else other[field]
-            my_value = _to_nnunet_axes(plan, name, field, mine[field])
+            their_value, my_value = _values(field, mine, other)
+            my_value = _to_nnunet_axes(plan, name, field, my_value)
             rows.append(FieldComparison(name, field, my_value, their_value, _close(my_value, their_value)))
     mapping = ("2D images: same order" if plan.is_2d_data else
                "tutorseg (x, y, z) shown reversed as nnU-Net's (z, y, x), transpose_forward "

@@ -14,6 +14,7 @@ from tutorseg.fingerprinting import DatasetFingerprint
 from tutorseg.planning.artefacts import FIXED, RULE, ConfigurationPlan, Decision, Plan
 from tutorseg.planning.decisions import (
     Axes,
+    blocks_per_stage,
     decide_batch_size,
     decide_median_shape,
     decide_normalization,
@@ -22,7 +23,14 @@ from tutorseg.planning.decisions import (
     decide_transpose,
     fixed_decisions,
 )
-from tutorseg.planning.settings import NNUNET_SOURCE, PRESETS, PlannerSettings, resolve_settings
+from tutorseg.planning.settings import (
+    NNUNET_SOURCE,
+    PRESETS,
+    RESENC_SOURCE,
+    RESIDUAL_ENCODER_UNET,
+    PlannerSettings,
+    resolve_settings,
+)
 
 AXIS_ORDER_3D = ("tutorseg (x, y, z) = nibabel voxel order; nnU-Net's (z, y, x) (SimpleITK) is the reverse. "
                  "3D configurations: reverse nnU-Net's per-axis lists (with transpose_forward applied). "
@@ -54,6 +62,7 @@ def _configuration(name: str, spacing, median_shape, n_voxels_dataset: float, ax
                                                               ctx.n_classes, ctx.settings, axes, ctx.cache)
     batch, batch_decision = decide_batch_size(estimate, topology.patch_size, n_voxels_dataset, dims, ctx.settings)
     features = decisions[3].value
+    blocks = blocks_per_stage(topology.n_stages, ctx.settings)
     shape_decision = Decision("median_image_size_in_voxels", axes.show(median_shape), RULE,
                               "median shape of the cases after cropping and resampling to this spacing",
                               f"{tuple(axes.show(median_shape))} voxels at {tuple(round(s, 4) for s in axes.show(spacing))}",
@@ -70,8 +79,10 @@ def _configuration(name: str, spacing, median_shape, n_voxels_dataset: float, ax
         features_per_stage=tuple(features),
         kernel_sizes=tuple(axes.show(k) for k in topology.kernel_sizes),
         strides=tuple(axes.show(s) for s in topology.strides),
-        n_conv_per_stage=(ctx.settings.n_conv_per_stage,) * topology.n_stages,
-        n_conv_per_stage_decoder=(ctx.settings.n_conv_per_stage,) * (topology.n_stages - 1),
+        n_conv_per_stage=() if blocks else (ctx.settings.n_conv_per_stage,) * topology.n_stages,
+        n_conv_per_stage_decoder=(ctx.settings.n_conv_per_stage_decoder,) * (topology.n_stages - 1),
+        network=ctx.settings.network,
+        n_blocks_per_stage=blocks or (),
         batch_dice=False,
         decisions=(spacing_decision, shape_decision, *decisions, batch_decision, *ctx.norm_decisions,
                    *fixed_decisions(topology.n_stages, ctx.settings)),
@@ -217,10 +228,14 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
         plan_decisions.append(Decision("3d_fullres", False, RULE, "3D configurations only for 3D data",
                                        "2D images (one slice each): 2d only", {}, NNUNET_SOURCE))
     plan_decisions.append(shape_decision)
+    planner = "ExperimentPlanner 'nnUNetPlans'"
     if preset:
         p = PRESETS[preset]
         plan_decisions.append(Decision("preset", preset, FIXED, p.description, p.gives_up or p.description,
                                        chosen.to_dict(), "tutorseg.planning.settings.PRESETS"))
+        planner = f"{p.nnunet_planner} '{p.nnunet_plans_name}'"
+    if chosen.network == RESIDUAL_ENCODER_UNET:
+        plan_decisions.append(_against_default_planner(fingerprint, chosen, configurations))
 
     return Plan(
         dataset_name=fingerprint.dataset_name,
@@ -238,4 +253,38 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
         original_median_shape=fingerprint.median_shape_after_crop,
         decisions=tuple(plan_decisions),
         anisotropy_threshold=chosen.anisotropy_threshold,
+        planner=f"tutorseg, rules of nnU-Net v2 (2.8.1) {planner}",
     )
+
+
+def _against_default_planner(fingerprint: DatasetFingerprint, settings: PlannerSettings,
+                             configurations: dict[str, ConfigurationPlan]) -> Decision:
+    """What the residual-encoder plan changes against nnU-Net's default planner on the same GPU memory, and why."""
+    default = plan(fingerprint, gpu_memory_gb=settings.gpu_memory_gb)
+    changes = []
+    for name, config in configurations.items():
+        if name not in default.configurations:
+            changes.append(f"{name}: only in this plan")
+            continue
+        other = default.configurations[name]
+        for field in ("patch_size", "batch_size", "n_stages"):
+            if getattr(other, field) != getattr(config, field):
+                changes.append(f"{name} {field} {_show(getattr(other, field))} -> {_show(getattr(config, field))}")
+    changes += [f"{name}: not planned here" for name in default.configurations if name not in configurations]
+    because = ("against nnU-Net's default planner at the same " f"{settings.gpu_memory_gb:g} GB: "
+               + ("; ".join(changes) if changes else "the same patches, batches and stages")
+               + ". The residual network needs more memory per voxel (more convolutions), which its larger memory "
+               f"reference ({settings.reference_value_3d:,.0f} in 3D, {settings.reference_value_2d:,.0f} in 2D for "
+               f"{settings.reference_gb:g} GB, against the default's 560,000,000 / 85,000,000 for 8 GB) offsets; "
+               f"batches may cover {100 * settings.max_dataset_covered:g} % of the dataset (default: 5 %), so "
+               "small datasets get much larger batches")
+    return Decision("compared_with_default_planner", changes, RULE,
+                    "the ResEnc presets plan like nnU-Net's default planner, with a residual encoder, their own "
+                    "memory reference and no 5 % batch cap", because,
+                    {"reference_value_3d": settings.reference_value_3d, "reference_value_2d": settings.reference_value_2d,
+                     "reference_gb": settings.reference_gb, "max_dataset_covered": settings.max_dataset_covered},
+                    RESENC_SOURCE)
+
+
+def _show(value) -> object:
+    return list(value) if isinstance(value, tuple) else value

@@ -17,6 +17,14 @@ from tutorseg.data.problems import TutorsegError
 NNUNET_SOURCE = "nnunetv2/experiment_planning/experiment_planners/default_experiment_planner.py"
 TOPOLOGY_SOURCE = "nnunetv2/experiment_planning/experiment_planners/network_topology.py"
 FEATURE_MAP_SOURCE = "dynamic_network_architectures (PlainConvUNet.compute_conv_feature_map_size)"
+RESENC_SOURCE = "nnunetv2/experiment_planning/experiment_planners/residual_unets/residual_encoder_unet_planners.py"
+
+# The two networks nnU-Net plans for (dynamic_network_architectures' class names).
+PLAIN_CONV_UNET = "PlainConvUNet"
+RESIDUAL_ENCODER_UNET = "ResidualEncoderUNet"
+# ResidualEncoderUNet: residual blocks per encoder stage, deepest stages capped at 6 (ResEncUNetPlanner's
+# ``UNet_blocks_per_stage_encoder``; the ResNet-34-like layout of "nnU-Net Revisited", Isensee et al., MICCAI 2024).
+RESENC_BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
 NORMALIZATION_SOURCE = "nnunetv2/preprocessing/normalization/map_channel_name_to_normalization.py"
 
 # An axis is "anisotropic" when its spacing is more than this many times the others' (nnunetv2/configuration.py
@@ -57,6 +65,12 @@ class PlannerSettings:
     max_dataset_covered: float = 0.05
     # Two 3x3(x3) convolutions per stage in encoder and decoder (the plain U-Net block).
     n_conv_per_stage: int = 2
+    n_conv_per_stage_decoder: int = 2
+    # The network: nnU-Net's default planner builds PlainConvUNet; the ResEnc presets a ResidualEncoderUNet with
+    # ``blocks_per_stage_encoder`` residual blocks (two convolutions each) per encoder stage and one convolution per
+    # decoder stage.
+    network: str = PLAIN_CONV_UNET
+    blocks_per_stage_encoder: tuple[int, ...] = RESENC_BLOCKS_PER_STAGE
     # A 3d_lowres configuration (and the cascade) is planned when the 3d_fullres patch covers less than 25 % of the
     # median image: the network would not see enough context.
     lowres_creation_threshold: float = 0.25
@@ -82,6 +96,10 @@ class Preset:
     settings: PlannerSettings
     description: str
     gives_up: str = ""
+    # the nnU-Net planner that makes the same plan, with its options, and the plans name it writes: what the
+    # hand-over to nnU-Net (``tutorseg export-nnunet``) tells the learner to run
+    nnunet_planner: str = "ExperimentPlanner"
+    nnunet_plans_name: str = "nnUNetPlans"
 
 
 # The cpu preset's numbers, in one place. Empirical, measured on 2 CPU cores (bench/train.md): for Hippocampus
@@ -96,6 +114,27 @@ CPU_PRESET_SETTINGS = PlannerSettings(
     max_batch_size=2,  # nnU-Net's minimum batch; more updates per minute
 )
 
+
+
+def _resenc(gpu_memory_gb: float, reference_gb: float, value_3d: float, value_2d: float) -> PlannerSettings:
+    """nnU-Net's ResEnc presets: a residual encoder, its own memory reference, and no 5 % batch cap.
+
+    The presets (``nnUNetPlannerResEncM`` / ``L``) differ from the default planner in the network, in the reference
+    values of the memory estimate (set "to give the same GPU memory requirement as the default nnU-Net" at 8 GB for M,
+    for 24 GB for L) and in ``max_dataset_covered = 1``: a batch may cover the whole dataset.
+    """
+    return PlannerSettings(gpu_memory_gb=gpu_memory_gb, reference_gb=reference_gb, reference_value_3d=value_3d,
+                           reference_value_2d=value_2d, max_dataset_covered=1.0, network=RESIDUAL_ENCODER_UNET,
+                           n_conv_per_stage_decoder=1)
+
+
+RESENC_M_SETTINGS = _resenc(8.0, 8.0, 680_000_000, 135_000_000)
+RESENC_L_SETTINGS = _resenc(24.0, 24.0, 2_100_000_000, 380_000_000)
+# A Colab T4 has 16 GB (about 15 usable): ResEnc M (made for 9-11 GB) fits as it is, ResEnc L (24 GB) does not.
+# nnU-Net's documentation scales a preset to other GPUs through its memory target ("Scaling ResEnc nnU-Net beyond the
+# Presets", documentation/resenc_presets.md, with M as its example): M's rule at 15 GB.
+COLAB_T4_GB = 15.0
+
 PRESETS: dict[str, Preset] = {
     "nnunet-default": Preset(
         "nnunet-default", PlannerSettings(),
@@ -104,7 +143,40 @@ PRESETS: dict[str, Preset] = {
     "colab-t4": Preset(
         "colab-t4", PlannerSettings(gpu_memory_gb=15.0),
         "Google Colab's free NVIDIA T4 (16 GB, about 15 GB usable): the same rules with a larger memory budget, "
-        "so larger patches or batches than the 8 GB default where the dataset allows.",
+        "so larger patches or batches than the 8 GB default where the dataset allows. For nnU-Net's recommended "
+        "residual-encoder network on a T4 use the preset colab-t4-resenc.",
+        nnunet_planner=f"ExperimentPlanner -gpu_memory_target {COLAB_T4_GB:g} "
+                       f"-overwrite_plans_name nnUNetPlans_{COLAB_T4_GB:g}G",
+        nnunet_plans_name=f"nnUNetPlans_{COLAB_T4_GB:g}G",
+    ),
+    "resenc-m": Preset(
+        "resenc-m", RESENC_M_SETTINGS,
+        "nnU-Net's Residual Encoder preset M (nnUNetPlannerResEncM): a ResidualEncoderUNet (residual blocks "
+        "1, 3, 4, 6, 6... per encoder stage, one convolution per decoder stage) planned for GPUs with 9-11 GB. "
+        "nnU-Net's documentation recommends the ResEnc presets over the default planner (\"nnU-Net Revisited\", "
+        "Isensee et al., MICCAI 2024: better Dice on 5 of 6 datasets at similar memory).",
+        gives_up="time: about 1.3x the default network's training time (12 h instead of 9 h per fold on an A100 in "
+                 "nnU-Net's table); a batch may cover the whole dataset (no 5 % cap).",
+        nnunet_planner="nnUNetPlannerResEncM", nnunet_plans_name="nnUNetResEncUNetMPlans",
+    ),
+    "resenc-l": Preset(
+        "resenc-l", RESENC_L_SETTINGS,
+        "nnU-Net's Residual Encoder preset L (nnUNetPlannerResEncL), nnU-Net's recommended default: the "
+        "ResidualEncoderUNet planned for a 24 GB GPU (RTX 4090, A5000 and larger): larger patches or batches.",
+        gives_up="a 24 GB GPU and about 4x the default network's training time (35 h per fold on an A100); a Colab "
+                 "T4 (15 GB) does not have the memory: use colab-t4-resenc there.",
+        nnunet_planner="nnUNetPlannerResEncL", nnunet_plans_name="nnUNetResEncUNetLPlans",
+    ),
+    "colab-t4-resenc": Preset(
+        "colab-t4-resenc", replace(RESENC_M_SETTINGS, gpu_memory_gb=COLAB_T4_GB),
+        "nnU-Net's Residual Encoder network for Colab's T4 (15 GB usable): of nnU-Net's presets, ResEnc M (9-11 "
+        "GB) fits a T4 and ResEnc L (24 GB) does not; this is M's rule scaled to 15 GB, as nnU-Net's documentation "
+        "scales a preset to another GPU.",
+        gives_up="time: the residual network is slower per step than the plain one, and a T4 session is short; "
+                 "for a 15-60 minute workshop the plain colab-t4 preset gets more steps.",
+        nnunet_planner=f"nnUNetPlannerResEncM -gpu_memory_target {COLAB_T4_GB:g} "
+                       f"-overwrite_plans_name nnUNetResEncUNetPlans_{COLAB_T4_GB:g}G",
+        nnunet_plans_name=f"nnUNetResEncUNetPlans_{COLAB_T4_GB:g}G",
     ),
     "cpu": Preset(
         "cpu", CPU_PRESET_SETTINGS,

@@ -7,6 +7,7 @@ order, so computing in nnU-Net's order is what makes the outcome identical to nn
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,36 +101,68 @@ def unet_topology(spacing, patch_size, min_edge: int = 4) -> Topology:
 
 
 def estimate_feature_map_size(patch_size, features_per_stage, strides, *, n_conv_per_stage: int = 2,
-                              n_classes: int, deep_supervision: bool = False) -> int:
+                              n_classes: int, deep_supervision: bool = False,
+                              blocks_per_stage: Sequence[int] | None = None,
+                              n_conv_per_stage_decoder: int | None = None) -> int:
     """nnU-Net's memory proxy: the summed size (voxels x channels) of the U-Net's convolution outputs for one patch.
 
-    Encoder stage s: ``n_conv * features[s] * voxels after its stride``. Decoder stage for skip resolution r: its
-    convolutions, the transposed convolution output and, at the last stage (or every stage with deep supervision),
-    the segmentation output. nnU-Net builds the network for this estimate without deep supervision (the
-    ``PlainConvUNet`` default), so only the final segmentation output counts; so does this function by default.
+    Plain encoder (``PlainConvUNet``), stage s: ``n_conv * features[s] * voxels after its stride``. Residual encoder
+    (``ResidualEncoderUNet``, ``blocks_per_stage`` given): a stem convolution at full resolution, then per stage
+    ``blocks[s]`` residual blocks of two convolutions, the first block's shortcut adding a 1x1 projection where it
+    changes resolution or features. Decoder stage for skip resolution r: its convolutions, the transposed convolution
+    output and, at the last stage (or every stage with deep supervision), the segmentation output. nnU-Net builds the
+    network for this estimate without deep supervision (the ``PlainConvUNet`` default), so only the final segmentation
+    output counts; so does this function by default. (dynamic_network_architectures'
+    ``compute_conv_feature_map_size`` of the two networks.)
 
     Args:
         patch_size: per axis.
         features_per_stage: per stage.
         strides: per stage, per axis.
-        n_conv_per_stage: convolutions per stage (encoder and decoder).
+        n_conv_per_stage: convolutions per stage of a plain encoder (and of the decoder unless given below).
         n_classes: outputs of the segmentation layer (labels including background).
         deep_supervision: count a segmentation output at every decoder stage.
+        blocks_per_stage: residual blocks per encoder stage: a residual encoder (``None``: a plain one).
+        n_conv_per_stage_decoder: convolutions per decoder stage (default ``n_conv_per_stage``).
+
+    Example:
+        A 2D patch of 16 x 16, two stages of 4 and 8 features, stride 2, two classes. Plain: encoder 2 x 4 x 256 +
+        2 x 8 x 64, decoder 2 x 4 x 256 (convolutions) + 4 x 256 (transposed convolution) + 2 x 256 (output).
+        Residual with one block per stage and one decoder convolution: stem 4 x 256, stage 0 2 x 4 x 256, stage 1
+        (2 + 1 projection) x 8 x 64, decoder 4 x 256 + 4 x 256 + 2 x 256:
+
+        >>> estimate_feature_map_size((16, 16), (4, 8), ((1, 1), (2, 2)), n_classes=2)
+        6656
+        >>> estimate_feature_map_size((16, 16), (4, 8), ((1, 1), (2, 2)), n_classes=2, blocks_per_stage=(1, 1),
+        ...                           n_conv_per_stage_decoder=1)
+        7168
     """
     size = list(int(s) for s in patch_size)
     total = 0
     skip_sizes = []
-    for features, stride in zip(features_per_stage, strides):
+    if blocks_per_stage is not None:
+        total += features_per_stage[0] * int(np.prod(size, dtype=np.int64))  # the stem: one convolution
+    channels_in = features_per_stage[0]
+    for stage, (features, stride) in enumerate(zip(features_per_stage, strides)):
+        before = size
         size = [s // st for s, st in zip(size, stride)]
-        total += n_conv_per_stage * features * int(np.prod(size, dtype=np.int64))
+        voxels = int(np.prod(size, dtype=np.int64))
+        if blocks_per_stage is None:
+            total += n_conv_per_stage * features * voxels
+        else:
+            total += 2 * blocks_per_stage[stage] * features * voxels  # two convolutions per residual block
+            if channels_in != features or before != size:
+                total += features * voxels  # the first block's projection shortcut
+        channels_in = features
         skip_sizes.append(size)
+    decoder_convs = n_conv_per_stage if n_conv_per_stage_decoder is None else n_conv_per_stage_decoder
     n_decoder = len(features_per_stage) - 1
     for s in range(n_decoder):
         level = n_decoder - 1 - s             # from the deepest skip up to full resolution
         voxels = int(np.prod(skip_sizes[level], dtype=np.int64))
         features = features_per_stage[level]
-        total += n_conv_per_stage * features * voxels   # the decoder's convolutions
-        total += features * voxels                      # the transposed convolution's output
+        total += decoder_convs * features * voxels   # the decoder's convolutions
+        total += features * voxels                   # the transposed convolution's output
         if deep_supervision or s == n_decoder - 1:
-            total += n_classes * voxels                 # the segmentation output
+            total += n_classes * voxels              # the segmentation output
     return int(total)
