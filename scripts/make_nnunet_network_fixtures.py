@@ -12,6 +12,10 @@ tutorseg; only this script needs it:
 
 Input channels and classes are those of the derived datasets (tests/derived_datasets.py): Hippocampus-derived
 datasets have 3 classes; the two-channel one 2 inputs; RGB 3; ISBI 2 classes.
+
+It also builds ``ResidualEncoderUNet`` (nnU-Net's ResEnc presets) for the ResEnc plans nnU-Net made for the shared
+datasets, ``../shared/reference/nnunet/*/nnUNetResEncUNet{M,L}Plans.json`` (keys ``resenc/DATASET/PLANS/CONFIG``),
+with its weight count and the number of its residual blocks.
 """
 
 from __future__ import annotations
@@ -21,12 +25,18 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
-from dynamic_network_architectures.architectures.unet import PlainConvUNet  # type: ignore[import-not-found]
+from dynamic_network_architectures.architectures.unet import (  # type: ignore[import-not-found]
+    PlainConvUNet,
+    ResidualEncoderUNet,
+)
+from dynamic_network_architectures.building_blocks.residual import BasicBlockD  # type: ignore[import-not-found]
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "tests" / "data" / "nnunet_plans"
 OUT = REPO / "tests" / "data" / "nnunet_networks.json"
+REFERENCE = REPO.parent / "shared" / "reference" / "nnunet"
+CLASSES = {"Task04_Hippocampus": 3, "ISBI2012_EM_membrane": 2}
 CHANNELS_AND_CLASSES = {"Dataset904_HippoTwoChannel": (2, 3), "Dataset905_HippoRGB": (3, 2),
                         "Dataset906_IsbiTiled": (1, 2)}
 
@@ -38,6 +48,30 @@ def nnunet_network(arch: dict, n_dims: int, channels: int, classes: int) -> Plai
                          arch["strides"], arch["n_conv_per_stage"], classes, arch["n_conv_per_stage_decoder"],
                          conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True},
                          nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
+
+
+def nnunet_resenc_network(arch: dict, n_dims: int, channels: int, classes: int) -> ResidualEncoderUNet:
+    conv = nn.Conv3d if n_dims == 3 else nn.Conv2d
+    norm = nn.InstanceNorm3d if n_dims == 3 else nn.InstanceNorm2d
+    return ResidualEncoderUNet(channels, arch["n_stages"], arch["features_per_stage"], conv, arch["kernel_sizes"],
+                               arch["strides"], arch["n_blocks_per_stage"], classes, arch["n_conv_per_stage_decoder"],
+                               conv_bias=True, norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                               nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
+
+
+def resenc_records() -> dict:
+    records = {}
+    for path in sorted(REFERENCE.glob("*/nnUNetResEncUNet*Plans.json")):
+        plans = json.loads(path.read_text())
+        for name, configuration in plans["configurations"].items():
+            arch = configuration["architecture"]["arch_kwargs"]
+            network = nnunet_resenc_network(arch, len(configuration["patch_size"]), 1, CLASSES[path.parent.name])
+            records[f"resenc/{path.parent.name}/{path.stem}/{name}"] = {
+                "input_channels": 1, "classes": CLASSES[path.parent.name],
+                "decoder_kernel_sizes": [list(stage.convs[0].conv.kernel_size) for stage in network.decoder.stages],
+                "parameters": sum(p.numel() for p in network.parameters()),
+                "residual_blocks": sum(isinstance(m, BasicBlockD) for m in network.modules())}
+    return records
 
 
 def main() -> None:
@@ -57,8 +91,10 @@ def main() -> None:
             records[f"{path.stem}/{name}"] = {"input_channels": channels, "classes": classes,
                                                "decoder_kernel_sizes": decoder_kernels, "parameters": total,
                                                "parameters_without_bias": total - bias}
+    records.update(resenc_records())
     OUT.write_text(json.dumps({"_made_by": f"scripts/make_nnunet_network_fixtures.py, dynamic_network_architectures "
-                                           f"{version('dynamic_network_architectures')} PlainConvUNet, torch {torch.__version__}",
+                                           f"{version('dynamic_network_architectures')} PlainConvUNet and "
+                                           f"ResidualEncoderUNet, torch {torch.__version__}",
                                "networks": records}, indent=1) + "\n")
     print(f"wrote {len(records)} networks to {OUT}")
 

@@ -597,7 +597,8 @@ def _start(run: Run, *, resumed: bool) -> None:
     limit = run.config.length_text()
     run.log(f"{'resuming' if resumed else 'training'} {run.dataset.name} {c.name} fold {run.config.fold} "
             f"at epoch {run.epoch}: {run.n_train_cases} training / {len(run.val_cases)} validation cases, "
-            f"patch {list(c.patch_size)}, batch {c.batch_size}, {n_params / 1e6:.1f} M parameters, {limit}, "
+            f"patch {list(c.patch_size)}, batch {c.batch_size}, {c.network} of {n_params / 1e6:.1f} M parameters, "
+            f"{limit}, "
             f"{run.config.iterations_per_epoch} iterations per epoch, on {run.setup.device} "
             f"({run.setup.precision})")
     if run.data_access:

@@ -1,5 +1,8 @@
 """The network: nnU-Net's plain convolutional U-Net, built with MONAI's ``DynUNet`` from a configuration plan.
 
+(The ResEnc presets' ``ResidualEncoderUNet`` is in :mod:`tutorseg.training.residual_unet`; :func:`build_network`
+builds whichever the plan names.)
+
 nnU-Net v2 builds ``PlainConvUNet`` (dynamic_network_architectures) from the plan's ``arch_kwargs``. The same plan
 fields map onto MONAI's ``DynUNet`` one to one:
 
@@ -46,6 +49,8 @@ from tutorseg.data.problems import TutorsegError
 
 if TYPE_CHECKING:
     from monai.networks.nets import DynUNet
+
+    from tutorseg.training.residual_unet import ResidualEncoderUNet
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
 INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True
@@ -117,12 +122,18 @@ def _as_lists(values: Sequence, n_dims: int, what: str) -> list[list[int]]:
     return [[int(x) for x in row] for row in rows]
 
 
-def build_network(configuration, n_channels: int, n_classes: int, *, deep_supervision: bool | None = None) -> PlainUNet:
-    """Build nnU-Net's plain U-Net for one planned configuration.
+def build_network(configuration, n_channels: int, n_classes: int, *,
+                  deep_supervision: bool | None = None) -> PlainUNet | ResidualEncoderUNet:
+    """Build the U-Net of one planned configuration: nnU-Net's plain U-Net, or its residual-encoder U-Net.
+
+    ``configuration.network`` says which: ``"PlainConvUNet"`` (nnU-Net's default planner; MONAI's ``DynUNet``) or
+    ``"ResidualEncoderUNet"`` (the ResEnc presets; :mod:`tutorseg.training.residual_unet`). Both return the same
+    outputs.
 
     Args:
         configuration: a ``tutorseg.planning.ConfigurationPlan`` (uses ``patch_size``, ``kernel_sizes``, ``strides``,
-            ``features_per_stage``, ``n_conv_per_stage``, ``n_conv_per_stage_decoder``, ``deep_supervision``).
+            ``features_per_stage``, ``n_conv_per_stage``, ``n_conv_per_stage_decoder``, ``deep_supervision``,
+            ``network``, ``n_blocks_per_stage``).
         n_channels: input channels C (the dataset's modalities).
         n_classes: output classes K, background included.
         deep_supervision: override the plan's flag (None: use the plan).
@@ -141,13 +152,24 @@ def build_network(configuration, n_channels: int, n_classes: int, *, deep_superv
     if not len(kernel_sizes) == len(strides) == len(features):
         raise TutorsegError(f"plan has {len(kernel_sizes)} kernel sizes, {len(strides)} strides and {len(features)} "
                             "feature counts; they must have one entry per stage. Re-run tutorseg.plan(...).")
+    if deep_supervision is None:
+        deep_supervision = bool(getattr(configuration, "deep_supervision", True))
+    if getattr(configuration, "network", "PlainConvUNet") == "ResidualEncoderUNet":
+        from tutorseg.training.residual_unet import ResidualEncoderUNet
+
+        blocks = [int(b) for b in configuration.n_blocks_per_stage]
+        decoder = [int(n) for n in configuration.n_conv_per_stage_decoder]
+        if len(blocks) != len(features) or len(decoder) != len(features) - 1:
+            raise TutorsegError(f"plan has {len(blocks)} n_blocks_per_stage and {len(decoder)} "
+                                f"n_conv_per_stage_decoder entries for {len(features)} stages; it needs one block count "
+                                "per stage and one decoder count per stage but the lowest. Re-run tutorseg.plan(...).")
+        return ResidualEncoderUNet(n_channels, n_classes, features, kernel_sizes, strides, blocks, decoder,
+                                   deep_supervision=deep_supervision and len(strides) > 2)
     convs = list(getattr(configuration, "n_conv_per_stage", [2])) + list(
         getattr(configuration, "n_conv_per_stage_decoder", [2]))
     if any(int(n) != 2 for n in convs):
         raise TutorsegError(f"plan asks for {convs} convolutions per stage; MONAI's DynUNet (used here) has exactly 2 "
                             "per stage, as nnU-Net's default plans. Set n_conv_per_stage to 2 in the plan.")
-    if deep_supervision is None:
-        deep_supervision = bool(getattr(configuration, "deep_supervision", True))
     n_heads = len(strides) - 2  # nnU-Net: one output per decoder stage, n_stages - 1 in all, the first at full res
     deep_supervision = deep_supervision and n_heads >= 1
 

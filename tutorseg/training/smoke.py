@@ -39,5 +39,5 @@ def smoke_plan(plan, configuration: str | None = None, *, n_stages: int = 3, max
         features_per_stage=tuple(min(int(f), max_features) for f in c.features_per_stage[:keep]),
         kernel_sizes=tuple(tuple(k) for k in c.kernel_sizes[:keep]), strides=strides,
         n_conv_per_stage=tuple(c.n_conv_per_stage[:keep]), n_conv_per_stage_decoder=tuple(
-            c.n_conv_per_stage_decoder[:keep - 1]))
+            c.n_conv_per_stage_decoder[:keep - 1]), n_blocks_per_stage=tuple(c.n_blocks_per_stage[:keep]))
     return dataclasses.replace(plan, configurations={**plan.configurations, name: small})

@@ -27,7 +27,7 @@ from tutorseg.training.config import TrainingError
 
 # nnU-Net's '.seg_layers.': never transferred. MONAI's DynUNet also lists each deep-supervision head a second time
 # inside its skip-layer chain, as "super_head".
-OUTPUT_LAYERS = (".output_block.", ".deep_supervision_heads.", ".super_head.")
+OUTPUT_LAYERS = (".output_block.", ".deep_supervision_heads.", ".super_head.", ".seg_layers.")
 
 
 def is_output_layer(name: str) -> bool:

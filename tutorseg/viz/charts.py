@@ -179,8 +179,10 @@ def plot_network(configuration, *, plan_configuration: str | None = None) -> Fig
     for stage in range(n):
         kernel = "×".join(str(k) for k in configuration.kernel_sizes[stage])
         stride = "×".join(str(s) for s in configuration.strides[stage])
+        layers = (f"{configuration.n_blocks_per_stage[stage]} res. blocks" if configuration.n_blocks_per_stage
+                  else f"{configuration.n_conv_per_stage[stage]} conv")
         text = (f"stage {stage}: {features[stage]} maps\n{size_text(stage)}\n"
-                f"{configuration.n_conv_per_stage[stage]} conv {kernel}, stride {stride}")
+                f"{layers} {kernel}, stride {stride}")
         encoder.append(box(stage * 0.9, -stage * 1.1, stage, text, "#DCE9F5"))
     for stage in range(1, n):
         a, b = encoder[stage - 1], encoder[stage]
