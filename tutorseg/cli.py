@@ -90,7 +90,8 @@ def _add_plan(sub) -> None:
     p.add_argument("fingerprint", type=Path, metavar="FINGERPRINT.json")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, metavar="PLAN.json")
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory to plan for (nnU-Net's default: 8)")
-    p.add_argument("--preset", help="named target hardware, e.g. colab-t4 or cpu")
+    p.add_argument("--preset", help="named target hardware or nnU-Net preset: nnunet-default, colab-t4, cpu, resenc-m, "
+                                    "resenc-l, colab-t4-resenc")
     p.add_argument("--explain", action="store_true", help="print every decision with its reason")
     p.add_argument("--compare-nnunet", type=Path, metavar="nnUNetPlans.json",
                    help="compare field by field with a plan made by nnU-Net v2")
@@ -472,7 +473,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from tutorseg.integrations.export import export_nnunet
 
     out = export_nnunet(args.dataset, args.plan, args.out, dataset_id=args.dataset_id)
-    print(f"nnU-Net v2 raw dataset written to {out}")
+    print(f"nnU-Net v2 raw dataset written to {out}; then, where nnU-Net is installed "
+          f"(also in {out.name}/tutorseg_next_steps.txt):")
+    print((out / "tutorseg_next_steps.txt").read_text(encoding="utf-8").split("\n", 1)[1].rstrip())
     return 0
 
 

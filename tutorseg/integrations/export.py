@@ -3,8 +3,11 @@
 A learner who outgrows tutorseg runs nnU-Net on the same data::
 
     export_nnunet("Task04_Hippocampus", plan, "nnUNet_raw", dataset_id=4)
-    # nnUNet_raw/Dataset004_Hippocampus/{dataset.json, imagesTr, labelsTr, imagesTs, tutorseg_plans.json}
-    # then: nnUNetv2_plan_and_preprocess -d 4 --verify_dataset_integrity; nnUNetv2_train 4 3d_fullres 0
+    # nnUNet_raw/Dataset004_Hippocampus/{dataset.json, imagesTr, labelsTr, imagesTs, tutorseg_plans.json,
+    #                                    tutorseg_next_steps.txt}
+    # then (tutorseg_next_steps.txt): nnUNetv2_plan_and_preprocess -d 4 --verify_dataset_integrity;
+    # nnUNetv2_train 4 3d_fullres 0. A plan of a ResEnc preset names nnU-Net's matching planner and plans
+    # (-pl nnUNetPlannerResEncM, -p nnUNetResEncUNetMPlans).
 
 What changes on the way (nnU-Net v2's documentation, ``documentation/dataset_format.md``):
 
@@ -55,7 +58,8 @@ def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw",
     Args:
         dataset: a dataset folder or :class:`~tutorseg.Dataset` (nnU-Net v2 or MSD layout).
         plan: a :class:`~tutorseg.Plan` or the path of its JSON, written as ``tutorseg_plans.json`` (nnU-Net's
-            ``nnUNetPlans.json`` fields) in the exported folder; ``None`` for the data only.
+            ``nnUNetPlans.json`` fields) in the exported folder; ``None`` for the data only. The folder also gets
+            ``tutorseg_next_steps.txt``: the nnU-Net commands for the plan's preset (:func:`nnunet_commands`).
         out_dir: the ``nnUNet_raw`` folder; the dataset goes into ``out_dir/Dataset500_Name``.
         dataset_id: nnU-Net's dataset number (1-999; 500+ are free of nnU-Net's own numbers).
         overwrite: replace an existing export of the same name.
@@ -81,6 +85,9 @@ def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw",
         if plan is not None:
             write_text_atomic(staging / "tutorseg_plans.json",
                               json.dumps(nnunet_plans(plan, target.name), indent=2))
+        write_text_atomic(staging / "tutorseg_next_steps.txt",
+                          "# what to run where nnU-Net v2 is installed (nnUNet_raw set to this folder's parent)\n"
+                          + "\n".join(nnunet_commands(plan, dataset_id)) + "\n")
     return target
 
 
@@ -178,6 +185,37 @@ def _to_nnunet_axes(values, reverse: bool):
     return list(values)[::-1] if reverse else list(values)
 
 
+def nnunet_preset(plan=None):
+    """The preset of ``plan`` (the nnU-Net planner and plans name that make the same plan); default planner if none."""
+    from tutorseg.planning.settings import PRESETS
+
+    return PRESETS.get(getattr(plan, "preset", None) or "nnunet-default", PRESETS["nnunet-default"])
+
+
+def nnunet_commands(plan, dataset_id: int) -> list[str]:
+    """The nnU-Net commands that plan, train and predict as ``plan`` does (its preset's planner and plans name).
+
+    For a plan of nnU-Net's default planner the list ends with nnU-Net's own advice: its ResEnc presets.
+    """
+    from tutorseg.planning import Plan
+
+    if plan is not None and not isinstance(plan, Plan):
+        plan = Plan.load(plan)
+    preset = nnunet_preset(plan)
+    configuration = plan.default_configuration if plan is not None else "3d_fullres"
+    commands = [f"nnUNetv2_plan_and_preprocess -d {dataset_id} --verify_dataset_integrity"
+                + (f" -pl {preset.nnunet_planner}" if preset.nnunet_planner != "ExperimentPlanner" else ""),
+                f"nnUNetv2_train {dataset_id} {configuration} 0"
+                + (f" -p {preset.nnunet_plans_name}" if preset.nnunet_plans_name != "nnUNetPlans" else "")]
+    if plan is not None and plan.preset == "cpu":
+        commands.append("# nnU-Net has no CPU preset: the commands above plan for an 8 GB GPU (nnU-Net's default)")
+    if preset.settings.network == "PlainConvUNet":
+        commands.append("# nnU-Net recommends its residual-encoder presets where the GPU allows: -pl "
+                        "nnUNetPlannerResEncM (9-11 GB) or nnUNetPlannerResEncL (24 GB), then -p "
+                        "nnUNetResEncUNetMPlans / nnUNetResEncUNetLPlans (tutorseg: --preset resenc-m / resenc-l)")
+    return commands
+
+
 def nnunet_plans(plan, dataset_name: str) -> dict:
     """A tutorseg plan under nnU-Net v2's ``nnUNetPlans.json`` field names, axes in nnU-Net's (z, y, x) order.
 
@@ -194,13 +232,16 @@ def nnunet_plans(plan, dataset_name: str) -> dict:
     shape = _to_nnunet_axes(plan.original_median_shape, reverse)
     if plan.is_2d_data:  # nnU-Net's 2D image reader adds a first axis with dummy spacing 999
         spacing, shape = [999.0, *spacing], [1, *shape]
+    plans_name = nnunet_preset(plan).nnunet_plans_name
     configurations = {}
     for name, config in plan.configurations.items():
         conv = "Conv3d" if config.network_dims == 3 else "Conv2d"
         norm = "InstanceNorm3d" if config.network_dims == 3 else "InstanceNorm2d"
         resampling = {"order_z": config.resampling_order_z, "force_separate_z": config.separate_z}
         configurations[name] = {
-            "data_identifier": f"nnUNetPlans_{name}",
+            # nnU-Net's ResEnc planners share the default planner's preprocessed 2d / 3d_fullres data
+            "data_identifier": (f"nnUNetPlans_{name}" if name in ("2d", "3d_fullres")
+                                else f"{plans_name}_{name}"),
             "preprocessor_name": "DefaultPreprocessor",
             "batch_size": config.batch_size,
             "patch_size": _to_nnunet_axes(config.patch_size, reverse),
@@ -216,14 +257,15 @@ def nnunet_plans(plan, dataset_name: str) -> dict:
             "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": config.resampling_order_probabilities,
                                                    **resampling},
             "architecture": {
-                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                "network_class_name": f"dynamic_network_architectures.architectures.unet.{config.network}",
                 "arch_kwargs": {
                     "n_stages": config.n_stages,
                     "features_per_stage": list(config.features_per_stage),
                     "conv_op": f"torch.nn.modules.conv.{conv}",
                     "kernel_sizes": [_to_nnunet_axes(k, reverse) for k in config.kernel_sizes],
                     "strides": [_to_nnunet_axes(s, reverse) for s in config.strides],
-                    "n_conv_per_stage": list(config.n_conv_per_stage),
+                    **({"n_blocks_per_stage": list(config.n_blocks_per_stage)} if config.n_blocks_per_stage
+                       else {"n_conv_per_stage": list(config.n_conv_per_stage)}),
                     "n_conv_per_stage_decoder": list(config.n_conv_per_stage_decoder),
                     "conv_bias": True,
                     "norm_op": f"torch.nn.modules.instancenorm.{norm}",
@@ -243,14 +285,14 @@ def nnunet_plans(plan, dataset_name: str) -> dict:
     identity = list(range(n_axes))
     return {
         "dataset_name": dataset_name,
-        "plans_name": "nnUNetPlans",
+        "plans_name": plans_name,
         "original_median_spacing_after_transp": spacing,
         "original_median_shape_after_transp": shape,
         "image_reader_writer": "NaturalImage2DIO" if plan.is_2d_data else "SimpleITKIO",
         "transpose_forward": list(plan.transpose_forward) or identity,
         "transpose_backward": list(np.argsort(plan.transpose_forward or identity).tolist()),
         "configurations": configurations,
-        "experiment_planner_used": "tutorseg (rules of nnU-Net's ExperimentPlanner)",
+        "experiment_planner_used": f"tutorseg (rules of nnU-Net's {nnunet_preset(plan).nnunet_planner.split()[0]})",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": plan.foreground_intensity_properties_per_channel,
     }
