@@ -470,7 +470,7 @@ def test_cli_not_a_dataset_folder(tmp_path):
 def test_region_labels_missing_folder_and_other_endings(tmp_path):
     regions = v2_dataset(tmp_path / "regions", 2)
     write_json(regions, {**read_json(regions), "labels": {"background": 0, "whole": [1, 2], "core": 2}})
-    the_problem(inspect(regions), "unsupported_regions")
+    the_problem(inspect(regions), "missing_regions_class_order")  # region-based labels need their order
 
     no_images = msd_dataset(tmp_path / "no_images", 2)
     shutil.rmtree(no_images / "imagesTr")

@@ -115,6 +115,8 @@ class DatasetFingerprint:
             between the 0.5th and 99.5th percentile (for plots).
         samples_per_case: foreground voxels drawn per case (``1e8 // n_cases``, as nnU-Net).
         use_mask_for_norm_requested: dataset.json's optional ``use_mask_for_norm`` flag (nnU-Net honours it).
+        regions: region-based labels, region name -> label values (empty for plain labels).
+        regions_class_order: the value prediction writes for each region (empty for plain labels).
     """
 
     dataset_name: str
@@ -126,6 +128,8 @@ class DatasetFingerprint:
     intensity_histograms: dict[str, dict[str, list]] = field(default_factory=dict)
     samples_per_case: int = 0
     use_mask_for_norm_requested: bool = False
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    regions_class_order: tuple[int, ...] = ()
 
     # ----- dataset-level medians and frequencies (derived, so never out of sync with the cases)
 
@@ -224,6 +228,8 @@ class DatasetFingerprint:
                                   for k, h in data.get("intensity_histograms", {}).items()},
             samples_per_case=int(data.get("samples_per_case", 0)),
             use_mask_for_norm_requested=bool(data.get("use_mask_for_norm_requested", False)),
+            regions={k: tuple(int(x) for x in v) for k, v in data.get("regions", {}).items()},
+            regions_class_order=tuple(int(v) for v in data.get("regions_class_order", ())),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -536,4 +542,6 @@ def fingerprint(dataset: Dataset | str | os.PathLike, *, num_workers: int | None
         intensity_histograms=histograms,
         samples_per_case=n_samples,
         use_mask_for_norm_requested=bool(dataset.metadata.get("use_mask_for_norm", False)),
+        regions=dict(dataset.regions),
+        regions_class_order=tuple(dataset.regions_class_order),
     )

@@ -153,12 +153,15 @@ class Dataset:
         name: a display name (``dataset.json``'s ``name``, else the folder name).
         layout: ``"nnunetv2"`` or ``"msd"``.
         channel_names: channel index -> name (``{0: "MRI"}``); nnU-Net picks the normalisation from the name.
-        labels: label name -> integer value, background first (``{"background": 0, "Anterior": 1, ...}``).
+        labels: label name -> integer value, background first (``{"background": 0, "Anterior": 1, ...}``). For
+            region-based labels: the values the label files hold (see :func:`parse_regions`).
         file_ending: ``".nii.gz"``, ``".png"``...
         training: labelled cases, sorted by id.
         test: unlabelled cases (``imagesTs``), sorted by id.
         problems: structural problems found while reading the folder (missing files, malformed dataset.json...).
         metadata: the raw ``dataset.json``.
+        regions: nnU-Net's region-based labels, region name -> label values (empty for plain labels).
+        regions_class_order: the value prediction writes for each region, in order (empty for plain labels).
     """
 
     root: Path
@@ -171,6 +174,8 @@ class Dataset:
     test: tuple[Case, ...] = ()
     problems: tuple[Problem, ...] = ()
     metadata: dict = field(default_factory=dict, repr=False)
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    regions_class_order: tuple[int, ...] = ()
 
     @property
     def n_channels(self) -> int:
@@ -183,6 +188,13 @@ class Dataset:
     @property
     def foreground_labels(self) -> dict[str, int]:
         return {name: value for name, value in self.labels.items() if value != 0}
+
+    @property
+    def targets(self) -> dict[str, tuple[int, ...]]:
+        """What a network learns and evaluation scores: the regions, or each foreground label (not ``ignore``)."""
+        if self.regions:
+            return dict(self.regions)
+        return {name: (value,) for name, value in self.foreground_labels.items() if name != IGNORE_LABEL}
 
     @property
     def is_2d_format(self) -> bool:
@@ -280,10 +292,7 @@ def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
         found.append(_bad_key("labels", expected, raw))
         return {}
     if any(isinstance(v, (list, tuple)) for v in raw.values()):
-        found.append(P.error("unsupported_regions", "dataset.json 'labels' uses region-based labels (lists of values)",
-                             why="tutorseg trains one class per label value, not nnU-Net's overlapping regions",
-                             fix="give each label a single integer value", file="dataset.json"))
-        return {}
+        return _region_label_values(data, found)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in raw.values()):
         # an MSD-style {"0": "background"} in a v2 file is a common mix-up: say so
         if all(str(k).isdigit() for k in raw):
@@ -305,6 +314,77 @@ def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
 
 
 IGNORE_LABEL = "ignore"  # nnU-Net v2's name for the label of unannotated voxels (sparse annotations)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_regions(data: dict, found: list[Problem] | None = None) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """nnU-Net v2's region-based labels: ``{"whole tumour": [1, 2, 3], "core": [2, 3], ...}`` and their order.
+
+    A region is a set of label values that may overlap other regions (BraTS: whole tumour contains tumour core
+    contains enhancing tumour). The network predicts each region with its own sigmoid output; prediction writes
+    region ``i``'s voxels with the value ``regions_class_order[i]``, region after region, so later (inner) regions
+    overwrite earlier (outer) ones (nnU-Net's ``LabelManager`` and ``documentation/region_based_training.md``).
+
+    Returns:
+        region name -> label values (background excluded), and ``regions_class_order``; ``({}, ())`` for a dataset
+        of plain labels or when the definition is wrong (the problems are added to ``found``).
+    """
+    found = [] if found is None else found
+    raw = data.get("labels")
+    if not isinstance(raw, dict) or not any(isinstance(v, (list, tuple)) for v in raw.values()):
+        return {}, ()
+    regions: dict[str, tuple[int, ...]] = {}
+    bad = []
+    for name, value in raw.items():
+        values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if not values or not all(_is_int(v) for v in values):
+            bad.append(name)
+        elif values != (0,):
+            regions[str(name)] = tuple(int(v) for v in values)
+    order = data.get("regions_class_order")
+    where = "dataset.json"
+    if bad:
+        found.append(P.error("bad_region", f"region(s) {bad} are not lists of integer label values",
+                             why="a region is the set of label values it covers", fix='e.g. "tumour core": [2, 3]',
+                             file=where))
+    if raw.get("background") != 0:
+        found.append(_bad_key("labels", '"background": 0 beside the regions', raw))
+    if IGNORE_LABEL in raw:
+        found.append(P.error("regions_with_ignore_label", "region-based labels with an ignore label",
+                             why="tutorseg trains either regions or an ignore label, not both in one dataset",
+                             fix="leave out the 'ignore' label, or train the labels as plain classes", file=where))
+    if not isinstance(order, list) or len(order) != len(regions) or not all(_is_int(v) and v > 0 for v in order):
+        found.append(P.error(
+            "missing_regions_class_order",
+            f"region-based labels need 'regions_class_order': one label value per region ({len(regions)})",
+            why="prediction writes each region's voxels with that value, region after region, to get a label map",
+            fix=f"add \"regions_class_order\": [{', '.join(str(max(v)) for v in regions.values())}] (the value "
+                "written for each region, in the order of 'labels'; later regions overwrite earlier ones)",
+            file=where))
+        return {}, ()
+    if len(set(order)) != len(order):
+        found.append(_bad_key("regions_class_order", "distinct values, one per region", order))
+        return {}, ()
+    if bad or IGNORE_LABEL in raw:
+        return {}, ()
+    return regions, tuple(int(v) for v in order)
+
+
+def _region_label_values(data: dict, found: list[Problem]) -> dict[str, int]:
+    """The label values of a region-based dataset, named after the region each value stands for in predictions.
+
+    ``regions_class_order[i]`` is the value prediction writes for region ``i``, so that value takes the region's name;
+    other values the label files hold are named ``label_V``. Inspection checks the label files against these values.
+    """
+    regions, order = parse_regions(data, found)
+    if not regions:
+        return {}
+    names = {value: name for name, value in zip(regions, order)}
+    values = sorted({v for region in regions.values() for v in region} | set(order))
+    return {"background": 0, **{names.get(v, f"label_{v}"): v for v in values}}
 
 
 def _ignore_label_problems(labels: dict[str, int]) -> list[Problem]:
@@ -635,9 +715,18 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
         channel_names = _parse_index_dict(data, "modality", found) if data else {}
         labels = _parse_labels_msd(data, found) if data else {}
         ending, training, test = _discover_msd(root, data, spacing_2d, found)
+    regions, order = parse_regions(data) if layout == LAYOUT_NNUNETV2 and data else ({}, ())
+    if regions:
+        found.append(P.info("region_based", f"region-based labels: {', '.join(f'{n} {list(v)}' for n, v in regions.items())}; "
+                            f"regions_class_order {list(order)}",
+                            why="the network predicts each region with its own sigmoid output (regions may "
+                                "overlap), trained with Dice + binary cross-entropy per region; predictions are "
+                                "turned back into a label map region by region, and evaluated per region",
+                            file="dataset.json"))
     declared_name = data.get("name")
     name = declared_name if isinstance(declared_name, str) and declared_name else root.name
-    return Dataset(root, name, layout, channel_names, labels, ending, training, test, tuple(found), data)
+    return Dataset(root, name, layout, channel_names, labels, ending, training, test, tuple(found), data,
+                   regions=regions, regions_class_order=order)
 
 
 def as_dataset(dataset: "Dataset | str | os.PathLike") -> Dataset:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -650,7 +651,10 @@ def _label_dtype(segmentation: np.ndarray) -> np.dtype:
     return np.dtype(np.uint8 if segmentation.max(initial=0) < 256 else np.int16)
 
 
-def write_probabilities(path: Path, probabilities: np.ndarray, labels: dict[str, int]) -> None:
-    """Write ``CASE.npz``: ``probabilities`` (K, *spatial) float16 and the ``classes``' names, atomically."""
+def write_probabilities(path: Path, probabilities: np.ndarray, names: Sequence[str]) -> None:
+    """Write ``CASE.npz``: ``probabilities`` (K, *spatial) float16 and the channels' names (``classes``), atomically.
+
+    ``names``: one per channel, in order (the classes, background first; or the regions).
+    """
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(labels)))
+        np.savez_compressed(tmp, probabilities=probabilities.astype(np.float16), classes=np.array(list(names)))

@@ -176,8 +176,8 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
 
     first_run = next(iter(usable.values()))[0]
     dataset = load_dataset(TrainingConfig.load(first_run).dataset_dir)
-    labels = _labels(first_run)
-    ignore = _ignore_label(first_run)
+    plan = _plan(first_run)
+    labels, ignore = plan.targets, plan.ignore_label  # the classes (or regions) scored
     candidates = [_score_configuration(name, runs, labels) for name, runs in usable.items()]
     ensemble_dirs: dict[tuple[str, ...], Path] = {}
     if allow_ensembling:
@@ -188,7 +188,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
                     f"no validation probabilities for {', '.join(without)} (train with --npz to compare ensembles)")
                 continue
             folder = run_root / "ensembles" / "__".join(pair)
-            candidates.append(_score_ensemble(pair, [usable[c] for c in pair], labels, dataset, folder, ignore))
+            candidates.append(_score_ensemble(pair, [usable[c] for c in pair], plan, dataset, folder))
             ensemble_dirs[pair] = folder
     best = max(candidates, key=lambda c: _sortable(c.mean_dice))  # the first of equals, as nnU-Net's max
 
@@ -197,7 +197,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
     else:
         predictions = _validation_files(ensemble_dirs[best.configurations])
     post_file = run_root / f"postprocessing_{best.name.replace(' + ', '__').replace(' ', '_')}.json"
-    decision = determine_postprocessing(predictions, dataset, labels={k: v for k, v in labels.items() if v != 0},
+    decision = determine_postprocessing(predictions, dataset, labels=plan.regions or plan.class_labels,
                                         output=post_file, ignore_label=ignore)
     instructions = InferenceInstructions(best.configurations, {c: tuple(usable[c]) for c in best.configurations},
                                          post_file if decision.steps else None, best.mean_dice,
@@ -218,7 +218,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-def _score_configuration(name: str, runs: list[Path], labels: dict[str, int]) -> Candidate:
+def _score_configuration(name: str, runs: list[Path], labels: dict[str, tuple[int, ...]]) -> Candidate:
     """Pool the folds' ``validation/summary.json`` cases: the mean Dice per class over all of them."""
     per_case = []
     for run in runs:
@@ -227,13 +227,11 @@ def _score_configuration(name: str, runs: list[Path], labels: dict[str, int]) ->
     return _candidate((name,), per_case, labels)
 
 
-def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], labels: dict[str, int], dataset,
-                    folder: Path, ignore: int | None) -> Candidate:
+def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], plan, dataset, folder: Path) -> Candidate:
     """Average the pair's validation probabilities case by case, write the label maps, score them."""
     from tutorseg.data.imageio import write_segmentation
 
     folder.mkdir(parents=True, exist_ok=True)
-    values = np.array(sorted(labels.values()))
     probability_files = [_probability_files(r) for r in runs]
     per_case = []
     for case_id in sorted(probability_files[0]):
@@ -241,16 +239,15 @@ def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], labels: dict[
             raise TutorsegError(f"case {case_id} was validated by {pair[0]} but not by {pair[1]}: the configurations "
                                 "were trained on different splits. Train them with the same splits_final.json")
         probabilities = average_probabilities([files[case_id] for files in probability_files])
-        segmentation = values[np.argmax(probabilities, axis=0)]
+        segmentation = plan.to_label_map(probabilities)  # the most probable class, or the regions in their order
         raw = dataset.case(case_id)
-        write_segmentation(segmentation.astype(np.uint8 if values.max() < 256 else np.int16),
-                           folder / f"{case_id}{dataset.file_ending}", reference=raw.image_files[0])
-        per_case.append(dice_per_class(segmentation, raw.load_label(), labels, ignore=ignore))
-    return _candidate(pair, per_case, labels)
+        write_segmentation(segmentation, folder / f"{case_id}{dataset.file_ending}", reference=raw.image_files[0])
+        per_case.append(dice_per_class(segmentation, raw.load_label(), plan.targets, ignore=plan.ignore_label))
+    return _candidate(pair, per_case, plan.targets)
 
 
-def _candidate(configurations: tuple[str, ...], per_case: list[dict], labels: dict[str, int]) -> Candidate:
-    names = [n for n, v in labels.items() if v != 0]
+def _candidate(configurations: tuple[str, ...], per_case: list[dict], labels: dict[str, tuple[int, ...]]) -> Candidate:
+    names = list(labels)
     means = {n: _nan_mean([_as_float(case.get(n)) for case in per_case]) for n in names}
     return Candidate(configurations, means, _nan_mean(list(means.values())), len(per_case))
 
@@ -290,16 +287,10 @@ def _has_probabilities(runs: list[Path]) -> bool:
     return all(len(list((r / "validation").glob("*.npz"))) == len(_validation_files(r)) > 0 for r in runs)
 
 
-def _labels(run: Path) -> dict[str, int]:
+def _plan(run: Path):
     from tutorseg.planning import Plan
 
-    return dict(Plan.load(run / "plan.json").class_labels)
-
-
-def _ignore_label(run: Path) -> int | None:
-    from tutorseg.planning import Plan
-
-    return Plan.load(run / "plan.json").ignore_label
+    return Plan.load(run / "plan.json")
 
 
 def _write_text(result: BestConfiguration, path: Path) -> None:

@@ -33,7 +33,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.data.files import write_text_atomic
 from tutorseg.data.imageio import SUPPORTED_ENDINGS, image_files_by_stem, read_image
 from tutorseg.data.jobs import with_progress
+from tutorseg.data.label_maps import target_mask
 from tutorseg.data.problems import TutorsegError
 
 METRICS = ("dice", "iou", "hd95_mm", "surface_dice", "volume_reference_mm3", "volume_prediction_mm3")
@@ -89,7 +90,8 @@ class EvaluationSummary:
     """Per-case metrics and their summary: what ``evaluate`` returns and saves.
 
     Attributes:
-        labels: class name -> value for the classes evaluated (background excluded).
+        labels: class name -> value for the classes evaluated (background excluded), or region name -> its label
+            values for region-based labels.
         cases: one :class:`CaseMetrics` per case, sorted by case id.
         mean: class name -> metric -> mean over cases (NaNs ignored, as nnU-Net).
         std: class name -> metric -> standard deviation over cases (NaNs ignored).
@@ -98,7 +100,7 @@ class EvaluationSummary:
         instances: dataset-wide instance metrics (matched F1, panoptic quality), or ``None``.
     """
 
-    labels: dict[str, int]
+    labels: dict[str, int | tuple[int, ...]]
     cases: tuple[CaseMetrics, ...]
     mean: dict[str, dict[str, float]]
     std: dict[str, dict[str, float]]
@@ -144,7 +146,7 @@ class EvaluationSummary:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EvaluationSummary":
-        return cls(labels=data["labels"], cases=tuple(CaseMetrics.from_dict(c) for c in data["cases"]),
+        return cls(labels={k: _target(v) for k, v in data["labels"].items()}, cases=tuple(CaseMetrics.from_dict(c) for c in data["cases"]),
                    mean=_none_to_nan(data["mean"]), std=_none_to_nan(data["std"]),
                    foreground_mean=_none_to_nan(data["foreground_mean"]),
                    surface_tolerance_mm=data["surface_tolerance_mm"], instances=data.get("instances"),
@@ -196,12 +198,17 @@ class EvaluationSummary:
 # --------------------------------------------------------------------------------------------------- metrics of one case
 
 
-def one_hot(label_map: np.ndarray, values: list[int]):
-    """A label map ``(*spatial)`` -> a one-hot torch tensor ``(1, 1 + len(values), *spatial)``, background first."""
+def one_hot(label_map: np.ndarray, values: Sequence[int | Sequence[int]]):
+    """A label map ``(*spatial)`` -> a one-hot torch tensor ``(1, 1 + len(values), *spatial)``, background first.
+
+    A value may be a region (a sequence of label values): its channel is the union of their voxels, and channels of
+    overlapping regions overlap (every channel is scored on its own).
+    """
     import torch
 
-    channels = [~np.isin(label_map, values)] + [label_map == v for v in values]
-    return torch.from_numpy(np.stack(channels)[None].astype(np.float32))
+    channels = [target_mask(label_map, v) for v in values]
+    background = ~np.logical_or.reduce(channels) if channels else np.ones(label_map.shape, dtype=bool)
+    return torch.from_numpy(np.stack([background, *channels])[None].astype(np.float32))
 
 
 def image_diagonal_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
@@ -209,14 +216,15 @@ def image_diagonal_mm(shape: tuple[int, ...], spacing: tuple[float, ...]) -> flo
     return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
 
 
-def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int], *,
+def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int | Sequence[int]], *,
                  spacing: tuple[float, ...] | None = None, surface_tolerance_mm: float = 1.0) -> dict[str, dict]:
     """Dice, IoU, HD95, surface Dice and volumes of each class for one case, with the documented conventions.
 
     Args:
         prediction: ``(*spatial)`` integer label map.
         reference: ``(*spatial)`` integer label map of the same shape.
-        labels: class name -> value, background excluded.
+        labels: class name -> value, background excluded; or region name -> its label values (nnU-Net's
+            region-based labels: each region scored on the mask of its values).
         spacing: voxel size per axis in mm (1.0 per axis when ``None``).
         surface_tolerance_mm: tolerance of the surface Dice.
 
@@ -244,7 +252,8 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[
     worst = image_diagonal_mm(reference.shape, spacing)
     result = {}
     for index, (name, value) in enumerate(labels.items()):
-        n_ref, n_pred = int(np.count_nonzero(reference == value)), int(np.count_nonzero(prediction == value))
+        n_ref = int(np.count_nonzero(target_mask(reference, value)))
+        n_pred = int(np.count_nonzero(target_mask(prediction, value)))
         row = {"dice": float(dice[index]), "iou": float(iou[index]), "hd95_mm": float(hd95[index]),
                "surface_dice": float(nsd[index]), "volume_reference_mm3": n_ref * voxel_mm3,
                "volume_prediction_mm3": n_pred * voxel_mm3}
@@ -259,7 +268,7 @@ def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[
 # --------------------------------------------------------------------------------------------------- inputs
 
 
-def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
+def _reference_source(ground_truth) -> tuple[dict, Mapping[str, int | tuple[int, ...]] | None]:
     """Case id -> label file or array, and the dataset's labels when known."""
     from tutorseg.data.dataset import Dataset, load_dataset
 
@@ -268,7 +277,8 @@ def _reference_source(ground_truth) -> tuple[dict, dict[str, int] | None]:
     if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
         ground_truth = load_dataset(ground_truth)
     if isinstance(ground_truth, Dataset):
-        return {c.case_id: c.label_file for c in ground_truth.training}, ground_truth.foreground_labels
+        labels = dict(ground_truth.regions) or ground_truth.foreground_labels  # region-based labels: the regions
+        return {c.case_id: c.label_file for c in ground_truth.training}, labels
     folder = Path(ground_truth)
     if not folder.is_dir():
         raise EvaluationError(f"reference {folder} is neither a folder of label files nor a dataset folder; "
@@ -313,7 +323,7 @@ def _load_labels(item, case_id: str, what: str) -> tuple[np.ndarray, tuple[float
 # --------------------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = None,
+def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[int]] | None = None,
              output: str | os.PathLike | None = None, spacing: tuple[float, ...] | None = None,
              surface_tolerance_mm: float = 1.0, instance_reference=None,
              progress: bool = False) -> EvaluationSummary:
@@ -325,7 +335,8 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
         ground_truth: a folder of reference label files, a dataset folder or :class:`~tutorseg.Dataset` (its
             ``labelsTr``), or a mapping case id -> array. Every predicted case must have a reference; references
             without a prediction (other folds) are skipped.
-        labels: class name -> value to evaluate (background excluded). Default: the dataset's labels, else the
+        labels: class name -> value to evaluate (background excluded), or region name -> label values (a
+            dataset of region-based labels is evaluated per region by default). Default: the dataset's labels, else the
             ``dataset.json`` of the prediction folder, else every non-zero value found. A label named ``ignore``
             (nnU-Net's ignore label) is not a class: the reference voxels it marks are left out, as nnU-Net's
             ``compute_metrics`` leaves them out (here by counting them as background in both maps: exact for Dice
@@ -368,31 +379,34 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int] | None = No
     if labels is None:
         labels = dataset_labels or predicted_labels or _labels_found(loaded.values())
     ignore = labels.get("ignore")
-    labels = {name: int(value) for name, value in labels.items() if int(value) != 0 and name != "ignore"}
+    targets = {name: _target(value) for name, value in labels.items() if _target(value) not in (0, (0,))
+               and name != "ignore"}
     if ignore is not None:
         for case_id, (pred, ref, case_spacing) in loaded.items():
-            annotated = ref != int(ignore)
+            annotated = ref != int(ignore)  # type: ignore[arg-type]  # the ignore label is one value
             loaded[case_id] = (np.where(annotated, pred, 0), np.where(annotated, ref, 0), case_spacing)
 
     cases = []
     for case_id, (pred, ref, case_spacing) in with_progress(list(loaded.items()), enabled=progress,
                                                             description="evaluating"):
         case_spacing = tuple(case_spacing or (1.0,) * ref.ndim)
-        metrics = case_metrics(pred, ref, labels, spacing=case_spacing, surface_tolerance_mm=surface_tolerance_mm)
+        metrics = case_metrics(pred, ref, targets, spacing=case_spacing, surface_tolerance_mm=surface_tolerance_mm)
         inst = None
         if instance_refs is not None:
             inst_ref = _load_labels(instance_refs.get(case_id), case_id, "instance reference")[0]
-            inst = instance_scores(pred, inst_ref, foreground=list(labels.values())).to_dict()
+            foreground = sorted({v for value in targets.values() for v in np.atleast_1d(value).tolist()})
+            inst = instance_scores(pred, inst_ref, foreground=foreground).to_dict()
         cases.append(CaseMetrics(case_id, metrics, case_spacing, image_diagonal_mm(ref.shape, case_spacing), inst))
 
-    summary = summarise(cases, labels, surface_tolerance_mm=surface_tolerance_mm,
+    summary = summarise(cases, targets, surface_tolerance_mm=surface_tolerance_mm,
                         instances=aggregate_instance_scores([c.instances for c in cases]) if instance_refs else None)
     if output is not None:
         summary.save(output)
     return summary
 
 
-def summarise(cases: list[CaseMetrics], labels: Mapping[str, int], *, surface_tolerance_mm: float = 1.0,
+def summarise(cases: list[CaseMetrics], labels: Mapping[str, int | tuple[int, ...]], *,
+              surface_tolerance_mm: float = 1.0,
               instances: dict | None = None) -> EvaluationSummary:
     """Mean and standard deviation over cases of every class and metric (NaNs ignored), and the foreground mean."""
     mean = {name: {m: _nanmean([c.metrics[name][m] for c in cases]) for m in METRICS} for name in labels}
@@ -403,6 +417,11 @@ def summarise(cases: list[CaseMetrics], labels: Mapping[str, int], *, surface_to
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+
+def _target(value) -> int | tuple[int, ...]:
+    """A class's label value, or a region's label values (a list in JSON) as a tuple."""
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else int(value)
 
 
 def _labels_found(pairs) -> dict[str, int]:

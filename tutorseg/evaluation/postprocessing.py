@@ -11,6 +11,9 @@ remove_connected_components.py``, ``determine_postprocessing``). tutorseg follow
 2. then, for datasets with more than one class, each class on its own, in label order, applied on top of the
    accepted steps: accepted when that class's mean Dice improves.
 
+For region-based labels the regions take the classes' place (nnU-Net's ``foreground_regions``): stage 2 keeps the
+largest component of each region, and every Dice is a region's.
+
 The decision and its numbers are saved as ``postprocessing.json``
 (:class:`~tutorseg.prediction.postprocessing.PostprocessingDecision`); :func:`tutorseg.predict` applies it.
 """
@@ -28,7 +31,7 @@ from tutorseg.evaluation.metrics import EvaluationError, _load_labels, _predicti
 from tutorseg.prediction.postprocessing import PostprocessingDecision, keep_largest_component
 
 
-def _mean_dice(pairs, labels: Mapping[str, int], ignore: int | None = None) -> dict[str, float]:
+def _mean_dice(pairs, labels: Mapping[str, int | tuple[int, ...]], ignore: int | None = None) -> dict[str, float]:
     """Class name -> mean Dice over cases (NaN ignored), plus ``"foreground_mean"``."""
     per_case = [dice_per_class(pred, ref, labels, ignore=ignore) for pred, ref in pairs]
     means = {}
@@ -40,7 +43,7 @@ def _mean_dice(pairs, labels: Mapping[str, int], ignore: int | None = None) -> d
     return means
 
 
-def determine_postprocessing(predictions, references, *, labels: Mapping[str, int] | None = None,
+def determine_postprocessing(predictions, references, *, labels: Mapping[str, int | tuple[int, ...]] | None = None,
                              output: str | os.PathLike | None = None,
                              ignore_label: int | None = None) -> PostprocessingDecision:
     """Decide, on validation predictions, whether keeping the largest connected component improves Dice.
@@ -48,7 +51,8 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
     Args:
         predictions: folder of validation predictions (``CASE.nii.gz``/``CASE.png``) or mapping case id -> array.
         references: their references: a folder, a dataset folder / :class:`~tutorseg.Dataset`, or a mapping.
-        labels: class name -> value (background excluded); default: the dataset's, else the values found.
+        labels: class name -> value (background excluded), or region name -> label values; default: the
+            dataset's (its regions for region-based labels), else the values found.
         output: where to save ``postprocessing.json``, or ``None``.
         ignore_label: the value of unannotated reference voxels, left out of every Dice (default: the dataset's
             label named ``ignore``, if any).
@@ -69,14 +73,15 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
         labels = dataset_labels or predicted_labels or {
             f"label_{v}": int(v) for v in sorted({int(v) for _, ref in pairs for v in np.unique(ref)} - {0})}
     if ignore_label is None and "ignore" in labels:
-        ignore_label = int(labels["ignore"])
-    labels = {name: int(value) for name, value in labels.items() if int(value) != 0 and name != "ignore"}
+        ignore_label = int(labels["ignore"])  # type: ignore[arg-type]  # the ignore label is one value
+    targets = {name: _values(value) for name, value in labels.items() if _values(value) != (0,) and name != "ignore"}
+    labels = {name: (values[0] if len(values) == 1 else values) for name, values in targets.items()}
 
     baseline = _mean_dice(pairs, labels, ignore_label)
     steps, trials, current, current_dice = [], [], pairs, baseline
 
     # stage 1: all foreground as one region
-    everything = tuple(labels.values())
+    everything = tuple(sorted({v for values in targets.values() for v in values}))
     trial_pairs = [(keep_largest_component(pred, everything), ref) for pred, ref in current]
     trial_dice = _mean_dice(trial_pairs, labels, ignore_label)
     worse = [n for n in labels if trial_dice[n] < current_dice[n]]
@@ -92,18 +97,23 @@ def determine_postprocessing(predictions, references, *, labels: Mapping[str, in
 
     # stage 2: each class on its own (only meaningful with several classes)
     if len(labels) > 1:
-        for name, value in labels.items():
-            trial_pairs = [(keep_largest_component(pred, (value,)), ref) for pred, ref in current]
+        for name, values in targets.items():
+            trial_pairs = [(keep_largest_component(pred, values), ref) for pred, ref in current]
             trial_dice = _mean_dice(trial_pairs, labels, ignore_label)
             accepted = trial_dice[name] > current_dice[name]
-            trials.append({"name": f"largest component of {name}", "labels": [value], "dice_before": current_dice,
-                           "dice_after": trial_dice, "accepted": accepted,
+            trials.append({"name": f"largest component of {name}", "labels": list(values),
+                           "dice_before": current_dice, "dice_after": trial_dice, "accepted": accepted,
                            "reason": f"{name} Dice {current_dice[name]:.4f} -> {trial_dice[name]:.4f}"})
             if accepted:
-                steps.append((value,))
+                steps.append(values)
                 current, current_dice = trial_pairs, trial_dice
 
     decision = PostprocessingDecision(tuple(steps), labels, baseline, current_dice, tuple(trials), len(pairs))
     if output is not None:
         decision.save(output)
     return decision
+
+
+def _values(value) -> tuple[int, ...]:
+    """A class's value or a region's values, as a tuple of label values."""
+    return tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)

@@ -93,10 +93,14 @@ def export_nnunet(dataset, plan=None, out_dir: str | os.PathLike = "nnUNet_raw",
 
 def nnunet_dataset_json(dataset: Dataset) -> dict:
     """The ``dataset.json`` of nnU-Net v2 for ``dataset`` (channel_names, labels, numTraining, file_ending)."""
+    labels: dict[str, int | list[int]] = {name: int(value) for name, value in dataset.labels.items()}
+    if dataset.regions:  # region-based labels go over as nnU-Net defines them
+        labels = {"background": 0, **{name: list(values) for name, values in dataset.regions.items()}}
     data = {"channel_names": {str(i): name for i, name in dataset.channel_names.items()},
-            "labels": {name: int(value) for name, value in dataset.labels.items()},
-            "numTraining": len(dataset.training), "file_ending": dataset.file_ending,
+            "labels": labels, "numTraining": len(dataset.training), "file_ending": dataset.file_ending,
             "name": dataset.metadata.get("name", dataset.name)}
+    if dataset.regions:
+        data["regions_class_order"] = list(dataset.regions_class_order)
     for key in ("description", "reference", "licence", "release"):
         if key in dataset.metadata:
             data[key] = dataset.metadata[key]

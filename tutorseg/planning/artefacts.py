@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
@@ -229,6 +231,9 @@ class Plan:
         anisotropy_threshold: spacing ratio above which an axis counts as thick; planning, resampling and
             augmentation all use this value (nnU-Net's ``ANISO_THRESHOLD``).
         planner: which rules made the plan.
+        regions: region-based labels (nnU-Net's ``regions_class_order`` datasets), region name -> label values;
+            empty for plain labels. The network then has one sigmoid output per region.
+        regions_class_order: the label value written for each region when a prediction becomes a label map.
     """
 
     dataset_name: str
@@ -247,6 +252,8 @@ class Plan:
     decisions: tuple[Decision, ...] = ()
     anisotropy_threshold: float = ANISOTROPY_THRESHOLD
     planner: str = "tutorseg, rules of nnU-Net v2 (2.8.1) ExperimentPlanner 'nnUNetPlans'"
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    regions_class_order: tuple[int, ...] = ()
 
     def __getitem__(self, name: str) -> ConfigurationPlan:
         if name == CASCADE_FULLRES and name not in self.configurations and self.has_cascade:
@@ -280,6 +287,59 @@ class Plan:
         return {name: value for name, value in self.labels.items() if name != "ignore"}
 
     @property
+    def has_regions(self) -> bool:
+        """Whether the network predicts overlapping regions (sigmoid outputs) instead of classes (a softmax)."""
+        return bool(self.regions)
+
+    @property
+    def targets(self) -> dict[str, tuple[int, ...]]:
+        """The foreground the network learns and evaluation scores: name -> the label values it covers.
+
+        Each region for region-based labels; otherwise each foreground class alone (the ignore label is none).
+        """
+        if self.regions:
+            return dict(self.regions)
+        return {name: (value,) for name, value in self.class_labels.items() if value != 0}
+
+    @property
+    def n_outputs(self) -> int:
+        """The network's output channels: one per region, or one per class with background."""
+        return len(self.regions) if self.regions else len(self.class_labels)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The name of each output channel, in order: the classes by value (background first), or the regions."""
+        if self.regions:
+            return tuple(self.regions)
+        return tuple(name for name, _ in sorted(self.class_labels.items(), key=lambda item: item[1]))
+
+    @property
+    def sampling_targets(self) -> dict[int, tuple[int, ...]]:
+        """Foreground oversampling's keys -> the label values they cover.
+
+        Each class by its value; each region by the value ``regions_class_order`` gives it (nnU-Net samples
+        regions for region-based labels).
+        """
+        if self.regions:
+            return {key: values for key, values in zip(self.regions_class_order, self.regions.values())}
+        return {values[0]: values for values in self.targets.values()}
+
+    def to_label_map(self, probabilities: np.ndarray) -> np.ndarray:
+        """A label map of the plan's label values from probabilities ``(K, *spatial)`` (``n_outputs`` channels).
+
+        Classes: the most probable class's value. Regions (nnU-Net's ``convert_probabilities_to_segmentation``):
+        every voxel of region ``i`` (probability > 0.5) gets ``regions_class_order[i]``, region after region.
+        """
+        if not self.regions:
+            values = np.array(sorted(self.class_labels.values()))
+            return values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
+        label_map = np.zeros(probabilities.shape[1:], dtype=np.uint8 if max(self.regions_class_order) < 256
+                             else np.int16)
+        for channel, value in zip(probabilities, self.regions_class_order):
+            label_map[channel > 0.5] = value
+        return label_map
+
+    @property
     def default_configuration(self) -> str:
         """``3d_fullres`` when planned (nnU-Net's usual best), else ``2d``."""
         return "3d_fullres" if "3d_fullres" in self.configurations else "2d"
@@ -301,6 +361,8 @@ class Plan:
         values["decisions"] = tuple(Decision.from_dict(d) for d in data.get("decisions", ()))
         for key in ("transpose_forward", "original_median_spacing", "original_median_shape"):
             values[key] = _tuples(data[key])
+        values["regions"] = {k: tuple(int(x) for x in v) for k, v in data.get("regions", {}).items()}
+        values["regions_class_order"] = tuple(int(v) for v in data.get("regions_class_order", ()))
         return cls(**values)
 
     def save(self, path: str | os.PathLike) -> Path:

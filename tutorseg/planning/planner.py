@@ -46,7 +46,8 @@ class _Context:
     def __init__(self, fingerprint: DatasetFingerprint, settings: PlannerSettings, schemes, use_mask, norm_decisions):
         self.settings = settings
         self.n_input_channels = len(fingerprint.channel_names)
-        self.n_classes = len(fingerprint.labels)
+        # nnU-Net's estimate counts dataset.json's label entries: background and the regions, or every label
+        self.n_classes = 1 + len(fingerprint.regions) if fingerprint.regions else len(fingerprint.labels)
         self.n_cases = fingerprint.num_training_cases
         self.schemes = schemes
         self.use_mask = use_mask
@@ -254,6 +255,8 @@ def plan(fingerprint: DatasetFingerprint, *, gpu_memory_gb: float | None = None,
         decisions=tuple(plan_decisions),
         anisotropy_threshold=chosen.anisotropy_threshold,
         planner=f"tutorseg, rules of nnU-Net v2 (2.8.1) {planner}",
+        regions=dict(fingerprint.regions),
+        regions_class_order=tuple(fingerprint.regions_class_order),
     )
 
 

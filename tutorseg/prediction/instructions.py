@@ -141,11 +141,11 @@ def predict_best(instructions, inputs, out_dir: str | os.PathLike, *, tta: bool 
                            progress=progress, postprocess=False, checkpoint=checkpoint, device=device,
                            output_format=output_format) for c in instructions.configurations]
         written = []
-        values = np.array(sorted(_labels_of(results[0]).values()))  # the plan read once, not per case
+        plan = _plan_of(results[0])  # read once, not per case
         for first_file in results[0].files:
             case_id = first_file.name[: -len(file_ending(first_file))]
             probabilities = average_probabilities([r.out_dir / f"{case_id}.npz" for r in results])
-            segmentation = values[np.argmax(probabilities, axis=0)].astype(np.uint8 if values.max() < 256 else np.int16)
+            segmentation = plan.to_label_map(probabilities)
             if decision is not None:
                 segmentation = decision.apply(segmentation)
             out = out_dir / first_file.name
@@ -174,7 +174,7 @@ def average_probabilities(files) -> np.ndarray:
     return total / len(files)
 
 
-def _labels_of(predictions) -> dict[str, int]:
+def _plan_of(predictions):
     from tutorseg.planning import Plan
 
-    return Plan.load(Path(predictions.run_dirs[0]) / "plan.json").class_labels
+    return Plan.load(Path(predictions.run_dirs[0]) / "plan.json")

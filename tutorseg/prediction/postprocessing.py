@@ -58,7 +58,7 @@ class PostprocessingDecision:
 
     Attributes:
         steps: the accepted steps in order; each is the tuple of label values forming one region.
-        labels: class name -> value.
+        labels: class name -> value (region name -> its label values for region-based labels).
         dice_before: mean Dice per class and ``foreground_mean`` without post-processing.
         dice_after: the same with the accepted steps applied.
         trials: every step tried: ``{"name", "labels", "dice_before", "dice_after", "accepted", "reason"}``.
@@ -66,7 +66,7 @@ class PostprocessingDecision:
     """
 
     steps: tuple[tuple[int, ...], ...]
-    labels: dict[str, int]
+    labels: dict[str, int | tuple[int, ...]]
     dice_before: dict[str, float]
     dice_after: dict[str, float]
     trials: tuple[dict, ...]
@@ -79,7 +79,7 @@ class PostprocessingDecision:
         return segmentation
 
     @classmethod
-    def none(cls, labels: Mapping[str, int]) -> "PostprocessingDecision":
+    def none(cls, labels: Mapping[str, int | tuple[int, ...]]) -> "PostprocessingDecision":
         """No post-processing (for example when there are no validation predictions to decide on)."""
         return cls((), dict(labels), {}, {}, (), 0)
 

@@ -338,14 +338,13 @@ def predict_case_segmentation(folds: Sequence[FoldModel], image: np.ndarray, spa
     images: the classes are resampled back one at a time (:func:`~tutorseg.preprocessing.preprocessor.
     restore_segmentation`).
     """
-    from tutorseg.preprocessing.preprocessor import restore_segmentation
+    from tutorseg.preprocessing.preprocessor import restore_label_map
 
     averaged, properties = _averaged_logits(folds, image, spacing, tta=tta, case_id=case_id)
-    indices = restore_segmentation(averaged, properties, folds[0].plan, folds[0].configuration)
+    label_map = restore_label_map(averaged, properties, folds[0].plan, folds[0].configuration)
     del averaged
-    _check_restored(indices, image, case_id)
-    values = np.array(sorted(folds[0].plan.class_labels.values()))
-    return values[indices].astype(np.uint8 if values.max() < 256 else np.int16)
+    _check_restored(label_map, image, case_id)
+    return label_map
 
 
 def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacing: tuple[float, ...], *, tta: bool,
@@ -360,7 +359,7 @@ def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacin
     from tutorseg.data.jobs import available_memory_bytes
     from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
 
-    n_classes = len(folds[0].plan.class_labels)
+    n_classes = folds[0].plan.n_outputs
     voxels = int(np.prod(image.shape[1:]))
     maps = 3 * n_classes if probabilities else 2 + n_classes  # the label path: K maps on the (smaller) model grid
     needed = 4 * (image.size + maps * voxels)
@@ -449,7 +448,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
     decision = _postprocessing_for(run_dirs, postprocess)
     cases = resolve_inputs(inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = folds[0].plan.class_labels  # the network's classes (never the ignore label)
+    plan = folds[0].plan
     written = []
     clock = time.perf_counter()
     for case in with_progress(cases, enabled=progress, description="predicting"):
@@ -457,9 +456,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         image = case.load_image()
         if save_probabilities:
             probabilities = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id)
-            values = np.array(sorted(labels.values()))
-            segmentation = values[np.argmax(probabilities, axis=0)].astype(
-                np.uint8 if values.max() < 256 else np.int16)
+            segmentation = plan.to_label_map(probabilities)
         else:  # the label map only: the classes are brought back to full resolution one at a time
             segmentation = _predict_within_memory(folds, image, geometry.spacing, tta=tta, case_id=case.case_id,
                                                   probabilities=False)
@@ -469,7 +466,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         out = out_dir / f"{case.case_id}{_output_ending(case.image_files[0], output_format)}"
         write_segmentation(segmentation, out, reference=case.image_files[0])
         if save_probabilities:
-            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
+            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, plan.output_names)
         written.append(out)
     return Predictions(out_dir=out_dir, files=tuple(written), run_dirs=tuple(f.run_dir for f in folds),
                        configuration=folds[0].configuration, tta=tta,

@@ -326,18 +326,22 @@ def normalize(image: np.ndarray, label: np.ndarray, plan, configuration) -> tupl
 ANNOTATED = -1  # class_locations key of the annotated voxels, where an ignore label leaves the rest unannotated
 
 
-def sample_class_locations(label: np.ndarray, classes: Sequence[int], *, seed: int = LOCATION_SEED,
-                           ignore: int | None = None) -> dict[int, np.ndarray]:
+def sample_class_locations(label: np.ndarray, classes: Sequence[int] | Mapping[int, Sequence[int]], *,
+                           seed: int = LOCATION_SEED, ignore: int | None = None) -> dict[int, np.ndarray]:
     """Up to 10,000 voxel indices per class (at least 1% of its voxels), for foreground oversampling.
 
     nnU-Net's ``_sample_foreground_locations`` with the same numbers; indices are spatial (no channel index). With an
     ignore label also those of the annotated voxels (every label but the ignore label), under the key
     :data:`ANNOTATED`: with sparse annotations nnU-Net centres even the patches it does not force to foreground on
     annotated voxels (its ``annotated_classes_key``), or most patches would hold nothing to learn from.
+
+    ``classes`` are label values, or for region-based labels key -> the values of a region
+    (:attr:`~tutorseg.planning.Plan.sampling_targets`): nnU-Net then samples the voxels of each region.
     """
     rng = np.random.default_rng(seed)
     locations = {}
-    regions = {int(value): label == value for value in classes}
+    targets = classes if isinstance(classes, Mapping) else {int(value): (int(value),) for value in classes}
+    regions = {int(key): np.isin(label, list(values)) for key, values in targets.items()}
     if ignore is not None:
         regions[ANNOTATED] = label != ignore
     for value, region in regions.items():
@@ -467,10 +471,15 @@ def _scores_back_to_crop(scores: np.ndarray, properties: CaseProperties, plan, c
                           anisotropy_threshold=plan.anisotropy_threshold)
 
 
-def _uncrop_probabilities(probabilities: np.ndarray, properties: CaseProperties) -> np.ndarray:
-    """The crop box's probabilities put back into the whole image, background probability 1 around it."""
+def _uncrop_probabilities(probabilities: np.ndarray, properties: CaseProperties, *, regions: bool = False) -> np.ndarray:
+    """The crop box's probabilities put back into the whole image, background probability 1 around it.
+
+    Region probabilities (one sigmoid per region, no background channel) are 0 around it (nnU-Net's
+    ``revert_cropping_on_probabilities``).
+    """
     full = np.zeros((probabilities.shape[0], *properties.original_shape), dtype=np.float32)
-    full[0] = 1.0
+    if not regions:
+        full[0] = 1.0
     full[(slice(None), *(slice(a, b) for a, b in properties.crop_bbox))] = probabilities
     return full
 
@@ -493,6 +502,12 @@ def restore_probabilities(logits: np.ndarray, properties: CaseProperties, plan, 
         (K, *original_shape) float32 probabilities.
     """
     back = _scores_back_to_crop(logits, properties, plan, _configuration(plan, configuration))
+    if plan.has_regions:  # one sigmoid per region (regions overlap: no softmax across them)
+        np.negative(back, out=back)
+        np.exp(back, out=back)
+        back += 1
+        np.reciprocal(back, out=back)
+        return _uncrop_probabilities(back, properties, regions=True)
     back -= back.max(axis=0, keepdims=True)  # the softmax, in place
     np.exp(back, out=back)
     back /= back.sum(axis=0, keepdims=True)
@@ -535,6 +550,27 @@ def restore_segmentation(probabilities: np.ndarray, properties: CaseProperties, 
     full = np.zeros(properties.original_shape, dtype=index_type)
     full[tuple(slice(a, b) for a, b in properties.crop_bbox)] = best_index
     return full
+
+
+def restore_label_map(logits: np.ndarray, properties: CaseProperties, plan, configuration) -> np.ndarray:
+    """The label map of the plan's label values on the original grid, from logits on the preprocessed one.
+
+    Classes: the values of :func:`restore_segmentation`'s indices. Region-based labels: one region at a time, a
+    region where its resampled logit is above 0 (its sigmoid above 0.5), its voxels given the region's value of
+    ``regions_class_order``, region after region (as :meth:`~tutorseg.planning.Plan.to_label_map`).
+    """
+    config = _configuration(plan, configuration)
+    if not plan.has_regions:
+        values = np.array(sorted(plan.class_labels.values()))
+        return values[restore_segmentation(logits, properties, plan, config)].astype(
+            np.uint8 if values.max() < 256 else np.int16)
+    label_map = np.zeros(properties.original_shape, dtype=np.uint8 if max(plan.regions_class_order) < 256
+                         else np.int16)
+    inside = label_map[tuple(slice(a, b) for a, b in properties.crop_bbox)]
+    for k, value in enumerate(plan.regions_class_order):
+        back = _scores_back_to_crop(logits[k:k + 1], properties, plan, config)[0]
+        inside[back > 0] = value
+    return label_map
 
 
 # --------------------------------------------------------------------------------------------------- the folder
@@ -603,8 +639,7 @@ def _process_case(job: tuple[Case, Plan, ConfigurationPlan, Path, str]) -> dict:
     except TutorsegError as exc:
         raise PreprocessingError(f"case {case.case_id}: {exc}") from None
     assert out_label is not None  # only labelled cases are preprocessed for training
-    foreground = [v for v in plan.class_labels.values() if v != 0]
-    locations = sample_class_locations(out_label, foreground, ignore=plan.ignore_label)
+    locations = sample_class_locations(out_label, plan.sampling_targets, ignore=plan.ignore_label)
     storage.write_case(folder, case.case_id, data, out_label, locations, patch_size=config.patch_size,
                        slice_axis=getattr(config, "slice_axis", None))
     properties = props.to_dict()

@@ -10,6 +10,7 @@ which checkpoint is the best.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -27,25 +28,32 @@ def new_history(class_names: list[str]) -> dict:
 
 
 def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
-                     ignore: int | None = None) -> torch.Tensor:
-    """TP, FP, FN per foreground class, summed over the batch: ``(3, K - 1)`` float64 on the CPU.
+                     ignore: int | None = None, regions: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """TP, FP, FN per foreground class (or region), summed over the batch: ``(3, K - 1)`` (``(3, R)``) on the CPU.
 
     Args:
         logits: ``(B, K, *spatial)`` full-resolution output.
         labels: ``(B, 1, *spatial)`` integer labels.
         n_classes: classes including background.
         ignore: the ignore label: its voxels count for nothing.
+        regions: region-based labels, the label values of each region: channel ``r`` predicts region ``r`` where
+            its logit is above 0 (a sigmoid above 0.5), as nnU-Net's online evaluation with regions.
     """
-    predicted = logits.argmax(dim=1)
-    truth = labels[:, 0].to(predicted.dtype)
-    if ignore is not None:
-        predicted = torch.where(truth == ignore, torch.full_like(predicted, -1), predicted)
-    counts = torch.zeros(3, n_classes - 1, dtype=torch.float64)
-    for c in range(1, n_classes):
-        p, t = predicted == c, truth == c
-        counts[0, c - 1] = (p & t).sum().item()
-        counts[1, c - 1] = (p & ~t).sum().item()
-        counts[2, c - 1] = (~p & t).sum().item()
+    if regions is not None:
+        predicted_regions = logits > 0
+        truth_regions = [torch.isin(labels[:, 0], torch.tensor(list(r), device=labels.device)) for r in regions]
+        pairs = [(predicted_regions[:, r], truth_regions[r]) for r in range(len(regions))]
+    else:
+        predicted = logits.argmax(dim=1)
+        truth = labels[:, 0].to(predicted.dtype)
+        if ignore is not None:
+            predicted = torch.where(truth == ignore, torch.full_like(predicted, -1), predicted)
+        pairs = [(predicted == c, truth == c) for c in range(1, n_classes)]
+    counts = torch.zeros(3, len(pairs), dtype=torch.float64)
+    for index, (p, t) in enumerate(pairs):
+        counts[0, index] = (p & t).sum().item()
+        counts[1, index] = (p & ~t).sum().item()
+        counts[2, index] = (~p & t).sum().item()
     return counts
 
 

@@ -118,8 +118,8 @@ class Run:
 
     @property
     def n_classes(self) -> int:
-        """The network's outputs: the classes, background included, the ignore label not."""
-        return len(self.plan.class_labels)
+        """The network's outputs: the classes, background included, the ignore label not; or one per region."""
+        return self.plan.n_outputs
 
     @property
     def n_inputs(self) -> int:
@@ -230,9 +230,9 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
         train_cases, val_cases, data_access = _prepare_data(dataset, plan, configuration, config,
                                                             run_dir / "splits_final.json", progress)
     torch.manual_seed(config.seed)
-    n_classes = len(plan.class_labels)  # the ignore label (sparse annotations) is not a class
-    n_inputs = train_cases[0].data.shape[0] + (n_classes - 1 if configuration.previous_stage else 0)
-    network = build_network(configuration, n_inputs, n_classes).to(setup.torch_device)
+    n_outputs = plan.n_outputs  # a class each (the ignore label is none), or a region each
+    n_previous = len(plan.class_labels) - 1 if configuration.previous_stage else 0  # a cascade's one-hot input
+    network = build_network(configuration, train_cases[0].data.shape[0] + n_previous, n_outputs).to(setup.torch_device)
     if setup.torch_device.type == "cpu":
         # channels-last memory layout: on 2 CPU cores it made a step of nnU-Net's default Hippocampus plan ~10 %
         # faster (bench/train.md). Not on CUDA: InstanceNorm returns the standard layout there, so every block
@@ -246,13 +246,14 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     generator = torch.Generator().manual_seed(config.seed + 1009 * rank)
     field_generator = (torch.Generator(device=setup.torch_device).manual_seed(config.seed + 1)
                        if setup.torch_device.type == "cuda" else None)
-    names = [n for n, v in sorted(plan.class_labels.items(), key=lambda kv: kv[1]) if v != 0]
+    names = list(plan.targets)  # the pseudo-Dice's classes (or regions)
     writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
     ddp_network = distributed.wrap(network, setup.torch_device) if dist else None
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
               network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice,
-                                        distributed=dist is not None, ignore_label=plan.ignore_label),
+                                        distributed=dist is not None, ignore_label=plan.ignore_label,
+                                        regions=list(plan.regions.values()) or None),
               train_sampler=train_sampler, val_sampler=val_sampler, val_cases=val_cases, augmentation=augmentation,
               numpy_rng=np.random.default_rng(config.seed), torch_generator=generator, field_generator=field_generator,
               history=new_history(names),
@@ -343,7 +344,8 @@ def train_epoch(run: Run, *, progress: bool) -> dict:
 def validate_epoch(run: Run) -> dict:
     """nnU-Net's online evaluation: loss and pseudo-Dice on ``val_iterations`` batches of validation patches."""
     run.network.eval()
-    counts = torch.zeros(3, run.n_classes - 1, dtype=torch.float64)
+    regions = list(run.plan.regions.values()) or None
+    counts = torch.zeros(3, len(run.plan.targets), dtype=torch.float64)
     losses = []
     device = run.setup.torch_device
     for _ in range(run.config.val_iterations):
@@ -354,7 +356,7 @@ def validate_epoch(run: Run) -> dict:
         with run.setup.autocast():
             logits = run.network(images)
         losses.append(float(run.loss(logits, labels)))
-        counts += confusion_counts(logits, labels, run.n_classes, ignore=run.plan.ignore_label)
+        counts += confusion_counts(logits, labels, run.n_classes, ignore=run.plan.ignore_label, regions=regions)
     val_loss = nan_mean(losses)
     if run.dist is not None:  # every process validated its share of the batches: add them up
         counts = distributed.sum_over_processes(run.dist, counts)

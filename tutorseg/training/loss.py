@@ -8,9 +8,18 @@ down-sampled (nearest neighbour) to each output's resolution.
 With an ignore label (sparse annotations) nnU-Net's ``DC_and_CE_loss(ignore_label=...)`` masks the unannotated voxels
 out of both terms: cross-entropy averaged over the annotated voxels only, and the soft Dice's TP/FP/FN summed over
 them only (:func:`masked_dice_ce`, the same formula as MONAI's ``DiceCELoss``, which has no mask).
+
+With region-based labels (overlapping regions, one sigmoid output each) nnU-Net's ``DC_and_BCE_loss``: binary
+cross-entropy with logits averaged over every voxel and region, plus the soft Dice of each region's sigmoid
+(``do_bg=True``: there is no background channel), weight 1 each (:func:`region_dice_bce`). The targets are the
+region masks of the label map (nnU-Net's ``ConvertSegmentationToRegionsTransform``), made here after the labels are
+down-sampled for each output, which gives the same masks (nearest neighbour picks voxels; a mask of picked voxels
+is the picked voxels of the mask).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +84,32 @@ def masked_dice_ce(logits: torch.Tensor, labels: torch.Tensor, ignore: int, *, b
     return (1 - dice.mean()) + ce
 
 
+def region_masks(labels: torch.Tensor, regions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``(B, 1, *spatial)`` label map -> ``(B, R, *spatial)`` float masks, channel ``r`` = voxels of region ``r``.
+
+    >>> region_masks(torch.tensor([[[0, 1, 2, 3]]]), [(1, 2, 3), (2, 3), (3,)])[0].tolist()
+    [[0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]]
+    """
+    masks = [torch.isin(labels[:, 0], torch.tensor(list(region), device=labels.device)) for region in regions]
+    return torch.stack(masks, dim=1).float()
+
+
+def region_dice_bce(logits: torch.Tensor, masks: torch.Tensor, *, batch_dice: bool) -> torch.Tensor:
+    """nnU-Net's ``DC_and_BCE_loss`` for regions: BCE with logits (mean) + 1 - the mean soft Dice of the sigmoids.
+
+    Soft Dice ``(2 TP + s) / (2 TP + FP + FN + s)`` per region (s = 1e-5; summed over the batch with
+    ``batch_dice``), every region counted (no background channel to leave out).
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, masks)
+    probabilities = torch.sigmoid(logits)
+    dims = tuple(range(2, logits.ndim))
+    if batch_dice:
+        dims = (0, *dims)
+    tp = (probabilities * masks).sum(dims)
+    dice = (2 * tp + DICE_SMOOTH) / (probabilities.sum(dims) + masks.sum(dims) + DICE_SMOOTH)
+    return (1 - dice.mean()) + bce
+
+
 class DeepSupervisionLoss(torch.nn.Module):
     """Dice + CE summed over the network's outputs with nnU-Net's weights.
 
@@ -84,14 +119,17 @@ class DeepSupervisionLoss(torch.nn.Module):
             per sample.
         distributed: the network trains in DistributedDataParallel (:func:`deep_supervision_weights`).
         ignore_label: the value of unannotated voxels, left out of the loss (:func:`masked_dice_ce`), or None.
+        regions: region-based labels, the label values of each region (one sigmoid output each:
+            :func:`region_dice_bce`), or None for classes.
 
     Call with ``outputs`` (a list of logits ``(B, K, *spatial_i)`` or one tensor) and ``labels (B, 1, *spatial)``
     integer classes; returns a scalar.
     """
 
-    def __init__(self, n_outputs: int, *, batch_dice: bool, distributed: bool = False, ignore_label: int | None = None):
+    def __init__(self, n_outputs: int, *, batch_dice: bool, distributed: bool = False, ignore_label: int | None = None,
+                 regions: Sequence[Sequence[int]] | None = None):
         super().__init__()
-        self.ignore_label, self.batch_dice = ignore_label, batch_dice
+        self.ignore_label, self.batch_dice, self.regions = ignore_label, batch_dice, regions
         from monai.losses import DiceCELoss
 
         self.weights = deep_supervision_weights(n_outputs, distributed=distributed)
@@ -107,7 +145,10 @@ class DeepSupervisionLoss(torch.nn.Module):
                 continue  # the lowest-resolution output: computed by the network, not trained (as nnU-Net)
             # the loss runs in float32 even under autocast: softmax and log of fp16 logits lose too much
             target = downsample_labels(labels, logits.shape[2:])
-            if self.ignore_label is None:
+            if self.regions is not None:
+                total = total + weight * region_dice_bce(logits.float(), region_masks(target, self.regions),
+                                                         batch_dice=self.batch_dice)
+            elif self.ignore_label is None:
                 total = total + weight * self.dice_ce(logits.float(), target)
             else:
                 total = total + weight * masked_dice_ce(logits.float(), target, self.ignore_label,

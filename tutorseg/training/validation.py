@@ -46,11 +46,11 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
         The summary written to ``summary.json``.
     """
     from tutorseg.data.imageio import write_probabilities, write_segmentation
-    from tutorseg.preprocessing.preprocessor import restore_probabilities, restore_segmentation
+    from tutorseg.preprocessing.preprocessor import restore_label_map, restore_probabilities
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = dict(plan.class_labels)  # what the network predicts (an ignore label is not a class)
-    values = np.array(sorted(labels.values()))
+    targets = plan.targets  # what is scored: each class (an ignore label is none), or each region
+    values = np.array(sorted(plan.class_labels.values()))
     slice_axis = configuration.slice_axis if len(configuration.patch_size) < cases[0].data.ndim - 1 else None
     per_case = []
     bar = progress_bar(len(cases), enabled=progress, description="validation", leave=False)
@@ -64,20 +64,20 @@ def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, 
                                        device=device, slice_axis=slice_axis)
         if save_probabilities:
             probabilities = restore_probabilities(logits, case.properties, plan, configuration)
-            original = values[np.argmax(probabilities, axis=0)]
-            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, labels)
+            original = plan.to_label_map(probabilities)
+            write_probabilities(out_dir / f"{case.case_id}.npz", probabilities, plan.output_names)
             del probabilities
         else:
-            original = values[restore_segmentation(logits, case.properties, plan, configuration)]
+            original = restore_label_map(logits, case.properties, plan, configuration)
         raw = dataset.case(case.case_id)
         reference = raw.load_label()
         write_segmentation(original.astype(np.uint8), out_dir / f"{case.case_id}{dataset.file_ending}",
                            reference=raw.image_files[0])
         per_case.append({"case_id": case.case_id,
-                         "dice": dice_per_class(original, reference, labels, ignore=plan.ignore_label)})
+                         "dice": dice_per_class(original, reference, targets, ignore=plan.ignore_label)})
         bar.update(1)
     bar.close()
-    names = [n for n, v in labels.items() if v != 0]
+    names = list(targets)
     mean = {n: nan_mean([c["dice"][n] for c in per_case]) for n in names}
     summary = {"n_cases": len(per_case), "tta": tta, "mean_dice": mean,
                "mean_foreground_dice": nan_mean(list(mean.values())), "per_case": per_case}

@@ -298,7 +298,8 @@ def plot_metrics(summary, *, metrics: Sequence[str] = ("dice", "hd95_mm")) -> Fi
         box = ax.boxplot(finite, positions=range(1, len(classes) + 1), widths=0.5, showfliers=False,
                          patch_artist=True)
         for patch, name in zip(box["boxes"], classes):
-            patch.set_facecolor(class_colour(summary.labels[name]))
+            value = summary.labels[name]  # a region's colour: its first label value's
+            patch.set_facecolor(class_colour(value if isinstance(value, int) else value[0]))
             patch.set_alpha(0.4)
         for position, values in enumerate(finite, start=1):
             ax.scatter(position + rng.uniform(-0.12, 0.12, len(values)), values, s=10, color="black", zorder=3)
