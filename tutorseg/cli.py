@@ -320,7 +320,8 @@ def _add_predict(sub) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tutorseg.evaluation.metrics import evaluate
 
-    summary = evaluate(args.predictions, args.reference, output=args.output, instance_reference=args.instances)
+    summary = evaluate(args.predictions, args.reference, output=args.output, instance_reference=args.instances,
+                       border_label=args.border_label)
     print(summary)
     return 0
 
@@ -332,7 +333,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="SUMMARY.json")
     p.add_argument("--instances", type=Path, default=None, metavar="INSTANCE_DIR",
                    help="instance label maps (one integer per object) named like the references: also report "
-                        "instance F1 at IoU 0.5 and panoptic quality")
+                        "instance F1 at IoU 0.5 and panoptic quality (default for a dataset converted with "
+                        "--instances: its instancesTr)")
+    p.add_argument("--border-label", type=int, default=None, metavar="VALUE",
+                   help="the predictions' border class: instances are the interior's components grown into the "
+                        "border, reported beside plain connected components (default: the dataset's, when it was "
+                        "converted with --instances)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -374,7 +380,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     channel_names = {int(k): v for k, v in args.channel_names.items()} if args.channel_names else None
     labels = {k: int(v) for k, v in args.labels.items()} if args.labels else None
     result = convert_folders(args.images, args.masks, args.out, name=args.name, channel_names=channel_names,
-                             labels=labels, overwrite=args.overwrite)
+                             labels=labels, overwrite=args.overwrite, instances=args.instances,
+                             border_width=args.border_width)
     print(result)
     print(f"next: tutorseg inspect {result.dataset_dir}")
     return 0
@@ -395,6 +402,11 @@ def _add_convert(sub) -> None:
     p.add_argument("--labels", type=_parse_mapping, default=None, metavar="NAME=VALUE,...",
                    help="e.g. background=0,liver=1,tumour=2; default background and class_1, class_2...")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder of that name")
+    p.add_argument("--instances", action="store_true",
+                   help="the masks are instance maps (each object its own integer): train with a border class "
+                        "(background / interior / border) and keep the instance maps in instancesTr/")
+    p.add_argument("--border-width", type=int, default=1, metavar="VOXELS",
+                   help="with --instances: how deep each object's border reaches (default 1)")
     p.set_defaults(func=_cmd_convert)
 
 

@@ -582,10 +582,14 @@ def write_segmentation(segmentation: np.ndarray, out_path: str | os.PathLike,
     if ending in IMAGE_2D_ENDINGS:
         from PIL import Image as PILImage
 
-        if segmentation.max(initial=0) > 255:
-            raise ValueError("PNG label maps hold at most 256 classes")
+        largest = int(segmentation.max(initial=0))
+        if largest > 65535 or (largest > 255 and ending != ".png"):
+            raise ValueError(f"{ending} label maps hold values up to {65535 if ending == '.png' else 255}, not "
+                             f"{largest}")
+        # 8-bit as nnU-Net writes them; 16-bit PNG where values exceed 255 (instance maps of many objects)
+        pixels = labels.astype(np.uint8 if largest <= 255 else np.uint16)
         with atomic_path(out_path) as tmp:
-            PILImage.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG" if ending == ".png" else "TIFF")
+            PILImage.fromarray(pixels).save(tmp, format="PNG" if ending == ".png" else "TIFF")
         return out_path
     if reference is None:
         raise ValueError(f"writing {ending} needs the reference image whose geometry to copy")

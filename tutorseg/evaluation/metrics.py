@@ -179,7 +179,12 @@ class EvaluationSummary:
             lines.append(f"  {name[:14]:14s} {values['dice']:7.4f} {values['iou']:7.4f} "
                          f"{values['hd95_mm']:8.2f} {values['surface_dice']:8.4f}")
         if self.instances:
-            lines.append(f"  instances: F1@0.5 {self.instances['f1']:.4f}, PQ {self.instances['pq']:.4f}")
+            lines.append(f"  instances ({self.instances.get('method', 'connected components')}): "
+                         f"F1@0.5 {self.instances['f1']:.4f}, PQ {self.instances['pq']:.4f}")
+            plain = self.instances.get("without_border")
+            if plain:
+                lines.append(f"  instances without the border step (connected components): F1@0.5 "
+                             f"{plain['f1']:.4f}, PQ {plain['pq']:.4f}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -189,8 +194,12 @@ class EvaluationSummary:
             f"<td>{v['hd95_mm']:.2f}</td><td>{v['surface_dice']:.4f}</td></tr>" for name, v in self.mean.items())
         extra = ""
         if self.instances:
-            extra = (f"<p>Instances: matched F1 at IoU 0.5 = {self.instances['f1']:.4f}, "
-                     f"panoptic quality = {self.instances['pq']:.4f}</p>")
+            extra = (f"<p>Instances ({self.instances.get('method', 'connected components')}): matched F1 at IoU "
+                     f"0.5 = {self.instances['f1']:.4f}, panoptic quality = {self.instances['pq']:.4f}</p>")
+            plain = self.instances.get("without_border")
+            if plain:
+                extra += (f"<p>Without the border step (connected components of all foreground): F1 = "
+                          f"{plain['f1']:.4f}, PQ = {plain['pq']:.4f}</p>")
         return (f"<p><b>Evaluation</b> of {len(self.cases)} cases, mean Dice {self.mean_dice:.4f} "
                 f"(mean ± std over cases)</p><table><tr>{head}</tr>{body}</table>{extra}")
 
@@ -325,7 +334,7 @@ def _load_labels(item, case_id: str, what: str) -> tuple[np.ndarray, tuple[float
 
 def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[int]] | None = None,
              output: str | os.PathLike | None = None, spacing: tuple[float, ...] | None = None,
-             surface_tolerance_mm: float = 1.0, instance_reference=None,
+             surface_tolerance_mm: float = 1.0, instance_reference=None, border_label: int | None = None,
              progress: bool = False) -> EvaluationSummary:
     """Compare predicted label maps with references, per case and class, and summarise.
 
@@ -346,6 +355,12 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[i
         surface_tolerance_mm: tolerance of the surface Dice.
         instance_reference: instance label maps (folder or mapping case id -> array; each object its own
             integer) to also score instances from connected components (:mod:`tutorseg.evaluation.instances`).
+            Default for a dataset converted from instance masks (``tutorseg convert --instances``): its
+            ``instancesTr``.
+        border_label: the border class of predictions made with a border class: instances are then the interior's
+            components grown into the border, and ``instances["without_border"]`` holds the scores of plain
+            connected components of the same predictions, for comparison. Default: the dataset's, when converted
+            from instance masks.
         progress: show a progress bar.
 
     Returns:
@@ -358,6 +373,9 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[i
 
     predicted, predicted_labels = _prediction_source(predictions)
     references, dataset_labels = _reference_source(ground_truth)
+    if instance_reference is None:
+        instance_reference, dataset_border = _instances_of_dataset(ground_truth)
+        border_label = dataset_border if border_label is None else border_label
     instance_refs = _reference_source(instance_reference)[0] if instance_reference is not None else None
     if not predicted:
         raise EvaluationError(f"no predictions found in {predictions}: expected files such as CASE"
@@ -395,11 +413,19 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[i
         if instance_refs is not None:
             inst_ref = _load_labels(instance_refs.get(case_id), case_id, "instance reference")[0]
             foreground = sorted({v for value in targets.values() for v in np.atleast_1d(value).tolist()})
-            inst = instance_scores(pred, inst_ref, foreground=foreground).to_dict()
+            inst = instance_scores(pred, inst_ref, foreground=foreground, border_label=border_label).to_dict()
+            if border_label is not None:  # the same predictions without the border step: touching objects merge
+                inst["without_border"] = instance_scores(pred, inst_ref, foreground=foreground).to_dict()
         cases.append(CaseMetrics(case_id, metrics, case_spacing, image_diagonal_mm(ref.shape, case_spacing), inst))
 
-    summary = summarise(cases, targets, surface_tolerance_mm=surface_tolerance_mm,
-                        instances=aggregate_instance_scores([c.instances for c in cases]) if instance_refs else None)
+    instances = None
+    if instance_refs:
+        instances = aggregate_instance_scores([c.instances for c in cases])
+        instances["method"] = "border" if border_label is not None else "connected components"
+        if border_label is not None:
+            instances["without_border"] = aggregate_instance_scores([(c.instances or {}).get("without_border")
+                                                                     for c in cases])
+    summary = summarise(cases, targets, surface_tolerance_mm=surface_tolerance_mm, instances=instances)
     if output is not None:
         summary.save(output)
     return summary
@@ -417,6 +443,20 @@ def summarise(cases: list[CaseMetrics], labels: Mapping[str, int | tuple[int, ..
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+
+def _instances_of_dataset(ground_truth) -> tuple[Path | None, int | None]:
+    """A dataset converted from instance masks: its ``instancesTr`` folder and border class, else ``(None, None)``."""
+    from tutorseg.data.dataset import Dataset, load_dataset
+
+    if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
+        ground_truth = load_dataset(ground_truth)
+    if not isinstance(ground_truth, Dataset):
+        return None, None
+    meta = ground_truth.metadata.get("instances")
+    if not isinstance(meta, dict) or not (ground_truth.root / str(meta.get("folder", ""))).is_dir():
+        return None, None
+    return ground_truth.root / str(meta["folder"]), int(meta["border_label"])
 
 
 def _target(value) -> int | tuple[int, ...]:

@@ -42,6 +42,7 @@ from tutorseg.data.imageio import (
     write_segmentation,
 )
 from tutorseg.data.problems import TutorsegError
+from tutorseg.evaluation.instances import BORDER, INTERIOR, border_classes
 
 # suffixes that tell a mask's file name from its image's: "cell7_mask.png" belongs to "cell7.png"
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_segmentation", "_gt", "-mask", "-label", "_0000")
@@ -235,7 +236,8 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
                     name: str = "Dataset500_MyData", channel_names: Mapping[int, str] | None = None,
                     labels: Mapping[str, int] | None = None, overwrite: bool = False,
                     value_mapping: Mapping[int, int] | None = None, case_ids: str | None = None,
-                    description: str | None = None) -> ConversionResult:
+                    description: str | None = None, instances: bool = False,
+                    border_width: int = 1) -> ConversionResult:
     """Turn a folder of images and a folder of masks into an nnU-Net v2 dataset folder ``out_dir/name``.
 
     Images and masks are matched by name (:func:`match_files`); images without a mask go to ``imagesTs``. Masks
@@ -262,6 +264,12 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         case_ids: a format for the case names, with ``{stem}`` the shared file name (``"isbi2012_{stem:0>3}"``
             turns ``7.png`` into ``isbi2012_007``); ``None``: the file name itself.
         description: the ``description`` written into ``dataset.json``.
+        instances: the masks are instance maps (``instancesTr`` style: 0 background, each object its own
+            integer). The labels become background / interior / border (0 / 1 / 2,
+            :func:`~tutorseg.evaluation.instances.border_classes`), so that a network learns to separate touching
+            objects; the instance maps are kept in ``instancesTr/``, and ``dataset.json`` records both
+            (``"instances"``), from which ``tutorseg evaluate`` scores instances by default.
+        border_width: with ``instances``: how many voxels deep each object's border class reaches.
 
     Returns:
         a :class:`ConversionResult`. Check the new folder with :func:`tutorseg.inspect_dataset`.
@@ -314,44 +322,63 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             values_seen |= mask_values(mask, case_id=case_id)
         except ConversionError as exc:
             problems.append(str(exc))
+    if instances and (value_mapping is not None or labels is not None):
+        problems.append("instance masks become the classes background, interior and border: give neither "
+                        "value_mapping nor labels with instances=True")
     if value_mapping is not None:
         unmapped = sorted(values_seen - set(value_mapping))
         if unmapped:
             problems.append(f"the masks hold values {unmapped} that value_mapping {dict(value_mapping)} does not map")
     if problems:
         raise ConversionError(f"{len(problems)} case(s) cannot be converted:\n  " + "\n  ".join(problems))
-    if value_mapping is None:
+    if instances:
+        mapping = {}
+    elif value_mapping is None:
         mapping = value_map(values_seen)
     else:
         mapping = {int(old): int(new) for old, new in value_mapping.items() if int(old) != int(new)}
     names = _case_names(list(pairs) + [_case_key(p.name[: -len(file_ending(p))]) for p in lonely_images], case_ids)
 
     with atomic_folder(target) as staging:
-        for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        for folder in ("imagesTr", "labelsTr", "imagesTs") + (("instancesTr",) if instances else ()):
             (staging / folder).mkdir()
         for key, (image_path, mask_path) in sorted(pairs.items()):  # second pass: write
             case_id = names[key]
             _copy_image(image_path, staging / "imagesTr" / f"{case_id}_0000{ending}")
-            write_segmentation(mask_to_labels(_read_mask(mask_path, key), mapping),
-                               staging / "labelsTr" / f"{case_id}{ending}",
-                               reference=None if ending == ".png" else image_path)
+            mask = _read_mask(mask_path, key)
+            reference = None if ending == ".png" else image_path
+            if instances:
+                write_segmentation(mask, staging / "instancesTr" / f"{case_id}{ending}", reference=reference)
+                classes = border_classes(mask, width=border_width)
+            else:
+                classes = mask_to_labels(mask, mapping)
+            write_segmentation(classes, staging / "labelsTr" / f"{case_id}{ending}", reference=reference)
         for image_path in lonely_images:
             case_id = names[_case_key(image_path.name[: -len(file_ending(image_path))])]
             _copy_image(image_path, staging / "imagesTs" / f"{case_id}_0000{ending}")
 
-        if labels is None:
+        if instances:
+            labels = {"background": 0, "interior": INTERIOR, "border": BORDER}
+        elif labels is None:
             new_values = {mapping.get(v, v) for v in values_seen} - {0}
             labels = {"background": 0, **{f"class_{v}": v for v in sorted(new_values)}}
         if channel_names is None:
             channel_names = ({0: "R", 1: "G", 2: "B"} if n_channels == 3
                              else {c: "image" for c in range(n_channels or 1)})
-        write_json_atomic(staging / "dataset.json", {
-            "channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
-            "numTraining": len(pairs), "file_ending": ending,
-            "description": description or f"converted by tutorseg.integrations.convert from "
-                                          f"{Path(images_dir).name}/ and {Path(masks_dir).name}/"})
+        meta = {"channel_names": {str(k): v for k, v in channel_names.items()}, "labels": dict(labels),
+                "numTraining": len(pairs), "file_ending": ending,
+                "description": description or f"converted by tutorseg.integrations.convert from "
+                                              f"{Path(images_dir).name}/ and {Path(masks_dir).name}/"}
+        if instances:  # nnU-Net ignores keys it does not know
+            meta["instances"] = {"folder": "instancesTr", "interior_label": INTERIOR, "border_label": BORDER,
+                                 "border_width": int(border_width)}
+        write_json_atomic(staging / "dataset.json", meta)
 
     notes = []
+    if instances:
+        n_objects = sum(len(np.unique(_read_mask(mask, key))) - 1 for key, (_, mask) in pairs.items())
+        notes.append(f"instance masks ({n_objects} objects): labels background 0 / interior 1 / border 2 (borders "
+                     f"{border_width} voxel(s) deep), the instance maps kept in instancesTr/")
     if mapping:
         notes.append(f"mask values changed to class values {mapping} (old: new)"
                      + ("; 0/255 masks become 0/1, as nnU-Net needs consecutive classes" if mapping == {255: 1} else ""))
