@@ -158,8 +158,11 @@ def test_write_segmentation_png(tmp_path):
     mask[2:4, 3:7] = 2
     out = write_segmentation(mask, tmp_path / "mask.png")
     np.testing.assert_array_equal(np.asarray(Image.open(out)), mask)
-    with pytest.raises(ValueError, match="256"):
-        write_segmentation(mask + 300, tmp_path / "big.png")
+    # beyond 255 (instance maps of many objects): a 16-bit PNG, read back exactly; beyond 65535 refused
+    many = write_segmentation(mask + 300, tmp_path / "many.png")
+    np.testing.assert_array_equal(read_image(many).array[0], mask + 300)
+    with pytest.raises(ValueError, match="65535"):
+        write_segmentation(mask + 70000, tmp_path / "big.png")
 
 
 def test_problem_round_trip_and_text():

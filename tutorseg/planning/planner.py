@@ -274,11 +274,13 @@ def _against_default_planner(fingerprint: DatasetFingerprint, settings: PlannerS
             if getattr(other, field) != getattr(config, field):
                 changes.append(f"{name} {field} {_show(getattr(other, field))} -> {_show(getattr(config, field))}")
     changes += [f"{name}: not planned here" for name in default.configurations if name not in configurations]
-    because = ("against nnU-Net's default planner at the same " f"{settings.gpu_memory_gb:g} GB: "
+    plain = PlannerSettings()
+    because = (f"against nnU-Net's default planner at the same {settings.gpu_memory_gb:g} GB: "
                + ("; ".join(changes) if changes else "the same patches, batches and stages")
                + ". The residual network needs more memory per voxel (more convolutions), which its larger memory "
                f"reference ({settings.reference_value_3d:,.0f} in 3D, {settings.reference_value_2d:,.0f} in 2D for "
-               f"{settings.reference_gb:g} GB, against the default's 560,000,000 / 85,000,000 for 8 GB) offsets; "
+               f"{settings.reference_gb:g} GB, against the default's {plain.reference_value_3d:,.0f} / "
+               f"{plain.reference_value_2d:,.0f} for {plain.reference_gb:g} GB) offsets; "
                f"batches may cover {100 * settings.max_dataset_covered:g} % of the dataset (default: 5 %), so "
                "small datasets get much larger batches")
     return Decision("compared_with_default_planner", changes, RULE,
