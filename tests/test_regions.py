@@ -33,7 +33,7 @@ REGIONS = {"hippocampus": [1, 2, 3], "posterior": [2, 3], "posterior core": [3]}
 ORDER = [1, 2, 3]
 
 
-def _region_dataset(sample_dir, root, n=6, **overrides):
+def _region_dataset(sample_dir, root, n=6, ignore=None, **overrides):
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     for label_file in sorted((sample_dir / "labelsTr").glob("*.nii.gz"))[:n]:
@@ -42,9 +42,12 @@ def _region_dataset(sample_dir, root, n=6, **overrides):
         label = nib.load(label_file)
         array = np.asarray(label.dataobj).astype(np.uint8)
         array[ndimage.binary_erosion(array == 2)] = 3
+        if ignore is not None:  # sparse annotations: the upper half of the slices left unannotated
+            array[:, :, array.shape[2] // 2:] = ignore
         nib.save(nib.Nifti1Image(array, label.affine), root / "labelsTr" / label_file.name)
     meta = {"name": "Regions", "channel_names": {"0": "MRI"}, "numTraining": n, "file_ending": ".nii.gz",
-            "labels": {"background": 0, **REGIONS}, "regions_class_order": ORDER, **overrides}
+            "labels": {"background": 0, **REGIONS, **({"ignore": ignore} if ignore is not None else {})},
+            "regions_class_order": ORDER, **overrides}
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -168,3 +171,43 @@ def test_export_to_nnunet_keeps_the_regions(regions, tmp_path):
     meta = json.loads((exported / "dataset.json").read_text())
     assert meta["labels"] == {"background": 0, **REGIONS} and meta["regions_class_order"] == ORDER
     assert tutorseg.load_dataset(exported).regions == tutorseg.load_dataset(regions).regions
+
+
+def test_regions_with_an_ignore_label_train_without_the_unannotated_voxels(sample_dir, tmp_path):
+    """nnU-Net allows both: the ignored voxels are out of both loss terms, the metrics and sampling."""
+    sparse = _region_dataset(sample_dir, tmp_path / "Dataset913_SparseRegions", ignore=4)
+    report = tutorseg.inspect_dataset(sparse, progress=False)
+    assert not report.errors and {"region_based", "ignore_label"} <= {p.code for p in report.problems}
+    bad = _region_dataset(sample_dir, tmp_path / "bad", n=2, ignore=3)
+    assert [p.code for p in tutorseg.inspect_dataset(bad, progress=False).errors] == ["ignore_label_not_highest"]
+
+    # the loss: no gradient where the label is ignored, and the same value whatever the network says there
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, 8, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 1, 8, 8, 8), generator=generator)
+    labels[:, :, :3] = 4
+    loss_fn = DeepSupervisionLoss(1, batch_dice=True, ignore_label=4, regions=list(REGIONS.values()))
+    loss = loss_fn(logits, labels)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :3] == 0) and logits.grad[:, :, 3:].abs().sum() > 0
+    changed = logits.detach().clone()
+    changed[:, :, :3] = 10.0
+    assert torch.allclose(loss_fn(changed, labels), loss.detach())
+
+    plan = tiny_plan(sparse)
+    assert plan.ignore_label == 4 and plan.n_outputs == 3
+    run = tmp_path / "run"
+    record = tutorseg.train_fold(sparse, plan, fold=0, out_dir=run, epochs=1, iterations_per_epoch=2,
+                                 val_iterations=1, validation_tta=False, progress=False, verbose=False, num_threads=1)
+    assert set(record.validation["mean_dice"]) == set(REGIONS)
+    preprocessed = PreprocessedDataset.open(next((run / "preprocessed").iterdir()))
+    case = preprocessed.load_case(preprocessed.case_ids[0])
+    from tutorseg.preprocessing.preprocessor import ANNOTATED
+
+    assert np.all(case.label[tuple(case.class_locations[ANNOTATED].T)] != 4)
+    prediction = tutorseg.predict(run, tutorseg.load_dataset(sparse).training[:1], tmp_path / "pred", tta=False,
+                                  progress=False)
+    predicted = np.asarray(nib.load(prediction.files[0]).dataobj)
+    assert 4 not in np.unique(predicted)
+    summary = tutorseg.evaluate(tmp_path / "pred", sparse)
+    assert list(summary.mean) == list(REGIONS)

@@ -339,6 +339,8 @@ def parse_regions(data: dict, found: list[Problem] | None = None) -> tuple[dict[
     regions: dict[str, tuple[int, ...]] = {}
     bad = []
     for name, value in raw.items():
+        if name == IGNORE_LABEL:
+            continue  # one value, not a region: unannotated voxels (checked below)
         values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
         if not values or not all(_is_int(v) for v in values):
             bad.append(name)
@@ -352,10 +354,13 @@ def parse_regions(data: dict, found: list[Problem] | None = None) -> tuple[dict[
                              file=where))
     if raw.get("background") != 0:
         found.append(_bad_key("labels", '"background": 0 beside the regions', raw))
-    if IGNORE_LABEL in raw:
-        found.append(P.error("regions_with_ignore_label", "region-based labels with an ignore label",
-                             why="tutorseg trains either regions or an ignore label, not both in one dataset",
-                             fix="leave out the 'ignore' label, or train the labels as plain classes", file=where))
+    ignore = raw.get(IGNORE_LABEL)
+    highest = max((v for region in regions.values() for v in region), default=0)
+    if ignore is not None and (not _is_int(ignore) or ignore <= highest):
+        found.append(P.error("ignore_label_not_highest", f"the label 'ignore' has value {ignore}, not above every "
+                             f"region's values (up to {highest})",
+                             why="nnU-Net requires the ignore label to be the largest value",
+                             fix=f"renumber it to {highest + 1} in dataset.json and in the label files", file=where))
     if not isinstance(order, list) or len(order) != len(regions) or not all(_is_int(v) and v > 0 for v in order):
         found.append(P.error(
             "missing_regions_class_order",
@@ -368,7 +373,7 @@ def parse_regions(data: dict, found: list[Problem] | None = None) -> tuple[dict[
     if len(set(order)) != len(order):
         found.append(_bad_key("regions_class_order", "distinct values, one per region", order))
         return {}, ()
-    if bad or IGNORE_LABEL in raw:
+    if bad or (ignore is not None and (not _is_int(ignore) or ignore <= highest)):
         return {}, ()
     return regions, tuple(int(v) for v in order)
 
@@ -384,7 +389,11 @@ def _region_label_values(data: dict, found: list[Problem]) -> dict[str, int]:
         return {}
     names = {value: name for name, value in zip(regions, order)}
     values = sorted({v for region in regions.values() for v in region} | set(order))
-    return {"background": 0, **{names.get(v, f"label_{v}"): v for v in values}}
+    labels = {"background": 0, **{names.get(v, f"label_{v}"): v for v in values}}
+    if IGNORE_LABEL in data["labels"]:  # sparse annotations: checked in parse_regions, explained once
+        labels[IGNORE_LABEL] = int(data["labels"][IGNORE_LABEL])
+        found.extend(p for p in _ignore_label_problems(labels) if p.severity is not P.Severity.ERROR)
+    return labels
 
 
 def _ignore_label_problems(labels: dict[str, int]) -> list[Problem]:

@@ -286,7 +286,10 @@ def _reference_source(ground_truth) -> tuple[dict, Mapping[str, int | tuple[int,
     if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
         ground_truth = load_dataset(ground_truth)
     if isinstance(ground_truth, Dataset):
-        labels = dict(ground_truth.regions) or ground_truth.foreground_labels  # region-based labels: the regions
+        labels: dict = ground_truth.foreground_labels
+        if ground_truth.regions:  # region-based labels: the regions (and the ignore label, if any)
+            ignore = ground_truth.labels.get("ignore")
+            labels = {**ground_truth.regions, **({"ignore": ignore} if ignore is not None else {})}
         return {c.case_id: c.label_file for c in ground_truth.training}, labels
     folder = Path(ground_truth)
     if not folder.is_dir():

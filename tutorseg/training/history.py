@@ -41,6 +41,8 @@ def confusion_counts(logits: torch.Tensor, labels: torch.Tensor, n_classes: int,
     """
     if regions is not None:
         predicted_regions = logits > 0
+        if ignore is not None:  # unannotated voxels are predicted as nothing, and hold nothing
+            predicted_regions &= (labels != ignore)
         truth_regions = [torch.isin(labels[:, 0], torch.tensor(list(r), device=labels.device)) for r in regions]
         pairs = [(predicted_regions[:, r], truth_regions[r]) for r in range(len(regions))]
     else:

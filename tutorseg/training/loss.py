@@ -94,14 +94,25 @@ def region_masks(labels: torch.Tensor, regions: Sequence[Sequence[int]]) -> torc
     return torch.stack(masks, dim=1).float()
 
 
-def region_dice_bce(logits: torch.Tensor, masks: torch.Tensor, *, batch_dice: bool) -> torch.Tensor:
+def region_dice_bce(logits: torch.Tensor, masks: torch.Tensor, *, batch_dice: bool,
+                    annotated: torch.Tensor | None = None) -> torch.Tensor:
     """nnU-Net's ``DC_and_BCE_loss`` for regions: BCE with logits (mean) + 1 - the mean soft Dice of the sigmoids.
 
     Soft Dice ``(2 TP + s) / (2 TP + FP + FN + s)`` per region (s = 1e-5; summed over the batch with
     ``batch_dice``), every region counted (no background channel to leave out).
+
+    ``annotated`` ``(B, 1, *spatial)``: with an ignore label, only these voxels count. As nnU-Net
+    (``use_ignore_label``): the soft Dice sums TP/FP/FN over them, and the BCE is summed over the regions and the
+    annotated voxels and divided by the number of annotated voxels (not by voxels x regions, as without a mask).
     """
-    bce = F.binary_cross_entropy_with_logits(logits, masks)
-    probabilities = torch.sigmoid(logits)
+    if annotated is None:
+        bce = F.binary_cross_entropy_with_logits(logits, masks)
+        probabilities = torch.sigmoid(logits)
+    else:
+        annotated = annotated.to(logits.dtype)
+        per_voxel = F.binary_cross_entropy_with_logits(logits, masks, reduction="none")
+        bce = (per_voxel * annotated).sum() / annotated.sum().clamp(min=1e-8)
+        probabilities, masks = torch.sigmoid(logits) * annotated, masks * annotated
     dims = tuple(range(2, logits.ndim))
     if batch_dice:
         dims = (0, *dims)
@@ -146,8 +157,9 @@ class DeepSupervisionLoss(torch.nn.Module):
             # the loss runs in float32 even under autocast: softmax and log of fp16 logits lose too much
             target = downsample_labels(labels, logits.shape[2:])
             if self.regions is not None:
+                annotated = None if self.ignore_label is None else target != self.ignore_label
                 total = total + weight * region_dice_bce(logits.float(), region_masks(target, self.regions),
-                                                         batch_dice=self.batch_dice)
+                                                         batch_dice=self.batch_dice, annotated=annotated)
             elif self.ignore_label is None:
                 total = total + weight * self.dice_ce(logits.float(), target)
             else:
