@@ -211,3 +211,34 @@ def test_regions_with_an_ignore_label_train_without_the_unannotated_voxels(sampl
     assert 4 not in np.unique(predicted)
     summary = tutorseg.evaluate(tmp_path / "pred", sparse)
     assert list(summary.mean) == list(REGIONS)
+
+
+def test_find_best_scores_regions_and_ensembles_their_sigmoids(sample_dir, tmp_path):
+    """Five tiny folds of 2d and 3d_fullres on ten region cases; the ensemble's region Dice recomputed by hand."""
+    from tutorseg.training.smoke import smoke_plan
+
+    data = _region_dataset(sample_dir, tmp_path / "Dataset914_RegionsCV", n=10)
+    plan = smoke_plan(tiny_plan(data, "3d_fullres"), "2d")
+    root = tmp_path / "runs"
+    for configuration in ("2d", "3d_fullres"):
+        for fold in range(5):
+            tutorseg.train_fold(data, plan, fold=fold, configuration=configuration,
+                                out_dir=root / configuration / f"fold_{fold}", epochs=1, iterations_per_epoch=2,
+                                val_iterations=1, validation_tta=False, save_probabilities=True, num_threads=1,
+                                progress=False, verbose=False)
+    result = tutorseg.find_best_configuration(root, verbose=False)
+    ensemble = next(c for c in result.candidates if len(c.configurations) == 2)
+    assert set(ensemble.dice_per_class) == set(REGIONS)
+    per_region = {name: [] for name in REGIONS}
+    for npz_2d in sorted(root.glob("2d/fold_*/validation/*.npz")):
+        npz_3d = next(root.glob(f"3d_fullres/fold_*/validation/{npz_2d.name}"))
+        mean = (np.load(npz_2d)["probabilities"].astype(np.float32)
+                + np.load(npz_3d)["probabilities"].astype(np.float32)) / 2
+        label_map = np.zeros(mean.shape[1:], np.uint8)
+        for channel, value in zip(mean, ORDER):  # region after region, as nnU-Net writes them
+            label_map[channel > 0.5] = value
+        reference = np.asarray(nib.load(data / "labelsTr" / f"{npz_2d.stem}.nii.gz").dataobj)
+        for name, dice in dice_per_class(label_map, reference, {k: tuple(v) for k, v in REGIONS.items()}).items():
+            per_region[name].append(dice)
+    for name in REGIONS:
+        assert ensemble.dice_per_class[name] == pytest.approx(np.nanmean(per_region[name]), abs=1e-12, nan_ok=True)
