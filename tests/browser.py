@@ -127,8 +127,10 @@ class NotebookPage:
                      "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
                      " && w.sessionContext.session.kernel.status === 'idle')",
             "run_all": "window.jupyterapp.commands.execute('notebook:run-all-cells')",
+            # the session or its kernel may be missing for a moment (while the kernel reconnects): not done yet
             "done": "const w = window.jupyterapp.shell.currentWidget; const cells = w.content.model.cells;"
-                    "if (w.sessionContext.session.kernel.status !== 'idle') return false;"
+                    "const s = w.sessionContext && w.sessionContext.session; const k = s && s.kernel;"
+                    "if (!k || k.status !== 'idle') return false;"
                     "for (let i = 0; i < cells.length; i++) { const c = cells.get(i);"
                     " if (c.type === 'code' && c.executionCount == null) return false; } return true",
             "errors": "const cells = window.jupyterapp.shell.currentWidget.content.model.cells; const found = [];"
