@@ -372,8 +372,11 @@ def evaluate(predictions, ground_truth, *, labels: Mapping[str, int | Sequence[i
     Raises:
         EvaluationError: no predictions, a prediction without reference, shapes that differ.
     """
+    from tutorseg.data.dataset import load_dataset
     from tutorseg.evaluation.instances import aggregate_instance_scores, instance_scores
 
+    if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
+        ground_truth = load_dataset(ground_truth)  # read once: its labels and its instance maps
     predicted, predicted_labels = _prediction_source(predictions)
     references, dataset_labels = _reference_source(ground_truth)
     if instance_reference is None:
@@ -450,10 +453,8 @@ def summarise(cases: list[CaseMetrics], labels: Mapping[str, int | tuple[int, ..
 
 def _instances_of_dataset(ground_truth) -> tuple[Path | None, int | None]:
     """A dataset converted from instance masks: its ``instancesTr`` folder and border class, else ``(None, None)``."""
-    from tutorseg.data.dataset import Dataset, load_dataset
+    from tutorseg.data.dataset import Dataset
 
-    if isinstance(ground_truth, (str, os.PathLike)) and (Path(ground_truth) / "dataset.json").is_file():
-        ground_truth = load_dataset(ground_truth)
     if not isinstance(ground_truth, Dataset):
         return None, None
     meta = ground_truth.metadata.get("instances")

@@ -339,6 +339,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
         mapping = {int(old): int(new) for old, new in value_mapping.items() if int(old) != int(new)}
     names = _case_names(list(pairs) + [_case_key(p.name[: -len(file_ending(p))]) for p in lonely_images], case_ids)
 
+    n_objects = 0
     with atomic_folder(target) as staging:
         for folder in ("imagesTr", "labelsTr", "imagesTs") + (("instancesTr",) if instances else ()):
             (staging / folder).mkdir()
@@ -350,6 +351,7 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
             if instances:
                 write_segmentation(mask, staging / "instancesTr" / f"{case_id}{ending}", reference=reference)
                 classes = border_classes(mask, width=border_width)
+                n_objects += int(np.count_nonzero(np.unique(mask)))  # the ids but 0
             else:
                 classes = mask_to_labels(mask, mapping)
             write_segmentation(classes, staging / "labelsTr" / f"{case_id}{ending}", reference=reference)
@@ -376,7 +378,6 @@ def convert_folders(images_dir: str | os.PathLike, masks_dir: str | os.PathLike,
 
     notes = []
     if instances:
-        n_objects = sum(len(np.unique(_read_mask(mask, key))) - 1 for key, (_, mask) in pairs.items())
         notes.append(f"instance masks ({n_objects} objects): labels background 0 / interior 1 / border 2 (borders "
                      f"{border_width} voxel(s) deep), the instance maps kept in instancesTr/")
     if mapping:
