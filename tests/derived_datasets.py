@@ -119,6 +119,32 @@ def isbi_tiled(root: Path, isbi_dir: Path, *, name: str, n: int, tiles: int) -> 
     return root
 
 
+def hippocampus_anisotropic(root: Path, *, n: int = 10, in_plane: int = 5) -> Path:
+    """Real Hippocampus cases re-sampled like clinical brain MRI: fine in-plane pixels, thicker slices, 3 channels.
+
+    The shape of the data in issue #18's first row (a 4-channel brain MRI with slices much thicker than its pixels
+    and large in-plane images), built from the bundled sample's first ``n`` cases, since no such public dataset is
+    here: the x and y axes upsampled ``in_plane`` times (nearest neighbour: 1/in_plane mm pixels, ~175 x 250), the
+    1 mm slices kept (35 of them), so the slices are ``in_plane`` times thicker than the pixels (anisotropic for
+    nnU-Net from 3x). Channels by intensity transforms of the image: the image, its inverse, its square root (as
+    T1 / T2 / FLAIR differ in brightness, not in anatomy).
+    """
+    channel_names = {"0": "T1", "1": "T2", "2": "FLAIR"}
+    _folders(root)
+    case_ids = sorted(p.name.removesuffix(".nii.gz") for p in (SAMPLE / "labelsTr").glob("*.nii.gz"))[:n]
+    spacing = (1.0 / in_plane, 1.0 / in_plane, 1.0)
+    for case_id in case_ids:
+        image, label = _real_case(case_id)
+        image = _upsample(image, (in_plane, in_plane, 1)).astype(np.float32)
+        label = _upsample(label, (in_plane, in_plane, 1))
+        channels = (image, image.max() - image, np.sqrt(image))
+        for c, channel in enumerate(channels):
+            _save_nifti(channel.astype(np.float32), root / "imagesTr" / f"{case_id}_{c:04d}.nii.gz", spacing)
+        _save_nifti(label, root / "labelsTr" / f"{case_id}.nii.gz", spacing)
+    _write_dataset_json(root, "HippocampusAnisotropic", channel_names, len(case_ids), ".nii.gz")
+    return root
+
+
 @dataclass(frozen=True)
 class DerivedDataset:
     """One derived dataset: its nnU-Net folder name, what it tests, and how to build it.

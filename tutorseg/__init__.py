@@ -30,7 +30,7 @@ _EXPORTS = {
     "DatasetReport": "inspection.report",
     "fingerprint": "fingerprinting",
     "DatasetFingerprint": "fingerprinting",
-    "plan": "planning.planner",
+    "plan": "training.budget",  # nnU-Net's planner (planning.planner), or the budget-aware choice
     "Plan": "planning.artefacts",
     "preprocess": "preprocessing.preprocessor",
     "make_splits": "training.splits",
@@ -72,10 +72,10 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names a
     from tutorseg.integrations.export import export_nnunet
     from tutorseg.pipeline import run_pipeline
     from tutorseg.planning.artefacts import Plan
-    from tutorseg.planning.planner import plan
     from tutorseg.prediction.instructions import predict_best
     from tutorseg.prediction.predictor import predict
     from tutorseg.preprocessing.preprocessor import preprocess
+    from tutorseg.training.budget import plan
     from tutorseg.training.loop import resume, train_fold
     from tutorseg.training.record import TrainingRecord
     from tutorseg.training.splits import make_splits

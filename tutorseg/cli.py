@@ -64,14 +64,20 @@ def _add_fingerprint(sub) -> None:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from tutorseg.fingerprinting import DatasetFingerprint
-    from tutorseg.planning import compare_with_nnunet, plan
+    from tutorseg.planning import compare_with_nnunet
+    from tutorseg.training.budget import plan
 
     if args.preset and args.gpu_memory is not None:
         raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
+    if args.preset and args.budget:
+        raise TutorsegError("give either --budget or --preset, not both (with a budget tutorseg measures this device "
+                            "and chooses the settings)")
     fp = DatasetFingerprint.load(args.fingerprint)
-    kwargs = {"preset": args.preset} if args.preset else {}
+    kwargs: dict = {"preset": args.preset} if args.preset else {}
     if args.gpu_memory is not None:
         kwargs["gpu_memory_gb"] = args.gpu_memory
+    if args.budget:
+        kwargs.update(budget=args.budget, device=args.device)
     result = plan(fp, **kwargs)
     if args.output:
         result.save(args.output)
@@ -92,6 +98,10 @@ def _add_plan(sub) -> None:
     p.add_argument("--gpu-memory", type=float, metavar="GB", help="GPU memory to plan for (nnU-Net's default: 8)")
     p.add_argument("--preset", help="named target hardware or nnU-Net preset: nnunet-default, colab-t4, cpu, resenc-m, "
                                     "resenc-l, colab-t4-resenc")
+    p.add_argument("--budget", metavar="TIME",
+                   help="plan for the training time you have, e.g. 10m, 1h: measures this device's training step for "
+                        "nnU-Net's plan and smaller ones and keeps the one configuration that time can train")
+    p.add_argument("--device", default=None, help="with --budget: the device to measure (default: the GPU if any)")
     p.add_argument("--explain", action="store_true", help="print every decision with its reason")
     p.add_argument("--compare-nnunet", type=Path, metavar="nnUNetPlans.json",
                    help="compare field by field with a plan made by nnU-Net v2")

@@ -13,6 +13,8 @@ Read them in this order:
 - ``distributed``: one fold on several GPUs (DistributedDataParallel under ``torchrun``).
 - ``folds``: :func:`train_folds`, several folds side by side, one process per fold.
 - ``validation``: full-case validation of the fold at the end.
+- ``budget``: the plan a time budget can train (``tutorseg.plan(fp, budget="10min")``): nnU-Net's plan and smaller
+  ones, each training step measured on the device.
 - ``progress``: progress bar and live plot; ``record``: :class:`TrainingRecord`; ``model_io``: :func:`load_model`.
 
 What the loop uses, from the data side:

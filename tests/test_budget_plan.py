@@ -1,0 +1,127 @@
+"""The budget-aware plan (``tutorseg.plan(fp, budget=...)``): training steps measured on this machine's CPU, the
+choice of the candidate that time can train, and, on anisotropic data made from real cases, a plan that learns in two
+minutes where the memory-only plan gets fewer than 50 steps.
+
+No GPU here: the measurements and the training run on the CPU, as on a learner's laptop.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from derived_datasets import hippocampus_anisotropic
+
+import tutorseg
+from tutorseg.cli import main
+from tutorseg.data.problems import TutorsegError
+from tutorseg.planning.artefacts import ConfigurationPlan
+from tutorseg.training import budget
+from tutorseg.training.budget import LADDER, MIN_STEPS, Candidate, StepTimer, choose
+
+
+@pytest.fixture(scope="module")
+def sample_fingerprint(sample_dir):
+    return tutorseg.fingerprint(sample_dir, num_workers=2, progress=False)
+
+
+def _candidate(rung: int, name: str, steps: int, coverage: float = 1.0) -> Candidate:
+    configuration = ConfigurationPlan.from_dict({
+        "name": name, "spacing": (1, 1, 1), "patch_size": (32, 32, 32), "batch_size": 2,
+        "median_image_size_in_voxels": (32, 32, 32), "normalization_schemes": ("ZScoreNormalization",),
+        "use_mask_for_norm": (False,), "n_stages": 1, "features_per_stage": (8,), "kernel_sizes": ((3, 3, 3),),
+        "strides": ((1, 1, 1),), "n_conv_per_stage": (2,), "n_conv_per_stage_decoder": (), "batch_dice": False})
+    return Candidate(LADDER[rung], configuration, coverage, 1.0, steps)
+
+
+def test_choose_takes_the_first_candidate_with_enough_steps_and_context():
+    slow = _candidate(0, "3d_fullres", MIN_STEPS // 10)
+    small_patch = _candidate(2, "3d_fullres", MIN_STEPS * 3, coverage=0.1)
+    good_2d = _candidate(0, "2d", MIN_STEPS)
+    chosen, why = choose([slow, small_patch, good_2d])
+    assert chosen is good_2d and "first candidate" in why
+    # none has the context: the first with enough steps
+    chosen, why = choose([slow, small_patch])
+    assert chosen is small_patch and "enough steps" in why
+    tiny_patch = _candidate(5, "3d_fullres", MIN_STEPS * 5, coverage=0.01)
+    assert choose([slow, tiny_patch, small_patch])[0] is small_patch  # the largest patch of those with enough steps
+    # none has enough steps: the most steps, and the learner is told to expect a weak model
+    fewer = _candidate(2, "3d_fullres", MIN_STEPS // 2)
+    chosen, why = choose([slow, fewer])
+    assert chosen is fewer and "weak model" in why
+
+
+def test_step_times_are_measured_once_per_device(sample_fingerprint, tmp_path):
+    configuration = tutorseg.plan(sample_fingerprint, preset="cpu")["3d_fullres"]
+    timer = StepTimer("cpu", tmp_path)
+    seconds = timer.seconds_per_step(configuration, 1, 3)
+    assert 0 < seconds < 60
+    cached = json.loads((tmp_path / "step_times.json").read_text(encoding="utf-8"))
+    assert list(cached.values()) == [seconds] and timer.device_name in next(iter(cached))
+
+    again = StepTimer("cpu", tmp_path)
+    again.threads, again.device_name = timer.threads, timer.device_name  # the load (and so the threads) may differ
+    again._measure = lambda *args: pytest.fail("measured again although the time is cached")  # type: ignore
+    assert again.seconds_per_step(configuration, 1, 3) == seconds
+
+
+def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trade(sample_fingerprint, tmp_path):
+    plan = tutorseg.plan(sample_fingerprint, budget="5min", cache_dir=tmp_path)
+    assert len(plan.configurations) == 1
+    decision = next(d for d in plan.decisions if d.name == "budget")
+    assert decision.value["configuration"] == plan.default_configuration
+    candidates = decision.numbers["candidates"]
+    assert candidates[0]["rung"] == "nnU-Net's plan"
+    nnunet = tutorseg.plan(sample_fingerprint)["3d_fullres"]
+    assert tuple(candidates[0]["patch_size"]) == nnunet.patch_size
+    assert tuple(candidates[0]["features"]) == nnunet.features_per_stage
+    # the measured steps decide: nnU-Net's network is slower per step than the chosen one on 2 CPU cores
+    chosen = candidates[-1]
+    assert chosen["seconds_per_step"] < candidates[0]["seconds_per_step"]
+    assert chosen["steps"] == decision.value["estimated_steps"]
+    text = plan.explain()
+    assert "nnU-Net's plan (3d_fullres):" in text and "s per step" in text and "measured, in the order tried" in text
+    assert tutorseg.Plan.from_dict(plan.to_dict()) == plan
+
+    with pytest.raises(TutorsegError, match="budget or a preset"):
+        tutorseg.plan(sample_fingerprint, budget="5min", preset="cpu")
+    with pytest.raises(TutorsegError):
+        tutorseg.plan(sample_fingerprint, budget="five minutes")
+
+
+def test_cli_plan_with_a_budget(sample_fingerprint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the step-time cache goes to ~/.cache/tutorseg
+    fingerprint = sample_fingerprint.save(tmp_path / "fingerprint.json")
+    assert main(["plan", str(fingerprint), "--budget", "5m", "--explain", "-o", str(tmp_path / "plan.json")]) == 0
+    out = capsys.readouterr().out
+    assert "budget = " in out and "nnU-Net's plan" in out
+    assert (tmp_path / ".cache" / "tutorseg" / "step_times.json").is_file()
+    assert len(tutorseg.Plan.load(tmp_path / "plan.json").configurations) == 1
+    assert main(["plan", str(fingerprint), "--budget", "5m", "--preset", "cpu"]) != 0
+    assert "--budget or --preset" in capsys.readouterr().err
+
+
+def test_on_anisotropic_data_the_budget_plan_learns_where_the_memory_plan_gets_few_steps(tmp_path):
+    """Issue #18's first row, rebuilt from real cases: 3 channels, slices 5x thicker than the pixels, ~175 x 250 in-plane."""
+    folder = hippocampus_anisotropic(tmp_path / "anisotropic")
+    fingerprint = tutorseg.fingerprint(folder, num_workers=2, progress=False)
+    memory_plan = tutorseg.plan(fingerprint, preset="cpu")
+    budget_plan = tutorseg.plan(fingerprint, budget="2min", cache_dir=tmp_path / "cache")
+    assert memory_plan.default_configuration == "3d_fullres"
+    assert budget_plan.default_configuration == "2d"  # 3d would get too few steps on this anisotropic data
+
+    records = {}
+    for name, plan in (("memory", memory_plan), ("budget", budget_plan)):
+        records[name] = tutorseg.train_fold(folder, plan, fold=0, out_dir=tmp_path / name, budget="2min",
+                                            progress=False, verbose=False, validation_tta=False)
+    assert records["memory"].iterations < 50
+    assert records["budget"].iterations > 4 * records["memory"].iterations
+    # it learns (5 minutes: 0.75 against 0.00, bench/budget.md); 2 minutes beside the rest of the suite is short
+    assert records["budget"].mean_foreground_dice > records["memory"].mean_foreground_dice + 0.1
+
+
+def test_ladder_starts_with_nnunets_plan_and_only_shrinks():
+    assert LADDER[0].settings == budget.NNUNET
+    for bigger, smaller in zip(LADDER, LADDER[1:]):
+        assert smaller.settings.gpu_memory_gb <= bigger.settings.gpu_memory_gb
+        assert smaller.settings.base_num_features <= bigger.settings.base_num_features
