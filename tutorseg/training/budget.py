@@ -66,20 +66,10 @@ LADDER: tuple[Rung, ...] = (
          "half the features of nnU-Net's network, a 4 GB memory target"),
     Rung("cpu preset", CPU_PRESET_SETTINGS,
          "a quarter of the features (8-64 in 3D), a 2 GB memory target, batch at most 2"),
-    Rung("cpu preset, 1 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=1.0),
-         "a quarter of the features, a 1 GB memory target (smaller patches), batch at most 2"),
-    Rung("cpu preset, 0.5 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.5),
-         "a quarter of the features, a 0.5 GB memory target (smaller patches), batch at most 2"),
-    Rung("cpu preset, 0.25 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.25),
-         "a quarter of the features, a 0.25 GB memory target (small patches), batch at most 2"),
-    Rung("cpu preset, 0.125 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.125),
-         "a quarter of the features, a 0.125 GB memory target (small patches), batch at most 2"),
-    Rung("cpu preset, 0.0625 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.0625),
-         "a quarter of the features, a 0.0625 GB memory target (small patches), batch at most 2"),
-    Rung("cpu preset, 0.03 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.03),
-         "a quarter of the features, a 0.03 GB memory target (small patches), batch at most 2"),
-    Rung("cpu preset, 0.015 GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=0.015),
-         "a quarter of the features, a 0.015 GB memory target (the smallest patches), batch at most 2"),
+    # smaller memory targets shrink the patch by nnU-Net's own rule (the features stay the cpu preset's)
+    *(Rung(f"cpu preset, {gb:g} GB", replace(CPU_PRESET_SETTINGS, gpu_memory_gb=gb),
+           f"a quarter of the features, a {gb:g} GB memory target (smaller patches), batch at most 2")
+      for gb in (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03, 0.015)),
 )
 CONFIGURATIONS = ("3d_fullres", "2d")  # the cascade needs two trainings in one budget: not a candidate
 
