@@ -106,7 +106,9 @@ def test_on_anisotropic_data_the_budget_plan_learns_where_the_memory_plan_gets_f
     folder = hippocampus_anisotropic(tmp_path / "anisotropic")
     fingerprint = tutorseg.fingerprint(folder, num_workers=2, progress=False)
     memory_plan = tutorseg.plan(fingerprint, preset="cpu")
-    budget_plan = tutorseg.plan(fingerprint, budget="2min", cache_dir=tmp_path / "cache")
+    # planned for bench/budget.md's 5 minutes: 2 minutes is at the edge of MIN_STEPS on 2 CPU cores, where the choice
+    # swings with the load beside it; the plan is then trained for 2 minutes to keep the suite short
+    budget_plan = tutorseg.plan(fingerprint, budget="5min", cache_dir=tmp_path / "cache")
     assert memory_plan.default_configuration == "3d_fullres"
     assert budget_plan.default_configuration == "2d"  # 3d would get too few steps on this anisotropic data
 
