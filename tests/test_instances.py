@@ -19,6 +19,7 @@ from tutorseg.evaluation.instances import (
     instances_from_border_classes,
     label_instances,
     match_instances,
+    rand_f_score,
 )
 from tutorseg.evaluation.metrics import evaluate
 
@@ -70,6 +71,26 @@ def test_matching_iou_is_exact():
     predicted[0:4, 0:2] = 7
     predicted[0:4, 2:4] = 0  # IoU exactly 0.5: not a match
     assert match_instances(predicted, reference).tp == 0
+
+
+def test_rand_f_score_by_hand_and_on_real_cells(cells):
+    reference = np.array([1, 1, 0, 2, 2])  # two objects, a boundary voxel between them (not scored)
+    merged = rand_f_score(np.array([5, 5, 5, 5, 5]), reference)
+    # n = [[2, 2]]: sum n^2 = 8; a = [4]: 16; b = [2, 2]: 8 -> precision 0.5, recall 1
+    assert (merged["rand_precision"], merged["rand_recall"]) == (0.5, 1.0)
+    assert merged["rand_f_score"] == pytest.approx(2 / 3)
+    split = rand_f_score(np.array([1, 2, 0, 3, 3]), reference)
+    # n = [1, 1, 2]: 6; a = [1, 1, 2]: 6; b = [2, 2]: 8 -> precision 1, recall 0.75
+    assert (split["rand_precision"], split["rand_recall"]) == (1.0, 0.75)
+    assert split["rand_f_score"] == pytest.approx(2 * 0.75 / 1.75)
+    assert rand_f_score(np.array([7, 7, 1, 9, 9]), reference)["rand_f_score"] == 1.0  # ids and boundary free
+
+    instances, _ = label_instances(cells)
+    assert rand_f_score(instances, instances)["rand_f_score"] == 1.0
+    merged_cells, _ = label_instances(ndimage.binary_dilation(cells, iterations=3))
+    worse = rand_f_score(merged_cells, instances)
+    assert worse["rand_recall"] > 0.99 and worse["rand_precision"] < 0.9  # merges, no splits
+    assert np.isnan(rand_f_score(instances, np.zeros_like(instances))["rand_f_score"])
 
 
 def test_evaluate_reports_instances(cells):
