@@ -12,8 +12,8 @@ budget, :func:`plan`:
 3. estimates the steps each candidate gets in the budget;
 4. takes, in the ladder's order (most context and capacity first), the first candidate that gets at least
    :data:`MIN_STEPS` steps with a patch that covers at least :data:`MIN_COVERAGE` of the median image; 3D
-   configurations come before 2D ones for 3D data. When none does, the largest patch with enough steps, else the
-   candidate with the most steps.
+   configurations come before 2D ones for 3D data. When none does, the candidate closest to that
+   (:attr:`Candidate.readiness`: its share of the steps times its share of the coverage, each at most 1).
 
 The rules' numbers were measured on 2 CPU cores (bench/budget.md, bench/train.md). Without a budget, :func:`plan` is
 :func:`tutorseg.planning.planner.plan`: nnU-Net's rules only.
@@ -88,6 +88,15 @@ class Candidate:
     def usable(self) -> bool:
         return self.steps >= MIN_STEPS and self.coverage >= MIN_COVERAGE
 
+    @property
+    def readiness(self) -> float:
+        """How close to usable: (steps / MIN_STEPS) x (coverage / MIN_COVERAGE), each share at most 1; 1 = usable.
+
+        Short of both, neither wins alone: a tiny patch with many steps sees too little of the image to learn, a large
+        one with few steps does not learn at all (bench/budget.md, the 2-minute rows).
+        """
+        return min(1.0, self.steps / MIN_STEPS) * min(1.0, self.coverage / MIN_COVERAGE)
+
     def describe(self) -> str:
         c = self.configuration
         return (f"{c.name} ({self.rung.name}): patch {list(c.patch_size)} x {c.batch_size}, features "
@@ -150,7 +159,7 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
 
 
 def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
-    """The first usable candidate in ladder order, else the largest patch with enough steps, else the most steps.
+    """The first usable candidate in ladder order, else the one closest to usable (:attr:`Candidate.readiness`).
 
     Returns the candidate and why, in words.
     """
@@ -158,14 +167,13 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
         if candidate.usable:
             return candidate, (f"the first candidate, most context first, with at least {MIN_STEPS:,} steps and a "
                                f"patch covering at least {MIN_COVERAGE:.0%} of the median image")
-    enough = [c for c in candidates if c.steps >= MIN_STEPS]
-    if enough:
-        return max(enough, key=lambda c: c.coverage), (
-            f"no candidate gets {MIN_STEPS:,} steps with {MIN_COVERAGE:.0%} of the median image in a patch: of those "
-            "with enough steps, the one whose patch covers the most")
-    best = max(candidates, key=lambda c: c.steps)
-    return best, (f"no candidate gets {MIN_STEPS:,} steps in this budget: the one with the most steps (expect a "
-                  "weak model; a longer budget or a faster device helps)")
+    best = max(candidates, key=lambda c: c.readiness)  # on a tie the first, in the ladder's order
+    why = (f"no candidate gets {MIN_STEPS:,} steps with a patch covering {MIN_COVERAGE:.0%} of the median image in "
+           f"this budget: the one closest to it, the highest (steps / {MIN_STEPS:,}) x (coverage / "
+           f"{MIN_COVERAGE:.0%}), each at most 1 ({best.readiness:.2f} here)")
+    if best.steps < MIN_STEPS:
+        why += "; expect a weak model (a longer budget or a faster device helps)"
+    return best, why
 
 
 def _candidates(fingerprint: DatasetFingerprint, reference: Plan, gpu_memory_gb: float | None, seconds: float,
