@@ -165,15 +165,10 @@ def match_instances(predicted: np.ndarray, reference: np.ndarray, *, iou_thresho
         reference: ``(*spatial)`` integer instance map, same shape.
         iou_threshold: a pair matches when its IoU is above this (0.5 makes the matching unique).
     """
-    pred_ids, pred_index = np.unique(predicted, return_inverse=True)
-    ref_ids, ref_index = np.unique(reference, return_inverse=True)
-    # contingency table: overlap[i, j] = voxels of predicted object i inside reference object j
-    overlap = np.zeros((len(pred_ids), len(ref_ids)), np.int64)
-    np.add.at(overlap, (pred_index.ravel(), ref_index.ravel()), 1)
+    pred_ids, ref_ids, overlap = _contingency(predicted, reference)
     pred_fg, ref_fg = pred_ids != 0, ref_ids != 0
+    pred_sizes, ref_sizes = overlap.sum(axis=1)[pred_fg], overlap.sum(axis=0)[ref_fg]
     overlap = overlap[np.ix_(pred_fg, ref_fg)]
-    pred_sizes = np.bincount(pred_index.ravel(), minlength=len(pred_ids))[pred_fg]
-    ref_sizes = np.bincount(ref_index.ravel(), minlength=len(ref_ids))[ref_fg]
     union = pred_sizes[:, None] + ref_sizes[None, :] - overlap
     iou = np.where(union > 0, overlap / np.maximum(union, 1), 0.0)
     matched = iou > iou_threshold
@@ -181,6 +176,15 @@ def match_instances(predicted: np.ndarray, reference: np.ndarray, *, iou_thresho
     return InstanceScores(n_reference=int(ref_fg.sum()), n_predicted=int(pred_fg.sum()), tp=tp,
                           fp=int(pred_fg.sum()) - tp, fn=int(ref_fg.sum()) - tp, sum_iou=float(iou[matched].sum()),
                           iou_threshold=iou_threshold)
+
+
+def _contingency(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ids of both maps and the table ``overlap[i, j]`` = voxels of predicted id i inside reference id j."""
+    pred_ids, pred_index = np.unique(predicted, return_inverse=True)
+    ref_ids, ref_index = np.unique(reference, return_inverse=True)
+    overlap = np.zeros((len(pred_ids), len(ref_ids)), np.int64)
+    np.add.at(overlap, (pred_index.ravel(), ref_index.ravel()), 1)
+    return pred_ids, ref_ids, overlap
 
 
 def instance_scores(semantic_prediction: np.ndarray, reference_instances: np.ndarray, *,
@@ -227,12 +231,9 @@ def rand_f_score(predicted: np.ndarray, reference: np.ndarray) -> dict:
         ``{"rand_f_score", "rand_precision", "rand_recall", "n_voxels"}`` (scores nan without reference objects).
     """
     inside = np.asarray(reference) != 0
-    pred_ids, pred_index = np.unique(np.asarray(predicted)[inside], return_inverse=True)
-    ref_ids, ref_index = np.unique(np.asarray(reference)[inside], return_inverse=True)
-    pairs = np.unique(pred_index.astype(np.int64) * len(ref_ids) + ref_index, return_counts=True)[1]
-    sum_n2 = float((pairs.astype(np.float64) ** 2).sum())
-    sum_a2 = float((np.bincount(pred_index, minlength=len(pred_ids)).astype(np.float64) ** 2).sum())
-    sum_b2 = float((np.bincount(ref_index, minlength=len(ref_ids)).astype(np.float64) ** 2).sum())
+    overlap = _contingency(np.asarray(predicted)[inside], np.asarray(reference)[inside])[2].astype(np.float64)
+    sum_n2 = float((overlap ** 2).sum())
+    sum_a2, sum_b2 = float((overlap.sum(axis=1) ** 2).sum()), float((overlap.sum(axis=0) ** 2).sum())
     if sum_n2 == 0:
         return {"rand_f_score": float("nan"), "rand_precision": float("nan"), "rand_recall": float("nan"),
                 "n_voxels": 0}
