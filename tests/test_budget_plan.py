@@ -93,6 +93,17 @@ def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trad
     with pytest.raises(TutorsegError):
         tutorseg.plan(sample_fingerprint, budget="five minutes")
 
+    # one plan per configuration for cross-validation to compare: each chosen on its own, 3d as above
+    both = tutorseg.plan(sample_fingerprint, budget="5min", configurations=("2d", "3d_fullres"), cache_dir=tmp_path)
+    assert list(both.configurations) == ["2d", "3d_fullres"] and both.default_configuration == "3d_fullres"
+    assert both["3d_fullres"] == plan[plan.default_configuration] or plan.default_configuration == "2d"
+    decisions = [d for d in both.decisions if d.name == "budget"]
+    assert [d.value["configuration"] for d in decisions] == ["2d", "3d_fullres"]
+    assert {c["configuration"] for c in decisions[0].numbers["candidates"]} == {"2d"}
+    assert "a training budget of 5 minutes" in both.explain()
+    with pytest.raises(TutorsegError, match="cascade"):
+        tutorseg.plan(sample_fingerprint, budget="5min", configurations=["3d_lowres"], cache_dir=tmp_path)
+
 
 def test_cli_plan_with_a_budget(sample_fingerprint, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # the step-time cache goes to ~/.cache/tutorseg
@@ -104,6 +115,11 @@ def test_cli_plan_with_a_budget(sample_fingerprint, tmp_path, capsys, monkeypatc
     assert len(tutorseg.Plan.load(tmp_path / "plan.json").configurations) == 1
     assert main(["plan", str(fingerprint), "--budget", "5m", "--preset", "cpu"]) != 0
     assert "--budget or --preset" in capsys.readouterr().err
+    assert main(["plan", str(fingerprint), "--budget", "5m", "--configuration", "2d", "-o",
+                 str(tmp_path / "plan_2d.json")]) == 0
+    assert list(tutorseg.Plan.load(tmp_path / "plan_2d.json").configurations) == ["2d"]
+    assert main(["plan", str(fingerprint), "--configuration", "2d"]) != 0
+    assert "--configuration chooses what a --budget plans" in capsys.readouterr().err
 
 
 def test_on_anisotropic_data_the_budget_plan_learns_where_the_memory_plan_gets_few_steps(tmp_path):

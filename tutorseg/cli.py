@@ -76,8 +76,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     kwargs: dict = {"preset": args.preset} if args.preset else {}
     if args.gpu_memory is not None:
         kwargs["gpu_memory_gb"] = args.gpu_memory
+    if args.configuration and not args.budget:
+        raise TutorsegError("--configuration chooses what a --budget plans; without a budget nnU-Net's rules plan "
+                            "every configuration the data allows")
     if args.budget:
-        kwargs.update(budget=args.budget, device=args.device)
+        kwargs.update(budget=args.budget, device=args.device, configurations=args.configuration)
     result = plan(fp, **kwargs)
     if args.output:
         result.save(args.output)
@@ -102,6 +105,9 @@ def _add_plan(sub) -> None:
                    help="plan for the training time you have, e.g. 10m, 1h: measures this device's training step for "
                         "nnU-Net's plan and smaller ones and keeps the one configuration that time can train")
     p.add_argument("--device", default=None, help="with --budget: the device to measure (default: the GPU if any)")
+    p.add_argument("--configuration", action="append", choices=("3d_fullres", "2d"),
+                   help="with --budget: plan this configuration for the budget (repeat it to plan several, each on "
+                        "its own, to compare them by cross-validation; default: the one the budget trains best)")
     p.add_argument("--explain", action="store_true", help="print every decision with its reason")
     p.add_argument("--compare-nnunet", type=Path, metavar="nnUNetPlans.json",
                    help="compare field by field with a plan made by nnU-Net v2")

@@ -14,6 +14,7 @@ budget, :func:`plan`:
    :data:`MIN_STEPS` steps with a patch that covers at least :data:`MIN_COVERAGE` of the median image; 3D
    configurations come before 2D ones for 3D data. When none does, the candidate closest to that
    (:attr:`Candidate.readiness`: its share of the steps times its share of the coverage, each at most 1).
+   With ``configurations=("2d", "3d_fullres")`` each is chosen this way on its own, for cross-validation to compare.
 
 The rules' numbers were measured on 2 CPU cores (bench/budget.md, bench/train.md). Without a budget, :func:`plan` is
 :func:`tutorseg.planning.planner.plan`: nnU-Net's rules only.
@@ -106,6 +107,7 @@ class Candidate:
 
 def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, device: str | None = None,
          gpu_memory_gb: float | None = None, preset: str | None = None, settings: dict | None = None,
+         configurations: tuple[str, ...] | list[str] | None = None,
          cache_dir: str | os.PathLike | None = None) -> Plan:
     """Plan the training configurations: by nnU-Net's rules, or, with a ``budget``, for what that time can train.
 
@@ -118,15 +120,17 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
             candidate's memory target.
         preset: a named preset (:data:`tutorseg.planning.settings.PRESETS`); without a budget only.
         settings: overrides of single planner settings; without a budget only.
+        configurations: with a budget, plan each of these (``"3d_fullres"``, ``"2d"``) for the budget on its own, to
+            compare them by cross-validation as nnU-Net does; ``None``: the one configuration the budget trains best.
         cache_dir: where measured step times are kept (default ``~/.cache/tutorseg``).
 
     Returns:
-        The plan. With a budget it holds the one chosen configuration, and its ``budget`` decision shows every
-        candidate measured and why the chosen one won (``plan.explain()``).
+        The plan. With a budget it holds the chosen configuration (one for each of ``configurations``), and a
+        ``budget`` decision for each shows every candidate measured and why the chosen one won (``plan.explain()``).
 
     Raises:
-        TutorsegError: a budget together with a preset or settings (the budget chooses them), a bad budget, or
-            what :func:`tutorseg.planning.planner.plan` raises.
+        TutorsegError: a budget together with a preset or settings (the budget chooses them), a bad budget, a
+            configuration a budget cannot plan, or what :func:`tutorseg.planning.planner.plan` raises.
     """
     if budget is None:
         return planner.plan(fingerprint, gpu_memory_gb=gpu_memory_gb, preset=preset, settings=settings)
@@ -137,25 +141,60 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
 
     seconds = parse_budget(budget)
     reference = planner.plan(fingerprint, gpu_memory_gb=gpu_memory_gb)  # nnU-Net's plan, the first candidate
+    names = _configurations(configurations, reference)
     timer = StepTimer(device, cache_dir)
-    candidates = _candidates(fingerprint, reference, gpu_memory_gb, seconds, timer)
-    chosen, why = choose(candidates)
-    result = planner.plan(fingerprint, settings=_settings(chosen.rung, gpu_memory_gb).to_dict())
-    decision = Decision(
+    rung_plans = [reference] + [planner.plan(fingerprint, settings=_settings(rung, gpu_memory_gb).to_dict())
+                                for rung in LADDER[1:]]
+    groups = [names] if configurations is None else [(name,) for name in names]  # one choice, or one per name
+    budget_text = format_seconds(seconds)
+    winners, decisions = [], []
+    for group in groups:
+        candidates = _candidates(rung_plans, group, seconds, timer)
+        winner, why = choose(candidates)
+        winners.append(winner)
+        decisions.append(_decision(winner, why, candidates, seconds, budget_text, timer.device_name))
+    base = rung_plans[LADDER.index(winners[0].rung)]  # the plan-level fields and decisions of the first one's rung
+    rungs = ", ".join(dict.fromkeys(f"'{winner.rung.name}'" for winner in winners))
+    return replace(base, configurations={winner.configuration.name: winner.configuration for winner in winners},
+                   decisions=base.decisions + tuple(decisions), preset=None,
+                   planner=f"tutorseg budget plan ({budget_text} on {timer.device_name}), rules of "
+                           f"nnU-Net v2 (2.8.1) ExperimentPlanner with the {rungs} settings")
+
+
+def _configurations(configurations, reference: Plan) -> tuple[str, ...]:
+    """The configurations to plan for a budget, checked: the ones a budget can train, planned for this data."""
+    if configurations is None:
+        return tuple(name for name in CONFIGURATIONS if name in reference.configurations)
+    if isinstance(configurations, str):
+        configurations = (configurations,)
+    names = tuple(dict.fromkeys(configurations))
+    unknown = [name for name in names if name not in CONFIGURATIONS]
+    if unknown:
+        cascade = set(unknown) & {"3d_lowres", "3d_cascade_fullres"}
+        raise TutorsegError(f"a budget plan holds {' and '.join(CONFIGURATIONS)}, not {', '.join(unknown)}" + (
+            ": the cascade trains two networks, one after the other, which one budget cannot share out; plan it "
+            "without a budget" if cascade else ""))
+    missing = [name for name in names if name not in reference.configurations]
+    if missing:
+        raise TutorsegError(f"nnU-Net's rules plan no {', '.join(missing)} for {reference.dataset_name} (planned: "
+                            f"{', '.join(reference.configurations)}); choose among those")
+    return names
+
+
+def _decision(chosen: Candidate, why: str, candidates: list[Candidate], seconds: float, budget: str,
+              device: str) -> Decision:
+    """The ``budget`` decision: the chosen candidate, every one measured, and ``why`` it won."""
+    return Decision(
         "budget", {"configuration": chosen.configuration.name, "rung": chosen.rung.name, "budget_s": seconds,
-                   "device": timer.device_name, "estimated_steps": chosen.steps},
+                   "device": device, "estimated_steps": chosen.steps},
         RULE,
         f"measure each candidate's training step on this device, estimate the steps in the budget "
         f"({TRAINING_SHARE:.0%} of it is training steps), take the first candidate, most context first, that gets "
         f"at least {MIN_STEPS:,} steps with a patch covering at least {MIN_COVERAGE:.0%} of the median image",
-        _because(candidates, chosen, why, format_seconds(seconds), timer.device_name),
+        _because(candidates, chosen, why, budget, device),
         {"candidates": [_as_numbers(c) for c in candidates], "min_steps": MIN_STEPS, "min_coverage": MIN_COVERAGE,
          "training_share": TRAINING_SHARE},
         "tutorseg (bench/budget.md); nnU-Net plans for memory only")
-    return replace(result, configurations={chosen.configuration.name: result[chosen.configuration.name]},
-                   decisions=result.decisions + (decision,), preset=None,
-                   planner=f"tutorseg budget plan ({format_seconds(seconds)} on {timer.device_name}), rules of "
-                           f"nnU-Net v2 (2.8.1) ExperimentPlanner with the '{chosen.rung.name}' settings")
 
 
 def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
@@ -176,21 +215,19 @@ def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
     return best, why
 
 
-def _candidates(fingerprint: DatasetFingerprint, reference: Plan, gpu_memory_gb: float | None, seconds: float,
+def _candidates(rung_plans: list[Plan], names: tuple[str, ...], seconds: float,
                 timer: "StepTimer") -> list[Candidate]:
-    """Every rung's configurations in preference order, measured until the first usable one.
+    """Every rung's plans of the configurations ``names``, in preference order, measured until the first usable one.
 
-    3d_fullres rungs come first for 3D data, then 2d rungs; what comes after the first usable one would not be chosen.
+    ``rung_plans`` holds one plan per rung of :data:`LADDER`. The rungs of the first name come first (3d_fullres
+    before 2d for 3D data); what comes after the first usable candidate would not be chosen.
     """
-    plans = [reference] + [planner.plan(fingerprint, settings=_settings(rung, gpu_memory_gb).to_dict())
-                           for rung in LADDER[1:]]
+    reference = rung_plans[0]
     n_inputs, n_outputs = len(reference.channel_names), reference.n_outputs
     candidates: list[Candidate] = []
-    for name in CONFIGURATIONS:
-        if name not in reference.configurations:
-            continue
+    for name in names:
         seen = set()
-        for rung, rung_plan in zip(LADDER, plans):
+        for rung, rung_plan in zip(LADDER, rung_plans):
             configuration = rung_plan[name]
             shape = (configuration.patch_size, configuration.batch_size, configuration.features_per_stage)
             if shape in seen:  # a smaller memory target that changes nothing (the patch is the whole image)
