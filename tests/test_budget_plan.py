@@ -15,8 +15,9 @@ from derived_datasets import hippocampus_anisotropic
 import tutorseg
 from tutorseg.cli import main
 from tutorseg.data.problems import TutorsegError
+from tutorseg.integrations.export import nnunet_commands
 from tutorseg.planning.artefacts import ConfigurationPlan
-from tutorseg.training import budget
+from tutorseg.training import SCHEDULES, budget
 from tutorseg.training.budget import LADDER, MIN_STEPS, Candidate, StepTimer, choose
 
 
@@ -87,6 +88,7 @@ def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trad
     text = plan.explain()
     assert "nnU-Net's plan (3d_fullres):" in text and "s per step" in text and "measured, in the order tried" in text
     assert tutorseg.Plan.from_dict(plan.to_dict()) == plan
+    assert any("not for a training budget" in line for line in nnunet_commands(plan, 4))  # moving to nnU-Net
 
     with pytest.raises(TutorsegError, match="budget or a preset"):
         tutorseg.plan(sample_fingerprint, budget="5min", preset="cpu")
@@ -120,6 +122,14 @@ def test_cli_plan_with_a_budget(sample_fingerprint, tmp_path, capsys, monkeypatc
     assert list(tutorseg.Plan.load(tmp_path / "plan_2d.json").configurations) == ["2d"]
     assert main(["plan", str(fingerprint), "--configuration", "2d"]) != 0
     assert "--configuration chooses what a --budget plans" in capsys.readouterr().err
+    # the named budget schedules plan for their budget on this device (Colab's on its T4)
+    assert main(["plan", str(fingerprint), "--schedule", "cpu-10min", "-o", str(tmp_path / "plan_10.json")]) == 0
+    ten_minutes = tutorseg.Plan.load(tmp_path / "plan_10.json")
+    assert next(d for d in ten_minutes.decisions if d.name == "budget").value["budget_s"] == 600
+    assert main(["plan", str(fingerprint), "--schedule", "cpu-10min", "--preset", "cpu"]) != 0
+    assert "--schedule plans as the schedule says" in capsys.readouterr().err
+    by_epochs = SCHEDULES["nnunet"].plan(sample_fingerprint)  # nnU-Net's rules, no measuring
+    assert by_epochs.configurations == tutorseg.plan(sample_fingerprint).configurations
 
 
 def test_on_anisotropic_data_the_budget_plan_learns_where_the_memory_plan_gets_few_steps(tmp_path):

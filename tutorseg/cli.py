@@ -66,6 +66,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from tutorseg.fingerprinting import DatasetFingerprint
     from tutorseg.planning import compare_with_nnunet
     from tutorseg.training.budget import plan
+    from tutorseg.training.schedule import get_schedule
 
     if args.preset and args.gpu_memory is not None:
         raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
@@ -81,7 +82,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                             "every configuration the data allows")
     if args.budget:
         kwargs.update(budget=args.budget, device=args.device, configurations=args.configuration)
-    result = plan(fp, **kwargs)
+    if args.schedule:
+        if kwargs or args.configuration:
+            raise TutorsegError("--schedule plans as the schedule says (its budget on this device, or its preset): "
+                                "give it without --budget, --preset, --gpu-memory and --configuration")
+        result = get_schedule(args.schedule).plan(fp, device=args.device)
+    else:
+        result = plan(fp, **kwargs)
     if args.output:
         result.save(args.output)
     print(result.explain() if args.explain else result)
@@ -104,7 +111,11 @@ def _add_plan(sub) -> None:
     p.add_argument("--budget", metavar="TIME",
                    help="plan for the training time you have, e.g. 10m, 1h: measures this device's training step for "
                         "nnU-Net's plan and smaller ones and keeps the one configuration that time can train")
-    p.add_argument("--device", default=None, help="with --budget: the device to measure (default: the GPU if any)")
+    p.add_argument("--schedule", metavar="NAME",
+                   help="plan for a named schedule (tutorseg.training.SCHEDULES): cpu-10min and colab-t4-15min plan "
+                        "for their budget on this device, as --budget does")
+    p.add_argument("--device", default=None,
+                   help="with --budget or --schedule: the device to measure (default: the GPU if any)")
     p.add_argument("--configuration", action="append", choices=("3d_fullres", "2d"),
                    help="with --budget: plan this configuration for the budget (repeat it to plan several, each on "
                         "its own, to compare them by cross-validation; default: the one the budget trains best)")

@@ -213,6 +213,9 @@ def nnunet_commands(plan, dataset_id: int) -> list[str]:
                 + (f" -p {preset.nnunet_plans_name}" if preset.nnunet_plans_name != "nnUNetPlans" else "")]
     if plan is not None and plan.preset == "cpu":
         commands.append("# nnU-Net has no CPU preset: the commands above plan for an 8 GB GPU (nnU-Net's default)")
+    if plan is not None and any(d.name == "budget" for d in plan.decisions):
+        commands.append("# nnU-Net plans for GPU memory, not for a training budget: the commands above make its "
+                        "default plan, which trains for 1000 epochs")
     if preset.settings.network == "PlainConvUNet":
         commands.append("# nnU-Net recommends its residual-encoder presets where the GPU allows: -pl "
                         "nnUNetPlannerResEncM (9-11 GB) or nnUNetPlannerResEncL (24 GB), then -p "

@@ -104,7 +104,8 @@ class Schedule:
         epochs: number of epochs when ``budget`` is None.
         iterations_per_epoch: training iterations between two validations/checkpoints.
         val_iterations: validation patches batches per epoch (pseudo-Dice).
-        preset: the planning preset this schedule was measured with (``tutorseg.plan(..., preset=...)``).
+        preset: the planning preset of a schedule trained by epochs; ``None`` for a budget schedule, which is planned
+            for its budget on the device it runs on (:meth:`plan`).
         device: where it was measured / meant to run.
         measured: the Dice it reached and how, or "unmeasured" with the reason.
     """
@@ -114,20 +115,35 @@ class Schedule:
     epochs: int | None
     iterations_per_epoch: int
     val_iterations: int
-    preset: str
+    preset: str | None
     device: str
     measured: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def plan(self, fingerprint, *, device: str | None = None, cache_dir=None):
+        """The plan to train this schedule with.
+
+        A budget schedule measures ``device`` (default: the GPU if there is one, else the CPU) and plans what its
+        budget trains best there (:func:`tutorseg.training.budget.plan`): ``colab-t4-15min`` on Colab's T4 gets
+        nnU-Net's plan when the T4 gives it enough steps in 15 minutes, and a smaller one when not; ``cpu-10min`` on
+        a laptop gets what its cores can train. A schedule by epochs uses its preset (nnU-Net's rules).
+        """
+        from tutorseg.training.budget import plan
+
+        if self.budget is not None:
+            return plan(fingerprint, budget=self.budget, device=device, cache_dir=cache_dir)
+        return plan(fingerprint, preset=self.preset)
+
 
 SCHEDULES: dict[str, Schedule] = {
-    "nnunet": Schedule("nnunet", None, NNUNET_EPOCHS, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS, "default",
-                       "GPU", "nnU-Net's own schedule (1000 x 250 iterations; a day on a modern GPU); unmeasured here"),
-    "colab-t4-15min": Schedule("colab-t4-15min", "15m", None, 250, 50, "default", "GPU (Colab T4)",
+    "nnunet": Schedule("nnunet", None, NNUNET_EPOCHS, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS,
+                       "nnunet-default", "GPU",
+                       "nnU-Net's own schedule (1000 x 250 iterations; a day on a modern GPU); unmeasured here"),
+    "colab-t4-15min": Schedule("colab-t4-15min", "15m", None, 250, 50, None, "GPU (Colab T4)",
                                "unmeasured: no GPU was lent while this was written"),
-    "cpu-10min": Schedule("cpu-10min", "10m", None, 50, 10, "cpu", "CPU (2 cores)",
+    "cpu-10min": Schedule("cpu-10min", "10m", None, 50, 10, None, "CPU (2 cores)",
                           "Task04_Hippocampus fold 0 on 2 idle cores with the cpu preset (which the budget plan "
                           "chooses there): 3,532 steps, mean foreground Dice 0.869 (Anterior 0.877, Posterior 0.862) "
                           "on the 42 validation cases, 2026-12-02, bench/budget.md; 2,050 steps and 0.85 on "
