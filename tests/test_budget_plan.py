@@ -78,7 +78,8 @@ def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trad
     assert decision.value["configuration"] == plan.default_configuration
     candidates = decision.numbers["candidates"]
     assert candidates[0]["rung"] == "nnU-Net's plan"
-    nnunet = tutorseg.plan(sample_fingerprint)["3d_fullres"]
+    nnunet_plan = tutorseg.plan(sample_fingerprint)
+    nnunet = nnunet_plan["3d_fullres"]
     assert tuple(candidates[0]["patch_size"]) == nnunet.patch_size
     assert tuple(candidates[0]["features"]) == nnunet.features_per_stage
     # the measured steps decide: nnU-Net's network is slower per step than the chosen one on 2 CPU cores
@@ -102,7 +103,8 @@ def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trad
     decisions = [d for d in both.decisions if d.name == "budget"]
     assert [d.value["configuration"] for d in decisions] == ["2d", "3d_fullres"]
     assert {c["configuration"] for c in decisions[0].numbers["candidates"]} == {"2d"}
-    assert "a training budget of 5 minutes" in both.explain()
+    assert "a training budget of 5 minutes" in both.explain() and "a training budget of 5 minutes" in repr(both)
+    assert "8 GB GPU memory" in repr(nnunet_plan)
     with pytest.raises(TutorsegError, match="cascade"):
         tutorseg.plan(sample_fingerprint, budget="5min", configurations=["3d_lowres"], cache_dir=tmp_path)
 

@@ -396,5 +396,6 @@ class Plan:
     def __repr__(self) -> str:
         configs = "; ".join(f"{name}: patch {list(c.patch_size)} x {c.batch_size}"
                             for name, c in self.configurations.items())
-        return (f"Plan({self.dataset_name!r}, {self.gpu_memory_gb:g} GB"
-                + (f", preset={self.preset}" if self.preset else "") + f" | {configs})")
+        from tutorseg.planning.explain import planned_for
+
+        return f"Plan({self.dataset_name!r}, {planned_for(self)} | {configs})"

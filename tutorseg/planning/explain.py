@@ -22,7 +22,7 @@ def _decision_text(d: Decision) -> str:
     return "\n".join(lines)
 
 
-def _planned_for(plan: Plan) -> str:
+def planned_for(plan: Plan) -> str:
     """What the plan was made for: a GPU's memory (and preset), or a training budget on a measured device."""
     budget = next((d for d in plan.decisions if d.name == "budget"), None)
     if budget is not None:  # each configuration has its own memory target then (see its budget decision)
@@ -34,7 +34,7 @@ def _planned_for(plan: Plan) -> str:
 
 def explain_text(plan: Plan, configuration: str | None = None) -> str:
     """The explanation of ``plan`` (or of one configuration) as plain text."""
-    head = (f"Plan for {plan.dataset_name}: {plan.num_training_cases} cases, {_planned_for(plan)}"
+    head = (f"Plan for {plan.dataset_name}: {plan.num_training_cases} cases, {planned_for(plan)}"
             f"\nAxis order: {plan.axis_order}")
     parts = [head, "", "Dataset-wide decisions:"] + [_decision_text(d) for d in plan.decisions]
     names = [configuration] if configuration else list(plan.configurations)
@@ -63,7 +63,7 @@ def _table(decisions) -> str:
 def explain_html(plan: Plan) -> str:
     """The explanation as HTML (the notebook's view of a plan)."""
     parts = [f"<h4>Plan for {html.escape(plan.dataset_name)}: {plan.num_training_cases} cases, "
-             f"{html.escape(_planned_for(plan))}</h4>",
+             f"{html.escape(planned_for(plan))}</h4>",
              f"<p><small>{html.escape(plan.axis_order)}</small></p>", "<b>Dataset-wide</b>", _table(plan.decisions)]
     for name, config in plan.configurations.items():
         parts.append(f"<details{' open' if name == plan.default_configuration else ''}><summary><b>{name}</b>: "

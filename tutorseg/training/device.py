@@ -55,9 +55,10 @@ class DeviceSetup:
         return torch.amp.GradScaler(self.torch_device.type, enabled=self.precision == "fp16")
 
 
-NO_GPU_NOTE = ("no GPU found, training on CPU. The bundled sample's small 3D plan (preset 'cpu') takes 3-5 steps a "
-               "second on 2 idle cores, and 5 minutes reached a usable model there (README); nnU-Net's default plan "
-               "needs a GPU. In Colab: Runtime > Change runtime type > T4 GPU.")
+NO_GPU_NOTE = ("no GPU found, training on CPU. A plan made for your time on this machine (tutorseg.plan(fp, "
+               "budget=\"5m\")) picks a network this CPU can train in it: 5 minutes reached a usable model on the "
+               "bundled sample (README); nnU-Net's default plan needs a GPU. In Colab: Runtime > Change runtime type > "
+               "T4 GPU.")
 
 
 def cpu_supports_bf16() -> bool:
