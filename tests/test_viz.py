@@ -309,6 +309,26 @@ def test_plot_network_draws_each_stage(reference_dir, dataset, name, expected_si
     _png_ok(save_figure(fig, artefact_dir / f"network_{name}.png"))
 
 
+@pytest.mark.parametrize("preset", ["cpu", "resenc-m"])
+def test_plot_network_text_stays_inside_its_boxes(sample_dir, preset):
+    """The narrowest boxes (the cpu preset's 8 maps) and the longest lines (ResEnc's "6 res. blocks") still fit."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tutorseg import fingerprint, plan
+    from tutorseg.viz import plot_network
+
+    the_plan = plan(fingerprint(sample_dir, num_workers=1, progress=False), preset=preset)
+    fig = plot_network(the_plan)
+    renderer = FigureCanvasAgg(fig).get_renderer()  # measures text as a saved PNG draws it
+    boxes = [patch.get_window_extent(renderer) for patch in fig.axes[0].patches if type(patch).__name__ == "Rectangle"]
+    labels = [text for text in fig.axes[0].texts if "maps" in text.get_text()]
+    assert len(labels) == len(boxes) == 2 * the_plan[the_plan.default_configuration].n_stages - 1
+    for label, box in zip(labels, boxes):  # each box is drawn with its label
+        extent = label.get_window_extent(renderer)
+        assert (box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1), \
+            f"{label.get_text()!r} overflows its box"
+
+
 def test_plot_training_curves(tmp_path, artefact_dir):
     import json
 

@@ -164,7 +164,7 @@ def plot_network(configuration, *, plan_configuration: str | None = None) -> Fig
 
     def box(x: float, y: float, stage: int, text: str, colour: str) -> tuple[float, float, float, float]:
         width = 0.45 + 0.12 * math.log2(features[stage])
-        height = 0.35 + 0.45 * math.prod(sizes[stage]) ** (1 / len(sizes[stage])) / max(configuration.patch_size)
+        height = 0.45 + 0.4 * math.prod(sizes[stage]) ** (1 / len(sizes[stage])) / max(configuration.patch_size)
         ax.add_patch(Rectangle((x - width / 2, y - height / 2), width, height, facecolor=colour, edgecolor="black"))
         ax.text(x, y, text, ha="center", va="center", fontsize="x-small")
         return x, y, width, height
@@ -179,10 +179,12 @@ def plot_network(configuration, *, plan_configuration: str | None = None) -> Fig
     for stage in range(n):
         kernel = "×".join(str(k) for k in configuration.kernel_sizes[stage])
         stride = "×".join(str(s) for s in configuration.strides[stage])
-        layers = (f"{configuration.n_blocks_per_stage[stage]} res. blocks" if configuration.n_blocks_per_stage
-                  else f"{configuration.n_conv_per_stage[stage]} conv")
-        text = (f"stage {stage}: {features[stage]} maps\n{size_text(stage)}\n"
-                f"{layers} {kernel}, stride {stride}")
+        if configuration.n_blocks_per_stage:  # ResEnc: residual blocks of two convolutions each
+            blocks = configuration.n_blocks_per_stage[stage]
+            layers = f"{blocks} res. block{'s' if blocks > 1 else ''}"
+        else:
+            layers = f"{configuration.n_conv_per_stage[stage]} conv"
+        text = f"stage {stage}: {features[stage]} maps\n{size_text(stage)}\n{layers} {kernel}\nstride {stride}"
         encoder.append(box(stage * 0.9, -stage * 1.1, stage, text, "#DCE9F5"))
     for stage in range(1, n):
         a, b = encoder[stage - 1], encoder[stage]
