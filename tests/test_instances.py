@@ -98,9 +98,21 @@ def test_evaluate_reports_instances(cells):
     summary = evaluate({"c": cells}, {"c": cells}, labels={"cell": 1}, instance_reference={"c": reference})
     assert summary.instances["f1"] == 1.0 and summary.instances["tp"] == n
     assert summary.case("c").instances["pq"] == 1.0
-    assert "F1@0.5" in repr(summary)
+    assert "F1@0.5" in repr(summary) and "Rand F-score 1.0000" in repr(summary)
     total = aggregate_instance_scores([{"tp": 3, "fp": 1, "fn": 0, "sum_iou": 2.4}, None])
     assert total["f1"] == pytest.approx(6 / 7) and total["sq"] == pytest.approx(0.8)
+
+    # the Rand F-score of several images pools their voxel pairs: the same as one stack with ids kept apart
+    grown = ndimage.binary_dilation(cells, iterations=2).astype(np.uint8)  # merges some neighbours
+    two = evaluate({"a": cells, "b": grown}, {"a": cells, "b": cells}, labels={"cell": 1},
+                   instance_reference={"a": reference, "b": reference})
+    predicted_b = label_instances(grown)[0]
+    assert two.case("b").instances["rand_f_score"] == pytest.approx(rand_f_score(predicted_b, reference)["rand_f_score"])
+    offset = int(reference.max()) + 1
+    stacked = rand_f_score(np.stack([reference, np.where(predicted_b > 0, predicted_b + offset, 0)]),
+                           np.stack([reference, np.where(reference > 0, reference + offset, 0)]))
+    assert two.instances["rand_f_score"] == pytest.approx(stacked["rand_f_score"])
+    assert two.case("b").instances["rand_f_score"] < two.instances["rand_f_score"] < 1.0
 
 
 # --------------------------------------------------------------------------------------------------- border class

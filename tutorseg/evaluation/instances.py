@@ -1,4 +1,4 @@
-"""From semantic masks to instances, and instance metrics (matched F1 at IoU 0.5, panoptic quality).
+"""From semantic masks to instances, and instance metrics (matched F1 at IoU 0.5, panoptic quality, Rand F-score).
 
 A semantic segmentation says *which class* each voxel belongs to; an instance segmentation also says *which
 object*. For datasets of many small separate objects (nuclei, cells) the simplest bridge is connected components:
@@ -42,6 +42,8 @@ class InstanceScores:
         tp: matched pairs (IoU > ``iou_threshold``); fp: unmatched predictions; fn: unmatched references.
         sum_iou: sum of the matched pairs' IoU (for panoptic quality over several images).
         iou_threshold: the matching threshold (0.5).
+        rand_sums: ``(sum n^2, sum a^2, sum b^2)`` of :func:`rand_f_score` over the reference's objects, kept so
+            that the Rand F-score of several images pools their voxel pairs (:func:`aggregate_instance_scores`).
     """
 
     n_reference: int
@@ -51,6 +53,7 @@ class InstanceScores:
     fn: int
     sum_iou: float
     iou_threshold: float = 0.5
+    rand_sums: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def f1(self) -> float:
@@ -60,8 +63,13 @@ class InstanceScores:
     def pq(self) -> float:
         return _pq(self.sum_iou, self.tp, self.fp, self.fn)
 
+    @property
+    def rand_f_score(self) -> float:
+        return _rand_f(*self.rand_sums)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "f1": self.f1, "pq": self.pq}
+        return {**asdict(self), "rand_sums": list(self.rand_sums), "f1": self.f1, "pq": self.pq,
+                "rand_f_score": self.rand_f_score}
 
 
 def _f1(tp: int, fp: int, fn: int) -> float:
@@ -72,6 +80,18 @@ def _f1(tp: int, fp: int, fn: int) -> float:
 def _pq(sum_iou: float, tp: int, fp: int, fn: int) -> float:
     denominator = tp + 0.5 * fp + 0.5 * fn
     return sum_iou / denominator if denominator else float("nan")
+
+
+def _rand_sums(overlap: np.ndarray) -> tuple[float, float, float]:
+    """``(sum n^2, sum a^2, sum b^2)`` of a contingency table ``n`` (rows: predicted ids; columns: reference objects)."""
+    overlap = overlap.astype(np.float64)
+    return (float((overlap ** 2).sum()), float((overlap.sum(axis=1) ** 2).sum()),
+            float((overlap.sum(axis=0) ** 2).sum()))
+
+
+def _rand_f(sum_n2: float, sum_a2: float, sum_b2: float) -> float:
+    """The harmonic mean of precision ``sum_n2 / sum_a2`` and recall ``sum_n2 / sum_b2``."""
+    return 2 * sum_n2 / (sum_a2 + sum_b2) if sum_n2 else float("nan")
 
 
 def label_instances(mask: np.ndarray, *, min_size: int = 0, full_connectivity: bool = False) -> tuple[np.ndarray, int]:
@@ -167,6 +187,7 @@ def match_instances(predicted: np.ndarray, reference: np.ndarray, *, iou_thresho
     """
     pred_ids, ref_ids, overlap = _contingency(predicted, reference)
     pred_fg, ref_fg = pred_ids != 0, ref_ids != 0
+    rand_sums = _rand_sums(overlap[:, ref_fg])  # every predicted id, 0 too, inside the reference's objects
     pred_sizes, ref_sizes = overlap.sum(axis=1)[pred_fg], overlap.sum(axis=0)[ref_fg]
     overlap = overlap[np.ix_(pred_fg, ref_fg)]
     union = pred_sizes[:, None] + ref_sizes[None, :] - overlap
@@ -175,7 +196,7 @@ def match_instances(predicted: np.ndarray, reference: np.ndarray, *, iou_thresho
     tp = int(matched.sum())
     return InstanceScores(n_reference=int(ref_fg.sum()), n_predicted=int(pred_fg.sum()), tp=tp,
                           fp=int(pred_fg.sum()) - tp, fn=int(ref_fg.sum()) - tp, sum_iou=float(iou[matched].sum()),
-                          iou_threshold=iou_threshold)
+                          iou_threshold=iou_threshold, rand_sums=rand_sums)
 
 
 def _contingency(predicted: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,21 +252,24 @@ def rand_f_score(predicted: np.ndarray, reference: np.ndarray) -> dict:
         ``{"rand_f_score", "rand_precision", "rand_recall", "n_voxels"}`` (scores nan without reference objects).
     """
     inside = np.asarray(reference) != 0
-    overlap = _contingency(np.asarray(predicted)[inside], np.asarray(reference)[inside])[2].astype(np.float64)
-    sum_n2 = float((overlap ** 2).sum())
-    sum_a2, sum_b2 = float((overlap.sum(axis=1) ** 2).sum()), float((overlap.sum(axis=0) ** 2).sum())
+    sum_n2, sum_a2, sum_b2 = _rand_sums(_contingency(np.asarray(predicted)[inside], np.asarray(reference)[inside])[2])
     if sum_n2 == 0:
         return {"rand_f_score": float("nan"), "rand_precision": float("nan"), "rand_recall": float("nan"),
                 "n_voxels": 0}
-    precision, recall = sum_n2 / sum_a2, sum_n2 / sum_b2
-    return {"rand_f_score": 2 * precision * recall / (precision + recall), "rand_precision": precision,
-            "rand_recall": recall, "n_voxels": int(inside.sum())}
+    return {"rand_f_score": _rand_f(sum_n2, sum_a2, sum_b2), "rand_precision": sum_n2 / sum_a2,
+            "rand_recall": sum_n2 / sum_b2, "n_voxels": int(inside.sum())}
 
 
 def aggregate_instance_scores(per_case: list[dict | None]) -> dict:
-    """Dataset-wide instance metrics from per-case ``InstanceScores.to_dict()``: counts summed, then F1 and PQ."""
+    """Dataset-wide instance metrics from per-case ``InstanceScores.to_dict()``: sums first, then the scores.
+
+    TP, FP, FN and the matched IoU are summed, then F1 and PQ computed; the Rand F-score's voxel-pair sums are pooled,
+    which scores all cases as one stack with each case's objects kept apart (as bench/bench_budget.py scores the ISBI
+    validation slices), so that a large image weighs by its voxels, not as one case.
+    """
     rows = [row for row in per_case if row]
     tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
     sum_iou = sum(r["sum_iou"] for r in rows)
+    rand_sums = [sum(r.get("rand_sums", (0.0, 0.0, 0.0))[i] for r in rows) for i in range(3)]
     return {"tp": tp, "fp": fp, "fn": fn, "f1": _f1(tp, fp, fn), "pq": _pq(sum_iou, tp, fp, fn),
-            "sq": sum_iou / tp if tp else float("nan"), "n_cases": len(rows)}
+            "sq": sum_iou / tp if tp else float("nan"), "rand_f_score": _rand_f(*rand_sums), "n_cases": len(rows)}

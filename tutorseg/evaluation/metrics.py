@@ -180,11 +180,12 @@ class EvaluationSummary:
                          f"{values['hd95_mm']:8.2f} {values['surface_dice']:8.4f}")
         if self.instances:
             lines.append(f"  instances ({self.instances.get('method', 'connected components')}): "
-                         f"F1@0.5 {self.instances['f1']:.4f}, PQ {self.instances['pq']:.4f}")
+                         f"F1@0.5 {self.instances['f1']:.4f}, PQ {self.instances['pq']:.4f}"
+                         + _rand_text(self.instances))
             plain = self.instances.get("without_border")
             if plain:
                 lines.append(f"  instances without the border step (connected components): F1@0.5 "
-                             f"{plain['f1']:.4f}, PQ {plain['pq']:.4f}")
+                             f"{plain['f1']:.4f}, PQ {plain['pq']:.4f}" + _rand_text(plain))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -195,11 +196,12 @@ class EvaluationSummary:
         extra = ""
         if self.instances:
             extra = (f"<p>Instances ({self.instances.get('method', 'connected components')}): matched F1 at IoU "
-                     f"0.5 = {self.instances['f1']:.4f}, panoptic quality = {self.instances['pq']:.4f}</p>")
+                     f"0.5 = {self.instances['f1']:.4f}, panoptic quality = {self.instances['pq']:.4f}"
+                     f"{_rand_text(self.instances)}</p>")
             plain = self.instances.get("without_border")
             if plain:
                 extra += (f"<p>Without the border step (connected components of all foreground): F1 = "
-                          f"{plain['f1']:.4f}, PQ = {plain['pq']:.4f}</p>")
+                          f"{plain['f1']:.4f}, PQ = {plain['pq']:.4f}{_rand_text(plain)}</p>")
         return (f"<p><b>Evaluation</b> of {len(self.cases)} cases, mean Dice {self.mean_dice:.4f} "
                 f"(mean ± std over cases)</p><table><tr>{head}</tr>{body}</table>{extra}")
 
@@ -461,6 +463,12 @@ def _instances_of_dataset(ground_truth) -> tuple[Path | None, int | None]:
     if not isinstance(meta, dict) or not (ground_truth.root / str(meta.get("folder", ""))).is_dir():
         return None, None
     return ground_truth.root / str(meta["folder"]), int(meta["border_label"])
+
+
+def _rand_text(instances: dict) -> str:
+    """", Rand F-score 0.7198" (the ISBI 2012 challenge's measure), or nothing for summaries saved before it."""
+    score = instances.get("rand_f_score")
+    return "" if score is None else f", Rand F-score {score:.4f}"
 
 
 def _target(value) -> int | tuple[int, ...]:
