@@ -17,7 +17,7 @@ from tutorseg.cli import main
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.export import nnunet_commands
 from tutorseg.planning.artefacts import ConfigurationPlan
-from tutorseg.training import SCHEDULES, budget
+from tutorseg.training import SCHEDULES, budget, device
 from tutorseg.training.budget import LADDER, MIN_STEPS, Candidate, StepTimer, choose
 
 
@@ -71,7 +71,12 @@ def test_step_times_are_measured_once_per_device(sample_fingerprint, tmp_path):
     assert again.seconds_per_step(configuration, 1, 3) == seconds
 
 
-def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trade(sample_fingerprint, tmp_path):
+def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trade(sample_fingerprint, tmp_path,
+                                                                                  monkeypatch):
+    # the threads a plan measures with follow the cores other processes leave idle, which the other test worker
+    # changes between two calls; pinned, so that the plans below read the same cached step times
+    threads = device.cpu_threads()
+    monkeypatch.setattr(device, "cpu_threads", lambda *args, **kwargs: threads)
     plan = tutorseg.plan(sample_fingerprint, budget="5min", cache_dir=tmp_path)
     assert len(plan.configurations) == 1
     decision = next(d for d in plan.decisions if d.name == "budget")
@@ -130,8 +135,10 @@ def test_cli_plan_with_a_budget(sample_fingerprint, tmp_path, capsys, monkeypatc
     assert next(d for d in ten_minutes.decisions if d.name == "budget").value["budget_s"] == 600
     assert main(["plan", str(fingerprint), "--schedule", "cpu-10min", "--preset", "cpu"]) != 0
     assert "--schedule plans as the schedule says" in capsys.readouterr().err
-    by_epochs = SCHEDULES["nnunet"].plan(sample_fingerprint)  # nnU-Net's rules, no measuring
+    by_epochs = budget.plan_for_schedule(sample_fingerprint, SCHEDULES["nnunet"])  # nnU-Net's rules, no measuring
     assert by_epochs.configurations == tutorseg.plan(sample_fingerprint).configurations
+    with pytest.raises(TutorsegError, match="unknown schedule"):
+        budget.plan_for_schedule(sample_fingerprint, "colab-t4-1h")
 
 
 def test_on_anisotropic_data_the_budget_plan_learns_where_the_memory_plan_gets_few_steps(tmp_path):

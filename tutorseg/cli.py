@@ -65,8 +65,7 @@ def _add_fingerprint(sub) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from tutorseg.fingerprinting import DatasetFingerprint
     from tutorseg.planning import compare_with_nnunet
-    from tutorseg.training.budget import plan
-    from tutorseg.training.schedule import get_schedule
+    from tutorseg.training.budget import plan, plan_for_schedule
 
     if args.preset and args.gpu_memory is not None:
         raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
@@ -86,7 +85,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         if kwargs or args.configuration:
             raise TutorsegError("--schedule plans as the schedule says (its budget on this device, or its preset): "
                                 "give it without --budget, --preset, --gpu-memory and --configuration")
-        result = get_schedule(args.schedule).plan(fp, device=args.device)
+        result = plan_for_schedule(fp, args.schedule, device=args.device)
     else:
         result = plan(fp, **kwargs)
     if args.output:

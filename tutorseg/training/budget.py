@@ -161,6 +161,29 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
                            f"nnU-Net v2 (2.8.1) ExperimentPlanner with the {rungs} settings")
 
 
+def plan_for_schedule(fingerprint: DatasetFingerprint, schedule, *, device: str | None = None,
+                      cache_dir: str | os.PathLike | None = None) -> Plan:
+    """The plan to train a named schedule (:data:`tutorseg.training.SCHEDULES`) with.
+
+    A budget schedule measures ``device`` (default: the GPU if there is one, else the CPU) and plans what its budget
+    trains best there: ``colab-t4-15min`` on Colab's T4 gets nnU-Net's plan when the T4 gives it enough steps in 15
+    minutes, and a smaller one when not; ``cpu-10min`` on a laptop gets what its cores can train. A schedule by
+    epochs (``nnunet``) uses its preset: nnU-Net's rules, nothing measured.
+
+    Args:
+        fingerprint: from :func:`tutorseg.fingerprint`.
+        schedule: a :class:`tutorseg.training.schedule.Schedule` or its name.
+        device: where training will run, as for :func:`plan` (a budget schedule only).
+        cache_dir: where measured step times are kept, as for :func:`plan`.
+    """
+    from tutorseg.training.schedule import get_schedule
+
+    schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
+    if schedule.budget is not None:
+        return plan(fingerprint, budget=schedule.budget, device=device, cache_dir=cache_dir)
+    return plan(fingerprint, preset=schedule.preset)
+
+
 def _configurations(configurations, reference: Plan) -> tuple[str, ...]:
     """The configurations to plan for a budget, checked: the ones a budget can train, planned for this data."""
     if configurations is None:

@@ -122,20 +122,6 @@ class Schedule:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def plan(self, fingerprint, *, device: str | None = None, cache_dir=None):
-        """The plan to train this schedule with.
-
-        A budget schedule measures ``device`` (default: the GPU if there is one, else the CPU) and plans what its
-        budget trains best there (:func:`tutorseg.training.budget.plan`): ``colab-t4-15min`` on Colab's T4 gets
-        nnU-Net's plan when the T4 gives it enough steps in 15 minutes, and a smaller one when not; ``cpu-10min`` on
-        a laptop gets what its cores can train. A schedule by epochs uses its preset (nnU-Net's rules).
-        """
-        from tutorseg.training.budget import plan
-
-        if self.budget is not None:
-            return plan(fingerprint, budget=self.budget, device=device, cache_dir=cache_dir)
-        return plan(fingerprint, preset=self.preset)
-
 
 SCHEDULES: dict[str, Schedule] = {
     "nnunet": Schedule("nnunet", None, NNUNET_EPOCHS, NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS,
