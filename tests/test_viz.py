@@ -313,6 +313,7 @@ def test_plot_network_draws_each_stage(reference_dir, dataset, name, expected_si
 def test_plot_network_text_stays_inside_its_boxes(sample_dir, preset):
     """The narrowest boxes (the cpu preset's 8 maps) and the longest lines (ResEnc's "6 res. blocks") still fit."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Rectangle
 
     from tutorseg import fingerprint, plan
     from tutorseg.viz import plot_network
@@ -320,7 +321,7 @@ def test_plot_network_text_stays_inside_its_boxes(sample_dir, preset):
     the_plan = plan(fingerprint(sample_dir, num_workers=1, progress=False), preset=preset)
     fig = plot_network(the_plan)
     renderer = FigureCanvasAgg(fig).get_renderer()  # measures text as a saved PNG draws it
-    boxes = [patch.get_window_extent(renderer) for patch in fig.axes[0].patches if type(patch).__name__ == "Rectangle"]
+    boxes = [patch.get_window_extent(renderer) for patch in fig.axes[0].patches if isinstance(patch, Rectangle)]
     labels = [text for text in fig.axes[0].texts if "maps" in text.get_text()]
     assert len(labels) == len(boxes) == 2 * the_plan[the_plan.default_configuration].n_stages - 1
     for label, box in zip(labels, boxes):  # each box is drawn with its label
