@@ -62,7 +62,7 @@ def border_dataset(isbi: Path, instances: dict[str, np.ndarray], work: Path) -> 
 def train_and_predict(dataset: Path, work: Path, name: str, budget: str, preset: str) -> tuple[dict, Path, dict]:
     """Fold 0 of ``dataset`` for ``budget``; its validation slices predicted (with mirroring, as nnU-Net)."""
     import tutorseg
-    from tutorseg.training.splits import validation_case_ids
+    from tutorseg.training.batches.splits import validation_case_ids
 
     run = work / name / "fold_0"
     if not (run / "checkpoint_final.pt").is_file():

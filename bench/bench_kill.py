@@ -57,8 +57,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import tutorseg
-    from tutorseg.training.checkpoint import latest_checkpoints
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
+    from tutorseg.training.runs.checkpoint import latest_checkpoints
 
     random.seed(args.seed)
     shutil.rmtree(args.out, ignore_errors=True)

@@ -153,7 +153,7 @@ def main() -> None:
     from tutorseg.fingerprinting import fingerprint
     from tutorseg.planning import plan
     from tutorseg.prediction.predictor import FoldModel
-    from tutorseg.training.network import build_network
+    from tutorseg.training.model.network import build_network
 
     dataset = load_dataset(args.dataset)
     the_plan = plan(fingerprint(dataset, progress=False))  # nnU-Net's default planner settings (8 GB)

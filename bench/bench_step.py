@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import tutorseg
-    from tutorseg.training.device import keep_freed_memory
-    from tutorseg.training.loss import DeepSupervisionLoss
-    from tutorseg.training.network import build_network
-    from tutorseg.training.schedule import GRAD_CLIP, make_optimizer
+    from tutorseg.training.budget.schedule import GRAD_CLIP, make_optimizer
+    from tutorseg.training.hardware.device import keep_freed_memory
+    from tutorseg.training.model.loss import DeepSupervisionLoss
+    from tutorseg.training.model.network import build_network
 
     torch.set_num_threads(args.threads)
     if args.allocator == "heap":

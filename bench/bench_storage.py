@@ -221,7 +221,7 @@ def scale(out: Path, counts: list[int], iterations: int) -> list[dict]:
 DDP_RUN = """
 import sys, json
 from tutorseg.planning import Plan
-from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.batches.augmentation import AugmentationConfig
 from tutorseg.training.loop import train_fold
 record = train_fold(sys.argv[1], Plan.load(sys.argv[2]), out_dir=sys.argv[3], preprocessed_dir=sys.argv[4],
                     device="cpu", precision="fp32", epochs=int(sys.argv[5]), iterations_per_epoch=int(sys.argv[6]),
@@ -308,7 +308,7 @@ def _large_volume(out: Path, shape: tuple[int, int, int]) -> Path:
     from scipy import ndimage
 
     import tutorseg
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     sample = tutorseg.sample_dataset_path()
     name = "x".join(str(s) for s in shape)

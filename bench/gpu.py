@@ -70,7 +70,7 @@ def _dataset(dry_run: bool) -> Path:
 
 def _plan(dataset: Path, dry_run: bool):
     import tutorseg
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     plan = tutorseg.plan(tutorseg.fingerprint(dataset, progress=False, num_workers=1 if dry_run else None))
     return smoke_plan(plan) if dry_run else plan
@@ -78,7 +78,7 @@ def _plan(dataset: Path, dry_run: bool):
 
 def measure_steps(plan, device: torch.device, steps: int) -> list[dict]:
     """Steps per second and peak memory for each precision the device has and each memory layout."""
-    from tutorseg.training.device import gpu_supports_bf16
+    from tutorseg.training.hardware.device import gpu_supports_bf16
 
     precisions = ["fp32"] if device.type == "cpu" else ["fp16"] + (["bf16"] if gpu_supports_bf16(str(device)) else [])
     return [_time_steps(plan, device, precision, layout, steps)
@@ -90,10 +90,10 @@ def _time_steps(plan, device: torch.device, precision: str, layout: str, steps: 
 
     One function call per setting, so that one setting's network and tensors are freed before the next is measured.
     """
-    from tutorseg.training.device import choose_device, configure_backends
-    from tutorseg.training.loss import DeepSupervisionLoss
-    from tutorseg.training.network import build_network
-    from tutorseg.training.schedule import GRAD_CLIP, make_optimizer
+    from tutorseg.training.budget.schedule import GRAD_CLIP, make_optimizer
+    from tutorseg.training.hardware.device import choose_device, configure_backends
+    from tutorseg.training.model.loss import DeepSupervisionLoss
+    from tutorseg.training.model.network import build_network
 
     config = plan["3d_fullres"]
     setup = choose_device(str(device), precision)
@@ -159,8 +159,8 @@ def measure_training(dataset: Path, plan, out: Path, device: torch.device, budge
 
 def _extend_by_one_epoch(run_dir: Path) -> None:
     """Make a finished run's config ask for one more (short) epoch, so that resume has something to train."""
-    from tutorseg.training.checkpoint import latest_checkpoints
-    from tutorseg.training.config import TrainingConfig
+    from tutorseg.training.runs.checkpoint import latest_checkpoints
+    from tutorseg.training.runs.config import TrainingConfig
 
     config = TrainingConfig.load(run_dir)
     latest = torch.load(latest_checkpoints(run_dir)[0], map_location="cpu", weights_only=True)
@@ -173,7 +173,7 @@ def _extend_by_one_epoch(run_dir: Path) -> None:
 def measure_resume(dataset: Path, plan, out: Path, device: torch.device) -> dict:
     """Resume on the GPU, then on the CPU; and a CPU-made run on the GPU. Each must finish with one more epoch."""
     from tutorseg import resume, train_fold
-    from tutorseg.training.checkpoint import latest_checkpoints
+    from tutorseg.training.runs.checkpoint import latest_checkpoints
 
     results = {}
     source = Path(out / "run_budget")
@@ -208,8 +208,8 @@ def measure_tta_memory(plan, device: torch.device, dataset: Path, dry_run: bool)
     from dataclasses import replace
 
     import tutorseg
-    from tutorseg.training.network import build_network
-    from tutorseg.training.sliding_window import predict_probabilities
+    from tutorseg.training.model.network import build_network
+    from tutorseg.training.model.sliding_window import predict_probabilities
 
     config = plan["3d_fullres"]
     case = tutorseg.load_dataset(dataset).training[0]

@@ -14,8 +14,8 @@ from tutorseg.fingerprinting import DatasetFingerprint
 from tutorseg.inspection.report import DatasetReport
 from tutorseg.planning import Plan
 from tutorseg.prediction.postprocessing import PostprocessingDecision
-from tutorseg.training.config import TrainingConfig
-from tutorseg.training.record import TrainingRecord
+from tutorseg.training.runs.config import TrainingConfig
+from tutorseg.training.runs.record import TrainingRecord
 
 # artefact class -> a word its message uses and the command it names
 ARTEFACTS = {

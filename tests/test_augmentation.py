@@ -1,4 +1,4 @@
-"""Tests of tutorseg.training.augmentation on real Hippocampus and ISBI patches."""
+"""Tests of tutorseg.training.batches.augmentation on real Hippocampus and ISBI patches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tutorseg.data.dataset import load_dataset
-from tutorseg.training.augmentation import (
+from tutorseg.training.batches.augmentation import (
     OUTSIDE,
     AugmentationConfig,
     augment_batch,
@@ -351,7 +351,7 @@ def test_move_labels_follows_the_rule_under_random_rotation_and_scaling(seed):
 def test_decisions_and_noise_fields_can_come_from_two_generators():
     """On a GPU, training draws the per-sample decisions on the CPU (no wait for the GPU to read them) and the noise
     fields on the GPU. Here both generators are CPU ones: the decisions follow the first, the fields the second."""
-    from tutorseg.training.augmentation import AugmentationConfig, augment_batch
+    from tutorseg.training.batches.augmentation import AugmentationConfig, augment_batch
 
     config = AugmentationConfig.none().replace(p_noise=1.0, noise_std_range=(0.05, 0.1))
     images = torch.zeros(3, 1, 16, 16)
@@ -376,7 +376,7 @@ def test_channels_normalised_in_the_mask_are_masked_again_after_intensity_augmen
     preprocessing crops it (label -1 outside the non-zero region), sampled by training's sampler (which keeps -1),
     then every intensity transform: the masked channel reads 0 again outside, the other does not; labels end >= 0."""
     from tutorseg.data.cropping import crop_to_nonzero
-    from tutorseg.training.patch_sampling import PatchSampler
+    from tutorseg.training.batches.patch_sampling import PatchSampler
 
     case = load_dataset(sample_dir).training[0]
     image = case.load_image().astype(np.float32)

@@ -17,8 +17,10 @@ from tutorseg.cli import main
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.export import nnunet_commands
 from tutorseg.planning.artefacts import ConfigurationPlan
-from tutorseg.training import SCHEDULES, budget, device
-from tutorseg.training.budget import LADDER, MIN_STEPS, Candidate, StepTimer, choose
+from tutorseg.training import SCHEDULES
+from tutorseg.training.budget import planner as budget
+from tutorseg.training.budget.planner import LADDER, MIN_STEPS, Candidate, StepTimer, choose
+from tutorseg.training.hardware import device
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from tutorseg.data.imageio import read_image
 from tutorseg.integrations.model_files import export_model, import_model
 from tutorseg.prediction.predictor import load_folds
 from tutorseg.preprocessing.preprocessor import PreprocessedDataset, label_on_grid
+from tutorseg.training.budget.smoke import smoke_plan
 from tutorseg.training.cascade import _ball_operator, _remove_a_component, augment_previous_stage, with_previous_stage
-from tutorseg.training.config import TrainingError
-from tutorseg.training.smoke import smoke_plan
+from tutorseg.training.runs.config import TrainingError
 
 TRAIN = dict(epochs=1, iterations_per_epoch=2, val_iterations=1, validation_tta=False, num_threads=1, progress=False,
              verbose=False)

@@ -123,12 +123,12 @@ def test_a_malformed_command_line_is_a_usage_error(capsys):
 
 
 def test_an_internal_error_shows_its_traceback_and_says_it_is_a_bug(files, capsys, monkeypatch):
-    import tutorseg.training.budget  # where `tutorseg plan` takes its plan function from
+    import tutorseg.training.budget.planner  # where `tutorseg plan` takes its plan function from
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(tutorseg.training.budget, "plan", broken)
+    monkeypatch.setattr(tutorseg.training.budget.planner, "plan", broken)
     assert main(["plan", str(files / "fingerprint.json")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err and BUG_REPORT in err

@@ -123,7 +123,7 @@ def test_resume_on_a_new_machine_copies_the_dataset_again(tmp_path, sample_dir):
     import shutil
 
     import tutorseg
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     drive, disk = tmp_path / "drive", tmp_path / "content"
     (drive / "MyDrive" / "datasets").mkdir(parents=True)
@@ -148,7 +148,7 @@ def test_resume_on_a_new_machine_copies_the_dataset_again(tmp_path, sample_dir):
 
 def test_resume_without_its_dataset_says_what_to_pass(tmp_path, sample_dir):
     from tutorseg.training import TrainingError, resume
-    from tutorseg.training.config import TrainingConfig
+    from tutorseg.training.runs.config import TrainingConfig
 
     run = tmp_path / "runs" / "Task04_Hippocampus" / "3d_fullres" / "fold_0"
     run.mkdir(parents=True)

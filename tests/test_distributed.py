@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from tests.training_helpers import tiny_plan
-from tutorseg.training.augmentation import AugmentationConfig
-from tutorseg.training.distributed import Distributed, batch_share, torchrun_command
+from tutorseg.training.batches.augmentation import AugmentationConfig
+from tutorseg.training.hardware.distributed import Distributed, batch_share, torchrun_command
 from tutorseg.training.loop import train_fold
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ LOSS_TOLERANCE = 1e-5
 SAME_RUN = """
 import sys
 from tutorseg.planning import Plan
-from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.batches.augmentation import AugmentationConfig
 from tutorseg.training.loop import train_fold
 train_fold(sys.argv[1], Plan.load(sys.argv[2]), out_dir=sys.argv[3], device="cpu", precision="fp32", epochs={steps},
            iterations_per_epoch=1, val_iterations=1, augmentation=AugmentationConfig.none(), validate=False,

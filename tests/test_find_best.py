@@ -21,7 +21,7 @@ import tutorseg
 from tutorseg.cli import main
 from tutorseg.data.problems import TutorsegError
 from tutorseg.prediction.instructions import InferenceInstructions, predict_best
-from tutorseg.training.smoke import smoke_plan
+from tutorseg.training.budget.smoke import smoke_plan
 
 CONFIGURATIONS = ("2d", "3d_fullres")
 

@@ -56,7 +56,7 @@ def datasets(tmp_path_factory, sample_dir) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def trained(datasets, tmp_path_factory):
     """A tiny network trained for a few steps on the NIfTI copy (what it learnt does not matter)."""
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     nifti = tutorseg.load_dataset(datasets[".nii.gz"])
     plan = smoke_plan(tutorseg.plan(tutorseg.fingerprint(nifti, progress=False), preset="cpu"))

@@ -18,8 +18,8 @@ from training_helpers import tiny_plan
 import tutorseg
 from tutorseg.data.label_maps import dice_per_class
 from tutorseg.preprocessing.preprocessor import ANNOTATED, PreprocessedDataset
-from tutorseg.training.loss import DeepSupervisionLoss, masked_dice_ce
-from tutorseg.training.patch_sampling import PatchSampler
+from tutorseg.training.batches.patch_sampling import PatchSampler
+from tutorseg.training.model.loss import DeepSupervisionLoss, masked_dice_ce
 
 IGNORE = 3
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tutorseg.data.imageio import read_image
-from tutorseg.training.sliding_window import mirror_axes_combinations, predict_logits, predict_probabilities
+from tutorseg.training.model.sliding_window import mirror_axes_combinations, predict_logits, predict_probabilities
 
 
 def _small_unet(in_channels: int = 1, n_classes: int = 3) -> torch.nn.Module:
@@ -70,7 +70,7 @@ def test_probabilities_are_the_softmax_of_the_logits_computed_in_place(sample_di
 
 
 def test_stitching_moves_to_the_cpu_when_the_output_would_crowd_the_gpu():
-    from tutorseg.training.sliding_window import stitching_device
+    from tutorseg.training.model.sliding_window import stitching_device
 
     gpu = torch.device("cuda")  # only the decision; nothing is allocated on it
     gib = 2**30
@@ -87,7 +87,7 @@ def test_asking_for_a_device_moves_the_network_too(sample_dir, monkeypatch):
     Faked: with one device here, the network is reported to sit on the meta device, and the test checks that it
     is moved to the device asked for before the windows run.
     """
-    from tutorseg.training import sliding_window
+    from tutorseg.training.model import sliding_window
 
     network, image = _small_unet(), _real_image(sample_dir)
     moves = []

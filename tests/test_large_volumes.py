@@ -16,8 +16,8 @@ from scipy import ndimage
 from tests.test_inference import _real_image, _small_unet
 from tutorseg.data.dataset import load_dataset
 from tutorseg.preprocessing.preprocessor import preprocess_image, restore_segmentation, undo_preprocessing
-from tutorseg.training import sliding_window
-from tutorseg.training.sliding_window import copies_per_pass, predict_logits
+from tutorseg.training.model import sliding_window
+from tutorseg.training.model.sliding_window import copies_per_pass, predict_logits
 
 
 def test_copies_in_several_passes_give_the_same_logits(sample_dir, monkeypatch):

@@ -155,3 +155,45 @@ def test_no_step_imports_ipywidgets_or_viz():
                  and ("import ipywidgets" in modules[module].read_text(encoding="utf-8")
                       or any(t == "tutorseg.viz" or t.startswith("tutorseg.viz.") for t in targets))]
     assert not offenders
+
+
+# Inside training/, the folders of its parts in the order they may import each other: a folder uses only those before
+# it (and the steps before training). The modules at the top of training/ (the loop, validation, cascade, transfer,
+# folds) compose the parts and may use them all; no part imports them.
+TRAINING_PARTS = ["model", "batches", "hardware", "budget", "runs"]
+
+
+def training_part(module: str) -> int | None:
+    """The index of ``module``'s folder in :data:`TRAINING_PARTS`; ``len(TRAINING_PARTS)`` for the top modules."""
+    parts = module.split(".")
+    if parts[:2] != ["tutorseg", "training"]:
+        return None
+    if len(parts) > 2 and parts[2] in TRAINING_PARTS:
+        return TRAINING_PARTS.index(parts[2])
+    return len(TRAINING_PARTS)
+
+
+def test_every_training_folder_has_a_docstring_and_at_most_twelve_modules():
+    for folder in [PACKAGE / "training", *(PACKAGE / "training" / part for part in TRAINING_PARTS)]:
+        init = folder / "__init__.py"
+        assert init.is_file() and ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), folder
+        assert len([p for p in folder.glob("*.py") if p.name != "__init__.py"]) <= 12, folder
+
+
+def test_no_folder_of_the_package_holds_more_than_about_twelve_modules():
+    crowded = [str(folder.relative_to(PACKAGE)) for folder in [PACKAGE, *PACKAGE.rglob("*")]
+               if folder.is_dir() and len([p for p in folder.glob("*.py") if p.name != "__init__.py"]) > 12]
+    assert not crowded
+
+
+def test_training_parts_import_each_other_in_one_direction():
+    wrong = []
+    for module, targets in import_graph().items():
+        source = training_part(module)
+        for target in sorted(targets):
+            destination = training_part(target)
+            if source is not None and destination is not None and destination > source:
+                wrong.append(f"{module} imports {target}: "
+                             f"{'a top module of training/' if destination == len(TRAINING_PARTS) else target.split('.')[2] + '/'}"
+                             f" comes after {TRAINING_PARTS[source] + '/' if source < len(TRAINING_PARTS) else 'it'}")
+    assert not wrong, "imports against training/'s order " + " -> ".join(TRAINING_PARTS) + ":\n" + "\n".join(wrong)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tutorseg.data.problems import TutorsegError
-from tutorseg.training.network import build_network, count_parameters, load_weights
+from tutorseg.training.model.network import build_network, count_parameters, load_weights
 
 FIXTURES = Path(__file__).parent / "data"
 NETWORKS = json.loads((FIXTURES / "nnunet_networks.json").read_text())["networks"]
@@ -98,7 +98,7 @@ def _resenc_configuration(key: str, reference_dir: Path) -> SimpleNamespace:
 @pytest.mark.parametrize("key", sorted(RESENC))
 def test_resenc_network_matches_nnunets_residual_encoder_unet(key, reference_dir):
     """Every weight and every residual block of nnU-Net's ResidualEncoderUNet for its ResEnc M/L plans."""
-    from tutorseg.training.residual_unet import ResidualBlock
+    from tutorseg.training.model.residual_unet import ResidualBlock
 
     reference = RESENC[key]
     network = build_network(_resenc_configuration(key, reference_dir), reference["input_channels"],
@@ -110,7 +110,7 @@ def test_resenc_network_matches_nnunets_residual_encoder_unet(key, reference_dir
 
 def test_resenc_network_outputs_and_starts_as_identity_blocks():
     """Deep supervision: one output per decoder stage at its own resolution; each residual block starts as identity."""
-    from tutorseg.training.residual_unet import ResidualBlock
+    from tutorseg.training.model.residual_unet import ResidualBlock
 
     torch.manual_seed(0)
     configuration = SimpleNamespace(patch_size=[16, 32, 32], kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],

@@ -183,7 +183,7 @@ def test_prediction_uses_the_gpu_when_there_is_one(hippo_run, monkeypatch):
 
     import tutorseg.training
     from tutorseg.prediction.predictor import load_folds, prediction_device
-    from tutorseg.training.model_io import load_model
+    from tutorseg.training.runs.model_io import load_model
 
     asked = []
 

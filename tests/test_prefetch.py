@@ -10,8 +10,8 @@ import torch
 from test_sampling import _as_case
 
 from tutorseg.data.dataset import load_dataset
-from tutorseg.training.patch_sampling import PatchSampler
-from tutorseg.training.prefetch import BatchPrefetcher
+from tutorseg.training.batches.patch_sampling import PatchSampler
+from tutorseg.training.batches.prefetch import BatchPrefetcher
 
 
 def _sampler(cases, seed=7):

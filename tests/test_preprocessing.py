@@ -23,7 +23,7 @@ from tutorseg.preprocessing.preprocessor import (
     preprocess_image,
     undo_preprocessing,
 )
-from tutorseg.training.patch_sampling import PatchSampler
+from tutorseg.training.batches.patch_sampling import PatchSampler
 
 
 def plan_from_nnunet(path: Path, labels: dict, *, is_2d_data: bool = False) -> Plan:
@@ -250,7 +250,7 @@ def test_the_plans_anisotropy_threshold_reaches_resampling(hippocampus_dir, hipp
 
 def test_a_planner_override_of_the_threshold_is_carried_by_the_plan(tmp_path):
     from tutorseg import fingerprint, plan, sample_dataset_path
-    from tutorseg.training.augmentation import AugmentationConfig, is_dummy_2d
+    from tutorseg.training.batches.augmentation import AugmentationConfig, is_dummy_2d
 
     fp = fingerprint(sample_dataset_path(), progress=False, num_workers=1)
     changed = plan(fp, settings={"anisotropy_threshold": 2.5})

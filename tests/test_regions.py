@@ -26,8 +26,8 @@ from tutorseg.preprocessing.preprocessor import (
     restore_probabilities,
     sample_class_locations,
 )
-from tutorseg.training.history import confusion_counts
-from tutorseg.training.loss import DeepSupervisionLoss, region_dice_bce, region_masks
+from tutorseg.training.model.loss import DeepSupervisionLoss, region_dice_bce, region_masks
+from tutorseg.training.runs.history import confusion_counts
 
 REGIONS = {"hippocampus": [1, 2, 3], "posterior": [2, 3], "posterior core": [3]}
 ORDER = [1, 2, 3]
@@ -144,10 +144,10 @@ def test_a_region_dataset_trains_predicts_and_is_evaluated_per_region(regions, t
     assert np.array_equal(plan.to_label_map(probabilities)[clear], written[clear])
 
     # restoring one region at a time equals thresholding the restored probabilities
-    from tutorseg.training.model_io import load_model
+    from tutorseg.training.runs.model_io import load_model
 
     network, *_ = load_model(run, device="cpu")
-    from tutorseg.training.sliding_window import predict_volume_logits
+    from tutorseg.training.model.sliding_window import predict_volume_logits
 
     logits = predict_volume_logits(network, case.data, patch_size=plan["3d_fullres"].patch_size, tta=False)
     by_region = restore_label_map(logits, case.properties, plan, "3d_fullres")
@@ -215,7 +215,7 @@ def test_regions_with_an_ignore_label_train_without_the_unannotated_voxels(sampl
 
 def test_find_best_scores_regions_and_ensembles_their_sigmoids(sample_dir, tmp_path):
     """Five tiny folds of 2d and 3d_fullres on ten region cases; the ensemble's region Dice recomputed by hand."""
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     data = _region_dataset(sample_dir, tmp_path / "Dataset914_RegionsCV", n=10)
     plan = smoke_plan(tiny_plan(data, "3d_fullres"), "2d")

@@ -19,8 +19,8 @@ from tutorseg.data.imageio import read_image
 from tutorseg.integrations.export import nnunet_commands, nnunet_plans
 from tutorseg.planning import PRESETS, compare_with_nnunet, plan
 from tutorseg.training import load_model
-from tutorseg.training.residual_unet import ResidualEncoderUNet
-from tutorseg.training.smoke import smoke_plan
+from tutorseg.training.budget.smoke import smoke_plan
+from tutorseg.training.model.residual_unet import ResidualEncoderUNet
 
 REFERENCE_PLANS = {"resenc-m": "nnUNetResEncUNetMPlans", "resenc-l": "nnUNetResEncUNetLPlans"}
 

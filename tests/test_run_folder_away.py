@@ -16,8 +16,9 @@ from training_helpers import TINY, tiny_plan
 
 from tutorseg.data import files
 from tutorseg.data.problems import TutorsegError
-from tutorseg.training import checkpoint as ckpt
-from tutorseg.training import loop, resume, run_folder, train_fold
+from tutorseg.training import loop, resume, train_fold
+from tutorseg.training.runs import checkpoint as ckpt
+from tutorseg.training.runs import folder as run_folder
 
 
 class DroppedMount:

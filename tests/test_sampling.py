@@ -1,4 +1,4 @@
-"""Tests of tutorseg.training.patch_sampling on real Hippocampus (3D) and ISBI (2D) cases held in memory."""
+"""Tests of tutorseg.training.batches.patch_sampling on real Hippocampus (3D) and ISBI (2D) cases held in memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tutorseg.data.dataset import load_dataset
-from tutorseg.training.patch_sampling import PatchSampler, is_forced_foreground
+from tutorseg.training.batches.patch_sampling import PatchSampler, is_forced_foreground
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Tests of tutorseg.training.splits: nnU-Net's KFold assignment, saving, and validation of user splits."""
+"""Tests of tutorseg.training.batches.splits: nnU-Net's KFold assignment, saving, and validation of user splits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import json
 import pytest
 
 from tutorseg.data.dataset import load_dataset
-from tutorseg.training.splits import SplitsError, fold_cases, load_splits, make_splits, save_splits, validate_splits
+from tutorseg.training.batches.splits import (
+    SplitsError,
+    fold_cases,
+    load_splits,
+    make_splits,
+    save_splits,
+    validate_splits,
+)
 
 # Computed once with scikit-learn 1.x: KFold(n_splits=5, shuffle=True, random_state=12345).split(sorted ids),
 # exactly nnU-Net's generate_crossval_split (scikit-learn is not a tutorseg dependency).
@@ -85,7 +92,7 @@ def test_too_few_cases():
 
 
 def test_validation_case_ids_of_a_run_folder(tmp_path):
-    from tutorseg.training.splits import validation_case_ids
+    from tutorseg.training.batches.splits import validation_case_ids
 
     ids = [f"case_{i:02d}" for i in range(10)]
     save_splits(make_splits(ids), tmp_path / "splits_final.json")

@@ -18,7 +18,7 @@ import pytest
 from tests.training_helpers import tiny_plan
 from tutorseg.preprocessing import storage
 from tutorseg.preprocessing.preprocessor import PreprocessedDataset, preprocess
-from tutorseg.training.patch_sampling import PatchSampler
+from tutorseg.training.batches.patch_sampling import PatchSampler
 
 
 @pytest.fixture(scope="module")

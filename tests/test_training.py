@@ -13,9 +13,9 @@ from training_helpers import TINY, tiny_plan, two_channel_dataset
 from tutorseg.data.problems import TutorsegError
 from tutorseg.planning import Plan
 from tutorseg.training import SCHEDULES, TrainingRecord, load_model, parse_budget, resume, train_fold
-from tutorseg.training.loss import DeepSupervisionLoss, deep_supervision_weights
-from tutorseg.training.network import build_network
-from tutorseg.training.schedule import poly_lr
+from tutorseg.training.budget.schedule import poly_lr
+from tutorseg.training.model.loss import DeepSupervisionLoss, deep_supervision_weights
+from tutorseg.training.model.network import build_network
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_loss_uses_downsampled_labels_and_skips_the_lowest_head():
 def test_deep_supervision_targets_are_downsampled_as_nnunet_does(sample_dir):
     """nnU-Net's DownsampleSegForDSTransform: torch's nearest-exact, i.e. input index floor((i + 0.5) * in / out)."""
     from tutorseg.data.imageio import read_image
-    from tutorseg.training.loss import downsample_labels
+    from tutorseg.training.model.loss import downsample_labels
 
     label = read_image(next((sample_dir / "labelsTr").glob("*.nii.gz"))).array[0][:32, :48, :32]
     labels = torch.from_numpy(label.astype(np.int16))[None, None]
@@ -148,7 +148,7 @@ def test_validation_predictions_are_aligned_with_the_raw_images(trained, sample_
 
 def test_load_model_and_predict_probabilities(trained):
     from tutorseg.preprocessing.preprocessor import PreprocessedDataset
-    from tutorseg.training.sliding_window import predict_probabilities
+    from tutorseg.training.model.sliding_window import predict_probabilities
 
     network, plan, name, config = load_model(trained.run_dir, checkpoint="best")
     assert not network.training and name == "3d_fullres" and config.fold == 0

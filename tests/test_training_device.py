@@ -13,7 +13,7 @@ from training_helpers import TINY, tiny_plan
 
 from tutorseg.data.problems import TutorsegError
 from tutorseg.training import loop, train_fold
-from tutorseg.training.device import TrainingOutOfMemoryError, _busy_cores, choose_device, cpu_threads
+from tutorseg.training.hardware.device import TrainingOutOfMemoryError, _busy_cores, choose_device, cpu_threads
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(
     # faked: torch.save fails as on a full disk, after writing part of the file
     import errno
 
-    from tutorseg.training import checkpoint
+    from tutorseg.training.runs import checkpoint
 
     state = {"network": {"weight": torch.zeros(1000, 1000)}, "epoch": 3}
     path = tmp_path / "checkpoint_epoch_0003.pt"

@@ -11,9 +11,9 @@ import pytest
 import torch
 from training_helpers import TINY, tiny_plan
 
-from tutorseg.training import checkpoint as ckpt
 from tutorseg.training import loop, resume, train_fold
-from tutorseg.training.config import TrainingConfig, default_epoch_size
+from tutorseg.training.runs import checkpoint as ckpt
+from tutorseg.training.runs.config import TrainingConfig, default_epoch_size
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def _hold_lock(folder):
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from tutorseg.training.run_lock import run_lock\n"
+        "import sys, time; from pathlib import Path; from tutorseg.training.runs.lock import run_lock\n"
         "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)"), str(folder)],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -146,7 +146,7 @@ def test_a_run_being_trained_elsewhere_is_refused_and_a_killed_holder_blocks_not
     """Two kernels on one run folder: the second is refused, naming the first; SIGKILL of the first frees it."""
     import signal
 
-    from tutorseg.training.run_lock import LOCK_NAME, RunInUseError
+    from tutorseg.training.runs.lock import LOCK_NAME, RunInUseError
 
     holder = _hold_lock(finished_run)
     try:
@@ -179,7 +179,7 @@ def test_without_file_locks_the_process_id_decides(tmp_path):
     import subprocess
     import sys
 
-    from tutorseg.training.run_lock import LOCK_NAME, RunInUseError, _check_process_id
+    from tutorseg.training.runs.lock import LOCK_NAME, RunInUseError, _check_process_id
 
     path = tmp_path / LOCK_NAME
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

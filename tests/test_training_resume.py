@@ -14,8 +14,8 @@ import pytest
 import torch
 from training_helpers import tiny_plan
 
-from tutorseg.training import checkpoint as ckpt
 from tutorseg.training import resume
+from tutorseg.training.runs import checkpoint as ckpt
 
 CHILD = textwrap.dedent("""
     import os, signal, sys

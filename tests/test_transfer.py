@@ -16,9 +16,9 @@ from tutorseg.cli import main
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.model_files import export_model, import_model
 from tutorseg.training import load_model
-from tutorseg.training.config import TrainingError
-from tutorseg.training.schedule import poly_lr, warmup_poly_lr
-from tutorseg.training.smoke import smoke_plan
+from tutorseg.training.budget.schedule import poly_lr, warmup_poly_lr
+from tutorseg.training.budget.smoke import smoke_plan
+from tutorseg.training.runs.config import TrainingError
 from tutorseg.training.transfer import is_output_layer
 
 QUIET = dict(progress=False, verbose=False, num_threads=1)

@@ -16,7 +16,7 @@ TINY = dict(epochs=2, iterations_per_epoch=2, val_iterations=1, progress=False, 
 def tiny_plan(dataset_dir, configuration=None, **shrink):
     """Fingerprint + cpu-preset plan of a real dataset, shrunk to a network that trains in seconds."""
     import tutorseg
-    from tutorseg.training.smoke import smoke_plan
+    from tutorseg.training.budget.smoke import smoke_plan
 
     fp = tutorseg.fingerprint(dataset_dir, progress=False, num_workers=0)
     return smoke_plan(tutorseg.plan(fp, preset="cpu"), configuration, **shrink)

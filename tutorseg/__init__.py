@@ -30,13 +30,13 @@ _EXPORTS = {
     "DatasetReport": "inspection.report",
     "fingerprint": "fingerprinting",
     "DatasetFingerprint": "fingerprinting",
-    "plan": "training.budget",  # nnU-Net's planner (planning.planner), or the budget-aware choice
+    "plan": "training.budget.planner",  # nnU-Net's planner (planning.planner), or the budget-aware choice
     "Plan": "planning.artefacts",
     "preprocess": "preprocessing.preprocessor",
-    "make_splits": "training.splits",
+    "make_splits": "training.batches.splits",
     "train_fold": "training.loop",
     "resume": "training.loop",
-    "TrainingRecord": "training.record",
+    "TrainingRecord": "training.runs.record",
     "predict": "prediction.predictor",
     "evaluate": "evaluation.metrics",
     "EvaluationSummary": "evaluation.metrics",
@@ -75,7 +75,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time the names a
     from tutorseg.prediction.instructions import predict_best
     from tutorseg.prediction.predictor import predict
     from tutorseg.preprocessing.preprocessor import preprocess
-    from tutorseg.training.budget import plan
+    from tutorseg.training.batches.splits import make_splits
+    from tutorseg.training.budget.planner import plan
     from tutorseg.training.loop import resume, train_fold
-    from tutorseg.training.record import TrainingRecord
-    from tutorseg.training.splits import make_splits
+    from tutorseg.training.runs.record import TrainingRecord

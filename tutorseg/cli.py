@@ -65,7 +65,7 @@ def _add_fingerprint(sub) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from tutorseg.fingerprinting import DatasetFingerprint
     from tutorseg.planning import compare_with_nnunet
-    from tutorseg.training.budget import plan, plan_for_schedule
+    from tutorseg.training.budget.planner import plan, plan_for_schedule
 
     if args.preset and args.gpu_memory is not None:
         raise TutorsegError("give either --gpu-memory or --preset, not both (a preset sets the memory budget too)")
@@ -196,7 +196,7 @@ def _train_on_several_processes(args: argparse.Namespace, argv: list[str]) -> in
 
     import torch
 
-    from tutorseg.training.distributed import torchrun_command
+    from tutorseg.training.hardware.distributed import torchrun_command
 
     if args.device != "cpu":
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0

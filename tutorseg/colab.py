@@ -23,7 +23,7 @@ from tutorseg.data.copies import COPY_MARKER, DatasetCopyError, copy_dataset
 from tutorseg.data.files import display_path
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.environment import on_colab
-from tutorseg.training.run_folder import find_runs, run_path
+from tutorseg.training.runs.folder import find_runs, run_path
 
 COLAB_DRIVE_MOUNT = Path("/content/drive")  # where Colab's drive.mount puts Google Drive, by convention
 COLAB_LOCAL_DISK = Path("/content")  # the Colab machine's own (fast, temporary) disk
@@ -62,7 +62,7 @@ class Workspace:
     def run_dir(self, dataset: str, configuration: str, fold: int | str = 0) -> Path:
         """The run folder of a fold: ``runs/<dataset>/<configuration>/fold_<k>`` (created if missing).
 
-        The same naming everywhere (:func:`tutorseg.training.run_folder.run_path`), so notebook 04 finds the run
+        The same naming everywhere (:func:`tutorseg.training.runs.folder.run_path`), so notebook 04 finds the run
         notebook 03 trained, on Colab through Google Drive.
         """
         path = run_path(self.runs_dir, dataset, configuration, fold)

@@ -99,9 +99,9 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     from tutorseg.planning import Plan
     from tutorseg.prediction.predictor import load_folds, predict
     from tutorseg.training import resume, train_fold
-    from tutorseg.training.budget import plan
-    from tutorseg.training.checkpoint import latest_checkpoints
-    from tutorseg.training.run_folder import run_path
+    from tutorseg.training.budget.planner import plan
+    from tutorseg.training.runs.checkpoint import latest_checkpoints
+    from tutorseg.training.runs.folder import run_path
 
     dataset = as_dataset(dataset if dataset is not None else sample_dataset_path())
     out = Path(out_dir)
@@ -165,7 +165,7 @@ def _trade(the_plan) -> str:
 
 def _validation_cases(dataset, run_dir: Path):
     """The held-out cases of the run's fold, from its ``splits_final.json`` (nnU-Net's form)."""
-    from tutorseg.training.splits import validation_case_ids
+    from tutorseg.training.batches.splits import validation_case_ids
 
     return [dataset.case(case_id) for case_id in validation_case_ids(run_dir)]
 

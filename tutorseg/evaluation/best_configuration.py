@@ -147,7 +147,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
     """
     from tutorseg.data.dataset import load_dataset
     from tutorseg.evaluation.postprocessing import determine_postprocessing
-    from tutorseg.training.config import TrainingConfig
+    from tutorseg.training.runs.config import TrainingConfig
 
     run_root = Path(run_root).expanduser().resolve()
     folds = tuple(int(f) for f in folds)

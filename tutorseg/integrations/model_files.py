@@ -67,7 +67,7 @@ def _fold_dirs(run_dirs) -> list[Path]:
 def _add_fold(archive: zipfile.ZipFile, fold: Path, name: str, *, previous_stage: bool,
               postprocessing: Path | None) -> dict:
     """Write one fold's files under ``name``; returns its training config."""
-    from tutorseg.training.checkpoint import load_checkpoint
+    from tutorseg.training.runs.checkpoint import load_checkpoint
 
     state = load_checkpoint(fold / "checkpoint_final.pt")
     slim = {k: state[k] for k in KEPT_CHECKPOINT_FIELDS if k in state}
@@ -103,7 +103,7 @@ def export_model(run_dirs, out_file: str | os.PathLike, *, postprocessing=None) 
     """
     from tutorseg.planning import Plan
     from tutorseg.training.cascade import lowres_fold_dirs, previous_stage_root
-    from tutorseg.training.config import TrainingConfig
+    from tutorseg.training.runs.config import TrainingConfig
 
     folds = _fold_dirs(run_dirs)
     plan = Plan.load(folds[0] / "plan.json")

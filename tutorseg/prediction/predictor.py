@@ -5,7 +5,7 @@ For each case (nnU-Net v2's ``nnUNetPredictor.predict_from_files`` does the same
 1. read the channel files and preprocess them exactly as in training (crop to non-zero, resample to the plan's
    spacing, normalise: :func:`tutorseg.preprocessing.preprocessor.preprocess_image`);
 2. sliding-window inference with Gaussian weighting, 50 % overlap and mirroring test-time augmentation
-   (:func:`tutorseg.training.sliding_window.predict_volume_logits`), once per fold;
+   (:func:`tutorseg.training.model.sliding_window.predict_volume_logits`), once per fold;
 3. average the folds' logits (the ensemble), resample them back and undo the cropping, one class at a time for the
    label map (:func:`tutorseg.preprocessing.preprocessor.restore_segmentation`) or all at once, with the softmax
    last, when the probabilities are saved (:func:`~tutorseg.preprocessing.preprocessor.restore_probabilities`);
@@ -112,7 +112,7 @@ def _checkpoint_in(run_dir: Path, preferred: str) -> str:
     """The checkpoint to load: ``preferred`` if present, else the next in final > best > latest."""
     if not run_dir.is_dir():
         raise PredictionError(f"run folder {run_dir} does not exist; give the --out folder of `tutorseg train`")
-    from tutorseg.training.model_io import checkpoint_path
+    from tutorseg.training.runs.model_io import checkpoint_path
 
     order = [preferred] + [c for c in CHECKPOINTS if c != preferred]
     for name in order:
@@ -277,7 +277,7 @@ def _averaged_logits(folds: Sequence[FoldModel], image: np.ndarray, spacing: tup
                      tta: bool, case_id: str):
     """The folds' averaged logits on the preprocessed grid (as nnU-Net ensembles folds), and the case's properties."""
     from tutorseg.preprocessing.preprocessor import preprocess_image
-    from tutorseg.training.sliding_window import predict_volume_logits
+    from tutorseg.training.model.sliding_window import predict_volume_logits
 
     plan, configuration = folds[0].plan, folds[0].configuration
     config = plan[configuration]
@@ -357,7 +357,7 @@ def _predict_within_memory(folds: Sequence[FoldModel], image: np.ndarray, spacin
     operating system killing the process (on Colab: the runtime restarts).
     """
     from tutorseg.data.jobs import available_memory_bytes
-    from tutorseg.training.device import first_line, is_out_of_memory, release_gpu_memory
+    from tutorseg.training.hardware.device import first_line, is_out_of_memory, release_gpu_memory
 
     n_classes = folds[0].plan.n_outputs
     voxels = int(np.prod(image.shape[1:]))
@@ -442,7 +442,7 @@ def predict(run_dirs, inputs, out_dir: str | os.PathLike, *, tta: bool = True, s
         raise PredictionError(f"the output {out_dir} is a file; give a folder for the segmentations")
     folds = list(folds) if folds is not None else load_folds(run_dirs, checkpoint=checkpoint, device=device)
     if next(folds[0].network.parameters()).device.type == "cpu":
-        from tutorseg.training.device import keep_freed_memory
+        from tutorseg.training.hardware.device import keep_freed_memory
 
         keep_freed_memory()  # the large window buffers are reused instead of re-mapped: ~1/3 less time (bench/predict.md)
     decision = _postprocessing_for(run_dirs, postprocess)

@@ -115,7 +115,7 @@ class CaseProperties:
 
 @dataclass(frozen=True)
 class PreprocessedCase:
-    """One preprocessed case (what :class:`tutorseg.training.patch_sampling.PatchSampler` samples from).
+    """One preprocessed case (what :class:`tutorseg.training.batches.patch_sampling.PatchSampler` samples from).
 
     Its arrays are numpy arrays in memory, or stored arrays read from disk a patch at a time
     (:class:`tutorseg.preprocessing.storage.StoredArray`, see :meth:`PreprocessedDataset.load_cases`).

@@ -1,41 +1,43 @@
-"""Training one fold, nnU-Net style, in small modules.
+"""Training one fold, nnU-Net style: the loop at the top, the parts it composes in one folder per concern.
 
-Read them in this order:
+The loop and what it runs, in this folder:
 
-- ``network``: the U-Net built with MONAI's DynUNet from a configuration plan (mapping to nnU-Net's PlainConvUNet).
-- ``loss``: Dice + cross-entropy with nnU-Net's deep-supervision weights.
-- ``schedule``: SGD, poly learning rate, wall-clock budgets, named workshop schedules (:data:`SCHEDULES`).
-- ``device``: GPU or CPU, mixed precision, and the messages for a missing GPU or an out-of-memory error.
-- ``history``: per-epoch history and nnU-Net's pseudo-Dice.
-- ``checkpoint``: atomic files and checkpoints that load with ``weights_only=True``; random states.
-- ``config``: :class:`TrainingConfig`, every setting of a run (``config.json``).
-- ``loop``: :func:`train_fold` and :func:`resume`.
-- ``distributed``: one fold on several GPUs (DistributedDataParallel under ``torchrun``).
+- ``loop``: :func:`train_fold` and :func:`resume`: the epochs, start to end. Start here.
+- ``validation``: full-case validation of the fold at the end of training.
+- ``cascade``: the second stage of nnU-Net's cascade, fed the first stage's out-of-fold segmentations.
+- ``transfer``: starting from a trained model (``init_from``, nnU-Net's ``-pretrained_weights``).
 - ``folds``: :func:`train_folds`, several folds side by side, one process per fold.
-- ``validation``: full-case validation of the fold at the end.
-- ``budget``: the plan a time budget can train (``tutorseg.plan(fp, budget="10min")``): nnU-Net's plan and smaller
-  ones, each training step measured on the device.
-- ``progress``: progress bar and live plot; ``record``: :class:`TrainingRecord`; ``model_io``: :func:`load_model`.
 
-What the loop uses, from the data side:
+The parts, one folder per concern (each folder's ``__init__`` says its job in one sentence):
 
-- ``splits``: nnU-Net's five cross-validation folds (``splits_final.json``).
-- ``patch_sampling``: patches for a batch, a third of them forced to contain foreground.
-- ``augmentation``: nnU-Net's augmentation set, on the batch.
-- ``sliding_window``: Gaussian-weighted sliding-window inference with mirroring (validation and prediction).
-- ``tracking``: optional Weights & Biases logging.
+- ``model/``: the network a plan builds (``network``, ``residual_unet``), the loss it learns from (``loss``) and
+  the sliding window that applies it to a whole image (``sliding_window``).
+- ``batches/``: what one training step consumes: the fold's cases (``splits``), patches cut from them with
+  foreground oversampling (``patch_sampling``), nnU-Net's augmentation on the batch (``augmentation``), batches
+  made ready ahead (``prefetch``).
+- ``hardware/``: where the step computes: GPU or CPU and its precision (``device``), one fold on several GPUs
+  (``distributed``).
+- ``budget/``: how long and how fast to train: SGD and the poly schedule, budgets and named schedules
+  (``schedule``), the plan a time budget can train (``planner``), the shrunken plan of smoke runs (``smoke``).
+- ``runs/``: a run on disk: its settings (``config``), folder and lock (``folder``, ``lock``), checkpoints
+  (``checkpoint``), history and pseudo-Dice (``history``), curves and live progress (``curves``, ``progress``),
+  the returned record (``record``), optional Weights & Biases (``tracking``), the model loaded back
+  (``model_io``).
 
-Names are imported on first use, so that importing ``tutorseg.training.splits`` does not load torch.
+The folders import each other in one direction, ``model`` -> ``batches`` -> ``hardware`` -> ``budget`` -> ``runs``
+(a folder may use those before it), and only the modules at the top use them all (``tests/test_layout.py``).
+Names are imported on first use, so that importing ``tutorseg.training.batches.splits`` does not load torch.
 """
 
 from tutorseg.data.lazy import lazy_exports
 
 _EXPORTS = {
     "train_fold": "loop", "resume": "loop", "train_folds": "folds",
-    "TrainingError": "config", "TrainingConfig": "config",
-    "load_model": "model_io",
-    "TrainingRecord": "record", "SCHEDULES": "schedule", "Schedule": "schedule", "parse_budget": "schedule",
-    "make_splits": "splits",
+    "TrainingError": "runs.config", "TrainingConfig": "runs.config",
+    "load_model": "runs.model_io",
+    "TrainingRecord": "runs.record", "SCHEDULES": "budget.schedule", "Schedule": "budget.schedule",
+    "parse_budget": "budget.schedule",
+    "make_splits": "batches.splits",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tutorseg.training.config import TrainingError
+from tutorseg.training.runs.config import TrainingError
 
 LOWRES = "3d_lowres"
 P_BINARY_OPERATOR = 0.4  # per sample (nnU-Net: RandomTransform(ApplyRandomBinaryOperatorTransform, 0.4))

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tutorseg.training import checkpoint as ckpt
-from tutorseg.training.config import TrainingError
+from tutorseg.training.runs import checkpoint as ckpt
+from tutorseg.training.runs.config import TrainingError
 
 
 @dataclass(frozen=True)

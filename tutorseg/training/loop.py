@@ -31,12 +31,19 @@ from tutorseg.data.copies import copy_dataset
 from tutorseg.data.dataset import Dataset, as_dataset
 from tutorseg.data.jobs import progress_bar
 from tutorseg.planning import ConfigurationPlan, Plan
-from tutorseg.training import checkpoint as ckpt
-from tutorseg.training import distributed
-from tutorseg.training.augmentation import AugmentationConfig
+from tutorseg.training.batches.augmentation import AugmentationConfig
+from tutorseg.training.batches.prefetch import BatchPrefetcher
+from tutorseg.training.budget.schedule import (
+    GRAD_CLIP,
+    INITIAL_LR,
+    format_seconds,
+    make_optimizer,
+    set_lr,
+    warmup_poly_lr,
+)
 from tutorseg.training.cascade import relative_previous_stage, with_previous_stage
-from tutorseg.training.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
-from tutorseg.training.device import (
+from tutorseg.training.hardware import distributed
+from tutorseg.training.hardware.device import (
     DeviceSetup,
     TrainingOutOfMemoryError,
     choose_device,
@@ -47,28 +54,21 @@ from tutorseg.training.device import (
     out_of_memory_error,
     release_gpu_memory,
 )
-from tutorseg.training.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
-from tutorseg.training.loss import DeepSupervisionLoss
-from tutorseg.training.network import build_network, count_parameters, load_weights
-from tutorseg.training.prefetch import BatchPrefetcher
-from tutorseg.training.progress import LivePlot
-from tutorseg.training.record import TrainingRecord
-from tutorseg.training.run_folder import RunFolderWriter
-from tutorseg.training.run_lock import run_lock
-from tutorseg.training.schedule import (
-    GRAD_CLIP,
-    INITIAL_LR,
-    format_seconds,
-    make_optimizer,
-    set_lr,
-    warmup_poly_lr,
-)
+from tutorseg.training.model.loss import DeepSupervisionLoss
+from tutorseg.training.model.network import build_network, count_parameters, load_weights
+from tutorseg.training.runs import checkpoint as ckpt
+from tutorseg.training.runs.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
+from tutorseg.training.runs.folder import RunFolderWriter
+from tutorseg.training.runs.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
+from tutorseg.training.runs.lock import run_lock
+from tutorseg.training.runs.progress import LivePlot
+from tutorseg.training.runs.record import TrainingRecord
 from tutorseg.training.transfer import load_pretrained, weights_file
 
 if TYPE_CHECKING:
     from tutorseg.preprocessing.preprocessor import PreprocessedCase
-    from tutorseg.training.patch_sampling import PatchSampler
-    from tutorseg.training.tracking import Tracker
+    from tutorseg.training.batches.patch_sampling import PatchSampler
+    from tutorseg.training.runs.tracking import Tracker
 
 LOSS_SHOWN_EVERY = 10  # steps between loss updates of the progress bar
 
@@ -167,7 +167,7 @@ def _prepare_data(dataset: Dataset, plan: Plan, configuration: ConfigurationPlan
         (training cases, validation cases, why they are held in memory or read from disk).
     """
     from tutorseg.preprocessing.preprocessor import preprocess
-    from tutorseg.training.splits import fold_cases, load_splits, make_splits, save_splits
+    from tutorseg.training.batches.splits import fold_cases, load_splits, make_splits, save_splits
 
     preprocessed = preprocess(dataset, plan, configuration.name, config.preprocessed_dir, progress=progress,
                               verbose=config.verbose)
@@ -201,8 +201,8 @@ def _with_previous_stage(cases: list[PreprocessedCase], dataset: Dataset, plan: 
 
 
 def _samplers(configuration, train_cases, val_cases, augmentation, seed: int, dist=None):
-    from tutorseg.training.augmentation import sampling_patch_size
-    from tutorseg.training.patch_sampling import PatchSampler
+    from tutorseg.training.batches.augmentation import sampling_patch_size
+    from tutorseg.training.batches.patch_sampling import PatchSampler
 
     patch = tuple(configuration.patch_size)
     slice_axis = configuration.slice_axis if len(patch) == 2 and train_cases[0].label.ndim == 3 else None
@@ -277,7 +277,7 @@ def next_training_batch(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
 
     With a prefetcher (on a GPU) the batch was cut and copied while the previous step ran.
     """
-    from tutorseg.training.augmentation import augment_batch
+    from tutorseg.training.batches.augmentation import augment_batch
 
     if run.prefetcher is not None:
         images, labels = run.prefetcher.next_batch()
@@ -414,7 +414,7 @@ def save_epoch(run: Run, improved: bool) -> Path:
     """checkpoint_epoch_NNNN.pt, checkpoint_best.pt when improved, then history.json and progress.png (all atomic).
 
     The checkpoint goes first, so history.json never shows an epoch that a resume would not find. Each epoch's
-    checkpoint has its own name, the newest two are kept (why: :data:`tutorseg.training.checkpoint.EPOCH_CHECKPOINT`).
+    checkpoint has its own name, the newest two are kept (why: :data:`tutorseg.training.runs.checkpoint.EPOCH_CHECKPOINT`).
 
     Returns:
         The epoch's checkpoint.
@@ -609,7 +609,7 @@ def _start(run: Run, *, resumed: bool) -> None:
         run.log(f"{run.dist.world_size} processes (DistributedDataParallel): each cuts "
                 f"{len(run.train_sampler.share)} of every batch of {c.batch_size}, gradients averaged")
     if run.config.wandb and run.is_main:
-        from tutorseg.training.tracking import start_tracking
+        from tutorseg.training.runs.tracking import start_tracking
 
         settings = {k: v for k, v in run.config.to_dict().items() if k != "augmentation"}
         run.tracker = start_tracking(run.run_dir, settings)
@@ -648,12 +648,12 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         num_threads: CPU threads for training (default: the cores the machine's current load leaves idle, at
             least 1: on a shared machine every operation otherwise waits for the thread that lost its core).
         prefetch: cut the next batches in a background thread and copy them to the GPU while it computes
-            (:mod:`tutorseg.training.prefetch`); default: on a GPU, not on a CPU (there the cores are busy training).
+            (:mod:`tutorseg.training.batches.prefetch`); default: on a GPU, not on a CPU (there the cores are busy training).
         cases_in_memory: hold the fold's preprocessed cases in memory (fastest) or read each patch from the
             compressed files on disk (any dataset size, :mod:`tutorseg.preprocessing.storage`); default: in memory
             when they take at most 30 % of the memory available, and the log says which.
-        augmentation: a :class:`tutorseg.training.augmentation.AugmentationConfig` (default: nnU-Net's).
-        wandb: log to Weights & Biases (``tutorseg.training.tracking``).
+        augmentation: a :class:`tutorseg.training.batches.augmentation.AugmentationConfig` (default: nnU-Net's).
+        wandb: log to Weights & Biases (``tutorseg.training.runs.tracking``).
         progress: progress bar and, in a notebook, the live plot.
         seed: seed of sampling, augmentation and initialisation.
         validate: run the full-case validation of the fold at the end.

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from torch import nn
 
-from tutorseg.training.checkpoint import load_checkpoint
-from tutorseg.training.config import TrainingError
+from tutorseg.training.runs.checkpoint import load_checkpoint
+from tutorseg.training.runs.config import TrainingError
 
 # nnU-Net's '.seg_layers.': never transferred. MONAI's DynUNet also lists each deep-supervision head a second time
 # inside its skip-layer chain, as "super_head".
@@ -51,7 +51,7 @@ class Transfer:
 
 def weights_file(source) -> Path:
     """The checkpoint to start from: a ``.pt`` file, or a run folder's final (else best, else newest) checkpoint."""
-    from tutorseg.training.model_io import checkpoint_path
+    from tutorseg.training.runs.model_io import checkpoint_path
 
     path = Path(source).expanduser()
     if path.is_file():

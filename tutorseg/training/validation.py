@@ -20,9 +20,9 @@ from tutorseg.data.artefacts import to_json_types
 from tutorseg.data.jobs import progress_bar
 from tutorseg.data.label_maps import dice_per_class
 from tutorseg.training.cascade import append_one_hot
-from tutorseg.training.checkpoint import write_json
-from tutorseg.training.history import nan_mean
-from tutorseg.training.sliding_window import predict_volume_logits
+from tutorseg.training.model.sliding_window import predict_volume_logits
+from tutorseg.training.runs.checkpoint import write_json
+from tutorseg.training.runs.history import nan_mean
 
 
 def validate_cases(network, cases, dataset, plan, configuration, out_dir: Path, *, device, tta: bool = True,

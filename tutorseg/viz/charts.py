@@ -231,7 +231,7 @@ def _history_dict(history) -> dict:
 def plot_training_curves(history) -> Figure:
     """Training and validation loss, pseudo-Dice per class, and the learning rate, per epoch.
 
-    The same figure training draws live (:func:`tutorseg.training.curves.training_figure`), with the classes in
+    The same figure training draws live (:func:`tutorseg.training.runs.curves.training_figure`), with the classes in
     the slice viewer's label colours. nnU-Net's "pseudo-Dice" is the Dice of the validation *patches* of each
     epoch: cheap and noisy, so nnU-Net also tracks its exponential moving average and keeps the checkpoint where
     that average was best.
@@ -245,7 +245,7 @@ def plot_training_curves(history) -> Figure:
     Returns:
         the Figure (loss, pseudo-Dice, learning rate side by side).
     """
-    from tutorseg.training.curves import training_figure
+    from tutorseg.training.runs.curves import training_figure
 
     history = _history_dict(history)
     if not (history.get("train_loss") or history.get("train_losses")):

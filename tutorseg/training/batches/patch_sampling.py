@@ -15,8 +15,8 @@ foreground, so that small structures are seen often enough. tutorseg does the sa
 Everything stays in numpy on the CPU and is cheap: cropping is slicing into a preallocated batch, from arrays in
 memory or from compressed arrays on disk that decompress only the chunks a patch touches
 (:mod:`tutorseg.preprocessing.storage`). Augmentation is the
-next step (:func:`tutorseg.training.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
-sampler the larger ``sample_size`` (:func:`tutorseg.training.augmentation.sampling_patch_size`) and the augmentation
+next step (:func:`tutorseg.training.batches.augmentation.augment_batch`), on the batch tensor, ideally on the GPU. Give the
+sampler the larger ``sample_size`` (:func:`tutorseg.training.batches.augmentation.sampling_patch_size`) and the augmentation
 crops the network's patch out of the rotated sample, as nnU-Net does.
 """
 
@@ -72,7 +72,7 @@ class PatchSampler:
         slice_axis: for a 2D patch on 3D cases, the spatial axis along which slices are taken.
         seed: seed of the sampler's random generator (same seed, same batches).
         share: the samples of each batch this sampler cuts (default: all). With several processes training one
-            fold (:mod:`tutorseg.training.distributed`) each process draws the whole batch's boxes from the same
+            fold (:mod:`tutorseg.training.hardware.distributed`) each process draws the whole batch's boxes from the same
             random sequence and cuts only its share, so together they cut the batch one process would.
 
     Example:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tutorseg.training.patch_sampling import PatchSampler
+from tutorseg.training.batches.patch_sampling import PatchSampler
 
 
 @dataclass
@@ -35,7 +35,7 @@ class BatchPrefetcher:
     """Sample training batches ahead of the loop in a thread; on CUDA, copy them to the GPU ahead too.
 
     Args:
-        sampler: the training :class:`~tutorseg.training.patch_sampling.PatchSampler` (only this thread uses it
+        sampler: the training :class:`~tutorseg.training.batches.patch_sampling.PatchSampler` (only this thread uses it
             while the prefetcher runs).
         device: where the batches go.
         depth: how many batches may wait ready (2: one in use, one ready, one being cut).

@@ -137,7 +137,7 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
     if preset is not None or settings:
         raise TutorsegError("give a budget or a preset/settings, not both: with a budget tutorseg chooses the "
                             "settings by measuring this device (use gpu_memory_gb to cap the GPU memory)")
-    from tutorseg.training.schedule import format_seconds, parse_budget
+    from tutorseg.training.budget.schedule import format_seconds, parse_budget
 
     seconds = parse_budget(budget)
     reference = planner.plan(fingerprint, gpu_memory_gb=gpu_memory_gb)  # nnU-Net's plan, the first candidate
@@ -172,11 +172,11 @@ def plan_for_schedule(fingerprint: DatasetFingerprint, schedule, *, device: str 
 
     Args:
         fingerprint: from :func:`tutorseg.fingerprint`.
-        schedule: a :class:`tutorseg.training.schedule.Schedule` or its name.
+        schedule: a :class:`tutorseg.training.budget.schedule.Schedule` or its name.
         device: where training will run, as for :func:`plan` (a budget schedule only).
         cache_dir: where measured step times are kept, as for :func:`plan`.
     """
-    from tutorseg.training.schedule import get_schedule
+    from tutorseg.training.budget.schedule import get_schedule
 
     schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
     if schedule.budget is not None:
@@ -312,7 +312,7 @@ class StepTimer:
     SLOW_STEP_S = 1.5
 
     def __init__(self, device: str | None = None, cache_dir: str | os.PathLike | None = None):
-        from tutorseg.training.device import choose_device, configure_backends, cpu_threads
+        from tutorseg.training.hardware.device import choose_device, configure_backends, cpu_threads
 
         self.setup = choose_device(device)
         configure_backends(self.setup)  # as training sets them (cuDNN autotuning on a GPU)
@@ -342,10 +342,10 @@ class StepTimer:
     def _measure(self, configuration: ConfigurationPlan, n_inputs: int, n_outputs: int) -> float:
         import torch
 
-        from tutorseg.training.augmentation import augment_batch
-        from tutorseg.training.loss import DeepSupervisionLoss
-        from tutorseg.training.network import build_network
-        from tutorseg.training.schedule import GRAD_CLIP, make_optimizer
+        from tutorseg.training.batches.augmentation import augment_batch
+        from tutorseg.training.budget.schedule import GRAD_CLIP, make_optimizer
+        from tutorseg.training.model.loss import DeepSupervisionLoss
+        from tutorseg.training.model.network import build_network
 
         device = self.setup.torch_device
         threads = torch.get_num_threads()

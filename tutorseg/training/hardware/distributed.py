@@ -8,7 +8,7 @@ environment (torchrun sets them), joins the process group (NCCL on GPUs, gloo on
   pass, so all copies take the same step;
 - cuts its own share of each batch: every copy draws the whole batch's boxes from the same random sequence and cuts
   only its contiguous range of samples (:func:`batch_share`: nnU-Net's split, the first ``B mod N`` ranks take one
-  more; :class:`tutorseg.training.patch_sampling.PatchSampler`'s ``share``), so N copies train on exactly the
+  more; :class:`tutorseg.training.batches.patch_sampling.PatchSampler`'s ``share``), so N copies train on exactly the
   patches, foreground-forced ones included, that one process with batch B would;
 - takes the learning rate and the "budget used up" decision from rank 0, so no copy stops a step early;
 - leaves the run folder to rank 0: only it preprocesses, writes checkpoints, the history, the log and the final

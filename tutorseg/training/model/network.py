@@ -1,6 +1,6 @@
 """The network: nnU-Net's plain convolutional U-Net, built with MONAI's ``DynUNet`` from a configuration plan.
 
-(The ResEnc presets' ``ResidualEncoderUNet`` is in :mod:`tutorseg.training.residual_unet`; :func:`build_network`
+(The ResEnc presets' ``ResidualEncoderUNet`` is in :mod:`tutorseg.training.model.residual_unet`; :func:`build_network`
 builds whichever the plan names.)
 
 nnU-Net v2 builds ``PlainConvUNet`` (dynamic_network_architectures) from the plan's ``arch_kwargs``. The same plan
@@ -50,7 +50,7 @@ from tutorseg.data.problems import TutorsegError
 if TYPE_CHECKING:
     from monai.networks.nets import DynUNet
 
-    from tutorseg.training.residual_unet import ResidualEncoderUNet
+    from tutorseg.training.model.residual_unet import ResidualEncoderUNet
 
 LEAKY_RELU_SLOPE = 0.01  # nnU-Net: torch.nn.LeakyReLU with its default negative slope
 INSTANCE_NORM = ("INSTANCE", {"affine": True})  # nnU-Net: InstanceNorm, eps 1e-5, affine=True
@@ -127,7 +127,7 @@ def build_network(configuration, n_channels: int, n_classes: int, *,
     """Build the U-Net of one planned configuration: nnU-Net's plain U-Net, or its residual-encoder U-Net.
 
     ``configuration.network`` says which: ``"PlainConvUNet"`` (nnU-Net's default planner; MONAI's ``DynUNet``) or
-    ``"ResidualEncoderUNet"`` (the ResEnc presets; :mod:`tutorseg.training.residual_unet`). Both return the same
+    ``"ResidualEncoderUNet"`` (the ResEnc presets; :mod:`tutorseg.training.model.residual_unet`). Both return the same
     outputs.
 
     Args:
@@ -155,7 +155,7 @@ def build_network(configuration, n_channels: int, n_classes: int, *,
     if deep_supervision is None:
         deep_supervision = bool(getattr(configuration, "deep_supervision", True))
     if getattr(configuration, "network", "PlainConvUNet") == "ResidualEncoderUNet":
-        from tutorseg.training.residual_unet import ResidualEncoderUNet
+        from tutorseg.training.model.residual_unet import ResidualEncoderUNet
 
         blocks = [int(b) for b in configuration.n_blocks_per_stage]
         decoder = [int(n) for n in configuration.n_conv_per_stage_decoder]

@@ -87,7 +87,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualEncoderUNet(nn.Module):
-    """nnU-Net's ``ResidualEncoderUNet`` for one plan; the same interface as :class:`~tutorseg.training.network.PlainUNet`.
+    """nnU-Net's ``ResidualEncoderUNet`` for one plan; the same interface as :class:`~tutorseg.training.model.network.PlainUNet`.
 
     In training mode with deep supervision ``forward`` returns a list of logits, highest resolution first
     (``n_stages - 1`` of them, each at its own resolution); otherwise the full-resolution logits ``(B, K, *patch)``.

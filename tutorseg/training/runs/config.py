@@ -15,8 +15,8 @@ from pathlib import Path
 from tutorseg.data.artefacts import read_artefact, write_artefact
 from tutorseg.data.copies import copied_from
 from tutorseg.data.problems import TutorsegError
-from tutorseg.training.augmentation import AugmentationConfig
-from tutorseg.training.schedule import (
+from tutorseg.training.batches.augmentation import AugmentationConfig
+from tutorseg.training.budget.schedule import (
     INITIAL_LR,
     NNUNET_ITERATIONS_PER_EPOCH,
     NNUNET_VAL_ITERATIONS,

@@ -1,7 +1,7 @@
 """The training curves: loss, pseudo-Dice per class with its moving average, and the learning rate, per epoch.
 
 One figure, drawn in two places: live during training (the notebook's plot and the run's ``progress.png``,
-:mod:`tutorseg.training.progress`) and afterwards from a run's ``history.json``
+:mod:`tutorseg.training.runs.progress`) and afterwards from a run's ``history.json``
 (:func:`tutorseg.viz.plot_training_curves`). Plain matplotlib, no pyplot state, no torch.
 """
 

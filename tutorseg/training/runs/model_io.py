@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from tutorseg.data.problems import TutorsegError
-from tutorseg.training.checkpoint import CHECKPOINT_NAMES, latest_checkpoints, load_checkpoint
-from tutorseg.training.config import TrainingConfig
-from tutorseg.training.network import build_network, load_weights
+from tutorseg.training.model.network import build_network, load_weights
+from tutorseg.training.runs.checkpoint import CHECKPOINT_NAMES, latest_checkpoints, load_checkpoint
+from tutorseg.training.runs.config import TrainingConfig
 
 
 def checkpoint_path(run_dir: Path, checkpoint: str) -> Path | None:
@@ -32,7 +32,7 @@ def load_model(run_dir, *, checkpoint: str = "final", device: str | torch.device
     Returns:
         ``(network, plan, configuration_name, config)``: the network in eval mode (``forward`` returns full-resolution
         logits ``(B, K, *patch)``), the :class:`tutorseg.planning.Plan`, the configuration's name and the run's
-        the run's :class:`~tutorseg.training.config.TrainingConfig`.
+        the run's :class:`~tutorseg.training.runs.config.TrainingConfig`.
 
     Raises:
         TutorsegError: not a run folder, unknown checkpoint name, or the checkpoint cannot be read.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from tutorseg.training.curves import training_figure
+from tutorseg.training.runs.curves import training_figure
 
 
 def _in_notebook() -> bool:

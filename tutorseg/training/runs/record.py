@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tutorseg.data.artefacts import read_artefact, to_json_types
-from tutorseg.training.checkpoint import write_json
+from tutorseg.training.runs.checkpoint import write_json
 
 
 @dataclass(frozen=True)
