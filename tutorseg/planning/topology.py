@@ -166,3 +166,84 @@ def estimate_feature_map_size(patch_size, features_per_stage, strides, *, n_conv
         if deep_supervision or s == n_decoder - 1:
             total += n_classes * voxels              # the segmentation output
     return int(total)
+
+
+def receptive_field(configuration) -> tuple[int, ...]:
+    """How many voxels of the input, per axis, one output voxel of the planned U-Net can see.
+
+    Followed backwards from one output voxel, each layer widens the window of voxels it depends on: a convolution
+    with kernel ``k`` (padding ``(k - 1) / 2``) by ``(k - 1) / 2`` on each side, at the resolution it works at; a
+    strided convolution maps a window ``[lo, hi]`` of its output to ``[stride * lo - p, stride * hi + p]`` of its
+    input, so everything below it counts ``stride`` times more; nnU-Net's upsampling (a transposed convolution whose
+    kernel equals its stride) maps an output voxel ``o`` to the single input voxel ``o // stride``. The deepest path,
+    down every encoder stage and back up every decoder stage, sees the most; the skip connections carry shorter
+    paths, and the field is the union of all paths. Roughly, each convolution adds ``(k - 1)`` times the product of
+    the strides above it: a U-Net sees far when it is deep. Because of the ``// stride``, the field of an output voxel
+    depends on where it sits relative to the strides by a few voxels; this returns the largest.
+
+    The convolutions per stage are those nnU-Net builds: ``PlainConvUNet`` has ``n_conv_per_stage[s]`` in encoder
+    stage ``s`` (the first one strided) and ``n_conv_per_stage_decoder[s]`` in decoder stage ``s``;
+    ``ResidualEncoderUNet`` has a stem convolution, then two per residual block (its ``n_blocks_per_stage``).
+    Instance normalisation is left out: it mixes a whole feature map into every voxel through its mean and standard
+    deviation, but the *shapes* an output voxel responds to come from this window.
+
+    Args:
+        configuration: a :class:`~tutorseg.planning.artefacts.ConfigurationPlan` (``kernel_sizes``, ``strides``,
+            the convolutions per stage), per-axis values in its own axis order.
+
+    Returns:
+        voxels per axis, in the configuration's axis order (multiply by its ``spacing`` for mm).
+
+    Example:
+        Two stages of two 3-voxel convolutions, the second stage entered with stride 2, one decoder stage of two.
+        Backwards from output voxel ``o = 2m``: the decoder's two convolutions see ``[o-2, o+2]``, which the
+        upsampling maps to ``[m-1, m+1]`` of the bottleneck; its second convolution widens that to ``[m-2, m+2]``,
+        its strided first one to ``[2(m-2)-1, 2(m+2)+1] = [o-5, o+5]`` of stage 0, whose two convolutions give
+        ``[o-7, o+7]``: 15 voxels.
+
+        >>> from types import SimpleNamespace
+        >>> tiny = SimpleNamespace(kernel_sizes=((3, 3), (3, 3)), strides=((1, 1), (2, 2)),
+        ...                        n_conv_per_stage=(2, 2), n_conv_per_stage_decoder=(2,),
+        ...                        network="PlainConvUNet", n_blocks_per_stage=())
+        >>> receptive_field(tiny)
+        (15, 15)
+    """
+    kernels = [[int(k) for k in kernel] for kernel in configuration.kernel_sizes]
+    strides = [[int(s) for s in stride] for stride in configuration.strides]
+    residual = getattr(configuration, "network", "PlainConvUNet") == "ResidualEncoderUNet"
+    encoder_convs = [2 * int(n) for n in configuration.n_blocks_per_stage] if residual else \
+        [int(n) for n in configuration.n_conv_per_stage]
+    decoder_convs = [int(n) for n in configuration.n_conv_per_stage_decoder]
+    n_stages = len(kernels)
+    fields = []
+    for axis in range(len(kernels[0])):
+        k = [kernel[axis] for kernel in kernels]
+        s = [stride[axis] for stride in strides]
+        period = math.prod(s)  # output voxels that sit alike relative to every stride
+
+        def down_to_input(lo: int, hi: int, stage: int) -> tuple[int, int]:
+            """Window at the output of encoder ``stage`` -> window of the network's input."""
+            for level in reversed(range(stage + 1)):
+                pad = (k[level] - 1) // 2
+                lo, hi = lo - pad * (encoder_convs[level] - 1), hi + pad * (encoder_convs[level] - 1)
+                lo, hi = s[level] * lo - pad, s[level] * hi + pad  # the stage's first, strided, convolution
+            if residual:  # the stem convolution before stage 0
+                pad = (k[0] - 1) // 2
+                lo, hi = lo - pad, hi + pad
+            return lo, hi
+
+        widest = 0
+        for offset in range(period):
+            o = 10 * period + offset
+            lo, hi, union = o, o, None
+            for stage in range(n_stages - 1):  # decoder stage `stage`, from full resolution down
+                pad = (k[stage] - 1) // 2
+                lo, hi = lo - pad * decoder_convs[stage], hi + pad * decoder_convs[stage]
+                skip = down_to_input(lo, hi, stage)  # the skip connection: encoder stage `stage`'s output
+                union = skip if union is None else (min(union[0], skip[0]), max(union[1], skip[1]))
+                lo, hi = lo // s[stage + 1], hi // s[stage + 1]  # the upsampling from the stage below
+            deep = down_to_input(lo, hi, n_stages - 1)
+            union = deep if union is None else (min(union[0], deep[0]), max(union[1], deep[1]))
+            widest = max(widest, union[1] - union[0] + 1)
+        fields.append(widest)
+    return tuple(fields)
