@@ -8,6 +8,7 @@
 - ``decisions``: one small function per decision, each returning its value and a :class:`Decision`.
 - ``planner``: :func:`plan`, which calls the decisions in nnU-Net's order.
 - ``explain``: text and HTML explanations; ``compare``: field-by-field comparison with nnU-Net's plans.
+- ``what_if``: the same rules on variants of a real fingerprint (thick slices, large images), side by side.
 """
 
 from tutorseg.planning.artefacts import ConfigurationPlan, Decision, Plan
