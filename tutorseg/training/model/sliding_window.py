@@ -112,6 +112,48 @@ def _network_device(network: torch.nn.Module) -> torch.device:
     return next(network.parameters()).device
 
 
+def window_starts(image_shape: Sequence[int], patch_size: Sequence[int],
+                  overlap: float = DEFAULT_OVERLAP) -> list[tuple[int, ...]]:
+    """Where the sliding windows of :func:`predict_logits` start, in the image's voxels, as MONAI tiles it.
+
+    MONAI steps ``int(patch * (1 - overlap))`` voxels along each axis (the whole patch where the patch equals the
+    image), and places the last window flush with the image's end. An image smaller than the patch along an axis is
+    padded to the patch (half before, half after): the one window along that axis then starts at ``-pad``.
+    nnU-Net spaces its windows evenly instead (``compute_steps_for_sliding_window``); both cover every voxel at least
+    once with neighbours overlapping by about half a patch (``docs/prediction.md``).
+
+    Example:
+        A 512-pixel axis, a 256-pixel patch, half overlap: windows every 128 pixels.
+
+        >>> window_starts((512, 100), (256, 128))
+        [(0, -14), (128, -14), (256, -14)]
+    """
+    from monai.data.utils import dense_patch_slices
+
+    padded, before = [], []
+    for n, p in zip(image_shape, patch_size):
+        pad = max(int(p) - int(n), 0)
+        padded.append(int(n) + pad)
+        before.append(pad // 2)
+    interval = [p if p == n else max(int(p * (1 - overlap)), 1) for n, p in zip(padded, patch_size)]
+    slices = dense_patch_slices(padded, [int(p) for p in patch_size], interval)
+    return [tuple(int(s.start) - b for s, b in zip(window, before)) for window in slices]
+
+
+def gaussian_weights(patch_size: Sequence[int]) -> np.ndarray:
+    """The weight of each voxel of a window's logits when windows are stitched: a Gaussian, sigma = patch / 8.
+
+    The centre of a window counts most and its border least, because the network saw less context near a patch's
+    border (nnU-Net's ``compute_gaussian``; here MONAI's ``compute_importance_map``, the one the stitching uses).
+    Normalised to a maximum of 1.
+    """
+    from monai.data.utils import compute_importance_map
+
+    weights = compute_importance_map(tuple(int(p) for p in patch_size), mode="gaussian",
+                                     sigma_scale=GAUSSIAN_SIGMA_SCALE).numpy()
+    return (weights / weights.max()).astype(np.float32)
+
+
 def _free_gpu_bytes(device: torch.device) -> int | None:
     return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 

@@ -1,0 +1,110 @@
+"""The functions behind the notebooks' concept figures: sliding windows, Gaussian weights, metric pitfalls.
+
+Each number is checked against a hand computation or against the component that really does the work (MONAI's
+sliding window, tutorseg's evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import tutorseg
+from tutorseg.evaluation.pitfalls import farthest_background_voxel, metric_pitfalls, pitfall_table
+from tutorseg.training.model.sliding_window import gaussian_weights, window_starts
+
+
+@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")
+@pytest.mark.parametrize("image, patch", [((256, 256), (128, 128)), ((35, 50, 36), (28, 40, 32)),
+                                          ((35, 50, 36), (40, 56, 40)), ((100, 37), (64, 32))])
+def test_window_starts_are_where_monai_really_puts_the_windows(image, patch):
+    """A predictor that writes down the corner of every window it is given, through MONAI's own inference."""
+    from monai.inferers import sliding_window_inference
+
+    ramp = torch.zeros(1, len(image), *image)  # channel a holds each voxel's coordinate along axis a (1-based)
+    for axis in range(len(image)):
+        shape = [1] * len(image)
+        shape[axis] = image[axis]
+        ramp[0, axis] = torch.arange(1, image[axis] + 1, dtype=torch.float32).reshape(shape).expand(image)
+    seen = []
+
+    def record(batch):
+        for window in batch:
+            # the first voxel that is inside the image (coordinate >= 1) tells where the window starts
+            starts = []
+            for axis in range(len(image)):
+                line = window[axis].amax(dim=tuple(a for a in range(len(image)) if a != axis))
+                inside = torch.nonzero(line > 0).flatten()
+                starts.append(int(line[inside[0]]) - 1 - int(inside[0]))
+            seen.append(tuple(starts))
+        return torch.zeros_like(batch[:, :1])  # a new tensor: MONAI weights the output in place
+
+    sliding_window_inference(ramp, roi_size=patch, sw_batch_size=1, predictor=record, overlap=0.5, mode="gaussian",
+                             padding_mode="constant", cval=0.0)
+    assert sorted(seen) == sorted(window_starts(image, patch))
+
+
+def test_window_counts_by_hand():
+    # 512 pixels, patch 256, step 128: starts 0, 128, 256 -> 3 per axis, 9 windows
+    assert len(window_starts((512, 512), (256, 256))) == 9
+    # 35 voxels, patch 28, step 14: starts 0, then the last flush with the end at 7 -> 2 per axis
+    assert sorted({s[0] for s in window_starts((35, 50, 36), (28, 40, 32))}) == [0, 7]
+
+
+def test_gaussian_weights_peak_in_the_centre_with_sigma_an_eighth_of_the_patch():
+    weights = gaussian_weights((65, 33))  # odd sizes: the centre is a voxel, (32, 16)
+    assert weights.shape == (65, 33) and math.isclose(float(weights.max()), 1.0)
+    assert np.unravel_index(int(np.argmax(weights)), weights.shape) == (32, 16)
+    # along the first axis, d voxels from the centre the weight is exp(-d^2 / (2 sigma^2)), sigma = 65 / 8
+    sigma = 65 / 8
+    for d in (4, 8, 16):
+        assert math.isclose(float(weights[32 + d, 16]), math.exp(-d * d / (2 * sigma * sigma)), rel_tol=1e-3)
+    assert weights[0, 0] < 0.01  # the corners barely count
+
+
+@pytest.fixture(scope="module")
+def real_case(sample_dir):
+    dataset = tutorseg.load_dataset(sample_dir)
+    case = dataset.training[0]
+    from tutorseg.data.imageio import read_image
+
+    label = read_image(case.label_file)
+    return label.array[0].astype(np.int32), tuple(label.geometry.spacing), dataset.foreground_labels
+
+
+def test_metric_pitfalls_on_a_real_case(real_case):
+    reference, spacing, labels = real_case
+    pitfalls = {p.name: p for p in metric_pitfalls(reference, labels, spacing=spacing)}
+    first = next(iter(labels))
+    perfect = pitfalls["perfect"].metrics[first]
+    assert perfect["dice"] == 1.0 and perfect["hd95_mm"] == 0.0 and perfect["surface_dice"] == 1.0
+
+    tiny = pitfalls["tiny stray blob"]
+    added = int(np.count_nonzero(tiny.prediction != reference))
+    assert added == 7  # a sphere of radius 1 voxel: the centre and its 6 neighbours
+    n = int(np.count_nonzero(reference == labels[first]))
+    assert math.isclose(tiny.metrics[first]["dice"], 2 * n / (2 * n + added), rel_tol=1e-6)  # Dice by hand
+    assert tiny.metrics[first]["hd95_mm"] == 0.0  # 7 voxels are under 5 % of the boundary: HD95 ignores them
+
+    blob = pitfalls["stray blob"]
+    added = int(np.count_nonzero(blob.prediction != reference))
+    assert math.isclose(blob.metrics[first]["dice"], 2 * n / (2 * n + added), rel_tol=1e-6)
+    assert blob.metrics[first]["dice"] > 0.85 and blob.metrics[first]["hd95_mm"] > 5.0  # HD95 jumps
+    assert pitfalls["stray blob, largest component kept"].metrics[first]["dice"] == 1.0
+
+    shifted = pitfalls["shifted by one voxel"].metrics[first]
+    assert shifted["dice"] < 0.9 and shifted["surface_dice"] > 0.95  # a 1-voxel error: tolerated by the surface Dice
+
+    empty = pitfalls["empty reference"].metrics
+    assert empty[first]["dice"] == 0.0  # one false blob on an empty case: a complete failure
+    assert all(math.isnan(empty[name]["dice"]) for name in labels if name != first)  # both empty: NaN, not scored
+    assert "stray blob" in pitfall_table(list(pitfalls.values()), first)
+
+
+def test_the_blob_goes_as_far_from_the_structure_as_the_image_allows():
+    reference = np.zeros((20, 20), dtype=np.int32)
+    reference[2:5, 2:5] = 1
+    assert farthest_background_voxel(reference) == (17, 17)  # the far corner, 2 voxels in from the border
