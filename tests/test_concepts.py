@@ -108,3 +108,30 @@ def test_the_blob_goes_as_far_from_the_structure_as_the_image_allows():
     reference = np.zeros((20, 20), dtype=np.int32)
     reference[2:5, 2:5] = 1
     assert farthest_background_voxel(reference) == (17, 17)  # the far corner, 2 voxels in from the border
+
+
+def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_dir):
+    from matplotlib.patches import Rectangle
+
+    from tutorseg.data.imageio import read_image
+    from tutorseg.planning.topology import receptive_field
+    from tutorseg.viz.concepts import plot_pitfalls, plot_receptive_field, plot_resampling, plot_sliding_windows
+
+    reference, spacing, labels = real_case
+    image = read_image(tutorseg.load_dataset(sample_dir).training[0].image_files[0]).array[0]
+    configuration = tutorseg.plan(tutorseg.fingerprint(sample_dir))["3d_fullres"]
+
+    boxes = [p for p in plot_receptive_field(image, configuration).axes[0].patches if isinstance(p, Rectangle)]
+    field = receptive_field(configuration)
+    assert sorted((b.get_width(), b.get_height()) for b in boxes) == sorted(
+        [tuple(configuration.patch_size[:2]), field[:2]])
+
+    windows = plot_sliding_windows(image[:, :, 10], (20, 28)).axes[0].patches
+    assert len(windows) == len(window_starts(image[:, :, 10].shape, (20, 28)))
+
+    thick = image[:, :, ::4]  # every 4th slice: a 4 mm acquisition of the same head
+    figure = plot_resampling(thick, reference[:, :, ::4], (*spacing[:2], 4.0), (*spacing[:2], 3.0))
+    assert "nearest neighbour along axis z" in figure.texts[0].get_text()  # 4 mm is anisotropic: z on its own
+
+    pitfalls = metric_pitfalls(reference, labels, spacing=spacing)
+    assert len(plot_pitfalls(pitfalls, image).axes) == len(pitfalls)
