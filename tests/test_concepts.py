@@ -126,8 +126,11 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
     assert sorted((b.get_width(), b.get_height()) for b in boxes) == sorted(
         [tuple(configuration.patch_size[:2]), field[:2]])
 
-    windows = plot_sliding_windows(image[:, :, 10], (20, 28)).axes[0].patches
-    assert len(windows) == len(window_starts(image[:, :, 10].shape, (20, 28)))
+    starts = window_starts(image.shape, (20, 28, 16))
+    windows = plot_sliding_windows(image, (20, 28, 16), index=10).axes[0].patches
+    assert len(windows) == len({(s[0], s[1]) for s in starts if s[2] <= 10 < s[2] + 16})  # those crossing z = 10
+    windows_2d = plot_sliding_windows(image[:, :, 10], (20, 28)).axes[0].patches
+    assert len(windows_2d) == len(window_starts(image[:, :, 10].shape, (20, 28)))
 
     thick = image[:, :, ::4]  # every 4th slice: a 4 mm acquisition of the same head
     figure = plot_resampling(thick, reference[:, :, ::4], (*spacing[:2], 4.0), (*spacing[:2], 3.0))

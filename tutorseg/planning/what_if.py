@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -123,30 +122,25 @@ class WhatIf:
         Per-axis values are those of the main configuration: ``3d_fullres`` for 3D data, ``2d`` for 2D images.
         """
 
-        def configuration_value(plan: Plan, field: str) -> str:
-            value = getattr(plan[_main(plan)], field)
-            return " x ".join(f"{v:g}" for v in value) if isinstance(value, tuple) and value and \
-                not isinstance(value[0], tuple) else _short(value)
-
-        def batch_set_by(plan: Plan) -> str:
-            numbers = plan[_main(plan)].decision("batch_size").numbers
+        def batch_set_by(configuration) -> str:
+            numbers = configuration.decision("batch_size").numbers
             return "GPU memory" if numbers["by_memory"] <= numbers["by_dataset"] else "the 5 % dataset cap"
 
-        spacing = [" x ".join(f"{s:g}" for s in fp.median_spacing) for fp in self.fingerprints]
-        shape = [" x ".join(f"{s:g}" for s in fp.median_shape_after_crop) for fp in self.fingerprints]
-        rows = [("median spacing (mm)", spacing), ("median image (voxels)", shape)]
-        for label, field in [("target spacing (mm)", "spacing"), ("median image resampled", "median_image_size_in_voxels"),
-                             ("patch", "patch_size"), ("batch", "batch_size"), ("stages", "n_stages"),
-                             ("first-stage kernel", "kernel_sizes")]:
-            values = [configuration_value(p, field) for p in self.plans]
-            if field == "kernel_sizes":
-                values = [" x ".join(str(k) for k in p[_main(p)].kernel_sizes[0]) for p in self.plans]
-            rows.append((label, values))
-        rows.append(("batch set by", [batch_set_by(p) for p in self.plans]))
-        rows.append(("receptive field (voxels)",
-                     [" x ".join(str(v) for v in receptive_field(p[_main(p)])) for p in self.plans]))
-        rows.append(("configurations", [", ".join(p.configurations) for p in self.plans]))
-        return rows
+        main = [p[_main(p)] for p in self.plans]
+        row_values = {
+            "median spacing (mm)": [_axes(fp.median_spacing) for fp in self.fingerprints],
+            "median image (voxels)": [_axes(fp.median_shape_after_crop) for fp in self.fingerprints],
+            "target spacing (mm)": [_axes(c.spacing) for c in main],
+            "median image resampled": [_axes(c.median_image_size_in_voxels) for c in main],
+            "patch": [_axes(c.patch_size) for c in main],
+            "batch": [str(c.batch_size) for c in main],
+            "batch set by": [batch_set_by(c) for c in main],
+            "stages": [str(c.n_stages) for c in main],
+            "first-stage kernel": [_axes(c.kernel_sizes[0]) for c in main],
+            "receptive field (voxels)": [_axes(receptive_field(c)) for c in main],
+            "configurations": [", ".join(p.configurations) for p in self.plans],
+        }
+        return list(row_values.items())
 
     def changes(self, name: str) -> list[str]:
         """What changed from the real data's plan to variant ``name``'s, and why (the variant's reasons)."""
@@ -177,8 +171,9 @@ def _main(plan: Plan) -> str:
     return "3d_fullres" if "3d_fullres" in plan.configurations else "2d"
 
 
-def _short(value) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
+def _axes(values) -> str:
+    """Per-axis values as ``1 x 1 x 3``."""
+    return " x ".join(f"{v:g}" for v in values)
 
 
 def what_if(fingerprint: DatasetFingerprint, variants: Sequence[str] | None = None, **plan_options) -> WhatIf:
