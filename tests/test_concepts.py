@@ -138,3 +138,32 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
 
     pitfalls = metric_pitfalls(reference, labels, spacing=spacing)
     assert len(plot_pitfalls(pitfalls, image).axes) == len(pitfalls)
+
+
+def test_the_pipeline_figure_lists_the_plans_decisions_in_their_kinds_colours(sample_dir):
+    from tutorseg.planning.explain import KIND_COLOURS
+    from tutorseg.viz.concepts import PIPELINE_AFTER_PLANNING, plot_pipeline
+
+    plan = tutorseg.plan(tutorseg.fingerprint(sample_dir, progress=False))
+    texts = {t.get_text(): t.get_color() for t in plot_pipeline(plan).axes[0].texts}
+    for decision in plan[plan.default_configuration].decisions:
+        assert texts[decision.name.replace("_", " ")] == KIND_COLOURS[decision.kind]
+    assert texts["best configuration"] == KIND_COLOURS["empirical"]
+    assert all(step in texts for step in PIPELINE_AFTER_PLANNING)
+
+
+def test_the_normalisation_figure_puts_every_z_scored_image_on_one_scale(sample_dir):
+    from tutorseg.viz.concepts import plot_normalisation
+
+    fp = tutorseg.fingerprint(sample_dir, progress=False)
+    dataset = tutorseg.load_dataset(sample_dir)
+    images = [case.load_image()[0] for case in dataset.training[:3]]
+    figure = plot_normalisation(images, fp.foreground_intensity_properties_per_channel["0"])
+    z_panel = figure.axes[1]
+    assert len(z_panel.patches) == 3  # one histogram per image
+    for patch in z_panel.patches:  # each z-scored image is centred on 0: its histogram straddles 0
+        xs = patch.get_path().vertices[:, 0]
+        assert xs.min() < 0 < xs.max()
+    low, high = fp.foreground_intensity_properties_per_channel["0"]["percentile_00_5"], \
+        fp.foreground_intensity_properties_per_channel["0"]["percentile_99_5"]
+    assert f"[{low:,.0f}, {high:,.0f}]" in figure.axes[2].get_title()

@@ -10,6 +10,11 @@ if TYPE_CHECKING:  # only for annotations: artefacts imports this module to expl
     from tutorseg.planning.artefacts import Decision, Plan
 
 
+# one colour per kind of decision (nnU-Net's fixed / rule-based / empirical), in the HTML tables and in
+# tutorseg.viz.plot_pipeline
+KIND_COLOURS = {"fixed": "#777777", "rule": "#1f6fb2", "empirical": "#b26b1f"}
+
+
 def _value(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
@@ -47,7 +52,7 @@ def explain_text(plan: Plan, configuration: str | None = None) -> str:
 
 
 def _decision_row(d: Decision) -> str:
-    kind_colour = {"fixed": "#777", "rule": "#1f6fb2", "empirical": "#b26b1f"}.get(d.kind, "#000")
+    kind_colour = KIND_COLOURS.get(d.kind, "#000")
     return (f"<tr><td style='text-align:left'><b>{html.escape(d.name)}</b></td>"
             f"<td style='text-align:left'><code>{html.escape(_value(d.to_dict()['value']))}</code></td>"
             f"<td style='color:{kind_colour}'>{d.kind}</td>"

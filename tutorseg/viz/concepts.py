@@ -203,3 +203,113 @@ def plot_pitfalls(pitfalls, image: np.ndarray, *, class_name: str | None = None,
                           f"surface Dice {m['surface_dice']:.3f}")
         ax.title.set_fontsize(8)
     return fig
+
+
+# The decisions after planning that nnU-Net makes the same way for every dataset (fixed) or chooses by
+# cross-validation after training (empirical): Isensee et al. 2021, Nature Methods, Fig. 2 and its Methods.
+# The planning step's own decisions and kinds are read from the plan itself.
+PIPELINE_AFTER_PLANNING = {
+    "preprocess": [("crop to the non-zero region", "fixed"), ("resample to the target spacing", "rule"),
+                   ("normalise each channel by its scheme", "rule")],
+    "train": [("Dice + cross-entropy loss", "fixed"), ("deep supervision", "fixed"),
+              ("SGD, poly learning rate", "fixed"), ("augmentation set", "fixed"),
+              ("1/3 foreground oversampling", "fixed"), ("1000 epochs x 250 steps", "fixed")],
+    "predict": [("sliding window, Gaussian weights", "fixed"), ("mirroring (TTA)", "fixed")],
+    "cross-validate": [("best configuration", "empirical"), ("ensemble or not", "empirical"),
+                       ("post-processing", "empirical")],
+}
+
+
+def plot_pipeline(plan) -> Figure:
+    """The pipeline step by step, each decision coloured by its kind: fixed, rule-based or empirical.
+
+    nnU-Net sorts its design choices into three kinds: *fixed* (the same for every dataset), *rule-based* (derived
+    from the fingerprint by a rule) and *empirical* (chosen by cross-validation after training). The planning step's
+    decisions are read from ``plan`` (those of its plan level and of its default configuration), so the figure
+    shows this dataset's plan; the later steps' are nnU-Net's (:data:`PIPELINE_AFTER_PLANNING`).
+
+    Args:
+        plan: a :class:`tutorseg.Plan`.
+
+    Returns:
+        the Figure: one column per step, its decisions listed below it in their kind's colour.
+    """
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    from tutorseg.planning.explain import KIND_COLOURS
+
+    configuration = plan[plan.default_configuration]
+    planning: dict[str, str] = {}
+    for decision in (*plan.decisions, *configuration.decisions):
+        planning.setdefault(decision.name.replace("_", " "), decision.kind)
+    steps = {"inspect": [("every problem, per case", "check")], "fingerprint": [("spacings, shapes, intensities, "
+                                                                                 "classes", "measure")],
+             "plan": list(planning.items()), **PIPELINE_AFTER_PLANNING}
+    fig = Figure(figsize=(2.1 * len(steps), 0.9 + 0.27 * max(len(v) for v in steps.values())))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    n_rows = max(len(v) for v in steps.values()) + 3
+    ax.set_xlim(0, len(steps))
+    ax.set_ylim(n_rows, 0)
+    for column, (step, decisions) in enumerate(steps.items()):
+        ax.add_patch(FancyBboxPatch((column + 0.06, 0.3), 0.88, 1.1, boxstyle="round,pad=0.02", facecolor="#f2f2f2",
+                                    edgecolor="#999999"))
+        ax.text(column + 0.5, 0.85, step, ha="center", va="center", fontsize=10, weight="bold")
+        if column < len(steps) - 1:
+            ax.annotate("", xy=(column + 1.06, 0.85), xytext=(column + 0.94, 0.85),
+                        arrowprops={"arrowstyle": "->", "color": "#555555"})
+        for row, (name, kind) in enumerate(decisions):
+            ax.text(column + 0.08, 2.0 + row, name, fontsize=7, va="center", color=KIND_COLOURS.get(kind, "#000000"),
+                    wrap=True)
+    fig.legend(handles=[Patch(color=colour, label=kind) for kind, colour in KIND_COLOURS.items()],
+               loc="lower right", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_normalisation(images: Sequence[np.ndarray], intensity_properties: dict, *,
+                       names: Sequence[str] | None = None) -> Figure:
+    """Several cases' intensities before and after nnU-Net's two main normalisations, as overlaid histograms.
+
+    - *Z-score* (MRI and most images): subtract each image's own mean, divide by its own standard deviation. Every
+      image ends up centred on 0 with unit spread, whatever its scanner's scale.
+    - *CT*: clip to the 0.5 and 99.5 percentiles of the *dataset's* foreground intensities, then subtract their mean
+      and divide by their standard deviation: one scale for every image, right where intensities mean the same
+      tissue in every scan (Hounsfield units), wrong where every scanner has its own scale (MRI).
+
+    Args:
+        images: ``(*spatial)`` one channel of each of a few real cases.
+        intensity_properties: the fingerprint's foreground statistics of that channel
+            (``fp.foreground_intensity_properties_per_channel["0"]``).
+        names: a legend entry per image (the case ids).
+
+    Returns:
+        the Figure: the stored intensities (log scale), then each image z-scored, then each CT-normalised.
+    """
+    from tutorseg.preprocessing.preprocessor import normalize_channel
+    from tutorseg.viz.plots import VizError
+
+    if not images:
+        raise VizError("plot_normalisation needs at least one image: pass a few cases' first channels")
+    names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+    fig, axes = new_figure(3, panel_size=3.4)
+    clip = (0.0, 0.0)
+    for i, (image, name) in enumerate(zip(images, names)):
+        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        style = {"bins": 80, "histtype": "step", "color": colour, "linewidth": 1.2}
+        positive = image[image > 0].astype(np.float64)
+        axes[0].hist(positive, bins=np.geomspace(max(positive.min(), 1e-3), positive.max(), 80), histtype="step",
+                     color=colour, linewidth=1.2, label=name)
+        axes[1].hist(normalize_channel(image, "ZScoreNormalization")[0].ravel(), **style)
+        ct, numbers = normalize_channel(image, "CTNormalization", intensity_properties=intensity_properties)
+        axes[2].hist(ct.ravel(), **style)
+        clip = numbers["clip"]
+    axes[0].set_xscale("log")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("as stored (non-zero voxels, log scale)", fontsize=9)
+    axes[1].set_title("z-score: each image's own\nmean and std -> all alike", fontsize=9)
+    axes[2].set_title(f"CT: clip to the dataset's [{clip[0]:,.0f}, {clip[1]:,.0f}],\nthen its mean and std",
+                      fontsize=9)
+    for ax in axes:
+        ax.set_yticks([])
+        ax.set_xlabel("intensity", fontsize=8)
+    return fig
