@@ -103,8 +103,27 @@ def test_slice_viewer_renders_and_follows_its_slider(front_end):
     assert after_png != before_png
 
 
+def _figure_of(page: browser.NotebookPage, code: str, shot: Path):
+    """The cell whose code holds ``code`` shows a drawn figure (a PNG wider than 300 pixels); it is saved as ``shot``."""
+    cell = page.cell_with(code)
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", cell)
+    figures = [i for i in cell.find_elements("css selector", "img")
+               if (i.get_attribute("src") or "").startswith("data:image/png")
+               and page.driver.execute_script("return arguments[0].naturalWidth", i) > 300]
+    assert figures, f"the cell with {code!r} shows no figure"
+    shot.write_bytes(cell.screenshot_as_png)
+    return cell
+
+
 def test_plan_explorer_shows_its_controls_and_replans(front_end):
     page = _run(front_end, "02_fingerprint_and_plan.ipynb")
+    # the concept figures of notebook 02 are drawn (their screenshots are looked at, issue 32)
+    for code, name in [("plot_normalisation(", "normalisation"), ("plot_receptive_field(", "receptive_field"),
+                       ("plot_resampling(", "resampling")]:
+        _figure_of(page, code, front_end["shots"] / f"{front_end['name']}_02_{name}.png")
+    table = page.cell_with("variants = what_if(fp)")
+    assert "3d_lowres" in table.text and "GPU memory" in table.text, "the what-if table is not shown"
+    (front_end["shots"] / f"{front_end['name']}_02_what_if.png").write_bytes(table.screenshot_as_png)
     from selenium.webdriver.support.ui import Select
 
     dropdowns = [s for s in page.find("select") if "cpu" in [o.text for o in Select(s).options]]
@@ -129,3 +148,4 @@ def test_training_shows_its_live_plot(front_end):
              and page.driver.execute_script("return arguments[0].naturalWidth", i) > 300]
     assert plots, "the training cell shows no live training plot"
     (front_end["shots"] / f"{front_end['name']}_live_plot.png").write_bytes(cell.screenshot_as_png)
+    _figure_of(page, "plot_deep_supervision(", front_end["shots"] / f"{front_end['name']}_03_deep_supervision.png")

@@ -167,3 +167,27 @@ def test_the_normalisation_figure_puts_every_z_scored_image_on_one_scale(sample_
     low, high = fp.foreground_intensity_properties_per_channel["0"]["percentile_00_5"], \
         fp.foreground_intensity_properties_per_channel["0"]["percentile_99_5"]
     assert f"[{low:,.0f}, {high:,.0f}]" in figure.axes[2].get_title()
+
+
+def test_deep_supervision_outputs_come_at_each_decoder_resolution_with_nnunets_weights(sample_dir):
+    from tutorseg.training.budget.smoke import smoke_plan
+    from tutorseg.training.model.network import build_network, deep_supervision_outputs
+    from tutorseg.viz.concepts import plot_deep_supervision
+
+    plan = smoke_plan(tutorseg.plan(tutorseg.fingerprint(sample_dir, progress=False), preset="cpu"))
+    configuration = plan[plan.default_configuration]
+    network = build_network(configuration, 1, 3).eval()
+    patch = torch.randn(1, *configuration.patch_size)
+    outputs = deep_supervision_outputs(network, patch)
+    assert not network.training  # left as it was
+    # output i is downsampled by the strides of stages 1..i: the decoder resolution it comes from
+    expected = [tuple(configuration.patch_size)]
+    for stride in configuration.strides[1:len(outputs)]:
+        expected.append(tuple(n // s for n, s in zip(expected[-1], stride)))
+    assert [tuple(p.shape[1:]) for p, _ in outputs] == expected
+    # nnU-Net's weights: 1, 1/2, 1/4, ... with the lowest 0, normalised to sum to 1
+    raw = [1 / 2 ** i for i in range(len(outputs) - 1)] + [0.0]
+    assert [w for _, w in outputs] == pytest.approx([r / sum(raw) for r in raw])
+    assert all(torch.allclose(p.sum(0), torch.ones(p.shape[1:])) for p, _ in outputs)  # probabilities
+    figure = plot_deep_supervision(outputs, patch[0].numpy())
+    assert len(figure.axes) == len(outputs) + 1

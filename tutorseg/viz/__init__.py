@@ -4,7 +4,7 @@
   :func:`plot_case`), and :func:`save_figure`;
 - ``tutorseg.viz.charts``: the artefacts of the steps (:func:`plot_fingerprint`, :func:`plot_network`,
   :func:`plot_training_curves`, :func:`plot_metrics`);
-- ``tutorseg.viz.concepts``: a concept happening on a real case (:func:`plot_pipeline`, :func:`plot_normalisation`,
+- ``tutorseg.viz.concepts``: a concept happening on a real case (:func:`plot_pipeline`, :func:`plot_deep_supervision`, :func:`plot_normalisation`,
   :func:`plot_receptive_field`, :func:`plot_resampling`, :func:`plot_sliding_windows`, :func:`plot_pitfalls`);
 - ``tutorseg.viz.widgets``: :func:`slice_viewer`, ipywidgets controls around :func:`plot_slices` (no interactive
   matplotlib backend needed, so it works on Colab).
@@ -15,6 +15,7 @@ imports this package: it only reads their artefacts.
 
 from tutorseg.viz.charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
 from tutorseg.viz.concepts import (
+    plot_deep_supervision,
     plot_normalisation,
     plot_pipeline,
     plot_pitfalls,
@@ -37,5 +38,5 @@ from tutorseg.viz.widgets import PlanExplorer, SliceViewer, plan_explorer, slice
 
 __all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map",
            "feature_map_sizes", "figure_to_png", "plan_explorer", "plot_case", "plot_fingerprint", "plot_metrics",
-           "plot_network", "plot_normalisation", "plot_pipeline", "plot_pitfalls", "plot_receptive_field", "plot_resampling", "plot_slices",
+           "plot_deep_supervision", "plot_network", "plot_normalisation", "plot_pipeline", "plot_pitfalls", "plot_receptive_field", "plot_resampling", "plot_slices",
            "plot_sliding_windows", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]

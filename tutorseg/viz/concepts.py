@@ -313,3 +313,31 @@ def plot_normalisation(images: Sequence[np.ndarray], intensity_properties: dict,
         ax.set_yticks([])
         ax.set_xlabel("intensity", fontsize=8)
     return fig
+
+
+def plot_deep_supervision(outputs, image: np.ndarray, label: np.ndarray | None = None, *, axis: int = -1) -> Figure:
+    """Each output of the U-Net for one patch, at its own resolution, with the weight the loss gives it.
+
+    Args:
+        outputs: from :func:`tutorseg.training.model.network.deep_supervision_outputs`.
+        image: ``(*patch)`` the patch's first channel (drawn first, with ``label`` outlined).
+        label: ``(*patch)`` its reference label, or ``None``.
+        axis: for 3D, the axis the slices are taken across (each output's middle slice along it).
+
+    Returns:
+        the Figure: the patch, then every output's most likely class (argmax), highest resolution first.
+    """
+    fig, axes = new_figure(len(outputs) + 1, panel_size=2.6)
+    index = (foreground_slice(label, axis) if label is not None else image.shape[axis] // 2) if image.ndim == 3 \
+        else None
+    plot_slices(image[None], label, axis=axis, index=index, legend=False, ax=axes[0],
+                title=f"patch {' x '.join(map(str, image.shape))}")
+    for ax, (probabilities, weight) in zip(axes[1:], outputs):
+        segmentation = probabilities.argmax(0).numpy()
+        where = None
+        if segmentation.ndim == 3 and index is not None:  # the same place, at this output's resolution
+            where = min(int(index * segmentation.shape[axis] / image.shape[axis]), segmentation.shape[axis] - 1)
+        plot_slices(np.zeros((1, *segmentation.shape), dtype=np.float32), segmentation, axis=axis, index=where,
+                    legend=False, alpha=0.9, ax=ax,
+                    title=f"{' x '.join(map(str, segmentation.shape))}\nloss weight {weight:.3f}")
+    return fig

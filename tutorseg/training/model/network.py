@@ -216,3 +216,33 @@ def load_weights(network: nn.Module, weights: dict, *, source) -> None:
 def count_parameters(network: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def deep_supervision_outputs(network: nn.Module, patch: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+    """What every output of the network predicts for one patch, each at its own resolution, with its loss weight.
+
+    In training, nnU-Net's U-Net segments the patch at every decoder resolution but the lowest: the full-resolution
+    output and the deep-supervision heads below it. The loss (:class:`~tutorseg.training.model.loss.
+    DeepSupervisionLoss`) compares each with the labels downsampled to its size and weights them ``1, 1/2, 1/4, ...``
+    (the lowest 0), normalised. This runs the network as training does (with its heads), without changing it.
+
+    Args:
+        network: from :func:`build_network` or :func:`tutorseg.training.load_model`.
+        patch: ``(C, *patch)`` one preprocessed patch, of a size the network takes (divisible by its strides).
+
+    Returns:
+        per output, highest resolution first: ``(probabilities (K, *its size), loss weight)``.
+    """
+    from tutorseg.training.model.loss import deep_supervision_weights
+
+    was_training = network.training
+    device = next(network.parameters()).device
+    network.train()  # training mode returns every head; instance normalisation and the weights behave the same
+    try:
+        outputs = network(patch[None].to(device=device, dtype=torch.float32))
+    finally:
+        network.train(was_training)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    weights = deep_supervision_weights(len(outputs))
+    return [(torch.softmax(out[0].float(), dim=0).cpu(), weight) for out, weight in zip(outputs, weights)]
