@@ -71,6 +71,29 @@ def _by_hand(root: Path, sample_dir: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
+def _per_fold_by_hand(root: Path, configuration: str) -> dict[int, dict[str, float]]:
+    """One configuration's mean Dice per class over the cases each fold validated, from the fold summaries only."""
+    scores = {}
+    for fold in range(5):
+        cases = json.loads((root / configuration / f"fold_{fold}" / "validation" / "summary.json").read_text())
+        scores[fold] = {n: np.nanmean([np.nan if c["dice"][n] is None else c["dice"][n] for c in cases["per_case"]])
+                        for n in ("Anterior", "Posterior")}
+    return scores
+
+
+def test_each_candidate_is_also_scored_per_fold(run_root):
+    result = tutorseg.find_best_configuration(run_root)
+    for candidate in result.candidates:
+        assert sorted(candidate.dice_per_fold) == [0, 1, 2, 3, 4]
+        if len(candidate.configurations) == 1:
+            expected = _per_fold_by_hand(run_root, candidate.name)
+            for fold, per_class in candidate.dice_per_fold.items():
+                for name, value in per_class.items():
+                    assert value == pytest.approx(expected[fold][name], abs=1e-12, nan_ok=True)
+    ensemble = result.candidates[-1]  # its folds hold the cases those folds validated: 5 each on 25 cases
+    assert ensemble.n_cases == 25 and len(ensemble.dice_per_fold) == 5
+
+
 def test_the_choice_is_the_hand_computed_best(run_root, sample_dir, capsys):
     result = tutorseg.find_best_configuration(run_root, output=run_root / "best.json")
     expected = _by_hand(run_root, sample_dir)

@@ -49,6 +49,8 @@ class Candidate:
     dice_per_class: dict[str, float]  # mean over the cases, NaN where a class never occurs
     mean_dice: float  # mean foreground Dice: the mean of dice_per_class
     n_cases: int
+    # fold -> class -> mean over the cases that fold validated: the spread that pooling the folds averages away
+    dice_per_fold: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -57,7 +59,8 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "configurations": list(self.configurations), "n_cases": self.n_cases,
-                "dice_per_class": _json_floats(self.dice_per_class), "mean_dice": _json_float(self.mean_dice)}
+                "dice_per_class": _json_floats(self.dice_per_class), "mean_dice": _json_float(self.mean_dice),
+                "dice_per_fold": {str(k): _json_floats(v) for k, v in self.dice_per_fold.items()}}
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
     dataset = load_dataset(TrainingConfig.load(first_run).dataset_dir)
     plan = _plan(first_run)
     labels, ignore = plan.targets, plan.ignore_label  # the classes (or regions) scored
-    candidates = [_score_configuration(name, runs, labels) for name, runs in usable.items()]
+    candidates = [_score_configuration(name, dict(zip(folds, runs)), labels) for name, runs in usable.items()]
     ensemble_dirs: dict[tuple[str, ...], Path] = {}
     if allow_ensembling:
         for pair in itertools.combinations(usable, 2):
@@ -188,7 +191,8 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
                     f"no validation probabilities for {', '.join(without)} (train with --npz to compare ensembles)")
                 continue
             folder = run_root / "ensembles" / "__".join(pair)
-            candidates.append(_score_ensemble(pair, [usable[c] for c in pair], plan, dataset, folder))
+            candidates.append(_score_ensemble(pair, [dict(zip(folds, usable[c])) for c in pair], plan, dataset,
+                                              folder))
             ensemble_dirs[pair] = folder
     best = max(candidates, key=lambda c: _sortable(c.mean_dice))  # the first of equals, as nnU-Net's max
 
@@ -218,22 +222,23 @@ def find_best_configuration(run_root, *, configurations: Sequence[str] | None = 
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-def _score_configuration(name: str, runs: list[Path], labels: dict[str, tuple[int, ...]]) -> Candidate:
+def _score_configuration(name: str, runs: dict[int, Path], labels: dict[str, tuple[int, ...]]) -> Candidate:
     """Pool the folds' ``validation/summary.json`` cases: the mean Dice per class over all of them."""
-    per_case = []
-    for run in runs:
+    per_fold = {}
+    for fold, run in runs.items():
         summary = json.loads((run / "validation" / "summary.json").read_text(encoding="utf-8"))
-        per_case += [case["dice"] for case in summary["per_case"]]
-    return _candidate((name,), per_case, labels)
+        per_fold[fold] = [case["dice"] for case in summary["per_case"]]
+    return _candidate((name,), per_fold, labels)
 
 
-def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], plan, dataset, folder: Path) -> Candidate:
+def _score_ensemble(pair: tuple[str, ...], runs: list[dict[int, Path]], plan, dataset, folder: Path) -> Candidate:
     """Average the pair's validation probabilities case by case, write the label maps, score them."""
     from tutorseg.data.imageio import write_segmentation
 
     folder.mkdir(parents=True, exist_ok=True)
-    probability_files = [_probability_files(r) for r in runs]
-    per_case = []
+    probability_files = [_probability_files(list(r.values())) for r in runs]
+    fold_of = {case_id: fold for fold, run in runs[0].items() for case_id in _probability_files([run])}
+    per_fold: dict[int, list[dict]] = {fold: [] for fold in runs[0]}
     for case_id in sorted(probability_files[0]):
         if any(case_id not in files for files in probability_files[1:]):
             raise TutorsegError(f"case {case_id} was validated by {pair[0]} but not by {pair[1]}: the configurations "
@@ -242,14 +247,23 @@ def _score_ensemble(pair: tuple[str, ...], runs: list[list[Path]], plan, dataset
         segmentation = plan.to_label_map(probabilities)  # the most probable class, or the regions in their order
         raw = dataset.case(case_id)
         write_segmentation(segmentation, folder / f"{case_id}{dataset.file_ending}", reference=raw.image_files[0])
-        per_case.append(dice_per_class(segmentation, raw.load_label(), plan.targets, ignore=plan.ignore_label))
-    return _candidate(pair, per_case, plan.targets)
+        per_fold[fold_of[case_id]].append(dice_per_class(segmentation, raw.load_label(), plan.targets,
+                                                         ignore=plan.ignore_label))
+    return _candidate(pair, per_fold, plan.targets)
 
 
-def _candidate(configurations: tuple[str, ...], per_case: list[dict], labels: dict[str, tuple[int, ...]]) -> Candidate:
+def _candidate(configurations: tuple[str, ...], per_fold: dict[int, list[dict]],
+               labels: dict[str, tuple[int, ...]]) -> Candidate:
+    """Scores over all the folds' cases pooled (what nnU-Net compares), and per fold (for the spread)."""
     names = list(labels)
-    means = {n: _nan_mean([_as_float(case.get(n)) for case in per_case]) for n in names}
-    return Candidate(configurations, means, _nan_mean(list(means.values())), len(per_case))
+
+    def class_means(cases: list[dict]) -> dict[str, float]:
+        return {n: _nan_mean([_as_float(case.get(n)) for case in cases]) for n in names}
+
+    pooled = [case for cases in per_fold.values() for case in cases]
+    means = class_means(pooled)
+    return Candidate(configurations, means, _nan_mean(list(means.values())), len(pooled),
+                     {fold: class_means(cases) for fold, cases in per_fold.items()})
 
 
 # --------------------------------------------------------------------------------------------------- run folders

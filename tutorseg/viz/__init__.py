@@ -3,7 +3,8 @@
 - ``tutorseg.viz.plots``: slices of images with their reference, prediction and errors (:func:`plot_slices`,
   :func:`plot_case`), and :func:`save_figure`;
 - ``tutorseg.viz.charts``: the artefacts of the steps (:func:`plot_fingerprint`, :func:`plot_network`,
-  :func:`plot_training_curves`, :func:`plot_metrics`);
+  :func:`plot_training_curves`, :func:`plot_metrics`,
+  :func:`plot_cross_validation`);
 - ``tutorseg.viz.concepts``: a concept happening on a real case (:func:`plot_pipeline`, :func:`plot_deep_supervision`, :func:`plot_normalisation`,
   :func:`plot_receptive_field`, :func:`plot_resampling`, :func:`plot_sliding_windows`, :func:`plot_pitfalls`);
 - ``tutorseg.viz.widgets``: :func:`slice_viewer`, ipywidgets controls around :func:`plot_slices` (no interactive
@@ -13,7 +14,14 @@ Figures are built without pyplot: return one as the last expression of a noteboo
 imports this package: it only reads their artefacts.
 """
 
-from tutorseg.viz.charts import feature_map_sizes, plot_fingerprint, plot_metrics, plot_network, plot_training_curves
+from tutorseg.viz.charts import (
+    feature_map_sizes,
+    plot_cross_validation,
+    plot_fingerprint,
+    plot_metrics,
+    plot_network,
+    plot_training_curves,
+)
 from tutorseg.viz.concepts import (
     plot_deep_supervision,
     plot_normalisation,
@@ -37,6 +45,6 @@ from tutorseg.viz.plots import (
 from tutorseg.viz.widgets import PlanExplorer, SliceViewer, plan_explorer, slice_viewer
 
 __all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map",
-           "feature_map_sizes", "figure_to_png", "plan_explorer", "plot_case", "plot_fingerprint", "plot_metrics",
+           "feature_map_sizes", "plot_cross_validation", "figure_to_png", "plan_explorer", "plot_case", "plot_fingerprint", "plot_metrics",
            "plot_deep_supervision", "plot_network", "plot_normalisation", "plot_pipeline", "plot_pitfalls", "plot_receptive_field", "plot_resampling", "plot_slices",
            "plot_sliding_windows", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]

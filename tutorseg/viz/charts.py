@@ -311,3 +311,51 @@ def plot_metrics(summary, *, metrics: Sequence[str] = ("dice", "hd95_mm")) -> Fi
             ax.set_ylim(-0.02, 1.02)
     fig.suptitle(f"{len(summary.cases)} cases, mean Dice {summary.mean_dice:.3f}")
     return fig
+
+
+# --------------------------------------------------------------------------------------------------- cross-validation
+
+
+def plot_cross_validation(best) -> Figure:
+    """Each candidate's Dice per class and fold: what ``find_best_configuration`` compared, and how much folds differ.
+
+    One panel per class (and one for the mean over the classes); in each, one column per candidate with a dot per
+    fold (the mean Dice over the cases that fold validated) and a bar at the pooled value nnU-Net ranks by. The
+    choice is *empirical*: made by this measurement after training, not by a rule. Where the folds of two candidates
+    overlap, five folds are what make the difference between them worth trusting (or not).
+
+    Args:
+        best: the :class:`tutorseg.evaluation.best_configuration.BestConfiguration` that
+            :func:`tutorseg.find_best_configuration` returned.
+
+    Returns:
+        the Figure; the chosen candidate's label is in bold.
+    """
+    candidates = list(best.ranking)
+    classes = list(best.best.dice_per_class)
+    panels = classes + ["mean"]
+    fig, axes = new_figure(len(panels), panel_size=max(3.0, 1.1 * len(candidates) + 1.0))
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes, panels):
+        for x, candidate in enumerate(candidates):
+            per_fold = candidate.dice_per_fold
+            if name == "mean":
+                folds = [float(np.nanmean(list(v.values()))) for v in per_fold.values()]
+                pooled = candidate.mean_dice
+            else:
+                folds = [v[name] for v in per_fold.values()]
+                pooled = candidate.dice_per_class[name]
+            colour = CLASS_COLOURS[x % len(CLASS_COLOURS)]
+            ax.bar(x, pooled, width=0.6, color=colour, alpha=0.35)
+            ax.scatter(x + rng.uniform(-0.15, 0.15, len(folds)), folds, s=18, color=colour, zorder=3,
+                       edgecolors="black", linewidths=0.5)
+        ax.set_xticks(range(len(candidates)), [c.name.replace("ensemble ", "ens. ") for c in candidates],
+                      rotation=20, ha="right", fontsize=8)
+        for label, candidate in zip(ax.get_xticklabels(), candidates):
+            if candidate is best.best:
+                label.set_fontweight("bold")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"Dice: {name}" if name != "mean" else "mean foreground Dice")
+    fig.suptitle(f"cross-validation, folds {', '.join(map(str, best.folds))}: a dot per fold, the bar pooled "
+                 f"(chosen, empirically: {best.best.name})", fontsize=10)
+    return fig
