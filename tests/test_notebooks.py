@@ -69,10 +69,11 @@ def test_follows_the_skeleton(path):
     assert BADGE.format(name=path.name) in first, f"{path.name}: the Colab badge must point at notebooks/{path.name}"
     headings = [line.strip() for cell in cells if cell["cell_type"] == "markdown"
                 for line in _source(cell).splitlines() if line.startswith("## ")]
-    for required in ("## What you will learn", "## Set-up", "## Exercises"):
+    for required in ("## What you will learn", "## Set-up", "## What you saw", "## Exercises"):
         assert required in headings, f"{path.name} lacks the section '{required}'"
     assert any(h.startswith("## Step 1 · ") for h in headings), f"{path.name}: steps are '## Step N · ...'"
-    assert headings.index("## What you will learn") < headings.index("## Set-up") < headings.index("## Exercises")
+    assert headings.index("## What you will learn") < headings.index("## Set-up") < headings.index(
+        "## What you saw") < headings.index("## Exercises"), f"{path.name}: the skeleton's sections are out of order"
 
     code = [c for c in cells if c["cell_type"] == "code"]
     assert 'importlib.util.find_spec("tutorseg") is None' in _source(code[0]), \

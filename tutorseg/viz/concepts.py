@@ -24,7 +24,8 @@ def _drawn_axes(n_dims: int, axis: int) -> tuple[int, int]:
     """The array axes that :func:`plot_slices` draws to the right and upwards (2D: columns and rows)."""
     if n_dims == 2:
         return 1, 0
-    return tuple(a for a in range(3) if a != axis % 3)  # type: ignore[return-value]
+    kept = [a for a in range(3) if a != axis % 3]
+    return kept[0], kept[1]
 
 
 def _box(ax, corner: Sequence[float], size: Sequence[int], x: int, y: int, **style) -> Rectangle:
