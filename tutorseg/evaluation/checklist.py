@@ -111,9 +111,8 @@ def low_dice_checklist(summary, fingerprint, plan, *, steps_trained: int | None 
         "train the 2d configuration too and compare them (notebook 07): on thick slices it often wins"))
 
     for channel, name in fingerprint.channel_names.items():
-        medians = [case.foreground_stats_per_channel[channel]["median"] for case in fingerprint.cases
-                   if case.foreground_stats_per_channel and case.foreground_stats_per_channel[channel]["median"]]
-        medians = [m for m in medians if m and m > 0]
+        medians = [m for case in fingerprint.cases
+                   if (m := case.foreground_stats_per_channel[int(channel)]["median"]) is not None and m > 0]
         if len(medians) < 2:
             continue
         spread = max(medians) / min(medians)
