@@ -51,3 +51,11 @@ def sample_dir() -> Path:
     from tutorseg import sample_dataset_path
 
     return sample_dataset_path()
+
+
+@pytest.fixture(scope="session")
+def sample_fingerprint(sample_dir):
+    """The bundled sample's fingerprint (a frozen artefact, so one per worker serves every test that reads it)."""
+    import tutorseg
+
+    return tutorseg.fingerprint(sample_dir, progress=False)

@@ -13,10 +13,10 @@ from tutorseg.evaluation.checklist import low_dice_checklist
 
 
 @pytest.fixture(scope="module")
-def sample(sample_dir):
+def sample(sample_dir, sample_fingerprint):
     """The sample's fingerprint and plan, and an evaluation of five real labels against themselves, one shifted."""
     dataset = tutorseg.load_dataset(sample_dir)
-    fp = tutorseg.fingerprint(dataset, progress=False)
+    fp = sample_fingerprint
     references = {c.case_id: read_image(c.label_file).array[0].astype(np.int32) for c in dataset.training[:5]}
     predictions = dict(references)
     first = next(iter(references))

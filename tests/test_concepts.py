@@ -110,7 +110,7 @@ def test_the_blob_goes_as_far_from_the_structure_as_the_image_allows():
     assert farthest_background_voxel(reference) == (17, 17)  # the far corner, 2 voxels in from the border
 
 
-def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_dir):
+def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_dir, sample_fingerprint):
     from matplotlib.patches import Rectangle
 
     from tutorseg.data.imageio import read_image
@@ -119,7 +119,7 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
 
     reference, spacing, labels = real_case
     image = read_image(tutorseg.load_dataset(sample_dir).training[0].image_files[0]).array[0]
-    configuration = tutorseg.plan(tutorseg.fingerprint(sample_dir))["3d_fullres"]
+    configuration = tutorseg.plan(sample_fingerprint)["3d_fullres"]
 
     boxes = [p for p in plot_receptive_field(image, configuration).axes[0].patches if isinstance(p, Rectangle)]
     field = receptive_field(configuration)
@@ -140,11 +140,11 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
     assert len(plot_pitfalls(pitfalls, image).axes) == len(pitfalls)
 
 
-def test_the_pipeline_figure_lists_the_plans_decisions_in_their_kinds_colours(sample_dir):
+def test_the_pipeline_figure_lists_the_plans_decisions_in_their_kinds_colours(sample_fingerprint):
     from tutorseg.planning.explain import KIND_COLOURS
     from tutorseg.viz.concepts import PIPELINE_AFTER_PLANNING, plot_pipeline
 
-    plan = tutorseg.plan(tutorseg.fingerprint(sample_dir, progress=False))
+    plan = tutorseg.plan(sample_fingerprint)
     texts = {t.get_text(): t.get_color() for t in plot_pipeline(plan).axes[0].texts}
     for decision in plan[plan.default_configuration].decisions:
         assert texts[decision.name.replace("_", " ")] == KIND_COLOURS[decision.kind]
@@ -152,10 +152,10 @@ def test_the_pipeline_figure_lists_the_plans_decisions_in_their_kinds_colours(sa
     assert all(step in texts for step in PIPELINE_AFTER_PLANNING)
 
 
-def test_the_normalisation_figure_puts_every_z_scored_image_on_one_scale(sample_dir):
+def test_the_normalisation_figure_puts_every_z_scored_image_on_one_scale(sample_dir, sample_fingerprint):
     from tutorseg.viz.concepts import plot_normalisation
 
-    fp = tutorseg.fingerprint(sample_dir, progress=False)
+    fp = sample_fingerprint
     dataset = tutorseg.load_dataset(sample_dir)
     images = [case.load_image()[0] for case in dataset.training[:3]]
     figure = plot_normalisation(images, fp.foreground_intensity_properties_per_channel["0"])
@@ -169,12 +169,12 @@ def test_the_normalisation_figure_puts_every_z_scored_image_on_one_scale(sample_
     assert f"[{low:,.0f}, {high:,.0f}]" in figure.axes[2].get_title()
 
 
-def test_deep_supervision_outputs_come_at_each_decoder_resolution_with_nnunets_weights(sample_dir):
+def test_deep_supervision_outputs_come_at_each_decoder_resolution_with_nnunets_weights(sample_fingerprint):
     from tutorseg.training.budget.smoke import smoke_plan
     from tutorseg.training.model.network import build_network, deep_supervision_outputs
     from tutorseg.viz.concepts import plot_deep_supervision
 
-    plan = smoke_plan(tutorseg.plan(tutorseg.fingerprint(sample_dir, progress=False), preset="cpu"))
+    plan = smoke_plan(tutorseg.plan(sample_fingerprint, preset="cpu"))
     configuration = plan[plan.default_configuration]
     network = build_network(configuration, 1, 3).eval()
     patch = torch.randn(1, *configuration.patch_size)

@@ -18,8 +18,8 @@ from tutorseg.training.model.network import build_network
 
 
 @pytest.fixture(scope="module")
-def sample_plan(sample_dir):
-    return tutorseg.plan(tutorseg.fingerprint(sample_dir))
+def sample_plan(sample_fingerprint):
+    return tutorseg.plan(sample_fingerprint)
 
 
 def seen_extent(configuration, size: tuple[int, ...], period: int) -> tuple[int, ...]:
@@ -85,17 +85,17 @@ def test_an_anisotropic_3d_unet_with_one_voxel_kernels_sees_what_the_formula_say
     assert seen_extent(configuration, _input_size(field, divisible), max(divisible)) == field
 
 
-def test_residual_encoder_unet_sees_what_the_formula_says(sample_dir):
-    plan = tutorseg.plan(tutorseg.fingerprint(sample_dir), preset="resenc-m")
+def test_residual_encoder_unet_sees_what_the_formula_says(sample_fingerprint):
+    plan = tutorseg.plan(sample_fingerprint, preset="resenc-m")
     configuration = dataclasses.replace(plan["2d"], features_per_stage=(2,) * plan["2d"].n_stages)
     field = receptive_field(configuration)
     divisible = _divisible(configuration)
     assert seen_extent(configuration, _input_size(field, divisible), max(divisible)) == field
 
 
-def test_the_cpu_preset_sees_less_than_nnunets_plan(sample_dir):
+def test_the_cpu_preset_sees_less_than_nnunets_plan(sample_fingerprint):
     """Fewer stages, a smaller field: what the budget plan gives up, in voxels."""
-    fp = tutorseg.fingerprint(sample_dir)
+    fp = sample_fingerprint
     default = receptive_field(tutorseg.plan(fp)["3d_fullres"])
     small = receptive_field(tutorseg.plan(fp, preset="cpu")["3d_fullres"])
     assert all(s <= d for s, d in zip(small, default))

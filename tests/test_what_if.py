@@ -7,15 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-import tutorseg
 from tutorseg.data.problems import TutorsegError
 from tutorseg.planning.what_if import large_images, thick_slices, what_if
 from tutorseg.preprocessing.resampling import separate_z_axis
 
 
 @pytest.fixture(scope="module")
-def sample_fp(sample_dir):
-    return tutorseg.fingerprint(sample_dir)
+def sample_fp(sample_fingerprint):
+    return sample_fingerprint
 
 
 def test_thick_slices_keep_the_field_of_view(sample_fp):
