@@ -98,6 +98,27 @@ def test_follows_the_skeleton(path):
     assert "describe_environment" in imports, f"{path.name}: the imports cell ends with the configuration print"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_links_its_reference_run(path):
+    """A learner compares their outputs with a known-good run: the executed copy bench/run_notebooks.py kept."""
+    first = _source(_cells(path)[0])
+    link = f"bench/reference_notebooks/{path.name}"
+    if link not in first:
+        assert "**Reference run:** not recorded yet" in first, f"{path.name}: link its reference run or say why not"
+        return
+    executed = REPO / link
+    assert executed.is_file(), f"{path.name} links {link}, which is missing: python bench/run_notebooks.py --reference"
+    code = [c for c in json.loads(executed.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+    assert code and all(c.get("outputs") is not None for c in code) and any(c.get("outputs") for c in code)
+    assert not any(o.get("output_type") == "error" for c in code for o in c["outputs"]), f"{link} holds an error"
+    # the reference is of this notebook: the same steps, in the same order
+    steps = [line for c in _cells(path) if c["cell_type"] == "markdown" for line in _source(c).splitlines()
+             if line.startswith("## Step")]
+    executed_steps = [line for c in json.loads(executed.read_text(encoding="utf-8"))["cells"]
+                      if c["cell_type"] == "markdown" for line in _source(c).splitlines() if line.startswith("## Step")]
+    assert steps == executed_steps, f"{link} is of an older version of {path.name}: run it again (--reference)"
+
+
 READ_THE_CODE = re.compile(r"`(tutorseg/[\w/]+\.py)` → `(\w+)`")
 
 
