@@ -1,0 +1,73 @@
+"""Short-run reliability (issue #35): the same plan and fold, equal steps, several seeds; see bench/seeds.md.
+
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5                     # nnU-Net's recipe
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --warmup-steps 250  # a candidate fix
+
+The plan is the cpu preset's 3d_fullres for the 208 Task04_Hippocampus cases (the plan issue #35 measured nnU-Net
+2.8.1 on, through ``tutorseg export-nnunet``), fold 0 (nnU-Net's splits: 166 training, 42 validation cases), epochs
+of 250 steps as nnU-Net's, then the fold's full-case validation with mirroring. Each run prints one JSON line, with
+the per-epoch pseudo-Dice of each class, and appends it to ``--out``/runs.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
+ITERATIONS_PER_EPOCH = 250  # nnU-Net's
+
+
+def _plan(out: Path):
+    import tutorseg
+
+    path = out / "plan_cpu.json"
+    if path.is_file():
+        return tutorseg.Plan.load(path)
+    plan = tutorseg.plan(tutorseg.fingerprint(HIPPOCAMPUS, progress=False), preset="cpu")
+    plan.save(path)
+    return plan
+
+
+def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, threads: int | None = None) -> dict:
+    """Train fold 0 for ``steps`` steps with ``seed`` (and a learning-rate ramp over ``warmup_steps``)."""
+    from tutorseg import train_fold
+
+    if steps % ITERATIONS_PER_EPOCH:
+        raise SystemExit(f"--steps must be a multiple of {ITERATIONS_PER_EPOCH} (nnU-Net's epoch)")
+    plan = _plan(out)
+    tag = f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
+    run_dir = out / f"{tag}_{int(time.time())}"
+    clock = time.perf_counter()
+    record = train_fold(HIPPOCAMPUS, plan, fold=0, out_dir=run_dir, epochs=steps // ITERATIONS_PER_EPOCH,
+                        iterations_per_epoch=ITERATIONS_PER_EPOCH, preprocessed_dir=out / "preprocessed",
+                        seed=seed, warmup=warmup_steps / steps, num_threads=threads, progress=False, verbose=False)
+    return {"what": "tutorseg short run", "steps": record.iterations, "seed": seed, "warmup_steps": warmup_steps,
+            "precision": record.precision, "device": record.device,
+            "pseudo_dice_per_epoch": [[round(d, 3) for d in epoch] for epoch in record.history["pseudo_dice"]],
+            "validation_mean_foreground_dice": round(record.mean_foreground_dice, 4),
+            "validation_per_class": {name: round(d, 4) for name, d in record.validation["mean_dice"].items()},
+            "seconds": round(time.perf_counter() - clock, 1), "run_dir": str(run_dir)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1250)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: from the load)")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_seeds"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        result = run(seed, args.steps, args.out, warmup_steps=args.warmup_steps, threads=args.threads)
+        print(json.dumps(result), flush=True)
+        with open(args.out / "runs.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
