@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tutorseg.data.files import write_json_atomic
+from tutorseg.data.limits import read_json_file
 from tutorseg.data.problems import TutorsegError
 
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def read_json(path: str | os.PathLike, *, what: str, how_to_make: str) -> Any:
     if not path.is_file():
         raise ArtefactError(f"{what} file {path} not found; make one with {how_to_make}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json_file(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtefactError(f"{path} is damaged: it is not valid JSON ({exc}). Make a new {what} with "
                             f"{how_to_make}") from None

@@ -43,6 +43,7 @@ from tutorseg.data.imageio import (
     read_geometry,
     read_image,
 )
+from tutorseg.data.limits import MAX_LABEL_VALUE, FileLimitError, read_json_file
 from tutorseg.data.problems import DatasetError, Problem
 
 LAYOUT_NNUNETV2 = "nnunetv2"
@@ -112,6 +113,12 @@ class Case:
             ImageReadError: a file is missing, truncated or corrupt.
         """
         arrays = [read_image(f, spacing_2d=self.spacing_2d).array for f in self.image_files]
+        for file, array in zip(self.image_files, arrays):
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                raise DatasetError(f"case {self.case_id}: {file.name} holds {array.size - np.isfinite(array).sum():,} "
+                                   "NaN/Inf voxel(s), which would make every prediction and network weight NaN. "
+                                   "Replace them with a value that means 'nothing' for this image (e.g. "
+                                   "np.nan_to_num(image, nan=image_min)) and save the file again.")
         shapes = {a.shape[1:] for a in arrays}
         if len(shapes) > 1:
             found = ", ".join(f"{f.name}: {a.shape[1:]}" for f, a in zip(self.image_files, arrays))
@@ -136,6 +143,10 @@ class Case:
             if not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.round(raw)):
                 raise DatasetError(f"case {self.case_id}: the label {self.label_file.name} holds non-integer values; "
                                    "save labels as integer class indices (0, 1, 2, ...)")
+        if raw.size and (raw.min() < 0 or raw.max() > MAX_LABEL_VALUE):
+            raise DatasetError(f"case {self.case_id}: the label {self.label_file.name} holds values from {raw.min():g} "
+                               f"to {raw.max():g}; label maps hold class indices 0..{MAX_LABEL_VALUE}, as dataset.json "
+                               "numbers them. Save the labels as those indices.")
         return raw.astype(np.int16)
 
     def __repr__(self) -> str:
@@ -243,7 +254,11 @@ def _read_json(path: Path, found: list[Problem]) -> dict:
             file="dataset.json"))
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_file(path)
+    except FileLimitError as exc:
+        found.append(P.error("malformed_dataset_json", str(exc), why="nothing in the dataset can be interpreted "
+                             "without it", fix="write a dataset.json as docs/datasets.md shows", file="dataset.json"))
+        return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         found.append(P.error("malformed_dataset_json", f"dataset.json is not valid JSON ({exc})",
                              why="nothing in the dataset can be interpreted without it",
@@ -303,6 +318,10 @@ def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
             found.append(_bad_key("labels", expected, raw))
         return {}
     labels = dict(sorted(raw.items(), key=lambda item: item[1]))
+    if not all(0 <= v <= MAX_LABEL_VALUE for v in labels.values()):
+        found.append(_bad_key("labels", f"values from 0 to {MAX_LABEL_VALUE}", raw,
+                              fix=f"number the labels 0, 1, 2, ... (label maps hold values up to {MAX_LABEL_VALUE})"))
+        return {}
     if 0 not in labels.values():
         found.append(_bad_key("labels", "a background label with value 0", raw,
                               fix='add "background": 0 (nnU-Net requires it)'))
@@ -419,6 +438,10 @@ def _parse_labels_msd(data: dict, found: list[Problem]) -> dict[str, int]:
         found.append(_bad_key("labels", expected, raw))
         return {}
     labels = {name: int(value) for value, name in sorted(raw.items(), key=lambda item: int(item[0]))}
+    if not all(v <= MAX_LABEL_VALUE for v in labels.values()):
+        found.append(_bad_key("labels", f"values from 0 to {MAX_LABEL_VALUE}", raw,
+                              fix=f"number the labels 0, 1, 2, ... (label maps hold values up to {MAX_LABEL_VALUE})"))
+        return {}
     if 0 not in labels.values():
         found.append(_bad_key("labels", 'a background label with value 0 ("0": "background")', raw))
     return labels

@@ -150,25 +150,30 @@ def _cgroup_room() -> int | None:
 
 
 def _rlimit_room() -> int | None:
-    """Room left under this process's own data-size limit (``ulimit -d``, ``resource.RLIMIT_DATA``), or None."""
+    """Room left under this process's own limits: data size (``ulimit -d``) and address space (``ulimit -v``)."""
     try:
         import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
-        if soft == resource.RLIM_INFINITY:
-            return None
-        with open("/proc/self/status") as f:
-            used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
-        return max(0, soft - used)
-    except (ImportError, OSError, ValueError, StopIteration):
+    except ImportError:
         return None
+    rooms = []
+    for limit, field in ((resource.RLIMIT_DATA, "VmData:"), (resource.RLIMIT_AS, "VmSize:")):
+        soft, _ = resource.getrlimit(limit)
+        if soft == resource.RLIM_INFINITY:
+            continue
+        try:
+            with open("/proc/self/status") as f:
+                used = next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+        except (OSError, ValueError, StopIteration):
+            continue
+        rooms.append(max(0, soft - used))
+    return min(rooms) if rooms else None
 
 
 def available_memory_bytes() -> int | None:
     """Memory this process can still get: the least of the machine's, its control group's and its own limit's.
 
     The machine's is ``MemAvailable`` of ``/proc/meminfo``; a container or a SLURM job may allow less (its
-    control group's limit), and so may ``ulimit -d``. None where none of these can be read (not Linux).
+    control group's limit), and so may ``ulimit -d`` or ``ulimit -v``. None where none of these can be read (not Linux).
     """
     rooms = [room for room in (_meminfo_available(), _cgroup_room(), _rlimit_room()) if room is not None]
     return min(rooms) if rooms else None

@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from tutorseg.data.files import write_json_atomic
+from tutorseg.data.limits import FileLimitError, read_json_file
 from tutorseg.data.problems import TutorsegError
 from tutorseg.integrations.archives import extract_archive, file_hash, find_dataset_folder, pack_folder, parse_hash
 
@@ -219,7 +220,9 @@ class Manifest:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json_file(path)
+        except FileLimitError as exc:
+            raise ManifestError(str(exc)) from None
         except FileNotFoundError:
             raise ManifestError(f"manifest file not found: {path}") from None
         except json.JSONDecodeError as exc:

@@ -13,6 +13,7 @@ list is the reverse of nnU-Net's (see ``docs/planning.md`` and the plan's ``axis
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
+from tutorseg.data.limits import MAX_CHANNELS, MAX_LABEL_VALUE
 from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
@@ -77,6 +79,44 @@ class Decision:
 
     def __str__(self) -> str:
         return f"{self.name} = {to_json_types(self.value)} [{self.kind}]: {self.because or self.rule}"
+
+
+# What a plan of this field holds at most (nnU-Net's largest: 320-512 features, 6-8 stages, patches of a few
+# hundred voxels per axis, batches of a few dozen 2D slices; spacings from nanometres in EM to centimetres).
+# Far wider than any real plan, so that only a forged or damaged one is refused, before numpy or torch allocate.
+PLAUSIBLE = {"spacing (mm)": (1e-7, 1e4), "patch size per axis": (1, 8192), "patch voxels": (1, 2**28),
+             "batch size": (1, 4096), "features per stage": (1, 4096), "stages": (1, 16), "kernel size": (1, 15),
+             "stride": (1, 8), "convolutions per stage": (0, 16)}
+
+
+def implausible_fields(c: "ConfigurationPlan") -> list[str]:
+    """Each field of a configuration outside :data:`PLAUSIBLE`, or of a length that does not match, as text."""
+    found = []
+
+    def check(what: str, values) -> None:
+        low, high = PLAUSIBLE[what]
+        bad = [v for v in values if not (isinstance(v, (int, float)) and low <= v <= high)]
+        if bad:
+            found.append(f"{what} {bad[0]!r} outside {low:g}..{high:g}")
+
+    dims = len(c.patch_size)
+    check("spacing (mm)", c.spacing)
+    check("patch size per axis", c.patch_size)
+    if not found:
+        check("patch voxels", [math.prod(c.patch_size)])
+    check("batch size", [c.batch_size])
+    check("stages", [c.n_stages])
+    check("features per stage", c.features_per_stage)
+    check("kernel size", [k for kernel in c.kernel_sizes for k in kernel])
+    check("stride", [s for stride in c.strides for s in stride])
+    check("convolutions per stage", [*c.n_conv_per_stage, *c.n_conv_per_stage_decoder, *c.n_blocks_per_stage])
+    if dims not in (2, 3) or len(c.spacing) != dims:
+        found.append(f"{dims} patch axes and {len(c.spacing)} spacings (a plan has 2 or 3 of each)")
+    stages = (c.features_per_stage, c.kernel_sizes, c.strides)
+    if any(len(values) != c.n_stages for values in stages) or any(len(k) != dims for k in (*c.kernel_sizes,
+                                                                                          *c.strides)):
+        found.append(f"per-stage lists that do not match n_stages={c.n_stages} and {dims} axes")
+    return found
 
 
 @dataclass(frozen=True)
@@ -198,10 +238,19 @@ class ConfigurationPlan:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ConfigurationPlan":
+        """Read a configuration, refusing values no plan has (a plan may come from someone else).
+
+        Raises:
+            ValueError: a field out of its plausible range (:data:`PLAUSIBLE`), each named.
+        """
         known = {f.name for f in fields(cls)}
         values = {k: _tuples(v) for k, v in data.items() if k in known and k != "decisions"}
         values["decisions"] = tuple(Decision.from_dict(d) for d in data.get("decisions", ()))
-        return cls(**values)
+        configuration = cls(**values)
+        implausible = implausible_fields(configuration)
+        if implausible:
+            raise ValueError(f"configuration {configuration.name}: " + "; ".join(implausible))
+        return configuration
 
     def __repr__(self) -> str:
         return (f"ConfigurationPlan({self.name}: spacing={list(self.spacing)}, patch={list(self.patch_size)}, "
@@ -357,6 +406,11 @@ class Plan:
         values = {k: v for k, v in data.items() if k in known}
         values["channel_names"] = {int(k): v for k, v in data["channel_names"].items()}
         values["labels"] = {k: int(v) for k, v in data["labels"].items()}
+        if not all(0 <= v <= MAX_LABEL_VALUE for v in values["labels"].values()):
+            bad = next(v for v in values["labels"].values() if not 0 <= v <= MAX_LABEL_VALUE)
+            raise ValueError(f"label value {bad} outside 0..{MAX_LABEL_VALUE}")
+        if not 1 <= len(values["channel_names"]) <= MAX_CHANNELS:
+            raise ValueError(f"{len(values['channel_names'])} channels (a plan has 1..{MAX_CHANNELS})")
         values["configurations"] = {k: ConfigurationPlan.from_dict(v) for k, v in data["configurations"].items()}
         values["decisions"] = tuple(Decision.from_dict(d) for d in data.get("decisions", ()))
         for key in ("transpose_forward", "original_median_spacing", "original_median_shape"):
