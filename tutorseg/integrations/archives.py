@@ -6,7 +6,10 @@ an archive from the internet is untrusted input:
 
 * no entry may have an absolute path (``/etc/passwd``, ``C:\\x``) or a ``..`` component;
 * no link may point outside the extraction folder, and device files or FIFOs are refused;
-* on Python versions that have it, ``tarfile``'s ``"data"`` filter (PEP 706) runs as well, as a second net.
+* on Python versions that have it, ``tarfile``'s ``"data"`` filter (PEP 706) runs as well, as a second net;
+* the sizes the entries declare must fit on the disk (and under ``ulimit -f``), no large entry may unpack from
+  more than :data:`MAX_RATIO` times fewer bytes (a "zip bomb"), and no entry may unpack to more than it declares
+  (the copy counts the bytes as it writes them).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from tutorseg.data.limits import FileLimitError, check_fits_on_disk
 from tutorseg.data.problems import TutorsegError
 
 HASH_ALGORITHMS = ("sha256", "md5")
@@ -26,6 +30,13 @@ CHUNK_BYTES = 1 << 20  # read files 1 MiB at a time: constant memory for multi-G
 
 # files that are never part of a dataset: macOS resource forks and Finder state, Windows thumbnails, notebook autosaves
 JUNK_NAMES = {".DS_Store", "__MACOSX", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints"}
+
+# Compression ratios: image files compress 1-10x, a label map of a small organ in a large volume a few hundred times;
+# an entry above LARGE_ENTRY_BYTES unpacking more than MAX_RATIO times its packed size is a bomb, not data (deflate
+# reaches ~1030x at most, so a bomb needs that size to do harm).
+MAX_RATIO = 200
+LARGE_ENTRY_BYTES = 256 * 2**20
+MAX_ENTRIES = 200_000  # a dataset of this field has thousands of files; a million empty entries is an attack
 
 # a fixed timestamp for every packed entry (and the gzip header), so packing the same folder twice gives the same bytes
 PACK_MTIME = 0
@@ -152,10 +163,42 @@ def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
                                  "refused. Ask for an archive with the files themselves.")
 
 
+def _check_sizes(archive: Path, destination: Path, sizes: list[int], packed: list[int] | None) -> None:
+    """Refuse an archive whose entries would not fit on the disk, or that unpacks like a bomb.
+
+    ``packed``: each entry's compressed size (zip); ``None`` where only the archive's size is known (tar.gz).
+    """
+    if len(sizes) > MAX_ENTRIES:
+        raise FileLimitError(f"{archive.name} holds more than {MAX_ENTRIES:,} entries; no dataset of this field does. "
+                             "It is not extracted.")
+    total = sum(sizes)
+    pairs = zip(sizes, packed) if packed is not None else [(total, archive.stat().st_size)]
+    for unpacked, size in pairs:
+        if unpacked > LARGE_ENTRY_BYTES and unpacked > MAX_RATIO * max(size, 1):
+            raise FileLimitError(
+                f"{archive.name} would unpack {unpacked / 2**20:,.0f} MiB from {size / 2**20:,.1f} MiB "
+                f"({unpacked / max(size, 1):,.0f} times; real image data compresses at most ~{MAX_RATIO} times): a "
+                "decompression bomb, not data. Nothing was extracted. Ask its publisher for the files themselves.")
+    check_fits_on_disk(total, destination, what=f"{archive.name} unpacks to", largest_file=max(sizes, default=0))
+
+
+def _copy_counted(source, target: Path, declared: int, archive: Path, name: str) -> None:
+    """Copy an entry's bytes, stopping with an error past the size it declared."""
+    written = 0
+    with open(target, "wb") as out:
+        for block in iter(lambda: source.read(CHUNK_BYTES), b""):
+            written += len(block)
+            if written > declared:
+                raise FileLimitError(f"{archive.name}: entry {name!r} unpacks to more than the {declared:,} bytes it "
+                                     "declares; the archive is forged or damaged. Extraction stopped.")
+            out.write(block)
+
+
 def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) -> Path:
     """Extract a tar (plain, gz, bz2, xz) or zip archive into ``destination``, refusing unsafe entries.
 
-    Every entry is checked before anything is written, so a refused archive writes nothing.
+    Every entry and the sizes they declare are checked before anything is written, so a refused archive writes
+    nothing; zip entries are then copied with their bytes counted (tar entries are read by their declared size).
 
     Args:
         archive: the archive file.
@@ -166,13 +209,18 @@ def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) 
 
     Raises:
         UnsafeArchiveError: an entry escapes ``destination``, or the file is neither tar nor zip.
+        FileLimitError: the entries would not fit on the disk, unpack like a bomb, or are too many.
     """
     archive, destination = Path(archive), Path(destination)
     if tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in members:
+            members = []
+            for member in tar:  # one at a time: a million entries is refused before their list is kept
                 _check_tar_member(member, archive)
+                members.append(member)
+                if len(members) > MAX_ENTRIES:
+                    break
+            _check_sizes(archive, destination, [m.size for m in members if m.isfile()], None)
             destination.mkdir(parents=True, exist_ok=True)
             if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8-3.11 security releases (PEP 706)
                 tar.extractall(destination, members=members, filter="data")
@@ -180,10 +228,20 @@ def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) 
                 tar.extractall(destination, members=members)
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            for info in infos:
                 _check_zip_member(info, archive)
+            files = [info for info in infos if not info.is_dir()]
+            _check_sizes(archive, destination, [i.file_size for i in files], [i.compress_size for i in files])
             destination.mkdir(parents=True, exist_ok=True)
-            zf.extractall(destination)
+            for info in infos:
+                target = destination / PurePosixPath(info.filename)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as source:
+                    _copy_counted(source, target, info.file_size, archive, info.filename)
     else:
         raise UnsafeArchiveError(f"{archive.name} is neither a tar nor a zip archive, so it cannot be extracted. "
                                  "Check the manifest's 'extract' flag, or that the source serves the archive itself "

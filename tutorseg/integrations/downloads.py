@@ -42,6 +42,7 @@ from pathlib import Path
 
 from tutorseg import __version__
 from tutorseg.data.jobs import progress_bar
+from tutorseg.data.limits import FileLimitError, check_fits_on_disk
 from tutorseg.integrations.archives import UnsafeArchiveError, extract_archive, file_hash, find_dataset_folder, is_junk
 from tutorseg.integrations.manifests import Manifest, ManifestFile, find_manifest, is_placeholder, sharing_instructions
 from tutorseg.integrations.transfers import (
@@ -264,6 +265,12 @@ def _refuse_unhosted(manifest: Manifest) -> None:
 def _fetch_verified(entry: ManifestFile, staging: Path, *, progress: bool) -> Path:
     """Try each source until one delivers a file with the right size and hash."""
     failures: list[SourceFailure] = []
+    if entry.size is not None:  # a manifest may declare any size: it must fit before a byte is fetched
+        try:
+            check_fits_on_disk(entry.size, staging, what=f"{entry.filename} is declared as",
+                               largest_file=entry.size)
+        except FileLimitError as exc:
+            raise DiskFullError(str(exc)) from None
     for source in entry.sources:
         if is_placeholder(source):
             continue
@@ -338,7 +345,7 @@ def fetch_url(url: str, target: str | os.PathLike, *, size: int | None = None, p
         for attempt in range(attempts + 1):
             before = target.stat().st_size if target.exists() else 0
             try:
-                _transfer(url, target, bar, timeout=timeout)
+                _transfer(url, target, bar, timeout=timeout, size=size)
                 return target
             except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout,
                     urllib.error.URLError, http.client.HTTPException) as exc:
@@ -357,8 +364,19 @@ def fetch_url(url: str, target: str | os.PathLike, *, size: int | None = None, p
     return target
 
 
-def _transfer(url: str, target: Path, bar, *, timeout: float) -> None:
-    """One HTTP request: ask for the bytes not yet in ``target`` and append them."""
+def _refuse_oversized(length: int, size: int | None, target: Path) -> None:
+    """A server announcing more bytes than the manifest declares, or than the disk holds, is not read from."""
+    if size is not None and length > size:
+        raise ChecksumError(f"the server announces {length:,} bytes, the manifest declares {size:,}: not the "
+                            "manifest's file; nothing was downloaded from it")
+    try:
+        check_fits_on_disk(length, target.parent, what=f"{target.name} is", largest_file=length)
+    except FileLimitError as exc:
+        raise DiskFullError(str(exc)) from None
+
+
+def _transfer(url: str, target: Path, bar, *, timeout: float, size: int | None = None) -> None:
+    """One HTTP request: ask for the bytes not yet in ``target`` and append them, never past ``size``."""
     offset = target.stat().st_size if target.exists() else 0
     headers = {"User-Agent": f"tutorseg/{__version__} (+urllib)"}
     if offset:
@@ -370,13 +388,17 @@ def _transfer(url: str, target: Path, bar, *, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         if length is not None:
             bar.total = offset + int(length)
+            _refuse_oversized(offset + int(length), size, target)
         bar.reset(total=bar.total)
         bar.update(offset)
         received = 0
         with open(target, "ab" if resumed else "wb") as f:
             for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                f.write(chunk)
                 received += len(chunk)
+                if size is not None and offset + received > size:  # a server that sends on past the file's size
+                    raise ChecksumError(f"the server sent more than the {size:,} bytes the manifest declares; the "
+                                        "download was stopped there")
+                f.write(chunk)
                 bar.update(len(chunk))
     if length is not None and received < int(length):  # read() returns b"" when the server closes early
         raise http.client.IncompleteRead(b"", int(length) - received)
@@ -398,7 +420,7 @@ def _extract(archive: Path, entry: ManifestFile, manifest: Manifest, staging: Pa
     unpacked = staging / "unpacked"
     try:
         extract_archive(archive, unpacked)
-    except UnsafeArchiveError as exc:
+    except (UnsafeArchiveError, FileLimitError) as exc:
         raise DownloadError(str(exc)) from None
     content = [p for p in unpacked.iterdir() if not is_junk(p.name)]
     if len(content) == 1 and content[0].is_dir():

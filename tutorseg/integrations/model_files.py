@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from tutorseg.data.files import atomic_path
+from tutorseg.data.limits import MAX_JSON_BYTES, FileLimitError, parse_json
 from tutorseg.data.problems import TutorsegError
 
 MODEL_FORMAT = "tutorseg model 1"
@@ -153,21 +154,43 @@ def import_model(model_file: str | os.PathLike, out_dir: str | os.PathLike) -> I
         raise TutorsegError(f"{model_file} is not a model file (a zip written by tutorseg export-model)")
     with zipfile.ZipFile(model_file) as archive:
         try:
-            description = json.loads(archive.read("model.json"))
+            info = archive.getinfo("model.json")
         except KeyError:
             raise TutorsegError(f"{model_file} has no model.json: not written by tutorseg export-model") from None
-    if description.get("format") != MODEL_FORMAT:
-        raise TutorsegError(f"{model_file}: model format {description.get('format')!r}, this tutorseg reads "
+        if info.file_size > MAX_JSON_BYTES:
+            raise FileLimitError(f"{model_file}: its model.json declares {info.file_size:,} bytes; tutorseg's are a "
+                                 "few hundred. Not a tutorseg model file; it is not opened.")
+        try:
+            description = parse_json(archive.read(info), source=f"{model_file}: model.json")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TutorsegError(f"{model_file}: model.json is not valid JSON ({exc}); export the model again") from None
+    if not isinstance(description, dict) or description.get("format") != MODEL_FORMAT:
+        found = description.get("format") if isinstance(description, dict) else None
+        raise TutorsegError(f"{model_file}: model format {found!r}, this tutorseg reads "
                             f"{MODEL_FORMAT!r}; update tutorseg, or export the model again")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise TutorsegError(f"{out_dir} is not empty; import the model into a new folder")
     staging = Path(tempfile.mkdtemp(prefix=".import_", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
         extract_archive(model_file, staging)
+        folds = _fold_names(description, staging, model_file)
         out_dir.mkdir(parents=True, exist_ok=True)
         for entry in staging.iterdir():
             shutil.move(str(entry), out_dir / entry.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    runs = tuple(out_dir / name for name in description["folds"])
-    return ImportedModel(out_dir, runs, description)
+    return ImportedModel(out_dir, tuple(out_dir / name for name in folds), description)
+
+
+def _fold_names(description: dict, unpacked: Path, model_file: Path) -> list[str]:
+    """The run folders model.json names, each checked to lie inside the unpacked model and to hold its weights."""
+    folds = description.get("folds")
+    missing = [key for key in ("dataset_name", "configuration", "labels") if key not in description]
+    if not isinstance(folds, list) or not folds or missing:
+        raise TutorsegError(f"{model_file}: model.json lacks {missing or ['folds']}; export the model again")
+    for name in folds:
+        run = (unpacked / str(name)).resolve()
+        if not run.is_relative_to(unpacked.resolve()) or not (run / "checkpoint_final.pt").is_file():
+            raise TutorsegError(f"{model_file}: model.json names the fold {name!r}, which is not a folder of the "
+                                "model with its checkpoint_final.pt; the file is damaged or forged. Export it again.")
+    return [str(name) for name in folds]
