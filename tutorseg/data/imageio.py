@@ -22,6 +22,7 @@ Axis conventions (the glossary in ``docs/glossary.md`` has them too):
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tutorseg.data.files import atomic_path
+from tutorseg.data.limits import TOO_LARGE_FIX, memory_shortfall
 from tutorseg.data.problems import ImageReadError, TutorsegError
 
 if TYPE_CHECKING:
@@ -139,6 +141,67 @@ class Image:
     notes: tuple[str, ...] = field(default=())
 
 
+# --------------------------------------------------------------------------------------------------- guards
+
+
+def _refuse_if_too_large(path: Path, shape: Sequence[int], n_channels: int, dtype) -> None:
+    """Before reading: the voxels the header declares must fit in the memory available (a forged header is refused)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:  # a type numpy does not name (an ITK pixel type): counted as 8 bytes, the widest
+        dtype = np.dtype("float64")
+    voxels = math.prod(int(s) for s in shape) * max(int(n_channels), 1)
+    what = f"{' x '.join(str(int(s)) for s in shape)} voxels x {n_channels} channel(s) of {dtype.name}"
+    reason = memory_shortfall(voxels * dtype.itemsize, what=what)
+    if reason is not None:
+        raise ImageReadError(path, reason, TOO_LARGE_FIX, code="image_too_large")
+
+
+# NRRD and MetaImage headers may name their voxels' file (a "detached" header): it must lie beside the header, else
+# a forged header reads any file of the machine (its bytes would become voxels, and their histogram would travel
+# in the fingerprint). The keys, as NRRD 0005 and MetaIO spell them.
+_DATA_FILE_KEYS = {".nrrd": ("data file", "datafile"), ".nhdr": ("data file", "datafile"),
+                   ".mhd": ("elementdatafile",), ".mha": ("elementdatafile",)}
+_HEADER_BYTES = 64 * 1024  # a header is a few hundred bytes; an embedded NRRD/MHA header ends before its voxels
+
+
+def detached_data_files(path: Path) -> list[str]:
+    """The file names an NRRD/MetaImage header gives for its voxels (empty where they follow the header)."""
+    keys = _DATA_FILE_KEYS.get(file_ending(path))
+    if keys is None:
+        return []
+    with open(path, "rb") as f:
+        head = f.read(_HEADER_BYTES).decode("latin-1")
+    names: list[str] = []
+    lines = head.splitlines()
+    for i, line in enumerate(lines):
+        key, sep, value = line.replace("=", ":", 1).partition(":")
+        if not sep or key.strip().lower() not in keys:
+            if file_ending(path) in (".nrrd", ".nhdr") and not line.strip():
+                break  # the blank line that ends an NRRD header
+            continue
+        value = value.strip()
+        if value.upper() == "LOCAL":
+            return []
+        if value.upper().startswith("LIST"):
+            return [name.strip() for name in lines[i + 1:] if name.strip()]
+        first = value.split()[0] if value else value
+        names.append(first)
+        break
+    return names
+
+
+def _refuse_data_files_outside(path: Path) -> None:
+    folder = path.parent.resolve()
+    for name in detached_data_files(path):
+        target = (path.parent / name).resolve()
+        if not target.is_relative_to(folder):
+            raise ImageReadError(path, f"its header names {name!r} as the file of its voxels, which is outside the "
+                                 "header's folder; a header may only name a file beside it, so the case is refused",
+                                 "put the data file next to its header and name it without a folder (or save the "
+                                 "image as one .nrrd/.mha/.nii.gz file)", code="data_file_outside")
+
+
 # --------------------------------------------------------------------------------------------------- NIfTI
 
 _NIFTI1_HEADER_SIZE = 348  # bytes; a single-file NIfTI-1 carries the magic b"n+1\0" at byte 344
@@ -206,15 +269,20 @@ def _read_nifti1_bytes(path: Path) -> tuple[np.ndarray, Geometry] | None:
     (``scl_slope``/``scl_inter``) used here are nibabel's own. Returns ``None`` for anything unusual (NIfTI-2, a
     header that does not parse), which then goes through nibabel's full loader and its error messages.
     """
-    import gzip
     import io as _io
 
     import nibabel as nib
     from nibabel.volumeutils import apply_read_scaling
 
+    def decompressed(raw: bytes, limit: int) -> bytes:
+        """At most ``limit`` bytes of the (gzip) file's content: a bomb is never decompressed past the header's size."""
+        if raw[:2] != b"\x1f\x8b":
+            return raw[:limit]
+        return zlib.decompressobj(wbits=31).decompress(raw, limit)
+
     try:
-        raw = path.read_bytes()
-        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        compressed = path.read_bytes()
+        raw = decompressed(compressed, _NIFTI1_HEADER_SIZE)
     except (EOFError, OSError, zlib.error) as exc:
         raise _truncated(path, exc) from None
     if len(raw) < _NIFTI1_HEADER_SIZE or raw[344:348] != b"n+1\x00":
@@ -228,6 +296,12 @@ def _read_nifti1_bytes(path: Path) -> tuple[np.ndarray, Geometry] | None:
     except Exception:  # noqa: BLE001 -- an odd header: nibabel's full loader explains what is wrong
         return None
     _refuse_dimensionality(path, shape)
+    _refuse_if_too_large(path, shape, 1, dtype)
+    try:
+        raw = decompressed(compressed, offset + int(np.prod(shape)) * dtype.itemsize)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise _truncated(path, exc) from None
+    del compressed
     try:
         flat = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset)
     except ValueError as exc:  # the data block is shorter than the header says
@@ -251,6 +325,7 @@ def _read_nifti(path: Path) -> Image:
                                  "re-export the file as NIfTI (.nii.gz), e.g. from 3D Slicer or with nibabel") from None
         _refuse_dimensionality(path, tuple(int(s) for s in img.shape))
         geometry = _geometry_from_header(img.header, img.affine)
+        _refuse_if_too_large(path, geometry.shape, geometry.n_channels, geometry.dtype)
         try:
             data = np.asanyarray(img.dataobj)
         except (EOFError, OSError, zlib.error, ValueError) as exc:
@@ -273,6 +348,10 @@ def _open_pil(path: Path):
 
     try:
         pil = PILImage.open(path)
+    except PILImage.DecompressionBombError as exc:  # Pillow's own limit (MAX_IMAGE_PIXELS x 2), hit at opening
+        raise ImageReadError(path, f"it declares more pixels than Pillow opens ({exc}); a file this size holding "
+                             "such an image is a decompression bomb", "if the image is real, tile it into smaller "
+                             "images", code="image_too_large") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageReadError(path, f"not a readable image ({exc})", "re-save the file as PNG") from None
     n_frames = getattr(pil, "n_frames", 1)
@@ -306,6 +385,7 @@ def _image2d_geometry(path: Path, spacing: tuple[float, ...] | None = None, pil=
 def _read_image2d(path: Path, spacing: tuple[float, ...] | None = None) -> Image:
     pil = _open_pil(path)
     geometry = _image2d_geometry(path, spacing, pil)
+    _refuse_if_too_large(path, geometry.shape, geometry.n_channels, geometry.dtype)
     try:
         if pil.mode in _GREY_MODES:
             data = np.asarray(pil)  # palette images keep their indices: that is what a label PNG means
@@ -361,6 +441,7 @@ def itk_geometry_of(affine: np.ndarray) -> tuple[tuple[float, ...], tuple[float,
 
 
 def _itk_reader(path: Path):
+    _refuse_data_files_outside(path)
     sitk = import_simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -397,6 +478,7 @@ def _read_itk(path: Path) -> Image:
     sitk = import_simpleitk()
     reader = _itk_reader(path)
     geometry = _itk_geometry(path, reader)
+    _refuse_if_too_large(path, geometry.shape, geometry.n_channels, geometry.dtype)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -484,6 +566,7 @@ def _read_tiff3d(path: Path) -> Image:
     import tifffile
 
     geometry = _tiff3d_geometry(path)
+    _refuse_if_too_large(path, geometry.shape, geometry.n_channels, geometry.dtype)
     try:
         array = tifffile.imread(path)  # (z, y, x) or (z, y, x, channels)
     except (tifffile.TiffFileError, OSError, ValueError) as exc:

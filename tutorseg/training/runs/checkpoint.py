@@ -9,6 +9,7 @@ half-written one. Checkpoints hold only tensors and plain Python types, so ``tor
 from __future__ import annotations
 
 import errno
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -143,10 +144,46 @@ def load_checkpoint(path: Path, *, map_location="cpu") -> dict:
         raise TutorsegError(f"no checkpoint at {path}; train first (tutorseg.train_fold) or pick another checkpoint "
                             f"({', '.join(CHECKPOINT_NAMES)})")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run whatever code the file carries: not passed on
+        raise TutorsegError(f"{path} is not a tutorseg checkpoint: it holds pickled Python objects beyond tensors "
+                            "and plain values, which may be code. It was not loaded, and must not be loaded any "
+                            "other way; ask its sender for a tutorseg model file (tutorseg export-model).") from None
     except Exception as exc:  # a truncated or foreign file: say which one
-        raise TutorsegError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc}); use another checkpoint "
-                            "of the run (checkpoint_best.pt / checkpoint_epoch_NNNN.pt) or train again") from exc
+        raise TutorsegError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}); the file is damaged or "
+                            "not a checkpoint. Use another checkpoint of the run (checkpoint_best.pt / "
+                            "checkpoint_epoch_NNNN.pt) or train again") from None
+    check_checkpoint(state, path)
+    return state
+
+
+def check_checkpoint(state, path: Path) -> None:
+    """Refuse what is not a tutorseg checkpoint (a plain ``state_dict``, another tool's format), saying what it is.
+
+    A tutorseg checkpoint is a dict with ``format``, ``network`` (the weights), ``configuration``, ``n_channels``
+    and ``n_classes`` (:func:`tutorseg.training.loop` writes it).
+    """
+    from tutorseg.data.limits import MAX_CHANNELS, MAX_LABEL_VALUE
+
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TutorsegError(f"{path} is a plain PyTorch state_dict (weights only, {len(state)} tensors), not a "
+                            "tutorseg checkpoint: it does not say which network, channels and classes they belong "
+                            "to. Load a checkpoint_final.pt of a tutorseg run, or a model file (tutorseg "
+                            "import-model).")
+    expected = ("format", "network", "configuration", "n_channels", "n_classes")
+    missing = [key for key in expected if not isinstance(state, dict) or key not in state]
+    if missing:
+        found = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
+        if isinstance(state, dict) and "network_weights" in state:
+            found = "nnU-Net's checkpoint fields"
+        raise TutorsegError(f"{path} is not a tutorseg checkpoint: it lacks {', '.join(missing)} (found {found}). "
+                            "tutorseg loads the checkpoint_*.pt files of its own runs and model files.")
+    n_channels, n_classes = state["n_channels"], state["n_classes"]
+    if not (isinstance(n_channels, int) and 1 <= n_channels <= MAX_CHANNELS + MAX_LABEL_VALUE
+            and isinstance(n_classes, int) and 1 <= n_classes <= MAX_LABEL_VALUE + 1):
+        raise TutorsegError(f"{path} declares {n_channels!r} input channels and {n_classes!r} classes, which no "
+                            "network of this field has; the file is damaged or forged and was not used.")
 
 
 # ------------------------------------------------------------------------------------------------------ RNG states
