@@ -33,24 +33,32 @@ def _plan(out: Path):
 
 
 def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, threads: int | None = None) -> dict:
-    """Train fold 0 for ``steps`` steps with ``seed`` (and a learning-rate ramp over ``warmup_steps``)."""
+    """Train fold 0 for ``steps`` steps with ``seed`` (and a learning-rate ramp over ``warmup_steps``).
+
+    A finished run of the same steps, seed and warm-up in ``out`` is read instead of trained again, so an interrupted
+    benchmark goes on where it stopped.
+    """
     from tutorseg import train_fold
+    from tutorseg.training.runs.record import TrainingRecord
 
     if steps % ITERATIONS_PER_EPOCH:
         raise SystemExit(f"--steps must be a multiple of {ITERATIONS_PER_EPOCH} (nnU-Net's epoch)")
-    plan = _plan(out)
     tag = f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
-    run_dir = out / f"{tag}_{int(time.time())}"
+    finished = sorted(out.glob(f"{tag}_*/training_record.json"))
     clock = time.perf_counter()
-    record = train_fold(HIPPOCAMPUS, plan, fold=0, out_dir=run_dir, epochs=steps // ITERATIONS_PER_EPOCH,
-                        iterations_per_epoch=ITERATIONS_PER_EPOCH, preprocessed_dir=out / "preprocessed",
-                        seed=seed, warmup=warmup_steps / steps, num_threads=threads, progress=False, verbose=False)
+    if finished:
+        record = TrainingRecord.load(finished[-1])
+    else:
+        record = train_fold(HIPPOCAMPUS, _plan(out), fold=0, out_dir=out / f"{tag}_{int(time.time())}",
+                            epochs=steps // ITERATIONS_PER_EPOCH, iterations_per_epoch=ITERATIONS_PER_EPOCH,
+                            preprocessed_dir=out / "preprocessed", seed=seed, warmup=warmup_steps / steps,
+                            num_threads=threads, progress=False, verbose=False)
     return {"what": "tutorseg short run", "steps": record.iterations, "seed": seed, "warmup_steps": warmup_steps,
-            "precision": record.precision, "device": record.device,
+            "device": record.device,
             "pseudo_dice_per_epoch": [[round(d, 3) for d in epoch] for epoch in record.history["pseudo_dice"]],
             "validation_mean_foreground_dice": round(record.mean_foreground_dice, 4),
             "validation_per_class": {name: round(d, 4) for name, d in record.validation["mean_dice"].items()},
-            "seconds": round(time.perf_counter() - clock, 1), "run_dir": str(run_dir)}
+            "seconds": round(time.perf_counter() - clock, 1), "run_dir": str(record.run_dir)}
 
 
 def main() -> None:
