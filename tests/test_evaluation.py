@@ -60,6 +60,30 @@ def test_dice_and_hd95_agree_with_monai(hippo_label):
         assert ours[name]["hd95_mm"] >= 1.0
 
 
+@pytest.mark.parametrize("case_id,spacing", [("hippocampus_001", (1.0, 1.0, 1.0)),
+                                             ("hippocampus_004", (3.0, 1.0, 0.5)),
+                                             ("hippocampus_017", (0.8, 0.8, 2.5))])
+def test_every_metric_equals_monais_one_hot_functions(hippocampus_dir, case_id, spacing):
+    """One edge-distance computation per class on boolean masks gives MONAI's one-hot numbers (issue #36)."""
+    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou, compute_surface_dice
+    from scipy import ndimage
+
+    ref = read_image(hippocampus_dir / "labelsTr" / f"{case_id}.nii.gz").array[0].astype(np.int32)
+    # a prediction with the mistakes real ones make: shifted, one class eroded, a stray blob
+    pred = np.roll(ref, 1, axis=1)
+    pred[ndimage.binary_erosion(pred == 2) ^ (pred == 2)] = 0
+    pred[:3, :3, :3] = 1
+    ours = case_metrics(pred, ref, LABELS, spacing=spacing, surface_tolerance_mm=1.5)
+    p, r = one_hot(pred, [1, 2]), one_hot(ref, [1, 2])
+    monai = {"dice": compute_dice(p, r, include_background=False)[0],
+             "iou": compute_iou(p, r, include_background=False)[0],
+             "hd95_mm": compute_hausdorff_distance(p, r, percentile=95, spacing=spacing)[0],
+             "surface_dice": compute_surface_dice(p, r, [1.5, 1.5], spacing=spacing)[0]}
+    for index, name in enumerate(LABELS):
+        for metric, values in monai.items():
+            assert ours[name][metric] == pytest.approx(float(values[index]), rel=1e-6), (name, metric)
+
+
 def test_identical_masks_score_perfectly(hippo_label):
     _, ref = hippo_label
     result = case_metrics(ref, ref, LABELS)
