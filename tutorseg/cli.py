@@ -144,7 +144,7 @@ def _add_preprocess(sub) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, required=True, metavar="PLAN.json")
     p.add_argument("--configuration", default=None, help="2d, 3d_fullres, 3d_lowres (default: 3d_fullres if planned)")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR",
+    p.add_argument("-o", "--out", "--output", type=Path, required=True, metavar="OUT_DIR",
                    help="writes OUT_DIR/CONFIGURATION/ (give it to tutorseg train --preprocessed OUT_DIR)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -259,7 +259,7 @@ def _add_train(sub) -> None:
     p.add_argument("--fold", type=_parse_fold, nargs="+", default=[0],
                    help="0-4, or 'all' to train on every labelled case; several (0 1 2 3 4) train as separate "
                         "processes side by side, one per device of --devices, each in OUT/fold_<k>")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="RUN_DIR",
+    p.add_argument("-o", "--out", "--output", type=Path, required=True, metavar="RUN_DIR",
                    help="the run folder (with several folds: the folder of their fold_<k> run folders)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--budget", help="wall-clock budget, e.g. 10m, 1h30m, 90s")
@@ -347,16 +347,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tutorseg.evaluation.metrics import evaluate
 
     summary = evaluate(args.predictions, args.reference, output=args.output, instance_reference=args.instances,
-                       border_label=args.border_label)
+                       border_label=args.border_label, progress=not args.quiet)
     print(summary)
     return 0
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="Dice, IoU, HD95 and surface Dice of predictions against references")
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95 and surface Dice of predictions against references",
+                       description="Predictions first, then references: the reverse of nnU-Net's "
+                                   "nnUNetv2_evaluate_folder GT_FOLDER PRED_FOLDER.")
     p.add_argument("predictions", type=Path, metavar="PRED_DIR")
     p.add_argument("reference", type=Path, metavar="REFERENCE_DIR")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="SUMMARY.json")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--instances", type=Path, default=None, metavar="INSTANCE_DIR",
                    help="instance label maps (one integer per object) named like the references: also report "
                         "instance F1 at IoU 0.5 and panoptic quality (default for a dataset converted with "
@@ -420,7 +423,7 @@ def _add_convert(sub) -> None:
     p.add_argument("masks", type=Path, metavar="MASKS_DIR",
                    help="masks named like their images (cell7.png or cell7_mask.png); images without one go to "
                         "imagesTs")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT_DIR",
+    p.add_argument("-o", "--out", "--output", type=Path, required=True, metavar="OUT_DIR",
                    help="the dataset folder is made in here")
     p.add_argument("--name", default="Dataset500_MyData", help="dataset folder name (default: Dataset500_MyData)")
     p.add_argument("--channel-names", type=_parse_mapping, default=None, metavar="0=NAME,...",
@@ -483,7 +486,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_download(sub) -> None:
     p = sub.add_parser("download", help="fetch a dataset described by a manifest, verified by checksum")
     p.add_argument("name", help="a shipped manifest's name (e.g. Task04_Hippocampus) or a manifest .json path")
-    p.add_argument("--to", "-o", "--out", dest="to", type=Path, required=True, metavar="DIR")
+    p.add_argument("--to", "-o", "--out", "--output", dest="to", type=Path, required=True, metavar="DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
 
@@ -521,7 +524,7 @@ def _add_export(sub) -> None:
     p = sub.add_parser("export-nnunet", help="write the dataset (and plan) in nnU-Net v2's format")
     p.add_argument("dataset", type=Path, metavar="DATASET_DIR")
     p.add_argument("--plan", type=Path, default=None, metavar="PLAN.json")
-    p.add_argument("-o", "--out", type=Path, required=True, metavar="nnUNet_raw")
+    p.add_argument("-o", "--out", "--output", type=Path, required=True, metavar="nnUNet_raw")
     p.add_argument("--dataset-id", type=int, default=500, help="nnU-Net dataset number (default 500)")
     p.set_defaults(func=_cmd_export)
 
@@ -540,7 +543,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
-    p.add_argument("-o", "--out", type=Path, default=Path("tutorseg_demo"),
+    p.add_argument("-o", "--out", "--output", type=Path, default=Path("tutorseg_demo"),
                    help="output folder (default: tutorseg_demo)")
     p.add_argument("--budget", default="5m", help="training budget (default: 5m; 10m is the cpu-10min schedule)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
