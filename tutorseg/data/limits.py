@@ -32,6 +32,9 @@ DISK_MARGIN_BYTES = 512 * 2**20
 # An image may take at most this share of the memory available before it is read: reading, casting to float and
 # resampling hold a few copies at once.
 MEMORY_SHARE_PER_IMAGE = 0.5
+# Images smaller than this are read without asking the system for its free memory (any machine that runs torch has
+# it; asking costs ~0.2 ms, a tenth of reading a small case).
+ALWAYS_FITS_BYTES = 64 * 2**20
 # Label values a label map can hold: tutorseg writes uint8, or int16 beyond 255 classes (tutorseg.data.imageio).
 MAX_LABEL_VALUE = 32767
 # Channels of one case: multi-parametric MRI has a handful, multiplexed microscopy a few dozen.
@@ -105,6 +108,8 @@ def memory_shortfall(n_bytes: int, *, what: str) -> str | None:
     """
     from tutorseg.data.jobs import available_memory_bytes
 
+    if n_bytes <= ALWAYS_FITS_BYTES:
+        return None
     available = available_memory_bytes()
     if available is None or n_bytes <= MEMORY_SHARE_PER_IMAGE * available:
         return None
