@@ -1,7 +1,8 @@
 """Short-run reliability (issue #35): the same plan and fold, equal steps, several seeds; see bench/seeds.md.
 
     python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5                     # nnU-Net's recipe
-    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --warmup-steps 250  # a candidate fix
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --warmup-steps 250  # candidate fixes
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --batch-dice
 
 The plan is the cpu preset's 3d_fullres for the 208 Task04_Hippocampus cases (the plan issue #35 measured nnU-Net
 2.8.1 on, through ``tutorseg export-nnunet``), fold 0 (nnU-Net's splits: 166 training, 42 validation cases), epochs
@@ -21,19 +22,27 @@ HIPPOCAMPUS = REPO.parent / "shared" / "data" / "Task04_Hippocampus"
 ITERATIONS_PER_EPOCH = 250  # nnU-Net's
 
 
-def _plan(out: Path):
+def _plan(out: Path, *, batch_dice: bool = False):
+    """The cpu preset's plan (kept in ``out``); ``batch_dice``: its 3d_fullres Dice over the whole batch instead."""
+    from dataclasses import replace
+
     import tutorseg
 
     path = out / "plan_cpu.json"
     if path.is_file():
-        return tutorseg.Plan.load(path)
-    plan = tutorseg.plan(tutorseg.fingerprint(HIPPOCAMPUS, progress=False), preset="cpu")
-    plan.save(path)
+        plan = tutorseg.Plan.load(path)
+    else:
+        plan = tutorseg.plan(tutorseg.fingerprint(HIPPOCAMPUS, progress=False), preset="cpu")
+        plan.save(path)
+    if batch_dice:
+        plan = replace(plan, configurations={**plan.configurations,
+                                             "3d_fullres": replace(plan["3d_fullres"], batch_dice=True)})
     return plan
 
 
-def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, threads: int | None = None) -> dict:
-    """Train fold 0 for ``steps`` steps with ``seed`` (and a learning-rate ramp over ``warmup_steps``).
+def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: bool = False,
+        threads: int | None = None) -> dict:
+    """Train fold 0 for ``steps`` steps with ``seed`` (a learning-rate ramp over ``warmup_steps``, batch Dice).
 
     A finished run of the same steps, seed and warm-up in ``out`` is read instead of trained again, so an interrupted
     benchmark goes on where it stopped.
@@ -43,17 +52,19 @@ def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, threads: int
 
     if steps % ITERATIONS_PER_EPOCH:
         raise SystemExit(f"--steps must be a multiple of {ITERATIONS_PER_EPOCH} (nnU-Net's epoch)")
-    tag = f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
+    tag = (f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
+           + ("_batchdice" if batch_dice else ""))
     finished = sorted(out.glob(f"{tag}_*/training_record.json"))
     clock = time.perf_counter()
     if finished:
         record = TrainingRecord.load(finished[-1])
     else:
-        record = train_fold(HIPPOCAMPUS, _plan(out), fold=0, out_dir=out / f"{tag}_{int(time.time())}",
+        record = train_fold(HIPPOCAMPUS, _plan(out, batch_dice=batch_dice), fold=0, out_dir=out / f"{tag}_{int(time.time())}",
                             epochs=steps // ITERATIONS_PER_EPOCH, iterations_per_epoch=ITERATIONS_PER_EPOCH,
                             preprocessed_dir=out / "preprocessed", seed=seed, warmup=warmup_steps / steps,
                             num_threads=threads, progress=False, verbose=False)
     return {"what": "tutorseg short run", "steps": record.iterations, "seed": seed, "warmup_steps": warmup_steps,
+            "batch_dice": batch_dice,
             "device": record.device,
             "pseudo_dice_per_epoch": [[round(d, 3) for d in epoch] for epoch in record.history["pseudo_dice"]],
             "validation_mean_foreground_dice": round(record.mean_foreground_dice, 4),
@@ -66,12 +77,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1250)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--batch-dice", action="store_true", help="3d_fullres Dice over the batch (nnU-Net: per case)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: from the load)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_seeds"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        result = run(seed, args.steps, args.out, warmup_steps=args.warmup_steps, threads=args.threads)
+        result = run(seed, args.steps, args.out, warmup_steps=args.warmup_steps, batch_dice=args.batch_dice,
+                     threads=args.threads)
         print(json.dumps(result), flush=True)
         with open(args.out / "runs.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")

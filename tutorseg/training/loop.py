@@ -59,7 +59,15 @@ from tutorseg.training.model.network import build_network, count_parameters, loa
 from tutorseg.training.runs import checkpoint as ckpt
 from tutorseg.training.runs.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
 from tutorseg.training.runs.folder import RunFolderWriter
-from tutorseg.training.runs.history import confusion_counts, dice_from_counts, nan_mean, new_history, update_ema
+from tutorseg.training.runs.history import (
+    ONE_CLASS_EXPLANATION,
+    confusion_counts,
+    dice_from_counts,
+    nan_mean,
+    new_history,
+    one_class_phase,
+    update_ema,
+)
 from tutorseg.training.runs.lock import run_lock
 from tutorseg.training.runs.progress import LivePlot
 from tutorseg.training.runs.record import TrainingRecord
@@ -498,6 +506,17 @@ def _describe_epoch(run: Run) -> str:
             f"{h['epoch_seconds'][-1]:.1f} s ({h['data_seconds'][-1]:.1f} s data)")
 
 
+def _say_one_class_phase(run: Run, *, echo: bool) -> None:
+    """Log when the run enters the one-class phase (with what it means) and when it leaves it."""
+    now = one_class_phase(run.history)
+    before = one_class_phase({**run.history, "pseudo_dice": run.history["pseudo_dice"][:-1]})
+    if now and not before:
+        run.log(f"{now}: {ONE_CLASS_EXPLANATION}", echo=echo)
+    elif before and not now:
+        run.log(f"left the one-class phase in epoch {run.history['epoch'][-1]}: no class is suppressed any more",
+                echo=echo)
+
+
 def _loop(run: Run, *, progress: bool) -> None:
     if run.config.prefetch or (run.config.prefetch is None and run.setup.torch_device.type == "cuda"):
         run.prefetcher = BatchPrefetcher(run.train_sampler, run.setup.torch_device)
@@ -532,6 +551,7 @@ def _train_until_done(run: Run, *, progress: bool) -> None:
         saved = save_epoch(run, improved)
         run.log(_describe_epoch(run) + ("  (new best)" if improved else "") + f"; saved {saved.name}",
                 echo=not progress)
+        _say_one_class_phase(run, echo=not progress)
         if run.tracker is not None:
             run.tracker.log(_epoch_metrics(run), step=run.epoch)
 
@@ -552,6 +572,10 @@ def _finish(run: Run, *, progress: bool) -> TrainingRecord:
     stopped_by = "budget" if run.config.stops_by_budget else "epochs"
     run.log(f"training done: {run.epoch} epochs, {run.iterations} iterations in {format_seconds(run.elapsed)} "
             f"(stopped by {stopped_by}); checkpoint_final.pt written")
+    ended_in = one_class_phase(run.history)
+    if ended_in:
+        run.log(f"the run ended in the {ended_in}: the suppressed class will score ~0. Train longer (a larger "
+                "budget), or see docs/training.md, 'The one-class phase'")
     summary = None
     if run.config.validate and run.val_cases:
         clock = time.perf_counter()

@@ -82,3 +82,40 @@ def update_ema(previous: float | None, current: float) -> float:
     if math.isnan(current):
         return previous
     return EMA_MOMENTUM * previous + (1 - EMA_MOMENTUM) * current
+
+
+# The one-class phase (issue #35): early in training, a network that has learned *where* the structure is but not
+# *what tells its classes apart* marks all of it as one class; the other classes' pseudo-Dice sits near 0 (and
+# which class wins can flip from epoch to epoch). nnU-Net's runs pass through it too; a short run may end in it.
+SUPPRESSED_DICE = 0.05  # a class at or below this while another has learned is suppressed
+LEARNED_DICE = 0.3
+
+
+def one_class_phase(history: dict) -> str | None:
+    """What the last epoch's pseudo-Dice says about the one-class phase, or None when it is not in it.
+
+    In it when, with two or more foreground classes, one class's pseudo-Dice is at least :data:`LEARNED_DICE` and
+    another's at most :data:`SUPPRESSED_DICE` (a class absent from the validation patches, NaN, counts as neither).
+
+        >>> h = {"class_names": ["Anterior", "Posterior"], "pseudo_dice": [[0.0, 0.0], [0.58, 0.01]]}
+        >>> one_class_phase(h)
+        'one-class phase: Posterior 0.01 while Anterior 0.58'
+        >>> one_class_phase({"class_names": ["Anterior", "Posterior"], "pseudo_dice": [[0.61, 0.42]]}) is None
+        True
+    """
+    if not history.get("pseudo_dice"):
+        return None
+    pairs = [(name, value) for name, value in zip(history["class_names"], history["pseudo_dice"][-1])
+             if value is not None and not math.isnan(value)]
+    learned = [(name, value) for name, value in pairs if value >= LEARNED_DICE]
+    suppressed = [(name, value) for name, value in pairs if value <= SUPPRESSED_DICE]
+    if not learned or not suppressed:
+        return None
+    return ("one-class phase: " + ", ".join(f"{name} {value:.2f}" for name, value in suppressed) + " while "
+            + ", ".join(f"{name} {value:.2f}" for name, value in learned))
+
+
+ONE_CLASS_EXPLANATION = (
+    "the network has found the structure but marks it as one class: it has not yet learned what tells the classes "
+    "apart. Short runs pass through this (nnU-Net's as well); training on usually ends it. A run that ends in it "
+    "scores ~0 for the suppressed class (docs/training.md, 'The one-class phase').")
