@@ -216,8 +216,10 @@ def test_cli_trains_and_resumes(sample_dir, sample_plan, preprocessed, tmp_path)
     plan_path = sample_plan.save(tmp_path / "plan.json")
     out = tmp_path / "cli_run"
     assert main(["train", str(sample_dir), "--plan", str(plan_path), "--fold", "all", "--out", str(out),
-                 "--epochs", "1", "--iterations-per-epoch", "1", "--preprocessed", str(preprocessed), "-q"]) == 0
+                 "--epochs", "1", "--iterations-per-epoch", "1", "--preprocessed", str(preprocessed), "--seed", "7",
+                 "-q"]) == 0
     assert json.loads((out / "history.json").read_text())["epoch"] == [0]
+    assert json.loads((out / "config.json").read_text())["seed"] == 7
     assert main(["train", "--resume", "--out", str(out), "-q"]) == 0
     assert main(["train", str(sample_dir), "--plan", str(plan_path), "--out", str(tmp_path / "x"),
                  "--budget", "ten", "-q"]) == 1  # a value that is wrong: 1 (2 is for a malformed command line)

@@ -164,7 +164,7 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     """The length and data options of ``tutorseg train`` as typed, to pass on to each fold's process."""
     options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
                ("--iterations-per-epoch", args.iterations_per_epoch), ("--lr", args.lr), ("--warmup", args.warmup),
-               ("--init-from", args.init_from.expanduser().resolve() if args.init_from else None)]
+               ("--seed", args.seed), ("--init-from", args.init_from.expanduser().resolve() if args.init_from else None)]
     flags = (["--wandb"] if args.wandb else []) + (["--npz"] if args.npz else [])
     if args.previous_stage is not None:
         flags += ["--previous-stage", str(args.previous_stage.expanduser().resolve())]
@@ -172,8 +172,8 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _learning_rate(args: argparse.Namespace) -> dict:
-    """``initial_lr`` / ``warmup`` for train_fold, where given (else nnU-Net's defaults apply)."""
-    given = {"initial_lr": args.lr, "warmup": args.warmup}
+    """``initial_lr`` / ``warmup`` / ``seed`` for train_fold, where given (else nnU-Net's defaults apply)."""
+    given = {"initial_lr": args.lr, "warmup": args.warmup, "seed": args.seed}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -285,6 +285,9 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (nnU-Net: 1e-2; fine-tuning: lower)")
     p.add_argument("--warmup", type=float, default=None,
                    help="share of the training over which the learning rate ramps up first, e.g. 0.05")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of sampling, augmentation and initialisation (default 12345); a short run's Dice "
+                        "depends on it (docs/training.md, 'The one-class phase')")
     p.add_argument("--npz", action="store_true",
                    help="the final validation also saves class probabilities (validation/CASE.npz), as nnU-Net's "
                         "--npz: tutorseg find-best needs them to score ensembles of configurations")
@@ -535,13 +538,15 @@ def _add_export(sub) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tutorseg.pipeline import run_pipeline
 
-    result = run_pipeline(args.dataset, args.out, budget=args.budget, progress=not args.quiet)
+    result = run_pipeline(args.dataset, args.out, budget=args.budget, progress=not args.quiet, seed=args.seed)
     print(result)
     return 0
 
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline (bundled sample by default) and write a report")
+    p.add_argument("--seed", type=int, default=None,
+                   help="the training's seed (default 12345); a short run's Dice depends on it (docs/training.md)")
     p.add_argument("--dataset", type=Path, default=None, help="dataset folder (default: the bundled sample)")
     p.add_argument("-o", "--out", "--output", type=Path, default=Path("tutorseg_demo"),
                    help="output folder (default: tutorseg_demo)")

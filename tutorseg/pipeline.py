@@ -72,7 +72,8 @@ class _Steps:
 
 
 def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, budget: str = "5m",
-                 progress: bool = True, configuration: str | None = None, tta: bool = True) -> PipelineResult:
+                 progress: bool = True, configuration: str | None = None, tta: bool = True,
+                 seed: int | None = None) -> PipelineResult:
     """Run every step on a dataset (default: the bundled sample) and write a report.
 
     Args:
@@ -88,6 +89,8 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
         configuration: the configuration to train, planned for the budget (default: the one the budget trains
             best, ``3d_fullres`` on the sample with 5 minutes).
         tta: mirroring test-time augmentation when predicting.
+        seed: the training's seed (default: tutorseg's, 12345). A short run's result depends on it (the one-class
+            phase, docs/training.md): a second seed is how to tell a short run from a bug.
 
     Returns:
         The :class:`PipelineResult`; open ``result.report`` in a browser.
@@ -130,7 +133,7 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
     interrupted = not trained and bool(latest_checkpoints(run_dir))
     steps.run("train", trained, lambda: resume(run_dir, progress=progress) if interrupted else train_fold(
         dataset, the_plan, fold=FOLD, out_dir=run_dir, configuration=configuration, budget=budget,
-        progress=progress, verbose=progress, validate=False))  # the held-out fold is predicted below, with predict
+        progress=progress, verbose=progress, validate=False, **({"seed": seed} if seed is not None else {})))  # the held-out fold is predicted below, with predict
 
     folds = load_folds([run_dir])
     validation_cases = _validation_cases(dataset, run_dir)
