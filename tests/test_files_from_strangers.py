@@ -378,6 +378,20 @@ def test_a_plan_with_values_no_plan_has_is_refused_where_it_is_read(tmp_path, sa
         tutorseg.Plan.load(tmp_path / "labels.json")
 
 
+def test_a_fingerprint_with_impossible_geometry_is_refused_where_it_is_read(tmp_path, sample_fingerprint):
+    data = sample_fingerprint.to_dict()
+    data["cases"][0]["spacing"] = [1e5, 1.0, 1.0]
+    (tmp_path / "fingerprint.json").write_text(json.dumps(data))
+    with pytest.raises(ArtefactError, match=f"case {data['cases'][0]['case_id']}: spacing 100000.0 mm"):
+        tutorseg.DatasetFingerprint.load(tmp_path / "fingerprint.json")
+    data = sample_fingerprint.to_dict()
+    data["cases"][1]["shape_before_crop"] = [-4, 10, 10]
+    data["labels"]["Anterior"] = 10**29
+    (tmp_path / "fingerprint.json").write_text(json.dumps(data))
+    with pytest.raises(ArtefactError, match="label values outside"):
+        tutorseg.DatasetFingerprint.load(tmp_path / "fingerprint.json")
+
+
 # --------------------------------------------------------------------------------------------------- checkpoints
 
 

@@ -29,6 +29,7 @@ from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
 from tutorseg.data.cropping import nonzero_bounding_box
 from tutorseg.data.dataset import Case, Dataset, as_dataset
 from tutorseg.data.jobs import default_workers, run_per_case
+from tutorseg.data.limits import MAX_CHANNELS, MAX_LABEL_VALUE, implausible_geometry
 from tutorseg.data.problems import DatasetError, Problem, TutorsegError
 
 if TYPE_CHECKING:
@@ -86,6 +87,14 @@ class CaseFingerprint:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CaseFingerprint":
+        """Read one case's measurements, refusing values no image has (a fingerprint may come from someone else).
+
+        Raises:
+            ValueError: an impossible spacing or shape, naming the case.
+        """
+        problem = implausible_geometry([float(s) for s in data["spacing"]], list(data["shape_before_crop"]))
+        if problem:
+            raise ValueError(f"case {data['case_id']}: {problem}")
         return cls(
             case_id=data["case_id"],
             spacing=tuple(float(s) for s in data["spacing"]),
@@ -215,10 +224,15 @@ class DatasetFingerprint:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DatasetFingerprint":
+        labels = {k: int(v) for k, v in data["labels"].items()}
+        if not all(0 <= v <= MAX_LABEL_VALUE for v in labels.values()):
+            raise ValueError(f"label values outside 0..{MAX_LABEL_VALUE}")
+        if not 1 <= len(data["channel_names"]) <= MAX_CHANNELS:
+            raise ValueError(f"{len(data['channel_names'])} channels (an image has 1..{MAX_CHANNELS})")
         return cls(
             dataset_name=data["dataset_name"],
             channel_names={int(k): v for k, v in data["channel_names"].items()},
-            labels={k: int(v) for k, v in data["labels"].items()},
+            labels=labels,
             is_2d_data=bool(data["is_2d_data"]),
             cases=tuple(CaseFingerprint.from_dict(c) for c in data["cases"]),
             foreground_intensity_properties_per_channel={

@@ -39,6 +39,22 @@ ALWAYS_FITS_BYTES = 64 * 2**20
 MAX_LABEL_VALUE = 32767
 # Channels of one case: multi-parametric MRI has a handful, multiplexed microscopy a few dozen.
 MAX_CHANNELS = 256
+# Voxel sizes in mm: from nanometre electron microscopy to centimetre slices, with room on both sides.
+SPACING_RANGE_MM = (1e-7, 1e4)
+# Voxels along one image axis: a whole-slide image has ~10^5.
+MAX_AXIS_VOXELS = 10**6
+
+
+def implausible_geometry(spacing, shape) -> str | None:
+    """What is impossible about a spacing and a shape read from a file someone else wrote, or None."""
+    low, high = SPACING_RANGE_MM
+    bad_spacing = [s for s in spacing if not (isinstance(s, (int, float)) and low <= s <= high)]
+    if bad_spacing:
+        return f"spacing {bad_spacing[0]!r} mm outside {low:g}..{high:g}"
+    bad_shape = [n for n in shape if not (isinstance(n, int) and 1 <= n <= MAX_AXIS_VOXELS)]
+    if bad_shape:
+        return f"image size {bad_shape[0]!r} voxels outside 1..{MAX_AXIS_VOXELS:,}"
+    return None
 
 
 class FileLimitError(TutorsegError):

@@ -236,10 +236,10 @@ def _surface_distances(predicted: np.ndarray, reference: np.ndarray, spacing: tu
     import torch
     from monai.metrics.utils import get_edge_surface_distance
 
-    _, (to_reference, to_prediction), _ = get_edge_surface_distance(
+    _, distances, _ = get_edge_surface_distance(
         torch.from_numpy(predicted), torch.from_numpy(reference), distance_metric="euclidean", spacing=spacing,
         symmetric=True)
-    return to_reference, to_prediction
+    return distances[0], distances[-1]  # symmetric: prediction -> reference, reference -> prediction
 
 
 def case_metrics(prediction: np.ndarray, reference: np.ndarray, labels: Mapping[str, int | Sequence[int]], *,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tutorseg.data.artefacts import read_artefact, to_json_types, write_artefact
-from tutorseg.data.limits import MAX_CHANNELS, MAX_LABEL_VALUE
+from tutorseg.data.limits import MAX_CHANNELS, MAX_LABEL_VALUE, SPACING_RANGE_MM
 from tutorseg.planning.settings import ANISOTROPY_THRESHOLD
 
 # kinds of decision, as nnU-Net's paper sorts them (Isensee et al. 2021, Nature Methods, Fig. 2)
@@ -84,7 +84,7 @@ class Decision:
 # What a plan of this field holds at most (nnU-Net's largest: 320-512 features, 6-8 stages, patches of a few
 # hundred voxels per axis, batches of a few dozen 2D slices; spacings from nanometres in EM to centimetres).
 # Far wider than any real plan, so that only a forged or damaged one is refused, before numpy or torch allocate.
-PLAUSIBLE = {"spacing (mm)": (1e-7, 1e4), "patch size per axis": (1, 8192), "patch voxels": (1, 2**28),
+PLAUSIBLE = {"spacing (mm)": SPACING_RANGE_MM, "patch size per axis": (1, 8192), "patch voxels": (1, 2**28),
              "batch size": (1, 4096), "features per stage": (1, 4096), "stages": (1, 16), "kernel size": (1, 15),
              "stride": (1, 8), "convolutions per stage": (0, 16)}
 
