@@ -3,6 +3,7 @@
     python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5                     # nnU-Net's recipe
     python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --warmup-steps 250  # candidate fixes
     python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --batch-dice
+    python bench/bench_seeds.py --steps 1250 --seeds 1 4 --momentum 0.9
 
 The plan is the cpu preset's 3d_fullres for the 208 Task04_Hippocampus cases (the plan issue #35 measured nnU-Net
 2.8.1 on, through ``tutorseg export-nnunet``), fold 0 (nnU-Net's splits: 166 training, 42 validation cases), epochs
@@ -41,7 +42,7 @@ def _plan(out: Path, *, batch_dice: bool = False):
 
 
 def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: bool = False,
-        threads: int | None = None) -> dict:
+        momentum: float | None = None, threads: int | None = None) -> dict:
     """Train fold 0 for ``steps`` steps with ``seed`` (a learning-rate ramp over ``warmup_steps``, batch Dice).
 
     A finished run of the same steps, seed and warm-up in ``out`` is read instead of trained again, so an interrupted
@@ -53,7 +54,11 @@ def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: 
     if steps % ITERATIONS_PER_EPOCH:
         raise SystemExit(f"--steps must be a multiple of {ITERATIONS_PER_EPOCH} (nnU-Net's epoch)")
     tag = (f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
-           + ("_batchdice" if batch_dice else ""))
+           + ("_batchdice" if batch_dice else "") + (f"_momentum{momentum}" if momentum is not None else ""))
+    if momentum is not None:  # a candidate tried without changing the package: the optimiser reads this constant
+        from tutorseg.training.budget import schedule
+
+        schedule.MOMENTUM = momentum
     finished = sorted(out.glob(f"{tag}_*/training_record.json"))
     clock = time.perf_counter()
     if finished:
@@ -64,7 +69,7 @@ def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: 
                             preprocessed_dir=out / "preprocessed", seed=seed, warmup=warmup_steps / steps,
                             num_threads=threads, progress=False, verbose=False)
     return {"what": "tutorseg short run", "steps": record.iterations, "seed": seed, "warmup_steps": warmup_steps,
-            "batch_dice": batch_dice,
+            "batch_dice": batch_dice, "momentum": momentum,
             "device": record.device,
             "pseudo_dice_per_epoch": [[round(d, 3) for d in epoch] for epoch in record.history["pseudo_dice"]],
             "validation_mean_foreground_dice": round(record.mean_foreground_dice, 4),
@@ -78,13 +83,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--batch-dice", action="store_true", help="3d_fullres Dice over the batch (nnU-Net: per case)")
+    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (nnU-Net: 0.99, Nesterov)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: from the load)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_seeds"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         result = run(seed, args.steps, args.out, warmup_steps=args.warmup_steps, batch_dice=args.batch_dice,
-                     threads=args.threads)
+                     momentum=args.momentum, threads=args.threads)
         print(json.dumps(result), flush=True)
         with open(args.out / "runs.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")

@@ -143,9 +143,10 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_says_how_much_is_needed(
 
     from tutorseg.training.runs import checkpoint
 
-    state = {"network": {"weight": torch.zeros(1000, 1000)}, "epoch": 3}
+    fields = {"format": 1, "configuration": "3d_fullres", "n_channels": 1, "n_classes": 3}  # what load checks
+    state = {**fields, "network": {"weight": torch.zeros(1000, 1000)}, "epoch": 3}
     path = tmp_path / "checkpoint_epoch_0003.pt"
-    checkpoint.save_checkpoint(path, {"network": {"weight": torch.ones(2)}, "epoch": 2})
+    checkpoint.save_checkpoint(path, {**fields, "network": {"weight": torch.ones(2)}, "epoch": 2})
 
     def full_disk(obj, f, *args, **kwargs):
         f.write(b"PK\x03\x04 partial")
