@@ -300,6 +300,15 @@ def _parse_index_dict(data: dict, key: str, found: list[Problem]) -> dict[int, s
     return dict(sorted(parsed.items()))
 
 
+def _label_values_out_of_range(labels: dict[str, int], raw, found: list[Problem]) -> bool:
+    """Reports label values a label map cannot hold (outside 0..MAX_LABEL_VALUE); True when there are any."""
+    if all(0 <= v <= MAX_LABEL_VALUE for v in labels.values()):
+        return False
+    found.append(_bad_key("labels", f"values from 0 to {MAX_LABEL_VALUE}", raw,
+                          fix=f"number the labels 0, 1, 2, ... (label maps hold values up to {MAX_LABEL_VALUE})"))
+    return True
+
+
 def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
     raw = data.get("labels")
     expected = '{"background": 0, "name": 1, ...} (label name -> integer value)'
@@ -318,9 +327,7 @@ def _parse_labels_v2(data: dict, found: list[Problem]) -> dict[str, int]:
             found.append(_bad_key("labels", expected, raw))
         return {}
     labels = dict(sorted(raw.items(), key=lambda item: item[1]))
-    if not all(0 <= v <= MAX_LABEL_VALUE for v in labels.values()):
-        found.append(_bad_key("labels", f"values from 0 to {MAX_LABEL_VALUE}", raw,
-                              fix=f"number the labels 0, 1, 2, ... (label maps hold values up to {MAX_LABEL_VALUE})"))
+    if _label_values_out_of_range(labels, raw, found):
         return {}
     if 0 not in labels.values():
         found.append(_bad_key("labels", "a background label with value 0", raw,
@@ -438,9 +445,7 @@ def _parse_labels_msd(data: dict, found: list[Problem]) -> dict[str, int]:
         found.append(_bad_key("labels", expected, raw))
         return {}
     labels = {name: int(value) for value, name in sorted(raw.items(), key=lambda item: int(item[0]))}
-    if not all(v <= MAX_LABEL_VALUE for v in labels.values()):
-        found.append(_bad_key("labels", f"values from 0 to {MAX_LABEL_VALUE}", raw,
-                              fix=f"number the labels 0, 1, 2, ... (label maps hold values up to {MAX_LABEL_VALUE})"))
+    if _label_values_out_of_range(labels, raw, found):
         return {}
     if 0 not in labels.values():
         found.append(_bad_key("labels", 'a background label with value 0 ("0": "background")', raw))

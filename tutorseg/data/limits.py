@@ -8,7 +8,7 @@ answers with a message that names the file, the limit and what to do, never with
 torch. Where the files are opened:
 
 * JSON artefacts (plans, fingerprints, dataset.json, manifests, model.json): :func:`parse_json`;
-* images: :func:`check_fits_in_memory` on the header's shape and type, before the voxels are read;
+* images: :func:`memory_shortfall` on the header's shape and type, before the voxels are read;
 * archives and downloads: :func:`check_fits_on_disk` on the declared sizes, before and while writing
   (:mod:`tutorseg.integrations.archives`, :mod:`tutorseg.integrations.transfers`).
 """
@@ -136,13 +136,6 @@ def memory_shortfall(n_bytes: int, *, what: str) -> str | None:
 # what to do about an image too large to read (a small file declaring this much is forged)
 TOO_LARGE_FIX = ("if the image is real, crop or downsample it with a tool that streams (SimpleITK, c3d) or use a "
                  "machine with more memory; a small file that declares this much is forged: delete it")
-
-
-def check_fits_in_memory(n_bytes: int, *, file: str | os.PathLike, what: str) -> None:
-    """Raise :class:`FileLimitError` naming ``file`` where :func:`memory_shortfall` finds no room."""
-    reason = memory_shortfall(n_bytes, what=what)
-    if reason is not None:
-        raise FileLimitError(f"{file}: {reason}. {TOO_LARGE_FIX[0].upper()}{TOO_LARGE_FIX[1:]}.")
 
 
 def max_file_bytes() -> int | None:

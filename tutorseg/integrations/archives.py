@@ -163,14 +163,17 @@ def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
                                  "refused. Ask for an archive with the files themselves.")
 
 
+def _check_entry_count(count: int, archive: Path) -> None:
+    if count > MAX_ENTRIES:
+        raise FileLimitError(f"{archive.name} holds more than {MAX_ENTRIES:,} entries; no dataset of this field does. "
+                             "It is not extracted.")
+
+
 def _check_sizes(archive: Path, destination: Path, sizes: list[int], packed: list[int] | None) -> None:
     """Refuse an archive whose entries would not fit on the disk, or that unpacks like a bomb.
 
     ``packed``: each entry's compressed size (zip); ``None`` where only the archive's size is known (tar.gz).
     """
-    if len(sizes) > MAX_ENTRIES:
-        raise FileLimitError(f"{archive.name} holds more than {MAX_ENTRIES:,} entries; no dataset of this field does. "
-                             "It is not extracted.")
     total = sum(sizes)
     pairs = zip(sizes, packed) if packed is not None else [(total, archive.stat().st_size)]
     for unpacked, size in pairs:
@@ -218,8 +221,7 @@ def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) 
             for member in tar:  # one at a time: a million entries is refused before their list is kept
                 _check_tar_member(member, archive)
                 members.append(member)
-                if len(members) > MAX_ENTRIES:
-                    break
+                _check_entry_count(len(members), archive)
             _check_sizes(archive, destination, [m.size for m in members if m.isfile()], None)
             destination.mkdir(parents=True, exist_ok=True)
             if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8-3.11 security releases (PEP 706)
@@ -229,6 +231,7 @@ def extract_archive(archive: str | os.PathLike, destination: str | os.PathLike) 
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
+            _check_entry_count(len(infos), archive)
             for info in infos:
                 _check_zip_member(info, archive)
             files = [info for info in infos if not info.is_dir()]
