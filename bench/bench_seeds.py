@@ -1,9 +1,9 @@
 """Short-run reliability (issue #35): the same plan and fold, equal steps, several seeds; see bench/seeds.md.
 
-    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5                     # nnU-Net's recipe
-    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --warmup-steps 250  # candidate fixes
-    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --batch-dice
-    python bench/bench_seeds.py --steps 1250 --seeds 1 4 --momentum 0.9
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5                     # tutorseg as it trains now
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --momentum 0.99     # nnU-Net's recipe
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --momentum 0.99 --warmup-steps 250  # candidates
+    python bench/bench_seeds.py --steps 1250 --seeds 1 2 3 4 5 --momentum 0.99 --batch-dice
 
 The plan is the cpu preset's 3d_fullres for the 208 Task04_Hippocampus cases (the plan issue #35 measured nnU-Net
 2.8.1 on, through ``tutorseg export-nnunet``), fold 0 (nnU-Net's splits: 166 training, 42 validation cases), epochs
@@ -53,12 +53,10 @@ def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: 
 
     if steps % ITERATIONS_PER_EPOCH:
         raise SystemExit(f"--steps must be a multiple of {ITERATIONS_PER_EPOCH} (nnU-Net's epoch)")
+    # nnU-Net's momentum has no tag (the runs measured before tutorseg chose the momentum by the run's length)
+    momentum_tag = {None: "_tutorseg", 0.99: ""}.get(momentum, f"_momentum{momentum}")
     tag = (f"steps{steps}_seed{seed}" + (f"_warmup{warmup_steps}" if warmup_steps else "")
-           + ("_batchdice" if batch_dice else "") + (f"_momentum{momentum}" if momentum is not None else ""))
-    if momentum is not None:  # a candidate tried without changing the package: the optimiser reads this constant
-        from tutorseg.training.budget import schedule
-
-        schedule.MOMENTUM = momentum
+           + ("_batchdice" if batch_dice else "") + momentum_tag)
     finished = sorted(out.glob(f"{tag}_*/training_record.json"))
     clock = time.perf_counter()
     if finished:
@@ -67,9 +65,10 @@ def run(seed: int, steps: int, out: Path, *, warmup_steps: int = 0, batch_dice: 
         record = train_fold(HIPPOCAMPUS, _plan(out, batch_dice=batch_dice), fold=0, out_dir=out / f"{tag}_{int(time.time())}",
                             epochs=steps // ITERATIONS_PER_EPOCH, iterations_per_epoch=ITERATIONS_PER_EPOCH,
                             preprocessed_dir=out / "preprocessed", seed=seed, warmup=warmup_steps / steps,
-                            num_threads=threads, progress=False, verbose=False)
+                            momentum=momentum, num_threads=threads, progress=False, verbose=False)
     return {"what": "tutorseg short run", "steps": record.iterations, "seed": seed, "warmup_steps": warmup_steps,
-            "batch_dice": batch_dice, "momentum": momentum,
+            "batch_dice": batch_dice,
+            "momentum": json.loads((record.run_dir / "config.json").read_text()).get("momentum", 0.99),
             "device": record.device,
             "pseudo_dice_per_epoch": [[round(d, 3) for d in epoch] for epoch in record.history["pseudo_dice"]],
             "validation_mean_foreground_dice": round(record.mean_foreground_dice, 4),
@@ -83,7 +82,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--batch-dice", action="store_true", help="3d_fullres Dice over the batch (nnU-Net: per case)")
-    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (nnU-Net: 0.99, Nesterov)")
+    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (nnU-Net: 0.99, Nesterov; default: what "
+                        "tutorseg chooses for the run's length, 0.9 below 5,000 steps)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: from the load)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_seeds"))
     args = parser.parse_args()

@@ -19,7 +19,7 @@ from tutorseg.integrations.export import nnunet_commands
 from tutorseg.planning.artefacts import ConfigurationPlan
 from tutorseg.training import SCHEDULES
 from tutorseg.training.budget import planner as budget
-from tutorseg.training.budget.planner import LADDER, MIN_STEPS, Candidate, StepTimer, choose
+from tutorseg.training.budget.planner import LADDER, MIN_STEPS, Candidate, StepTimer, choose, estimated_steps
 from tutorseg.training.hardware import device
 
 
@@ -95,6 +95,11 @@ def test_budget_plan_on_the_sample_keeps_one_configuration_and_explains_the_trad
     assert chosen["steps"] == decision.value["estimated_steps"]
     text = plan.explain()
     assert "nnU-Net's plan (3d_fullres):" in text and "s per step" in text and "measured, in the order tried" in text
+    # a short run: momentum 0.9 (train_fold reads the same estimate: estimated_steps), said in the explanation
+    momentum = next(d for d in plan.decisions if d.name == "momentum")
+    assert momentum.value == {"configuration": plan.default_configuration, "momentum": 0.9}
+    assert "momentum 0.9 instead of nnU-Net's 0.99" in text and "one-class phase" in text
+    assert estimated_steps(plan, plan.default_configuration, decision.value["budget_s"]) == chosen["steps"]
     assert tutorseg.Plan.from_dict(plan.to_dict()) == plan
     assert any("not for a training budget" in line for line in nnunet_commands(plan, 4))  # moving to nnU-Net
 

@@ -13,7 +13,7 @@ from training_helpers import TINY, tiny_plan, two_channel_dataset
 from tutorseg.data.problems import TutorsegError
 from tutorseg.planning import Plan
 from tutorseg.training import SCHEDULES, TrainingRecord, load_model, parse_budget, resume, train_fold
-from tutorseg.training.budget.schedule import poly_lr
+from tutorseg.training.budget.schedule import MOMENTUM, SHORT_RUN_MOMENTUM, SHORT_RUN_STEPS, choose_momentum, poly_lr
 from tutorseg.training.model.loss import DeepSupervisionLoss, deep_supervision_weights
 from tutorseg.training.model.network import build_network
 
@@ -108,6 +108,14 @@ def test_poly_schedule_and_budgets():
     assert SCHEDULES["cpu-10min"].budget == "10m"
 
 
+def test_short_runs_use_momentum_0_9_and_long_runs_nnunets():
+    assert (MOMENTUM, SHORT_RUN_MOMENTUM) == (0.99, 0.9)  # nnU-Net's, and tutorseg's for short runs (bench/seeds.md)
+    assert choose_momentum(SHORT_RUN_STEPS - 1)[0] == 0.9 and choose_momentum(SHORT_RUN_STEPS)[0] == 0.99
+    assert choose_momentum(1000 * 250)[0] == 0.99  # nnU-Net's schedule trains with nnU-Net's recipe
+    momentum, why = choose_momentum(None)  # a budget run whose plan estimated no steps: tutorseg's budgets are short
+    assert momentum == 0.9 and "one-class phase" in why
+
+
 # --------------------------------------------------------------------------------------------------- end to end
 
 
@@ -131,6 +139,9 @@ def test_tiny_3d_run_writes_everything(trained):
     config = json.loads((run_dir / "config.json").read_text())  # augmentation's "dummy 2D" rule uses the plan's value
     plan_threshold = Plan.load(run_dir / "plan.json").anisotropy_threshold
     assert config["augmentation"]["anisotropy_threshold"] == plan_threshold == 3.0
+    # 4 steps: a short run, so SGD's momentum is 0.9, in the optimiser itself, and the log says why
+    assert config["momentum"] == 0.9 and state["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert "momentum 0.9 instead of nnU-Net's 0.99: a short run (~4 steps" in (run_dir / "log.txt").read_text()
     assert trained.mean_foreground_dice == pytest.approx(summary["mean_foreground_dice"])
     assert TrainingRecord.load(run_dir).epochs == 2
     assert "Training run" in trained._repr_html_() and "fold=0" in repr(trained)
@@ -217,9 +228,10 @@ def test_cli_trains_and_resumes(sample_dir, sample_plan, preprocessed, tmp_path)
     out = tmp_path / "cli_run"
     assert main(["train", str(sample_dir), "--plan", str(plan_path), "--fold", "all", "--out", str(out),
                  "--epochs", "1", "--iterations-per-epoch", "1", "--preprocessed", str(preprocessed), "--seed", "7",
-                 "-q"]) == 0
+                 "--momentum", "0.99", "-q"]) == 0
     assert json.loads((out / "history.json").read_text())["epoch"] == [0]
     assert json.loads((out / "config.json").read_text())["seed"] == 7
+    assert json.loads((out / "config.json").read_text())["momentum"] == 0.99  # as given by --momentum
     assert main(["train", "--resume", "--out", str(out), "-q"]) == 0
     assert main(["train", str(sample_dir), "--plan", str(plan_path), "--out", str(tmp_path / "x"),
                  "--budget", "ten", "-q"]) == 1  # a value that is wrong: 1 (2 is for a malformed command line)

@@ -164,7 +164,8 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
     """The length and data options of ``tutorseg train`` as typed, to pass on to each fold's process."""
     options = [("--budget", args.budget), ("--epochs", args.epochs), ("--schedule", args.schedule),
                ("--iterations-per-epoch", args.iterations_per_epoch), ("--lr", args.lr), ("--warmup", args.warmup),
-               ("--seed", args.seed), ("--init-from", args.init_from.expanduser().resolve() if args.init_from else None)]
+               ("--momentum", args.momentum), ("--seed", args.seed),
+               ("--init-from", args.init_from.expanduser().resolve() if args.init_from else None)]
     flags = (["--wandb"] if args.wandb else []) + (["--npz"] if args.npz else [])
     if args.previous_stage is not None:
         flags += ["--previous-stage", str(args.previous_stage.expanduser().resolve())]
@@ -172,8 +173,8 @@ def _train_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def _learning_rate(args: argparse.Namespace) -> dict:
-    """``initial_lr`` / ``warmup`` / ``seed`` for train_fold, where given (else nnU-Net's defaults apply)."""
-    given = {"initial_lr": args.lr, "warmup": args.warmup, "seed": args.seed}
+    """``initial_lr`` / ``warmup`` / ``momentum`` / ``seed`` for train_fold, where given (else its defaults apply)."""
+    given = {"initial_lr": args.lr, "warmup": args.warmup, "momentum": args.momentum, "seed": args.seed}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -285,6 +286,9 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (nnU-Net: 1e-2; fine-tuning: lower)")
     p.add_argument("--warmup", type=float, default=None,
                    help="share of the training over which the learning rate ramps up first, e.g. 0.05")
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum (default: nnU-Net's 0.99 for runs of 5,000 steps or more, 0.9 for shorter "
+                        "ones: docs/training.md, 'The one-class phase')")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of sampling, augmentation and initialisation (default 12345); a short run's Dice "
                         "depends on it (docs/training.md, 'The one-class phase')")

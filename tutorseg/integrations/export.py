@@ -216,6 +216,8 @@ def nnunet_commands(plan, dataset_id: int) -> list[str]:
     if plan is not None and any(d.name == "budget" for d in plan.decisions):
         commands.append("# nnU-Net plans for GPU memory, not for a training budget: the commands above make its "
                         "default plan, which trains for 1000 epochs")
+        commands.append("# tutorseg trained its short budget runs with SGD momentum 0.9; nnU-Net's 1000 epochs use "
+                        "0.99, as tutorseg does for runs of 5,000 steps or more (docs/training.md)")
     if preset.settings.network == "PlainConvUNet":
         commands.append("# nnU-Net recommends its residual-encoder presets where the GPU allows: -pl "
                         "nnUNetPlannerResEncM (9-11 GB) or nnUNetPlannerResEncL (24 GB), then -p "

@@ -33,9 +33,11 @@ from tutorseg.data.jobs import progress_bar
 from tutorseg.planning import ConfigurationPlan, Plan
 from tutorseg.training.batches.augmentation import AugmentationConfig
 from tutorseg.training.batches.prefetch import BatchPrefetcher
+from tutorseg.training.budget.planner import estimated_steps
 from tutorseg.training.budget.schedule import (
     GRAD_CLIP,
     INITIAL_LR,
+    choose_momentum,
     format_seconds,
     make_optimizer,
     set_lr,
@@ -258,7 +260,8 @@ def _build_run(run_dir: Path, config: TrainingConfig, plan: Plan, dataset: Datas
     writer = RunFolderWriter(run_dir, announce=lambda message: run.announce(message))
     ddp_network = distributed.wrap(network, setup.torch_device) if dist else None
     run = Run(run_dir=run_dir, config=config, plan=plan, configuration=configuration, dataset=dataset, setup=setup,
-              network=network, optimizer=make_optimizer(network), scaler=setup.grad_scaler(),
+              network=network, optimizer=make_optimizer(network, momentum=config.momentum),
+              scaler=setup.grad_scaler(),
               loss=DeepSupervisionLoss(network.n_outputs, batch_dice=configuration.batch_dice,
                                         distributed=dist is not None, ignore_label=plan.ignore_label,
                                         regions=list(plan.regions.values()) or None),
@@ -627,6 +630,8 @@ def _start(run: Run, *, resumed: bool) -> None:
             f"{limit}, "
             f"{run.config.iterations_per_epoch} iterations per epoch, on {run.setup.device} "
             f"({run.setup.precision})")
+    if run.config.momentum_reason:  # runs started before tutorseg chose it have none: nnU-Net's 0.99
+        run.log(f"optimiser: SGD, Nesterov, {run.config.momentum_reason}")
     if run.data_access:
         run.log(f"data: {run.data_access}")
     if run.dist is not None:
@@ -650,7 +655,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                wandb: bool = False,
                progress: bool = True, seed: int = DEFAULT_SEED, validate: bool = True, validation_tta: bool = True,
                save_probabilities: bool = False, previous_stage=None, init_from=None, initial_lr: float = INITIAL_LR,
-               warmup: float = 0.0, verbose: bool = True) -> TrainingRecord:
+               warmup: float = 0.0, momentum: float | None = None, verbose: bool = True) -> TrainingRecord:
     """Train one cross-validation fold as nnU-Net does, into a run folder that survives interruptions.
 
     Args:
@@ -690,6 +695,9 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
             but the output layers' is taken over (nnU-Net's ``-pretrained_weights``; :mod:`tutorseg.training.transfer`).
         initial_lr: the learning rate the poly schedule starts from (nnU-Net: 1e-2; when fine-tuning often lower).
         warmup: share of the training over which the learning rate first ramps up from 0 (e.g. 0.05 for fine-tuning).
+        momentum: SGD's momentum; default: nnU-Net's 0.99 for a run of 5,000 steps or more, 0.9 for a shorter one,
+            where 0.99 leaves many runs in the one-class phase (:func:`tutorseg.training.budget.schedule.choose_momentum`;
+            a budget run's steps are the budget plan's estimate).
         verbose: print what happens (also written to log.txt).
 
     Returns:
@@ -737,6 +745,7 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
                                                 else None),
                             init_from=str(weights_file(init_from).resolve()) if init_from is not None else None,
                             initial_lr=float(initial_lr), warmup=float(warmup), wandb=bool(wandb), verbose=verbose)
+    config = config.replace(**_momentum(config, plan, momentum))
     main = dist is None or dist.is_main
     with run_lock(run_dir) if main else contextlib.nullcontext():  # the other processes leave the folder to rank 0
         try:
@@ -754,6 +763,16 @@ def train_fold(dataset, plan, *, fold: int | str = 0, out_dir, configuration: st
         finally:
             if dist is not None:
                 distributed.stop()
+
+
+def _momentum(config: TrainingConfig, plan: Plan, momentum: float | None) -> dict:
+    """``momentum`` and ``momentum_reason`` for the run: as given, or by its length (:func:`choose_momentum`)."""
+    if momentum is not None:
+        return {"momentum": float(momentum), "momentum_reason": f"momentum {momentum:g}, as given"}
+    steps = (config.epochs * config.iterations_per_epoch if config.epochs is not None
+             else estimated_steps(plan, config.configuration, config.budget_seconds or 0.0))
+    chosen, reason = choose_momentum(steps)
+    return {"momentum": chosen, "momentum_reason": reason}
 
 
 def _resume_device(config: TrainingConfig, device: str | None) -> str | None:

@@ -153,6 +153,7 @@ def plan(fingerprint: DatasetFingerprint, *, budget: str | float | None = None, 
         winner, why = choose(candidates)
         winners.append(winner)
         decisions.append(_decision(winner, why, candidates, seconds, budget_text, timer.device_name))
+        decisions.append(_momentum_decision(winner))
     base = rung_plans[LADDER.index(winners[0].rung)]  # the plan-level fields and decisions of the first one's rung
     rungs = ", ".join(dict.fromkeys(f"'{winner.rung.name}'" for winner in winners))
     return replace(base, configurations={winner.configuration.name: winner.configuration for winner in winners},
@@ -218,6 +219,30 @@ def _decision(chosen: Candidate, why: str, candidates: list[Candidate], seconds:
         {"candidates": [_as_numbers(c) for c in candidates], "min_steps": MIN_STEPS, "min_coverage": MIN_COVERAGE,
          "training_share": TRAINING_SHARE},
         "tutorseg (bench/budget.md); nnU-Net plans for memory only")
+
+
+def _momentum_decision(chosen: Candidate) -> Decision:
+    """The ``momentum`` decision: the SGD momentum a run of the chosen candidate's estimated steps trains with."""
+    from tutorseg.training.budget.schedule import MOMENTUM, SHORT_RUN_MOMENTUM, SHORT_RUN_STEPS, choose_momentum
+
+    momentum, because = choose_momentum(chosen.steps)
+    return Decision(
+        "momentum", {"configuration": chosen.configuration.name, "momentum": momentum}, RULE,
+        f"SGD momentum {SHORT_RUN_MOMENTUM} for a run of fewer than {SHORT_RUN_STEPS:,} steps, nnU-Net's "
+        f"{MOMENTUM} for longer ones (tutorseg.train_fold applies it; momentum= overrides it)",
+        because, {"estimated_steps": chosen.steps, "short_run_steps": SHORT_RUN_STEPS},
+        "tutorseg (bench/seeds.md: short runs over seeds); nnU-Net: 0.99 (nnUNetTrainer)")
+
+
+def estimated_steps(plan: Plan, configuration: str, budget_seconds: float) -> int | None:
+    """The steps a budget plan estimated ``configuration`` gets in ``budget_seconds``, or None (not a budget plan).
+
+    The plan's ``budget`` decision holds the estimate for the budget it was made for; another budget scales it.
+    """
+    for decision in plan.decisions:
+        if decision.name == "budget" and decision.value.get("configuration") == configuration:
+            return int(decision.value["estimated_steps"] * budget_seconds / decision.value["budget_s"])
+    return None
 
 
 def choose(candidates: list[Candidate]) -> tuple[Candidate, str]:

@@ -18,6 +18,7 @@ from tutorseg.data.problems import TutorsegError
 from tutorseg.training.batches.augmentation import AugmentationConfig
 from tutorseg.training.budget.schedule import (
     INITIAL_LR,
+    MOMENTUM,
     NNUNET_ITERATIONS_PER_EPOCH,
     NNUNET_VAL_ITERATIONS,
     format_seconds,
@@ -61,6 +62,8 @@ class TrainingConfig:
     init_from: str | None = None  # the checkpoint the weights started from (fine-tuning), or None: random
     initial_lr: float = INITIAL_LR  # the poly schedule's start (nnU-Net: 1e-2)
     warmup: float = 0.0  # share of the training over which the learning rate ramps up linearly first (fine-tuning)
+    momentum: float = MOMENTUM  # SGD's (nnU-Net: 0.99; train_fold chooses 0.9 for short runs: choose_momentum)
+    momentum_reason: str = ""  # why, for the log
     wandb: bool = False  # log to Weights & Biases
     verbose: bool = True  # print what happens (it is written to log.txt either way)
     epoch_size_from_device: bool = False  # the two sizes above are the device's defaults: a resume elsewhere resets
@@ -77,6 +80,9 @@ class TrainingConfig:
         if not 0 <= self.warmup < 1:
             raise TrainingError(f"warmup is the share of the training spent ramping the learning rate up, from 0 to "
                                 f"below 1 (e.g. 0.05); got {self.warmup}")
+        if not 0 <= self.momentum < 1:
+            raise TrainingError(f"momentum must be from 0 to below 1 (nnU-Net: 0.99; short runs: 0.9), not "
+                                f"{self.momentum}")
         if not self.initial_lr > 0:
             raise TrainingError(f"initial_lr must be positive (nnU-Net: 1e-2; fine-tuning: e.g. 1e-3), not "
                                 f"{self.initial_lr}")
