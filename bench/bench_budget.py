@@ -4,6 +4,7 @@
     python bench/bench_budget.py sample --budget 5m     # the bundled 25-case sample (the demo's data)
     python bench/bench_budget.py hippocampus --budget 10m   # the shared 208 cases
     python bench/bench_budget.py isbi --budget 5m           # the shared ISBI 2012 stack (2D EM, 30 slices)
+    python bench/bench_budget.py hippocampus --budget 10m --plans budget --seeds 12345 1 2 --momentum 0.99
 
 For each dataset: the memory-only plan (``--preset cpu``, what tutorseg planned before budgets) and the budget plan
 (``tutorseg.plan(fp, budget=...)``) each train fold 0 for the budget; one JSON line per run with the configuration,
@@ -43,7 +44,10 @@ def dataset_folder(name: str, out: Path) -> Path:
     return root
 
 
-def run(name: str, budget: str, out: Path, plans: list[str]) -> None:
+def run(name: str, budget: str, out: Path, plans: list[str], *, seed: int | None = None,
+        momentum: float | None = None) -> None:
+    """Plan and train fold 0 of ``name`` for ``budget`` with each of ``plans``; ``seed``/``momentum``: as given, or
+    tutorseg's defaults (12345; the momentum its rule chooses for the run's length)."""
     import tutorseg
 
     folder = dataset_folder(name, out)
@@ -55,12 +59,15 @@ def run(name: str, budget: str, out: Path, plans: list[str]) -> None:
         plan_seconds = time.perf_counter() - started
         configuration = plan.default_configuration
         decision = next((d for d in plan.decisions if d.name == "budget"), None)
-        run_dir = out / f"{name}_{which}_{budget}"
+        tag = (f"_seed{seed}" if seed is not None else "") + (f"_momentum{momentum}" if momentum is not None else "")
+        run_dir = out / f"{name}_{which}_{budget}{tag}"
         record = tutorseg.train_fold(folder, plan, fold=0, out_dir=run_dir, configuration=configuration,
                                      budget=budget, progress=False, verbose=False,
-                                     preprocessed_dir=out / f"{name}_preprocessed_{which}")
+                                     preprocessed_dir=out / f"{name}_preprocessed_{which}",
+                                     **({"seed": seed} if seed is not None else {}), momentum=momentum)
         print(json.dumps({
             "dataset": name, "plan": which, "budget": budget, "configuration": configuration,
+            "seed": seed, "momentum": json.loads((run_dir / "config.json").read_text())["momentum"],
             "patch": list(plan[configuration].patch_size), "batch": plan[configuration].batch_size,
             "features": list(plan[configuration].features_per_stage), "plan_seconds": round(plan_seconds, 1),
             "estimated_steps": decision.value["estimated_steps"] if decision else None,
@@ -108,10 +115,14 @@ def main() -> None:
     parser.add_argument("dataset", choices=("anisotropic", "sample", "hippocampus", "isbi"))
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--plans", nargs="+", default=["memory", "budget"], choices=("memory", "budget"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[None], help="one run per seed (default 12345)")
+    parser.add_argument("--momentum", type=float, default=None,
+                        help="SGD momentum (default: tutorseg's choice for the run's length)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_budget"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run(args.dataset, args.budget, args.out, args.plans)
+    for seed in args.seeds:
+        run(args.dataset, args.budget, args.out, args.plans, seed=seed, momentum=args.momentum)
 
 
 if __name__ == "__main__":
