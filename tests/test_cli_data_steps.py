@@ -76,3 +76,26 @@ def test_evaluate_with_instance_references(isbi_dir, tmp_path, capsys):
     assert code == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["instances"]["f1"] == 1.0 and summary["instances"]["pq"] == 1.0
+
+
+def test_every_subcommand_takes_quiet_and_writes_through_o_out_output():
+    """One convention across subcommands (issue #36): -q/--quiet everywhere, the output as -o/--out/--output."""
+    from tutorseg.cli import _subcommands, build_parser
+
+    commands = _subcommands(build_parser())
+    assert len(commands) >= 16
+    for command in commands:
+        options = {o for action in command._actions for o in action.option_strings}
+        assert {"-q", "--quiet"} <= options, command.prog
+        writes = {"-o", "--out", "--output"} & options
+        assert writes in (set(), {"-o", "--out", "--output"}), f"{command.prog}: {sorted(writes)}"
+    written = [c.prog for c in commands if "-o" in {o for a in c._actions for o in a.option_strings}]
+    assert len(written) >= len(commands) - 2  # all but inspect (--json) and download (--to, also -o)
+
+
+def test_quiet_plan_says_only_what_it_wrote(sample_dir, tmp_path, capsys):
+    from tutorseg import fingerprint
+
+    fingerprint(sample_dir, progress=False).save(tmp_path / "fp.json")
+    assert main(["plan", str(tmp_path / "fp.json"), "-o", str(tmp_path / "plan.json"), "-q"]) == 0
+    assert capsys.readouterr().out.strip() == f"plan written to {tmp_path / 'plan.json'}"

@@ -197,10 +197,14 @@ def test_notebook_04_uses_the_run_notebook_03_left_in_the_workspace(tmp_path, no
     papermill = pytest.importorskip("papermill")
     work = tmp_path / "work"
     printed = {}
+    # 04 also takes over a model nnU-Net trained (Step 9; tests/data/nnunet_models, made by nnU-Net 2.8.1 itself)
+    nnunet_model = {"NNUNET_MODEL": str(REPO / "tests" / "data" / "nnunet_models" / "3d_fullres")}
     for name in ("03_train_fold.ipynb", "04_predict_and_evaluate.ipynb"):
         output = notebook_out / f"handoff_{name}"
         papermill.execute_notebook(str(REPO / "notebooks" / name), str(output),
-                                   parameters={"SMOKE": True, "WORK_DIR": str(work)}, cwd=str(REPO / "notebooks"),
+                                   parameters={"SMOKE": True, "WORK_DIR": str(work),
+                                               **(nnunet_model if name.startswith("04") else {})},
+                                   cwd=str(REPO / "notebooks"),
                                    kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT_S,
                                    log_output=False, kernel_manager_class=SlicedPollKernelManager)
         cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
@@ -209,6 +213,7 @@ def test_notebook_04_uses_the_run_notebook_03_left_in_the_workspace(tmp_path, no
     assert (run / "checkpoint_final.pt").is_file()
     assert f"using the run notebook 03 trained: {run}" in printed["04_predict_and_evaluate.ipynb"]
     assert "training one in" not in printed["04_predict_and_evaluate.ipynb"]
+    assert "nnU-Net's model" in printed["04_predict_and_evaluate.ipynb"]  # Step 9 ran on the imported model
 
 
 def test_install_cell_failure_shows_pips_output_and_what_to_do(tmp_path):

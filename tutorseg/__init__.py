@@ -44,6 +44,8 @@ _EXPORTS = {
     "find_best_configuration": "evaluation.best_configuration",
     "predict_best": "prediction.instructions",
     "export_nnunet": "integrations.export",
+    "import_nnunet_model": "integrations.nnunet_models",
+    "export_nnunet_model": "integrations.nnunet_models",
     "download": "integrations.downloads",
     "describe_environment": "integrations.environment",
     "run_pipeline": "pipeline",

@@ -36,7 +36,6 @@ def _add_inspect(sub) -> None:
                                    "labels and all problems found. Exit status 1 when there are errors.")
     p.add_argument("dataset", type=Path, help="dataset folder (holds dataset.json and imagesTr/)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_inspect)
 
 
@@ -48,7 +47,8 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
 
     fp = fingerprint(args.dataset, num_workers=args.workers, progress=not args.quiet)
     fp.save(args.output)
-    print(fp)
+    if not args.quiet:
+        print(fp)
     print(f"fingerprint written to {args.output}")
     return 0
 
@@ -58,7 +58,6 @@ def _add_fingerprint(sub) -> None:
     p.add_argument("dataset", type=Path, help="dataset folder")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="FINGERPRINT.json")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: number of CPU cores)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fingerprint)
 
 
@@ -90,7 +89,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         result = plan(fp, **kwargs)
     if args.output:
         result.save(args.output)
-    print(result.explain() if args.explain else result)
+    if not (args.quiet and args.output):  # quiet: the file says it all
+        print(result.explain() if args.explain else result)
     if args.output:
         print(f"plan written to {args.output}")
     if args.compare_nnunet:
@@ -147,7 +147,6 @@ def _add_preprocess(sub) -> None:
     p.add_argument("-o", "--out", "--output", type=Path, required=True, metavar="OUT_DIR",
                    help="writes OUT_DIR/CONFIGURATION/ (give it to tutorseg train --preprocessed OUT_DIR)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count, at most 8)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_preprocess)
 
 
@@ -295,7 +294,6 @@ def _add_train(sub) -> None:
     p.add_argument("--npz", action="store_true",
                    help="the final validation also saves class probabilities (validation/CASE.npz), as nnU-Net's "
                         "--npz: tutorseg find-best needs them to score ensembles of configurations")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
 
@@ -346,7 +344,6 @@ def _add_predict(sub) -> None:
     p.add_argument("--no-postprocessing", action="store_true",
                    help="ignore the runs' postprocessing.json (keep every connected component)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the GPU if there is one)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
 
@@ -366,7 +363,6 @@ def _add_evaluate(sub) -> None:
     p.add_argument("predictions", type=Path, metavar="PRED_DIR")
     p.add_argument("reference", type=Path, metavar="REFERENCE_DIR")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="SUMMARY.json")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--instances", type=Path, default=None, metavar="INSTANCE_DIR",
                    help="instance label maps (one integer per object) named like the references: also report "
                         "instance F1 at IoU 0.5 and panoptic quality (default for a dataset converted with "
@@ -383,7 +379,9 @@ def _cmd_find_best(args: argparse.Namespace) -> int:
 
     folds = [int(k) for k in args.folds]
     find_best_configuration(args.run_root, configurations=args.configurations, folds=folds,
-                            allow_ensembling=not args.no_ensembling, output=args.output, verbose=True)
+                            allow_ensembling=not args.no_ensembling, output=args.output, verbose=not args.quiet)
+    if args.quiet:
+        print(f"inference instructions written to {args.output or args.run_root / 'inference_instructions.json'}")
     return 0
 
 
@@ -418,8 +416,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     result = convert_folders(args.images, args.masks, args.out, name=args.name, channel_names=channel_names,
                              labels=labels, overwrite=args.overwrite, instances=args.instances,
                              border_width=args.border_width)
-    print(result)
-    print(f"next: tutorseg inspect {result.dataset_dir}")
+    print(result.dataset_dir if args.quiet else f"{result}\nnext: tutorseg inspect {result.dataset_dir}")
     return 0
 
 
@@ -447,6 +444,14 @@ def _add_convert(sub) -> None:
 
 
 def _cmd_export_model(args: argparse.Namespace) -> int:
+    if args.format == "nnunet":
+        from tutorseg.integrations.nnunet_models import export_nnunet_model
+
+        model = export_nnunet_model(args.run_dirs, args.output, dataset_id=args.dataset_id, zip_file=args.zip)
+        print(f"nnU-Net results folder written: {model}\n  predict with nnU-Net: nnUNetv2_predict_from_modelfolder "
+              f"-m {model} -i IMAGES -o OUT" + (f"\n  zip for nnUNetv2_install_pretrained_model_from_zip: {args.zip}"
+                                                 if args.zip else ""))
+        return 0
     from tutorseg.integrations.model_files import export_model
 
     path = export_model(args.run_dirs, args.output, postprocessing=args.postprocessing)
@@ -456,10 +461,18 @@ def _cmd_export_model(args: argparse.Namespace) -> int:
 
 
 def _add_export_model(sub) -> None:
-    p = sub.add_parser("export-model", help="pack trained folds into one portable model file (plan, weights, labels)")
+    p = sub.add_parser("export-model", help="pack trained folds into one portable model file (plan, weights, labels), "
+                                            "or into an nnU-Net results folder (--format nnunet)")
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                    help="fold run folders, or the configuration folder holding fold_<k> folders")
-    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="MODEL.zip")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="MODEL.zip|nnUNet_results",
+                   help="the model file to write; with --format nnunet the nnUNet_results folder to write into")
+    p.add_argument("--format", choices=("tutorseg", "nnunet"), default="tutorseg",
+                   help="tutorseg: one model file (default); nnunet: nnU-Net v2's results folder, for "
+                        "nnUNetv2_predict, MITK and 3D Slicer's nnU-Net integrations")
+    p.add_argument("--dataset-id", type=int, default=500, help="with --format nnunet: nnU-Net's dataset number")
+    p.add_argument("--zip", type=Path, default=None, metavar="MODEL.zip",
+                   help="with --format nnunet: also pack it as nnUNetv2_export_model_to_zip does")
     p.add_argument("--postprocessing", type=Path, default=None, metavar="postprocessing.json",
                    help="ship this post-processing decision (default: the folds' own, if any)")
     p.set_defaults(func=_cmd_export_model)
@@ -470,6 +483,26 @@ def _cmd_import_model(args: argparse.Namespace) -> int:
 
     print(import_model(args.model, args.output))
     return 0
+
+
+def _cmd_import_nnunet(args: argparse.Namespace) -> int:
+    from tutorseg.integrations.nnunet_models import import_nnunet_model
+
+    print(import_nnunet_model(args.model, args.output, checkpoint=args.checkpoint, folds=args.folds,
+                              configuration=args.configuration))
+    return 0
+
+
+def _add_import_nnunet(sub) -> None:
+    p = sub.add_parser("import-nnunet", help="take over a model trained by nnU-Net v2 (its results folder or zip) to "
+                                             "predict, evaluate, view or fine-tune with")
+    p.add_argument("model", type=Path, metavar="RESULTS_FOLDER|MODEL.zip",
+                   help="nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION, or nnUNetv2_export_model_to_zip's zip")
+    p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="MODEL_DIR")
+    p.add_argument("--checkpoint", choices=("final", "best"), default="final")
+    p.add_argument("--folds", nargs="+", default=None, help="the folds to take (default: all trained)")
+    p.add_argument("--configuration", default=None, help="which model, where the path holds several")
+    p.set_defaults(func=_cmd_import_nnunet)
 
 
 def _add_import_model(sub) -> None:
@@ -494,7 +527,6 @@ def _add_download(sub) -> None:
     p = sub.add_parser("download", help="fetch a dataset described by a manifest, verified by checksum")
     p.add_argument("name", help="a shipped manifest's name (e.g. Task04_Hippocampus) or a manifest .json path")
     p.add_argument("--to", "-o", "--out", "--output", dest="to", type=Path, required=True, metavar="DIR")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
 
 
@@ -521,9 +553,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from tutorseg.integrations.export import export_nnunet
 
     out = export_nnunet(args.dataset, args.plan, args.out, dataset_id=args.dataset_id)
-    print(f"nnU-Net v2 raw dataset written to {out}; then, where nnU-Net is installed "
-          f"(also in {out.name}/tutorseg_next_steps.txt):")
-    print((out / "tutorseg_next_steps.txt").read_text(encoding="utf-8").split("\n", 1)[1].rstrip())
+    print(f"nnU-Net v2 raw dataset written to {out}" + ("" if args.quiet else "; then, where nnU-Net is installed "
+          f"(also in {out.name}/tutorseg_next_steps.txt):"))
+    if not args.quiet:
+        print((out / "tutorseg_next_steps.txt").read_text(encoding="utf-8").split("\n", 1)[1].rstrip())
     return 0
 
 
@@ -555,7 +588,6 @@ def _add_demo(sub) -> None:
     p.add_argument("-o", "--out", "--output", type=Path, default=Path("tutorseg_demo"),
                    help="output folder (default: tutorseg_demo)")
     p.add_argument("--budget", default="5m", help="training budget (default: 5m; 10m is the cpu-10min schedule)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -572,9 +604,26 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_inspect, _add_fingerprint, _add_plan, _add_preprocess, _add_train, _add_predict, _add_find_best,
                 _add_evaluate,
                 _add_convert, _add_download, _add_manifest, _add_export, _add_export_model, _add_import_model,
+                _add_import_nnunet,
                 _add_demo):
         add(sub)
+    for command in _subcommands(parser):  # one convention: -o/--out/--output for what is written, -q for quiet
+        command.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     return parser
+
+
+QUIET_HELP = "no progress bars and no explanations: only what was written (or found), and errors"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser (``manifest create`` too), the ones that have subcommands of their own left out."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                inner = _subcommands(command)
+                found += inner or [command]
+    return found
 
 
 BUG_REPORT = ("this is a bug in tutorseg, not a problem with your data: please report it at "

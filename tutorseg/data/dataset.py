@@ -404,6 +404,21 @@ def parse_regions(data: dict, found: list[Problem] | None = None) -> tuple[dict[
     return regions, tuple(int(v) for v in order)
 
 
+def labels_from_dataset_json(data: dict) -> tuple[dict[str, int], dict[str, tuple[int, ...]], tuple[int, ...]]:
+    """The labels, regions and ``regions_class_order`` of an nnU-Net v2 ``dataset.json`` (e.g. of a trained model).
+
+    Raises:
+        TutorsegError: the labels are malformed (every problem named).
+    """
+    found: list[Problem] = []
+    labels = _parse_labels_v2(data, found)
+    regions, order = parse_regions(data, found)
+    errors = [p for p in found if p.severity is P.Severity.ERROR]
+    if errors or not labels:
+        raise P.TutorsegError("dataset.json's labels cannot be read: " + "; ".join(p.message for p in errors))
+    return labels, regions, order
+
+
 def _region_label_values(data: dict, found: list[Problem]) -> dict[str, int]:
     """The label values of a region-based dataset, named after the region each value stands for in predictions.
 
