@@ -205,6 +205,7 @@ def _refuse_data_files_outside(path: Path) -> None:
 # --------------------------------------------------------------------------------------------------- NIfTI
 
 _NIFTI1_HEADER_SIZE = 348  # bytes; a single-file NIfTI-1 carries the magic b"n+1\0" at byte 344
+_READ_CHUNK = 4 << 20  # bytes decompressed at a time into a volume's array (the temporary gzip makes per read)
 
 
 def load_nifti(path: str | os.PathLike) -> Nifti1Image:
@@ -262,54 +263,52 @@ def _truncated(path: Path, exc: Exception) -> ImageReadError:
 
 
 def _read_nifti1_bytes(path: Path) -> tuple[np.ndarray, Geometry] | None:
-    """Fast path for plain single-file NIfTI-1: decompress once, parse the header without nibabel's checks.
+    """Fast path for plain single-file NIfTI-1: the voxels decompressed straight into their array, no copy.
 
     nibabel's image loader validates and repairs every header field in Python, which costs more than decoding a
     small volume; the header parser, the array layout (Fortran order, ``vox_offset``) and the scaling
-    (``scl_slope``/``scl_inter``) used here are nibabel's own. Returns ``None`` for anything unusual (NIfTI-2, a
-    header that does not parse), which then goes through nibabel's full loader and its error messages.
+    (``scl_slope``/``scl_inter``) used here are nibabel's own. The file is read as a stream: the voxels go from the
+    decompressor into the array they stay in, so the memory peak is the volume itself (bench/inspect.md), and never
+    more than the header declares is decompressed (a bomb stops there). Returns ``None`` for anything unusual
+    (NIfTI-2, a header that does not parse), which then goes through nibabel's full loader and its error messages.
     """
+    import gzip
     import io as _io
 
     import nibabel as nib
     from nibabel.volumeutils import apply_read_scaling
 
-    def decompressed(raw: bytes, limit: int) -> bytes:
-        """At most ``limit`` bytes of the (gzip) file's content: a bomb is never decompressed past the header's size."""
-        if raw[:2] != b"\x1f\x8b":
-            return raw[:limit]
-        return zlib.decompressobj(wbits=31).decompress(raw, limit)
-
     try:
-        compressed = path.read_bytes()
-        raw = decompressed(compressed, _NIFTI1_HEADER_SIZE)
+        with open(path, "rb") as file:
+            compressed = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream = gzip.GzipFile(fileobj=file, mode="rb") if compressed else file
+            head = stream.read(_NIFTI1_HEADER_SIZE)
+            if len(head) < _NIFTI1_HEADER_SIZE or head[344:348] != b"n+1\x00":
+                return None
+            try:
+                header = nib.Nifti1Header.from_fileobj(_io.BytesIO(head), check=False)
+                shape = tuple(int(s) for s in header.get_data_shape())
+                dtype = header.get_data_dtype()
+                offset = int(header.get_data_offset())
+                affine = header.get_best_affine()
+            except Exception:  # noqa: BLE001 -- an odd header: nibabel's full loader explains what is wrong
+                return None
+            _refuse_dimensionality(path, shape)
+            _refuse_if_too_large(path, shape, 1, dtype)
+            stream.read(max(offset - _NIFTI1_HEADER_SIZE, 0))  # header extensions, up to the voxels
+            data = np.empty(shape, dtype=dtype, order="F")  # NIfTI stores the first axis fastest
+            target = data.reshape(-1, order="F").data.cast("B")  # the array's own bytes
+            filled = 0
+            while filled < len(target):  # in chunks: gzip's readinto decompresses into a temporary of the size asked
+                n = stream.readinto(target[filled:filled + _READ_CHUNK])
+                if not n:
+                    raise EOFError(f"{filled:,} of the {len(target):,} bytes of voxels the header declares")
+                filled += n
     except (EOFError, OSError, zlib.error) as exc:
-        raise _truncated(path, exc) from None
-    if len(raw) < _NIFTI1_HEADER_SIZE or raw[344:348] != b"n+1\x00":
-        return None
-    try:
-        header = nib.Nifti1Header.from_fileobj(_io.BytesIO(raw), check=False)
-        shape = tuple(int(s) for s in header.get_data_shape())
-        dtype = header.get_data_dtype()
-        offset = int(header.get_data_offset())
-        affine = header.get_best_affine()
-    except Exception:  # noqa: BLE001 -- an odd header: nibabel's full loader explains what is wrong
-        return None
-    _refuse_dimensionality(path, shape)
-    _refuse_if_too_large(path, shape, 1, dtype)
-    try:
-        raw = decompressed(compressed, offset + int(np.prod(shape)) * dtype.itemsize)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise _truncated(path, exc) from None
-    del compressed
-    try:
-        flat = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape)), offset=offset)
-    except ValueError as exc:  # the data block is shorter than the header says
         raise _truncated(path, exc) from None
     slope, inter = header.get_slope_inter()
-    data = apply_read_scaling(flat.reshape(shape, order="F"), slope, inter)
-    data = np.array(data, copy=True) if not data.flags.writeable else data  # frombuffer views are read-only
-    return data, _geometry_from_header(header, affine)
+    return apply_read_scaling(data, slope, inter), _geometry_from_header(header, affine)
 
 
 def _read_nifti(path: Path) -> Image:
