@@ -199,3 +199,25 @@ def test_cli_import_and_export(tmp_path, capsys):
                  str(tmp_path / "results"), "--zip", str(tmp_path / "m.zip")]) == 0
     assert "nnUNetv2_predict_from_modelfolder" in capsys.readouterr().out
     assert (tmp_path / "m.zip").is_file()
+
+
+def test_nnunets_postprocessing_comes_along_and_unknown_steps_are_refused(tmp_path):
+    """The post-processing.json written the way nnU-Net 2.8.1's determine_postprocessing writes it (its names and
+    kwargs beside the pickle; remove_connected_components.py). The fixture models were not cross-validated, so
+    the file is written here in that form."""
+    source = MODELS / "2d"
+    model = tmp_path / "nnUNetTrainer_5epochs__nnUNetPlans__2d"
+    shutil.copytree(source, model)
+    crossval = model / "crossval_results_folds_0"
+    crossval.mkdir()
+    decision = {"input_folder": {"foreground_mean": {"Dice": 0.80}}, "postprocessed": {"foreground_mean": {"Dice": 0.81}},
+                "postprocessing_fns": ["remove_all_but_largest_component_from_segmentation"] * 2,
+                "postprocessing_kwargs": [{"labels_or_regions": [1, 2]}, {"labels_or_regions": 2}]}
+    (crossval / "postprocessing.json").write_text(json.dumps(decision))
+    imported = import_nnunet_model(model, tmp_path / "imported")
+    taken = json.loads((imported.run_dirs[0] / "postprocessing.json").read_text())
+    assert taken["steps"] == [[1, 2], [2]] and taken["dice_after"] == {"foreground_mean": 0.81}
+    decision["postprocessing_fns"][1] = "something_else"
+    (crossval / "postprocessing.json").write_text(json.dumps(decision))
+    with pytest.raises(NnUNetModelError, match="something_else"):
+        import_nnunet_model(model, tmp_path / "again")

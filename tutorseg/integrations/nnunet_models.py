@@ -507,11 +507,51 @@ def _import_folder(model: Path, out: Path, checkpoint: str, folds, *, previous_s
             previous_stage_dir="../../3d_lowres" if previous_stage else None,
             tutorseg_version=tutorseg.__version__, torch_version=torch.__version__,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds")).save(run_dir / "config.json")
+        postprocessing = postprocessing_from_nnunet(model, plan)
+        if postprocessing is not None:
+            postprocessing.save(run_dir / "postprocessing.json")  # tutorseg predict applies it, as nnU-Net's would
         description.update({"dataset_name": plan.dataset_name, "configuration": name, "trainer": trainer,
                             "plans_name": plans.get("plans_name"), "checkpoint": file_name,
                             "mirroring_axes": list(mirroring) if mirroring is not None else None})
         description["folds"].append(f"{name}/{fold_dir.name}")
     return description
+
+
+LARGEST_COMPONENT = "remove_all_but_largest_component_from_segmentation"  # nnU-Net's only post-processing step
+
+
+def postprocessing_from_nnunet(model: Path, plan):
+    """The post-processing nnU-Net decided for this model on cross-validation, as tutorseg's decision, or None.
+
+    ``nnUNetv2_find_best_configuration`` writes it beside its cross-validation predictions as ``postprocessing.pkl``
+    (a pickle: never read here) and ``postprocessing.json`` (the same steps by name, read here):
+    ``crossval_results_folds_0_1_2_3_4/postprocessing.json`` in the model folder.
+
+    Raises:
+        NnUNetModelError: a step other than nnU-Net's largest-component removal.
+    """
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
+
+    found = sorted(model.glob("crossval_results_folds_*/postprocessing.json"))
+    if not found:
+        return None
+    decision = read_json_file(found[-1])  # the most folds (names sort by their fold lists)
+    steps = []
+    for name, kwargs in zip(decision.get("postprocessing_fns", []), decision.get("postprocessing_kwargs", [])):
+        if name != LARGEST_COMPONENT:
+            raise NnUNetModelError(f"{found[-1]}: post-processing step {name!r}; tutorseg has nnU-Net's "
+                                   f"{LARGEST_COMPONENT} only. Import without it by removing that file.")
+        labels = kwargs["labels_or_regions"]
+        steps.append(tuple(int(v) for v in (labels if isinstance(labels, (list, tuple)) else [labels])))
+    before = decision.get("input_folder", {}).get("foreground_mean", {}).get("Dice")
+    after = decision.get("postprocessed", {}).get("foreground_mean", {}).get("Dice")
+    trials = tuple({"name": f"largest component of {list(step)}", "labels": list(step), "accepted": True,
+                    "reason": "decided by nnU-Net on its cross-validation", "dice_before": None, "dice_after": None}
+                   for step in steps)
+    labels = dict(plan.regions) if plan.regions else dict(plan.class_labels)
+    return PostprocessingDecision(tuple(steps), labels,
+                                  {"foreground_mean": before} if before is not None else {},
+                                  {"foreground_mean": after} if after is not None else {}, trials, 0)
 
 
 # --------------------------------------------------------------------------------------------------- export
