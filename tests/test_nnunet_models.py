@@ -195,8 +195,11 @@ def test_cli_import_and_export(tmp_path, capsys):
     assert main(["import-nnunet", str(model), "-o", str(tmp_path / "model")]) == 0
     assert "tutorseg predict" in capsys.readouterr().out
     assert main(["import-nnunet", str(model), "-o", str(tmp_path / "model")]) == 1  # not empty: a clear error
-    assert main(["export-model", str(tmp_path / "model" / "3d_fullres"), "--format", "nnunet", "-o",
+    run = tmp_path / "model" / "3d_fullres" / "fold_0"
+    renamed = run.rename(tmp_path / "my_run")  # a run folder of any name: nnU-Net's fold_<k> comes from its config
+    assert main(["export-model", str(renamed), "--format", "nnunet", "-o",
                  str(tmp_path / "results"), "--zip", str(tmp_path / "m.zip")]) == 0
+    assert len(list((tmp_path / "results").glob("Dataset500_*/*/fold_0/checkpoint_final.pth"))) == 1
     assert "nnUNetv2_predict_from_modelfolder" in capsys.readouterr().out
     assert (tmp_path / "m.zip").is_file()
 

@@ -592,7 +592,8 @@ def export_nnunet_model(run_dirs, out_dir: str | os.PathLike, *, dataset_id: int
         dataset_name = f"Dataset{dataset_id:03d}_{_safe(plan.dataset_name)}"
         plans = nnunet_plans(plan, dataset_name)
         model = Path(out_dir).expanduser() / dataset_name / f"{trainer}__{plans['plans_name']}__{name}"
-        (model / fold.name).mkdir(parents=True, exist_ok=True)
+        fold_dir = model / f"fold_{config.fold}"  # nnU-Net finds folds by this name, whatever the run folder's
+        fold_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = {
             "network_weights": weights_to_nnunet(network, plan, plan[name]),
             "trainer_name": trainer,
@@ -601,7 +602,7 @@ def export_nnunet_model(run_dirs, out_dir: str | os.PathLike, *, dataset_id: int
             "inference_allowed_mirroring_axes": tuple(range(plan[name].network_dims)),
             "current_epoch": config.epochs or 0,
         }
-        torch.save(checkpoint, model / fold.name / "checkpoint_final.pth")
+        torch.save(checkpoint, fold_dir / "checkpoint_final.pth")
         write_json_atomic(model / "plans.json", plans)
         write_json_atomic(model / "dataset.json", _dataset_json(plan))
         write_json_atomic(model / "dataset_fingerprint.json", _fingerprint_json(plan))
@@ -622,7 +623,7 @@ def _readme(model: Path, folds: list[Path], plan) -> str:
              f"Exported by tutorseg from {', '.join(str(f) for f in folds)}.", "",
              "Predict with nnU-Net:", "",
              f"    nnUNetv2_predict_from_modelfolder -m {model.name} -i IMAGES -o OUT -f "
-             + " ".join(f.name.removeprefix("fold_") for f in folds),
+             + " ".join(sorted(p.name.removeprefix("fold_") for p in model.glob("fold_*"))),
              "", "or, with nnUNet_results set to the folder above this one,", "",
              f"    nnUNetv2_predict -d {model.parent.name} -c {model.name.rsplit('__', 1)[-1]} -tr "
              f"{model.name.split('__')[0]} -p {model.name.split('__')[1]} -i IMAGES -o OUT", ""]
