@@ -1,6 +1,6 @@
 """nnU-Net v2's trained models in tutorseg, and tutorseg's in nnU-Net.
 
-A trained nnU-Net model is a *results folder*, ``nnUNet_results/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION``::
+A trained nnU-Net model is a *results folder*, ``nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION``::
 
     plans.json, dataset.json, dataset_fingerprint.json     what was planned, for which data
     fold_<k>/checkpoint_final.pth (or checkpoint_best.pth)  the weights of each trained fold
@@ -399,7 +399,7 @@ def import_nnunet_model(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
     """Take over a model trained by nnU-Net v2: its results folder, or the zip ``nnUNetv2_export_model_to_zip`` made.
 
     Args:
-        path: ``nnUNet_results/DatasetXXX/TRAINER__PLANS__CONFIGURATION``, a folder above it, or the zip.
+        path: ``nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION``, a folder above it, or the zip.
         out_dir: a new folder; gets ``<configuration>/fold_<k>`` run folders (and ``3d_lowres/`` for a cascade).
         checkpoint: ``"final"`` (``checkpoint_final.pth``) or ``"best"``.
         folds: the folds to take (default: every fold with that checkpoint).
@@ -559,10 +559,10 @@ def postprocessing_from_nnunet(model: Path, plan):
 
 def export_nnunet_model(run_dirs, out_dir: str | os.PathLike, *, dataset_id: int = 500,
                         trainer: str = "nnUNetTrainer", zip_file: str | os.PathLike | None = None) -> Path:
-    """tutorseg runs as an nnU-Net v2 results folder: ``out_dir/DatasetXXX_Name/TRAINER__PLANS__CONFIGURATION``.
+    """tutorseg runs as an nnU-Net v2 results folder: ``out_dir/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION``.
 
     ``nnUNetv2_predict_from_modelfolder -m THAT_FOLDER`` runs it as it is; with ``nnUNet_results=out_dir``, so does
-    ``nnUNetv2_predict -d XXX -c CONFIGURATION -tr TRAINER -p PLANS``. ``zip_file`` also packs it as
+    ``nnUNetv2_predict -d NNN -c CONFIGURATION -tr TRAINER -p PLANS``. ``zip_file`` also packs it as
     ``nnUNetv2_export_model_to_zip`` does (paths relative to ``nnUNet_results``), for
     ``nnUNetv2_install_pretrained_model_from_zip``.
 
