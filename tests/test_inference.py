@@ -1,4 +1,4 @@
-"""Sliding-window inference: mirroring TTA in one batched pass equals nnU-Net's one pass per mirrored copy."""
+"""Sliding-window inference: windows batched with their mirrored copies equal nnU-Net's one window and one copy at a time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import numpy as np
 import torch
 
 from tutorseg.data.imageio import read_image
-from tutorseg.training.model.sliding_window import mirror_axes_combinations, predict_logits, predict_probabilities
+from tutorseg.training.model.sliding_window import (
+    gaussian_weights,
+    mirror_axes_combinations,
+    predict_logits,
+    predict_probabilities,
+    window_starts,
+)
 
 
 def _small_unet(in_channels: int = 1, n_classes: int = 3) -> torch.nn.Module:
@@ -33,17 +39,20 @@ def test_batched_mirroring_equals_one_pass_per_copy(sample_dir):
     patch = (32, 32, 32)
     batched = predict_logits(network, image, patch_size=patch, tta=True, batch_size=8)
 
-    # the reference: nnU-Net's way, each mirrored copy through the network on its own, flipped back, averaged
-    from monai.inferers import sliding_window_inference
-
-    def one_by_one(x):
-        outputs = [torch.flip(network(torch.flip(x, axes) if axes else x), axes) if axes else network(x)
-                   for axes in mirror_axes_combinations(3)]
-        return torch.stack(outputs).mean(0)
-
+    # the reference, written out as nnU-Net's predictor does it: one window at a time, each mirrored copy through the
+    # network on its own and flipped back, the mean weighted by the Gaussian into a sum, divided by the summed weights
+    weights = torch.from_numpy(gaussian_weights(patch))
+    logits_sum = torch.zeros(3, *image.shape[1:])
+    weight_sum = torch.zeros(image.shape[1:])
     with torch.inference_mode():
-        reference = sliding_window_inference(torch.as_tensor(image)[None], patch, 1, one_by_one, overlap=0.5,
-                                             mode="gaussian", sigma_scale=0.125)[0]
+        for start in window_starts(image.shape[1:], patch):
+            window = tuple(slice(s, s + p) for s, p in zip(start, patch))
+            x = torch.as_tensor(image)[(slice(None), *window)][None]
+            copies = [torch.flip(network(torch.flip(x, axes)), axes) if axes else network(x)
+                      for axes in mirror_axes_combinations(3)]
+            logits_sum[(slice(None), *window)] += torch.stack(copies).mean(0)[0] * weights
+            weight_sum[window] += weights
+    reference = logits_sum / weight_sum
     assert batched.shape == (3, *image.shape[1:])
     assert torch.allclose(batched, reference, atol=1e-4)
     # several windows per pass, each with its 8 copies: the same numbers

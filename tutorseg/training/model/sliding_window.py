@@ -2,17 +2,19 @@
 
 Overlapping patches are weighted by a Gaussian, and mirroring test-time augmentation averages flipped copies.
 
-nnU-Net v2 (``nnUNetPredictor``): tiles overlap by half a patch (``tile_step_size=0.5``), each tile's logits are
-weighted by a Gaussian centred on the tile (sigma = patch / 8) so tile borders count less, mirroring TTA averages
-the logits of every combination of flipped axes (8 for 3D, 4 for 2D), and softmax comes last. Here MONAI's
-``sliding_window_inference`` does the tiling and the Gaussian weighting.
+nnU-Net v2 (``nnUNetPredictor``): the image is padded to at least one patch, tiles are spaced evenly so that
+neighbours overlap by at least half a patch (``tile_step_size=0.5``, ``compute_steps_for_sliding_window``), each
+tile's logits are weighted by a Gaussian centred on the tile (sigma = patch / 8, ``compute_gaussian``) so tile
+borders count less, mirroring TTA averages the logits of every combination of flipped axes (8 for 3D, 4 for 2D),
+the weighted sum is divided by the summed weights, and softmax comes last. This module does each of these steps
+with the same numbers (:func:`window_starts`, :func:`gaussian_weights`, :func:`predict_logits`), so a model
+predicts here what it predicts in nnU-Net (``bench/nnunet_parity.md``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -89,7 +91,7 @@ def _autocast(device: torch.device):
 def stitching_device(device: torch.device, output_bytes: int, free_bytes: int | None) -> torch.device:
     """Where the whole image's logits are added up: on the GPU when they fit comfortably, else on the CPU.
 
-    The windows always run on ``device``. Their stitched sum (and MONAI's count map) for a large many-class image
+    The windows always run on ``device``. Their stitched sum (and the summed weights) for a large many-class image
     can be more than a GPU holds: nnU-Net then moves the stitching to the CPU, and so does tutorseg when the
     output would take more than half the GPU memory that is free.
 
@@ -114,44 +116,65 @@ def _network_device(network: torch.nn.Module) -> torch.device:
 
 def window_starts(image_shape: Sequence[int], patch_size: Sequence[int],
                   overlap: float = DEFAULT_OVERLAP) -> list[tuple[int, ...]]:
-    """Where the sliding windows of :func:`predict_logits` start, in the image's voxels, as MONAI tiles it.
+    """Where the sliding windows of :func:`predict_logits` start, in the image's voxels, as nnU-Net places them.
 
-    MONAI steps ``int(patch * (1 - overlap))`` voxels along each axis (the whole patch where the patch equals the
-    image), and places the last window flush with the image's end. An image smaller than the patch along an axis is
-    padded to the patch (half before, half after): the one window along that axis then starts at ``-pad``.
-    nnU-Net spaces its windows evenly instead (``compute_steps_for_sliding_window``); both cover every voxel at least
-    once with neighbours overlapping by about half a patch (``docs/prediction.md``).
+    Along each axis nnU-Net takes the fewest windows whose step is at most ``patch * (1 - overlap)`` and spaces
+    them evenly from the image's start to its end, each start rounded to a voxel
+    (``compute_steps_for_sliding_window``). An image smaller than the patch along an axis is padded to the patch
+    (half before, half after): the one window along that axis then starts at ``-pad``.
 
-    Example:
-        A 512-pixel axis, a 256-pixel patch, half overlap: windows every 128 pixels.
+    Examples:
+        nnU-Net's own example: 110 voxels, a patch of 64, half overlap. A step of at most 32 needs
+        ceil(46 / 32) + 1 = 3 windows; spread over the 46 voxels they start 23 apart.
+
+        >>> window_starts((110,), (64,))
+        [(0,), (23,), (46,)]
+
+        A 512-pixel axis, a 256-pixel patch: windows every 128 pixels; a 100-pixel axis in a 128-pixel patch:
+        one window, 14 pixels of padding before.
 
         >>> window_starts((512, 100), (256, 128))
         [(0, -14), (128, -14), (256, -14)]
     """
-    from monai.data.utils import dense_patch_slices
-
-    padded, before = [], []
+    per_axis = []
     for n, p in zip(image_shape, patch_size):
-        pad = max(int(p) - int(n), 0)
-        padded.append(int(n) + pad)
-        before.append(pad // 2)
-    interval = [p if p == n else max(int(p * (1 - overlap)), 1) for n, p in zip(padded, patch_size)]
-    slices = dense_patch_slices(padded, [int(p) for p in patch_size], interval)
-    return [tuple(int(s.start) - b for s, b in zip(window, before)) for window in slices]
+        n, p = int(n), int(p)
+        if n <= p:
+            per_axis.append([-((p - n) // 2)])
+            continue
+        largest_step = p * (1 - overlap)
+        count = math.ceil((n - p) / largest_step) + 1
+        step = (n - p) / (count - 1)
+        # round half to even, as numpy's np.round in nnU-Net (Python's round does the same)
+        per_axis.append([round(step * i) for i in range(count)])
+    return list(itertools.product(*per_axis))
 
 
 def gaussian_weights(patch_size: Sequence[int]) -> np.ndarray:
     """The weight of each voxel of a window's logits when windows are stitched: a Gaussian, sigma = patch / 8.
 
     The centre of a window counts most and its border least, because the network saw less context near a patch's
-    border (nnU-Net's ``compute_gaussian``; here MONAI's ``compute_importance_map``, the one the stitching uses).
-    Normalised to a maximum of 1.
+    border. As nnU-Net's ``compute_gaussian``: a single 1 at the centre voxel (``patch // 2``) blurred by scipy's
+    Gaussian filter (sigma = patch / 8 along each axis, cut off at 4 sigma), normalised, and voxels the filter did
+    not reach set to the smallest weight, so no voxel of a window counts zero. Normalised here to a maximum of 1
+    (nnU-Net scales to 10 for its float16 sums; the scale cancels when the sum is divided by the summed weights).
     """
-    from monai.data.utils import compute_importance_map
+    from scipy.ndimage import gaussian_filter
 
-    weights = compute_importance_map(tuple(int(p) for p in patch_size), mode="gaussian",
-                                     sigma_scale=GAUSSIAN_SIGMA_SCALE).numpy()
-    return (weights / weights.max()).astype(np.float32)
+    patch = tuple(int(p) for p in patch_size)
+    impulse = np.zeros(patch)
+    impulse[tuple(p // 2 for p in patch)] = 1.0
+    weights = gaussian_filter(impulse, sigma=[p * GAUSSIAN_SIGMA_SCALE for p in patch], order=0, mode="constant",
+                              cval=0.0)
+    weights /= weights.max()
+    weights[weights == 0] = weights[weights > 0].min()
+    return weights.astype(np.float32)
+
+
+def _padding(image_shape: Sequence[int], patch_size: Sequence[int]) -> list[tuple[int, int]]:
+    """Voxels added (before, after) along each axis so the image holds at least one patch: half before, half after."""
+    pads = [max(int(p) - int(n), 0) for n, p in zip(image_shape, patch_size)]
+    return [(pad // 2, pad - pad // 2) for pad in pads]
 
 
 def _free_gpu_bytes(device: torch.device) -> int | None:
@@ -164,6 +187,11 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
                    batch_size: int = 8) -> torch.Tensor:
     """Sliding-window logits ``(K, *spatial)`` (float32) for one image ``data (C, *spatial)``.
 
+    The image is padded with zeros to at least one patch; every window of :func:`window_starts` goes through the
+    network (with its mirrored copies when ``tta``); its logits, times :func:`gaussian_weights`, are added into
+    the image's sum, the weights into a second sum; the first divided by the second is the prediction, and the
+    padding is cut off again.
+
     The network runs on ``device`` (default: where its weights are; given another, the network is moved there).
     The logits are stitched on that device, or on the CPU when they would not fit (:func:`stitching_device`).
     """
@@ -171,30 +199,42 @@ def predict_logits(network: torch.nn.Module, data: np.ndarray | torch.Tensor, *,
     if _network_device(network) != device:
         network.to(device)
     image = torch.as_tensor(np.asarray(data, dtype=np.float32) if not isinstance(data, torch.Tensor) else data)
-    image = image.to(device=device, dtype=torch.float32)[None]
-    n_dims = len(patch_size)
-    mirror = mirror_axes_combinations(n_dims) if tta else [()]
+    image = image.to(dtype=torch.float32)
+    patch = tuple(int(p) for p in patch_size)
+    padding = _padding(image.shape[1:], patch)
+    # torch's pad takes (before, after) pairs from the last axis backwards
+    image = torch.nn.functional.pad(image, [side for pair in reversed(padding) for side in pair], value=0.0)
+    starts = [tuple(s + before for s, (before, _) in zip(window, padding))
+              for window in window_starts(data.shape[1:], patch, overlap)]
+
+    mirror = mirror_axes_combinations(len(patch)) if tta else [()]
     network.eval()
     n_classes = int(getattr(network, "n_classes", 0)) or 1
-    stitch_on = stitching_device(device, 4 * (n_classes + 1) * image[0, 0].numel(), _free_gpu_bytes(device))
-
-    from monai.inferers import sliding_window_inference
-
+    stitch_on = stitching_device(device, 4 * (n_classes + 1) * image[0].numel(), _free_gpu_bytes(device))
     free = _free_gpu_bytes(device) if device.type == "cuda" else available_memory_bytes()
-    together = min(copies_per_pass(network, patch_size, len(mirror), device, free), batch_size)
+    together = min(copies_per_pass(network, patch, len(mirror), device, free), batch_size)
     # each window brings its mirrored copies along; windows are batched only when all copies of one fit
     windows_per_pass = max(1, batch_size // len(mirror)) if together == len(mirror) else 1
-    with _autocast(device), warnings.catch_warnings():
-        # MONAI 1.5 indexes with a list of slices, which recent torch releases warn about on every window (MONAI
-        # 1.6 does not, but needs torch >= 2.8: pyproject.toml). The indexing still means what MONAI intends with
-        # the torch versions tutorseg takes (tests/test_inference.py); learners need not read it in every cell.
-        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
-                                category=UserWarning)
-        logits = sliding_window_inference(
-            image, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=windows_per_pass,
-            predictor=lambda x: _mirrored_logits(network, x, mirror, together), overlap=overlap, mode="gaussian",
-            sigma_scale=GAUSSIAN_SIGMA_SCALE, padding_mode="constant", cval=0.0, sw_device=device, device=stitch_on)
-    return logits[0].float()
+
+    image = image.to(stitch_on)
+    weights = torch.from_numpy(gaussian_weights(patch)).to(stitch_on)
+    logits_sum: torch.Tensor | None = None
+    weight_sum = torch.zeros(image.shape[1:], dtype=torch.float32, device=stitch_on)
+    with _autocast(device):
+        for first in range(0, len(starts), windows_per_pass):
+            group = [tuple(slice(s, s + p) for s, p in zip(window, patch))
+                     for window in starts[first:first + windows_per_pass]]
+            batch = torch.stack([image[(slice(None), *window)] for window in group]).to(device)
+            logits = _mirrored_logits(network, batch, mirror, together).to(stitch_on, torch.float32)
+            if logits_sum is None:  # the number of classes is what the network gives
+                logits_sum = torch.zeros((logits.shape[1], *image.shape[1:]), dtype=torch.float32, device=stitch_on)
+            for window, window_logits in zip(group, logits):
+                logits_sum[(slice(None), *window)] += window_logits * weights
+                weight_sum[window] += weights
+    assert logits_sum is not None
+    logits_sum /= weight_sum
+    inside = tuple(slice(before, before + n) for (before, _), n in zip(padding, data.shape[1:]))
+    return logits_sum[(slice(None), *inside)].contiguous()
 
 
 def softmax_on_cpu(logits: torch.Tensor) -> np.ndarray:
