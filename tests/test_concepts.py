@@ -1,12 +1,13 @@
 """The functions behind the notebooks' concept figures: sliding windows, Gaussian weights, metric pitfalls.
 
-Each number is checked against a hand computation or against the component that really does the work (MONAI's
-sliding window, tutorseg's evaluation).
+Each number is checked against a hand computation or against the component that really does the work (tutorseg's
+sliding-window prediction, tutorseg's evaluation).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,44 +15,60 @@ import torch
 
 import tutorseg
 from tutorseg.evaluation.pitfalls import farthest_background_voxel, metric_pitfalls, pitfall_table
-from tutorseg.training.model.sliding_window import gaussian_weights, window_starts
+from tutorseg.training.model.sliding_window import gaussian_weights, predict_logits, window_starts
+
+ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ISBI2012_EM_membrane"
 
 
-@pytest.mark.filterwarnings("ignore:Using a non-tuple sequence")
+class _WindowRecorder(torch.nn.Module):
+    """A stand-in network that writes down the corner of every window it is given and returns zeros.
+
+    Its input is a ramp (channel a holds each voxel's coordinate along axis a, 1-based; padding is 0), so the first
+    voxel inside the image tells where the window starts.
+    """
+
+    def __init__(self, n_dims: int):
+        super().__init__()
+        self.n_dims, self.seen = n_dims, []
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # so the predictor can ask where the weights are
+
+    def forward(self, batch):
+        for window in batch:
+            starts = []
+            for axis in range(self.n_dims):
+                line = window[axis].amax(dim=tuple(a for a in range(self.n_dims) if a != axis))
+                inside = torch.nonzero(line > 0).flatten()
+                starts.append(int(line[inside[0]]) - 1 - int(inside[0]))
+            self.seen.append(tuple(starts))
+        return torch.zeros_like(batch[:, :1])
+
+
 @pytest.mark.parametrize("image, patch", [((256, 256), (128, 128)), ((35, 50, 36), (28, 40, 32)),
                                           ((35, 50, 36), (40, 56, 40)), ((100, 37), (64, 32))])
-def test_window_starts_are_where_monai_really_puts_the_windows(image, patch):
-    """A predictor that writes down the corner of every window it is given, through MONAI's own inference."""
-    from monai.inferers import sliding_window_inference
-
-    ramp = torch.zeros(1, len(image), *image)  # channel a holds each voxel's coordinate along axis a (1-based)
+def test_window_starts_are_where_the_prediction_really_puts_the_windows(image, patch):
+    """The windows predict_logits sends through the network are those window_starts lists (figures draw these)."""
+    ramp = torch.zeros(len(image), *image)
     for axis in range(len(image)):
         shape = [1] * len(image)
         shape[axis] = image[axis]
-        ramp[0, axis] = torch.arange(1, image[axis] + 1, dtype=torch.float32).reshape(shape).expand(image)
-    seen = []
-
-    def record(batch):
-        for window in batch:
-            # the first voxel that is inside the image (coordinate >= 1) tells where the window starts
-            starts = []
-            for axis in range(len(image)):
-                line = window[axis].amax(dim=tuple(a for a in range(len(image)) if a != axis))
-                inside = torch.nonzero(line > 0).flatten()
-                starts.append(int(line[inside[0]]) - 1 - int(inside[0]))
-            seen.append(tuple(starts))
-        return torch.zeros_like(batch[:, :1])  # a new tensor: MONAI weights the output in place
-
-    sliding_window_inference(ramp, roi_size=patch, sw_batch_size=1, predictor=record, overlap=0.5, mode="gaussian",
-                             padding_mode="constant", cval=0.0)
-    assert sorted(seen) == sorted(window_starts(image, patch))
+        ramp[axis] = torch.arange(1, image[axis] + 1, dtype=torch.float32).reshape(shape).expand(image)
+    recorder = _WindowRecorder(len(image))
+    predict_logits(recorder, ramp, patch_size=patch, tta=False, batch_size=1)
+    assert sorted(recorder.seen) == sorted(window_starts(image, patch))
 
 
-def test_window_counts_by_hand():
+def test_window_starts_by_hand_as_nnunet_spaces_them():
+    # nnU-Net's own example (compute_steps_for_sliding_window): 110 voxels, patch 64, step at most 32:
+    # ceil((110 - 64) / 32) + 1 = 3 windows, spread evenly over 46 voxels: 0, 23, 46
+    assert window_starts((110,), (64,)) == [(0,), (23,), (46,)]
     # 512 pixels, patch 256, step 128: starts 0, 128, 256 -> 3 per axis, 9 windows
     assert len(window_starts((512, 512), (256, 256))) == 9
-    # 35 voxels, patch 28, step 14: starts 0, then the last flush with the end at 7 -> 2 per axis
+    # 35 voxels, patch 28: ceil(7 / 14) + 1 = 2 windows, 0 and 7 (flush with the end)
     assert sorted({s[0] for s in window_starts((35, 50, 36), (28, 40, 32))}) == [0, 7]
+    # 129 voxels, patch 64: ceil(65 / 32) + 1 = 4 windows, 65 / 3 = 21.67 apart: 0, 21.67, 43.33, 65 rounded
+    assert window_starts((129,), (64,)) == [(0,), (22,), (43,), (65,)]
+    # smaller than the patch: padded, half before (7 of 15), one window
+    assert window_starts((25,), (40,)) == [(-7,)]
 
 
 def test_gaussian_weights_peak_in_the_centre_with_sigma_an_eighth_of_the_patch():
@@ -63,6 +80,10 @@ def test_gaussian_weights_peak_in_the_centre_with_sigma_an_eighth_of_the_patch()
     for d in (4, 8, 16):
         assert math.isclose(float(weights[32 + d, 16]), math.exp(-d * d / (2 * sigma * sigma)), rel_tol=1e-3)
     assert weights[0, 0] < 0.01  # the corners barely count
+    assert weights.min() > 0  # where the filter did not reach (beyond 4 sigma): the smallest weight, never 0
+    # an even size: the centre voxel is patch // 2, so the map is one voxel longer on the near side
+    even = gaussian_weights((40,))
+    assert int(np.argmax(even)) == 20 and math.isclose(float(even[19]), float(even[21]))
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +159,44 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
 
     pitfalls = metric_pitfalls(reference, labels, spacing=spacing)
     assert len(plot_pitfalls(pitfalls, image).axes) == len(pitfalls)
+
+
+def test_panoptic_ids_by_hand():
+    from tutorseg.evaluation.instances import panoptic_map
+
+    labels = np.array([[1, 1, 0, 2, 2],
+                       [0, 0, 0, 2, 1],
+                       [1, 0, 1, 0, 1]])
+    # class 1 is a thing: its face-connected objects are {(0,0),(0,1)}, {(1,4),(2,4)}, {(2,0)}, {(2,2)}, numbered
+    # in scan order; class 2 (touching the second object) and class 0 are stuff
+    assert panoptic_map(labels, things=[1]).tolist() == [[1001, 1001, 0, 2000, 2000],
+                                                         [0, 0, 0, 2000, 1002],
+                                                         [1003, 0, 1004, 0, 1002]]
+    # both foreground classes as things: class 2's one object is 2001
+    assert panoptic_map(labels, things=[1, 2])[0, 3] == 2001
+    small_dropped = panoptic_map(labels, things=[1], min_size=2)  # single pixels stay stuff: class 1, instance 0
+    assert small_dropped[2, 0] == small_dropped[2, 2] == 1000 and small_dropped[1, 4] == 1002
+
+
+@pytest.mark.skipif(not ISBI.is_dir(), reason=f"needs {ISBI} (the shared data beside the repository; present in CI)")
+def test_the_segmentation_kinds_figure_counts_the_cells_of_a_real_slice():
+    from scipy import ndimage
+
+    from tutorseg.data.imageio import read_image
+    from tutorseg.viz import plot_segmentation_kinds
+
+    case = tutorseg.load_dataset(ISBI).training[0]
+    image, label = read_image(case.image_files[0]).array[0], read_image(case.label_file).array[0]
+    cells = ndimage.label(label == 0)[1]  # the inside of cells, between membranes (4-connected)
+    assert cells > 50
+    figure = plot_segmentation_kinds(image, label, things=[0], label_names={"cells": 0, "membrane": 1})
+    titles = [ax.get_title() for ax in figure.axes]
+    assert f"{cells} cells" in titles[2] and "stuff: membrane" in titles[3]
+    # the hippocampus: each class one object on the slice with the most foreground
+    sample = tutorseg.load_dataset(tutorseg.sample_dataset_path()).training[0]
+    figure = plot_segmentation_kinds(read_image(sample.image_files[0]).array[0], read_image(sample.label_file).array[0],
+                                     things=[1, 2], label_names={"Anterior": 1, "Posterior": 2})
+    assert "1 Anterior, 1 Posterior" in figure.axes[2].get_title()
 
 
 def test_the_pipeline_figure_lists_the_plans_decisions_in_their_kinds_colours(sample_fingerprint):

@@ -119,6 +119,41 @@ def label_instances(mask: np.ndarray, *, min_size: int = 0, full_connectivity: b
     return instances.astype(np.int32), int(n)
 
 
+# panoptic ids: class * 1000 + instance (Cityscapes' encoding, COCO panopticapi's ``label_divisor``); instance 0 = stuff
+PANOPTIC_LABEL_DIVISOR = 1000
+
+
+def panoptic_map(label_map: np.ndarray, things, *, min_size: int = 0) -> np.ndarray:
+    """Semantic label map -> panoptic ids: a class for every pixel, and an instance for every object of a thing class.
+
+    Semantic segmentation (what nnU-Net does) gives each voxel a class; instance segmentation tells the objects
+    apart (two touching cells are two instances); panoptic segmentation (Kirillov et al. 2019) does both: *stuff*
+    (uncountable: membrane, background tissue) keeps its class, and each connected object of a *thing* class
+    (countable: cells, nuclei, lesions) gets its own instance number.
+
+    Args:
+        label_map: ``(*spatial)`` integer classes.
+        things: the class values whose connected components are objects; every other class is stuff.
+        min_size: objects smaller than this many voxels stay stuff (instance 0).
+
+    Returns:
+        ``(*spatial)`` int64: ``class * PANOPTIC_LABEL_DIVISOR + instance``, instance 1, 2, ... per object of each
+        thing class (face-connected), 0 for stuff.
+
+    >>> labels = np.array([[1, 1, 0, 1],
+    ...                    [0, 0, 0, 1]])
+    >>> panoptic_map(labels, things=[1])   # two separate objects of class 1; class 0 is stuff
+    array([[1001, 1001,    0, 1002],
+           [   0,    0,    0, 1002]])
+    """
+    label_map = np.asarray(label_map)
+    panoptic = label_map.astype(np.int64) * PANOPTIC_LABEL_DIVISOR
+    for value in things:
+        instances, _ = label_instances(label_map == value, min_size=min_size)
+        panoptic += instances
+    return panoptic
+
+
 INTERIOR, BORDER = 1, 2  # the class values of a border-class dataset (background 0)
 
 

@@ -6,7 +6,8 @@
   :func:`plot_training_curves`, :func:`plot_metrics`,
   :func:`plot_cross_validation`);
 - ``tutorseg.viz.concepts``: a concept happening on a real case (:func:`plot_pipeline`, :func:`plot_deep_supervision`, :func:`plot_normalisation`,
-  :func:`plot_receptive_field`, :func:`plot_resampling`, :func:`plot_sliding_windows`, :func:`plot_pitfalls`);
+  :func:`plot_segmentation_kinds`, :func:`plot_receptive_field`, :func:`plot_resampling`,
+  :func:`plot_sliding_windows`, :func:`plot_pitfalls`);
 - ``tutorseg.viz.widgets``: :func:`slice_viewer`, ipywidgets controls around :func:`plot_slices` (no interactive
   matplotlib backend needed, so it works on Colab).
 
@@ -29,6 +30,7 @@ from tutorseg.viz.concepts import (
     plot_pitfalls,
     plot_receptive_field,
     plot_resampling,
+    plot_segmentation_kinds,
     plot_sliding_windows,
 )
 from tutorseg.viz.plots import (
@@ -47,4 +49,4 @@ from tutorseg.viz.widgets import PlanExplorer, SliceViewer, plan_explorer, slice
 __all__ = ["CLASS_COLOURS", "ERROR_COLOURS", "PlanExplorer", "SliceViewer", "VizError", "error_map",
            "feature_map_sizes", "plot_cross_validation", "figure_to_png", "plan_explorer", "plot_case", "plot_fingerprint", "plot_metrics",
            "plot_deep_supervision", "plot_network", "plot_normalisation", "plot_pipeline", "plot_pitfalls", "plot_receptive_field", "plot_resampling", "plot_slices",
-           "plot_sliding_windows", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]
+           "plot_segmentation_kinds", "plot_sliding_windows", "plot_training_curves", "save_figure", "slice_viewer", "window_from_level"]

@@ -1,10 +1,10 @@
-"""Figures that show a concept happening on real data: the receptive field, resampling, sliding windows, pitfalls.
+"""Figures that show a concept on real data: segmentation kinds, receptive field, resampling, windows, pitfalls.
 
 Each takes arrays of a real case (and a plan's numbers) and returns a ``Figure``; the numbers come from the
 functions that do the work (:func:`tutorseg.planning.topology.receptive_field`,
 :func:`tutorseg.preprocessing.resampling.resample_image`, :func:`tutorseg.training.model.sliding_window.window_starts`,
 :func:`tutorseg.evaluation.pitfalls.metric_pitfalls`), so the picture is what tutorseg does, not a sketch of it.
-Notebooks 02 and 04 draw them.
+Notebooks 00, 02 and 04 draw them.
 """
 
 from __future__ import annotations
@@ -203,6 +203,66 @@ def plot_pitfalls(pitfalls, image: np.ndarray, *, class_name: str | None = None,
                     title=f"{pitfall.name}\nDice {m['dice']:.3f}  HD95 {m['hd95_mm']:.1f} mm\n"
                           f"surface Dice {m['surface_dice']:.3f}")
         ax.title.set_fontsize(8)
+    return fig
+
+
+def plot_segmentation_kinds(image: np.ndarray, label: np.ndarray, *, things: Sequence[int],
+                            label_names=None, name: str = "", axis: int = -1) -> Figure:
+    """One real slice segmented three ways: semantic (a class per pixel), instance (objects), panoptic (both).
+
+    The instances are the connected objects of the ``things`` classes in the reference label
+    (:func:`tutorseg.evaluation.instances.panoptic_map`); every other class is stuff.
+
+    Args:
+        image: ``(*spatial)`` one channel, 2D or 3D.
+        label: ``(*spatial)`` its reference classes.
+        things: the countable classes (cells: each one an object); the rest is stuff (membrane, background).
+        label_names: class names to values (``dataset.labels``), for the legend and the titles.
+        name: what the data is, for the first panel's title.
+        axis: for 3D, the axis the slice is taken across (the slice with the most foreground).
+
+    Returns:
+        the Figure: the image, the semantic classes, each object in its own colour, and stuff and objects together.
+    """
+    from matplotlib.colors import ListedColormap
+
+    from tutorseg.evaluation.instances import panoptic_map
+
+    image, label = np.asarray(image), np.asarray(label)
+    index = foreground_slice(label, axis) if label.ndim == 3 else None
+    label_plane = _plane(label, axis, index)
+    panoptic = panoptic_map(label_plane, things)
+    is_thing = np.isin(label_plane, list(things))
+    # one number per object across all thing classes (the panoptic id's instance part restarts for each class)
+    instance = np.zeros(label_plane.shape, np.int64)
+    instance[is_thing] = np.unique(panoptic[is_thing], return_inverse=True)[1].ravel() + 1
+    names = {0: "background"}
+    names.update({int(v): str(k) for k, v in (label_names or {}).items()})
+    counts = {int(v): len(np.unique(panoptic[label_plane == v])) for v in things if (label_plane == v).any()}
+    objects = ", ".join(f"{counts.get(int(v), 0)} {names.get(int(v), f'class {v}')}" for v in things)
+    stuff = ", ".join(names.get(int(v), f"class {v}") for v in np.unique(label_plane) if int(v) not in things)
+    from matplotlib import colormaps
+
+    # objects in well-separated colours (tab20's dark shades, then its light ones, repeated after 20); stuff and
+    # unlabelled pixels transparent
+    n = int(instance.max(initial=0))
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    cmap = ListedColormap([(0, 0, 0, 0), *[colormaps["tab20"].colors[order[i % 20]] for i in range(n)]])
+    origin = "lower" if image.ndim == 3 else "upper"  # as plot_slices draws a 3D plane
+    stuff_volume = np.where(np.isin(label, list(things)), 0, label)
+    fig, axes = new_figure(4, panel_size=3.0)
+    panels = [(None, f"{name}\nimage" if name else "image"),
+              (label, "semantic: a class for every pixel"),
+              (None, f"instance: each object its own id\n{objects}"),
+              (stuff_volume, f"panoptic: stuff by class, things by object\nstuff: {stuff or 'none'}")]
+    for i, (ax, (overlay, title)) in enumerate(zip(axes, panels)):
+        plot_slices(image, overlay, axis=axis, index=index, label_names=label_names, legend=i == 1, ax=ax,
+                    title=title)
+        if i >= 2 and n:
+            ax.imshow(np.ma.masked_equal(instance, 0), cmap=cmap, vmin=0, vmax=n, alpha=0.6, origin=origin,
+                      interpolation="nearest")
+        ax.title.set_fontsize(9)
+        ax.set_axis_off()
     return fig
 
 
