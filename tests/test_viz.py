@@ -351,6 +351,27 @@ def test_plot_training_curves(tmp_path, artefact_dir):
         plot_training_curves({"loss": [1, 2]})
 
 
+def test_a_run_beside_the_recorded_reference_runs(artefact_dir):
+    from tutorseg.viz import plot_against_reference, reference_runs
+
+    reference = reference_runs()  # tutorseg demo, three seeds, 5 minutes on 2 CPU cores (bench/seeds.md's table)
+    assert [(r["seed"], r["steps"][-1], r["validation_dice"]) for r in reference["runs"]] == [
+        (12345, 2366, 0.8098), (1, 2255, 0.7949), (2, 2300, 0.8046)]
+    history = {"train_loss": [1.2, 0.8, 0.5, 0.4], "ema_pseudo_dice": [0.0, 0.1, 0.3, 0.5],
+               "iterations": [50, 50, 50, 50], "elapsed_seconds": [30, 60, 90, 120]}
+    fig = plot_against_reference(history)
+    by_step, loss_by_step, by_minute = fig.axes
+    grey, this_run = by_step.lines[:3], by_step.lines[3]
+    assert [list(line.get_xdata()) for line in grey] == [r["steps"] for r in reference["runs"]]
+    assert list(this_run.get_xdata()) == [50, 100, 150, 200] and list(this_run.get_ydata()) == [0.0, 0.1, 0.3, 0.5]
+    assert list(loss_by_step.lines[3].get_ydata()) == history["train_loss"]
+    assert list(by_minute.lines[3].get_xdata()) == [0.5, 1.0, 1.5, 2.0]
+    assert "T4 GPU: not measured" in fig.texts[0].get_text()
+    _png_ok(save_figure(fig, artefact_dir / "against_reference.png"))
+    with pytest.raises(VizError, match="hippocampus_sample_5m_cpu2"):
+        reference_runs("a_run_nobody_recorded")
+
+
 def test_plot_metrics_of_a_real_evaluation(sample, artefact_dir):
     from tutorseg.evaluation.metrics import evaluate
     from tutorseg.viz import plot_metrics

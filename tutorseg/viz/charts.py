@@ -255,6 +255,73 @@ def plot_training_curves(history) -> Figure:
     return training_figure(history, class_colours=CLASS_COLOURS)
 
 
+REFERENCE_RUNS = Path(__file__).parent / "reference_runs"  # recorded runs (bench/make_reference_curves.py)
+
+
+def reference_runs(name: str = "hippocampus_sample_5m_cpu2") -> dict:
+    """Recorded training runs to compare a run with: what they trained, on what machine, and their curves.
+
+    ``hippocampus_sample_5m_cpu2``: ``tutorseg demo`` (notebook 03's 5-minute budget on the bundled sample) with
+    three seeds on 2 CPU cores. No GPU run is recorded yet.
+
+    Returns:
+        a dict: ``title``, ``command``, ``code``, ``date``, ``machine`` and ``runs``, each with its ``seed``,
+        ``validation_dice`` and per-epoch ``steps``, ``minutes``, ``train_loss``, ``pseudo_dice``,
+        ``ema_pseudo_dice``.
+    """
+    path = REFERENCE_RUNS / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in REFERENCE_RUNS.glob("*.json"))
+        raise VizError(f"no reference run {name!r}; recorded: {', '.join(known)}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def plot_against_reference(history, reference: str | Mapping = "hippocampus_sample_5m_cpu2") -> Figure:
+    """A run's EMA pseudo-Dice and training loss next to recorded runs of the same task: is this run healthy?
+
+    Per step, a healthy run's curves lie among the reference runs' (the same recipe learns the same per step on any
+    machine); per minute, a faster machine is further along. Reference runs are drawn grey, this run in colour.
+
+    Args:
+        history: this run's history (as :func:`plot_training_curves`); its ``iterations`` and ``elapsed_seconds``
+            give the steps and minutes.
+        reference: a name for :func:`reference_runs`, or such a dict.
+
+    Returns:
+        the Figure: EMA pseudo-Dice by step, training loss by step, EMA pseudo-Dice by minute.
+    """
+    from itertools import accumulate
+
+    history = _history_dict(history)
+    reference = reference_runs(reference) if isinstance(reference, str) else dict(reference)
+    steps = list(accumulate(history.get("iterations") or []))
+    minutes = [s / 60 for s in history.get("elapsed_seconds") or []]
+    ema, loss = history.get("ema_pseudo_dice") or [], history.get("train_loss") or []
+    if not steps or not ema:
+        raise VizError("the history has no 'iterations' or 'ema_pseudo_dice': give the history of a tutorseg run")
+
+    runs = reference["runs"]
+    seeds = ", ".join(str(run["seed"]) for run in runs)
+    dice = ", ".join(f"{run['validation_dice']:.3f}" for run in runs if run.get("validation_dice") is not None)
+    reference_label = f"reference runs, seeds {seeds}" + (f"\n(validation Dice {dice})" if dice else "")
+    fig, axes = new_figure(3, panel_size=3.8)
+    panels = [("ema_pseudo_dice", "steps", "EMA pseudo-Dice by step", steps, ema),
+              ("train_loss", "steps", "training loss by step", steps, loss),
+              ("ema_pseudo_dice", "minutes", "EMA pseudo-Dice by minute", minutes, ema)]
+    for ax, (key, x_key, title, x, y) in zip(axes, panels):
+        for i, run in enumerate(reference["runs"]):
+            ax.plot(run[x_key], run[key], color="0.6", linewidth=1, label=reference_label if i == 0 else None)
+        n = min(len(x), len(y))
+        ax.plot(x[:n], y[:n], color="#4477AA", linewidth=2, label="this run")
+        ax.set(title=title, xlabel=x_key)
+        if key == "ema_pseudo_dice":
+            ax.set_ylim(0, 1)
+    axes[0].legend(fontsize="small", loc="upper left")
+    fig.suptitle(f"reference: {reference['title']} ({reference['command']}, {reference['date']}); "
+                 "a T4 GPU: not measured yet", fontsize=9)
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------- metrics
 
 
