@@ -20,15 +20,28 @@ For each kind of model it:
    the default network: tutorseg must accept it), enough for the tiny networks to segment some hippocampus (after
    one epoch they predicted background everywhere, which would make equal label maps prove little);
 5. predicts the sample's first two held-out images (imagesTs) with ``nnUNetv2_predict``, with mirroring and without
-   (``--disable_tta``).
+   (``--disable_tta``), and a third image made of those two side by side (``hippocampus_wide``, 73 voxels along its
+   first axis: three overlapping windows of a 40-voxel patch), whose class probabilities are kept too
+   (``--save_probabilities``): where windows overlap, the stitching (window positions, Gaussian weights) decides
+   them.
+
+``find_best`` (after ``2d`` and ``3d_fullres``): nnU-Net's own choice between those two models and their ensemble.
+It validates each again with ``--val --npz`` (the probabilities ensembling needs), runs
+``nnUNetv2_find_best_configuration 991 -c 2d 3d_fullres -f 0``, and follows the instructions it prints
+(``nnUNetv2_predict`` per selected model, ``nnUNetv2_ensemble`` for an ensemble, ``nnUNetv2_apply_postprocessing``)
+on the two held-out images. It keeps ``inference_information.json``, the winner's ``postprocessing.json`` and
+``summary.json`` (never the pickle), and the final label maps in ``predictions/``, at the paths nnU-Net wrote them
+relative to the dataset's results folder; the test puts the ``2d`` and ``3d_fullres`` models beside them.
 
 ``isbi_2d`` does the same with the shared ISBI 2012 slices (2D PNG images, ``../shared/data``; it has no held-out
 images, so its first two training slices are predicted).
 
 What it keeps, per kind, in ``tests/data/nnunet_models/<kind>/``: the results folder as nnU-Net wrote it
 (``plans.json``, ``dataset.json``, ``dataset_fingerprint.json``, ``fold_0/checkpoint_final.pth``), and the label maps
-nnU-Net predicted (``predictions/`` and ``predictions_no_mirroring/``). ``tests/test_nnunet_models.py`` imports each
-model and checks tutorseg's predictions against these.
+nnU-Net predicted (``predictions/`` and ``predictions_no_mirroring/``), and for the Hippocampus kinds the wide case's
+probabilities as ``WIDE.npz`` in each (``probabilities`` in tutorseg's axis order, quantised to 0-255 to keep the
+fixture small: 0.002 apart at most). ``tests/test_nnunet_models.py`` imports each model and checks tutorseg's
+predictions against these.
 """
 
 from __future__ import annotations
@@ -53,8 +66,10 @@ KINDS = {
     "resenc_3d_fullres": (991, "3d_fullres", "nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
     "regions_3d_fullres": (992, "3d_fullres", "ExperimentPlanner", "nnUNetPlans"),
 }
+FIND_BEST = "find_best"  # nnU-Net's choice among the 2d and 3d_fullres models (their ensemble included)
 TRAINER = "nnUNetTrainer_5epochs"
 N_PREDICTED = 2
+WIDE = "hippocampus_wide"  # two held-out images side by side: larger than the patch, so windows overlap
 
 
 def sh(command: list[str], env: dict) -> None:
@@ -90,17 +105,84 @@ def make_tiny(plans_file: Path) -> None:
     plans_file.write_text(json.dumps(plans, indent=2))
 
 
+def write_wide_image(images: Path) -> None:
+    """``WIDE_0000.nii.gz``: the first two images of ``images`` side by side along the first array axis.
+
+    Cropped to their common size along the other axes; the first image's header (its 1 mm spacing) is kept.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    first, second = (nib.load(p) for p in sorted(images.glob("*_0000.nii.gz"))[:2])
+    a, b = (np.asarray(image.dataobj, dtype=np.float32) for image in (first, second))
+    common = tuple(min(x, y) for x, y in zip(a.shape[1:], b.shape[1:]))
+    crop = (slice(None), *(slice(0, n) for n in common))
+    nib.save(nib.Nifti1Image(np.concatenate([a[crop], b[crop]], axis=0), first.affine), images / f"{WIDE}_0000.nii.gz")
+
+
+def keep_probabilities(npz: Path, target: Path) -> None:
+    """nnU-Net's probabilities of one case (K, z, y, x), in tutorseg's axis order (K, x, y, z), quantised to uint8."""
+    import numpy as np
+
+    probabilities = np.load(npz)["probabilities"].astype(np.float32).transpose(0, 3, 2, 1)
+    np.savez_compressed(target, probabilities=np.round(probabilities * 255).astype(np.uint8))
+
+
+def find_best(work: Path, results: Path, env: dict) -> None:
+    """nnU-Net's find-best on the 2d and 3d_fullres models of dataset 991, and its instructions carried out."""
+    dataset = next(results.glob("Dataset991_*"))
+    for configuration in ("2d", "3d_fullres"):
+        sh(["nnUNetv2_train", "991", configuration, "0", "-tr", TRAINER, "-p", "nnUNetPlans", "--val", "--npz",
+            "-device", "cpu"], env)
+    sh(["nnUNetv2_find_best_configuration", "991", "-c", "2d", "3d_fullres", "-tr", TRAINER, "-p", "nnUNetPlans",
+        "-f", "0", "-np", "1"], env)
+    information = json.loads((dataset / "inference_information.json").read_text())
+    best = information["best_model_or_ensemble"]
+    images, out = work / "images_991", work / "find_best_predictions"
+    shutil.rmtree(out, ignore_errors=True)
+    selected = best["selected_model_or_models"]
+    parts = []
+    for i, model in enumerate(selected):
+        part = out / f"model_{i + 1}"
+        sh(["nnUNetv2_predict", "-i", str(images), "-o", str(part), "-d", "991", "-c", model["configuration"],
+            "-f", *[str(f) for f in information["folds"]], "-tr", model["trainer"], "-p", model["plans_identifier"],
+            "-device", "cpu", "-npp", "1", "-nps", "1", *(["--save_probabilities"] if len(selected) > 1 else [])],
+           env)
+        parts.append(part)
+    merged = parts[0]
+    if len(selected) > 1:
+        merged = out / "ensemble"
+        sh(["nnUNetv2_ensemble", "-i", *[str(p) for p in parts], "-o", str(merged), "-np", "1"], env)
+    final = out / "postprocessed"
+    sh(["nnUNetv2_apply_postprocessing", "-i", str(merged), "-o", str(final), "-pp_pkl_file",
+        best["postprocessing_file"], "-np", "1", "-plans_json", best["some_plans_file"]], env)
+    target = OUT / FIND_BEST
+    shutil.rmtree(target, ignore_errors=True)
+    (target / "predictions").mkdir(parents=True)
+    shutil.copy(dataset / "inference_information.json", target / "inference_information.json")
+    source = Path(best["postprocessing_file"]).parent  # crossval_results_folds_0 of a model, or ensembles/<name>
+    kept = target / source.relative_to(dataset)
+    kept.mkdir(parents=True)
+    for name in ("postprocessing.json", "summary.json"):
+        shutil.copy(source / name, kept / name)
+    for label_map in sorted(final.glob("*.nii.gz")):
+        shutil.copy(label_map, target / "predictions" / label_map.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-bin", type=Path, required=True, help="the bin folder of a venv with nnunetv2 2.8.1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_model_fixtures"))
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
+    parser.add_argument("--kinds", nargs="+", default=[*KINDS, FIND_BEST], choices=[*KINDS, FIND_BEST])
     args = parser.parse_args()
     raw, preprocessed, results = (args.work / name for name in ("raw", "preprocessed", "results"))
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed),
            "nnUNet_results": str(results), "nnUNet_n_proc_DA": "1", "OMP_NUM_THREADS": "2"}
     env["PATH"] = f"{os.environ['PATH']}:{args.nnunet_bin}"
     for kind in args.kinds:
+        if kind == FIND_BEST:
+            find_best(args.work, results, env)
+            continue
         dataset_id, configuration, planner, plans_name = KINDS[kind]
         folder = export(dataset_id, raw, env, regions=kind.startswith("regions"))
         plans_file = preprocessed / folder.name / f"{plans_name}.json"
@@ -118,6 +200,8 @@ def main() -> None:
             held_out = folder / "imagesTs" if (folder / "imagesTs").is_dir() else folder / "imagesTr"  # ISBI: none
             for image in sorted(held_out.glob("*_0000.*"))[:N_PREDICTED]:
                 shutil.copy(image, images / image.name)
+        if dataset_id != 993 and not (images / f"{WIDE}_0000.nii.gz").is_file():
+            write_wide_image(images)
         target = OUT / kind
         shutil.rmtree(target, ignore_errors=True)
         (target / "fold_0").mkdir(parents=True)
@@ -127,10 +211,13 @@ def main() -> None:
         for predictions, flags in (("predictions", []), ("predictions_no_mirroring", ["--disable_tta"])):
             out = args.work / f"{kind}_{predictions}"
             sh(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(dataset_id), "-c", configuration,
-                "-f", "0", "-tr", TRAINER, "-p", plans_name, "-device", "cpu", "-npp", "1", "-nps", "1", *flags], env)
+                "-f", "0", "-tr", TRAINER, "-p", plans_name, "-device", "cpu", "-npp", "1", "-nps", "1",
+                "--save_probabilities", *flags], env)
             (target / predictions).mkdir()
             for label_map in sorted([*out.glob("*.nii.gz"), *out.glob("*.png")]):
                 shutil.copy(label_map, target / predictions / label_map.name)
+            if (out / f"{WIDE}.npz").is_file():
+                keep_probabilities(out / f"{WIDE}.npz", target / predictions / f"{WIDE}.npz")
     print("written:", OUT)
 
 
