@@ -35,7 +35,7 @@ from tutorseg.integrations.nnunet_models import (
 from tutorseg.training.model.network import build_network
 
 MODELS = Path(__file__).parent / "data" / "nnunet_models"
-KINDS = sorted(p.name for p in MODELS.iterdir() if p.is_dir()) if MODELS.is_dir() else []
+KINDS = sorted(p.parent.name for p in MODELS.glob("*/plans.json"))  # one model per folder; find_best/ is not one
 AGREEMENT = 0.999  # issue #33: label agreement on at least 99.9 % of the voxels of every case
 WIDE = "hippocampus_wide"  # two held-out images side by side: three overlapping windows (the fixture script)
 # where windows overlap: nnU-Net sums the weighted logits in float16, tutorseg in float32, and the fixture keeps
@@ -245,3 +245,70 @@ def test_nnunets_postprocessing_comes_along_and_unknown_steps_are_refused(tmp_pa
     (crossval / "postprocessing.json").write_text(json.dumps(decision))
     with pytest.raises(NnUNetModelError, match="something_else"):
         import_nnunet_model(model, tmp_path / "again")
+
+
+# --------------------------------------------------------------------------------------------------- find-best
+
+
+def _results_with_find_best(tmp_path: Path) -> Path:
+    """nnUNet_results as nnU-Net left it: the 2d and 3d_fullres models, and its find-best decision beside them."""
+    dataset = tmp_path / "nnUNet_results" / "Dataset991_Hippocampus"
+    for kind in ("2d", "3d_fullres"):
+        shutil.copytree(MODELS / kind, dataset / f"nnUNetTrainer_5epochs__nnUNetPlans__{kind}",
+                        ignore=shutil.ignore_patterns("predictions*"))
+    shutil.copytree(MODELS / "find_best", dataset, dirs_exist_ok=True, ignore=shutil.ignore_patterns("predictions"))
+    return dataset
+
+
+def test_nnunets_find_best_decision_comes_along_and_predict_best_follows_it(sample_dir, tmp_path):
+    """The fixture's decision is nnU-Net 2.8.1's own (3d_fullres, with largest-component steps); its predictions
+    followed the instructions nnUNetv2_find_best_configuration printed (predict, then apply_postprocessing)."""
+    from tutorseg.prediction.instructions import InferenceInstructions
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
+
+    results = _results_with_find_best(tmp_path).parent
+    with pytest.raises(NnUNetModelError, match="choose one with configuration"):  # two models, no decision: ask
+        shutil.move(str(results / "Dataset991_Hippocampus" / "inference_information.json"), tmp_path / "info.json")
+        import_nnunet_model(results, tmp_path / "undecided")
+    shutil.move(str(tmp_path / "info.json"), results / "Dataset991_Hippocampus" / "inference_information.json")
+
+    imported = import_nnunet_model(results, tmp_path / "model")
+    assert imported.description["chosen_by_nnunet"] == ["3d_fullres"]
+    assert imported.best is not None and "predict --best" in repr(imported)
+    instructions = InferenceInstructions.load(imported.best)
+    assert instructions.configurations == ("3d_fullres",) and instructions.folds == (0,)
+    assert round(instructions.mean_dice, 4) == 0.6235  # nnU-Net's result_on_crossval_pre_pp
+    assert set(instructions.dice_per_class) == {"Anterior", "Posterior"}
+    assert instructions.postprocessing is not None
+    # nnU-Net's postprocessing.json: all foreground as one, then each class on its own
+    assert PostprocessingDecision.load(instructions.postprocessing).steps == ((1, 2), (1,), (2,))
+
+    reference = sorted((MODELS / "find_best" / "predictions").glob("*.nii.gz"))
+    images = _inputs("3d_fullres", sample_dir, [p.name.split(".")[0] for p in reference], tmp_path / "images")
+    assert main(["predict", "--best", str(imported.best), "-i", str(images), "-o", str(tmp_path / "out"), "-q"]) == 0
+    for theirs in reference:
+        agreement = float((_label_map(tmp_path / "out" / theirs.name) == _label_map(theirs)).mean())
+        assert agreement >= AGREEMENT, f"{theirs.name}: {agreement:.5f}"
+
+
+def test_an_ensemble_chosen_by_nnunet_becomes_an_ensemble_to_predict_with(sample_dir, tmp_path):
+    """nnU-Net's decision file with its choice edited to the ensemble of both (the format is nnU-Net's own; on the
+    fixture's data the single 3d_fullres model won), where find-best wrote no post-processing for it."""
+    from tutorseg.prediction.instructions import InferenceInstructions
+
+    dataset = _results_with_find_best(tmp_path)
+    information = json.loads((dataset / "inference_information.json").read_text())
+    best = information["best_model_or_ensemble"]
+    best["selected_model_or_models"] = [{"configuration": c, "plans_identifier": "nnUNetPlans",
+                                         "trainer": "nnUNetTrainer_5epochs"} for c in ("2d", "3d_fullres")]
+    name = "ensemble___nnUNetTrainer_5epochs__nnUNetPlans__2d___nnUNetTrainer_5epochs__nnUNetPlans__3d_fullres___0"
+    best["postprocessing_file"] = f"/elsewhere/nnUNet_results/{dataset.name}/ensembles/{name}/postprocessing.pkl"
+    (dataset / "inference_information.json").write_text(json.dumps(information))
+
+    imported = import_nnunet_model(dataset, tmp_path / "model")
+    instructions = InferenceInstructions.load(imported.best)
+    assert instructions.configurations == ("2d", "3d_fullres") and instructions.postprocessing is None
+    assert [d.parent.name for d in instructions.run_dirs["2d"]] == ["2d"]
+    images = _inputs("3d_fullres", sample_dir, ["hippocampus_002"], tmp_path / "images")
+    assert main(["predict", "--best", str(imported.best), "-i", str(images), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert (tmp_path / "out" / "hippocampus_002.nii.gz").is_file()

@@ -497,11 +497,14 @@ def _add_import_nnunet(sub) -> None:
     p = sub.add_parser("import-nnunet", help="take over a model trained by nnU-Net v2 (its results folder or zip) to "
                                              "predict, evaluate, view or fine-tune with")
     p.add_argument("model", type=Path, metavar="RESULTS_FOLDER|MODEL.zip",
-                   help="nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION, or nnUNetv2_export_model_to_zip's zip")
+                   help="nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION, or nnUNetv2_export_model_to_zip's "
+                        "zip; a dataset's results folder with nnU-Net's find-best decision (inference_information.json) "
+                        "gives its chosen model or ensemble, and MODEL_DIR/best.json for tutorseg predict --best")
     p.add_argument("-o", "--out", "--output", dest="output", type=Path, required=True, metavar="MODEL_DIR")
     p.add_argument("--checkpoint", choices=("final", "best"), default="final")
     p.add_argument("--folds", nargs="+", default=None, help="the folds to take (default: all trained)")
-    p.add_argument("--configuration", default=None, help="which model, where the path holds several")
+    p.add_argument("--configuration", default=None,
+                   help="which model, where the path holds several (default: the one nnU-Net's find-best chose)")
     p.set_defaults(func=_cmd_import_nnunet)
 
 

@@ -382,9 +382,18 @@ class NnUNetImport:
 
     def __repr__(self) -> str:
         d = self.description
+        if "best" in d:
+            return (f"NnUNetImport({d['dataset_name']}: {' + '.join(d['chosen_by_nnunet'])}, as nnU-Net's find-best "
+                    f"chose, from nnU-Net ({d['trainer']}, {d['plans_name']}) in {self.folder}; predict: tutorseg "
+                    f"predict --best {self.folder / d['best']} -i IMAGES -o OUT)")
         return (f"NnUNetImport({d['dataset_name']} {d['configuration']} from nnU-Net ({d['trainer']}, "
                 f"{d['plans_name']}), {len(self.run_dirs)} fold(s) in {self.folder}; predict: tutorseg predict "
                 f"{' '.join(str(r) for r in self.run_dirs)} -i IMAGES -o OUT)")
+
+    @property
+    def best(self) -> Path | None:
+        """``best.json``: nnU-Net's find-best decision as tutorseg's inference instructions, where it came along."""
+        return self.folder / self.description["best"] if "best" in self.description else None
 
 
 def _model_folders(root: Path) -> list[Path]:
@@ -399,11 +408,15 @@ def import_nnunet_model(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
     """Take over a model trained by nnU-Net v2: its results folder, or the zip ``nnUNetv2_export_model_to_zip`` made.
 
     Args:
-        path: ``nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION``, a folder above it, or the zip.
+        path: ``nnUNet_results/DatasetNNN_Name/TRAINER__PLANS__CONFIGURATION``, a folder above it, or the zip. A
+            dataset's folder with several models and nnU-Net's find-best decision (``inference_information.json``
+            of ``nnUNetv2_find_best_configuration``) gives the model or ensemble nnU-Net chose, and ``best.json``:
+            the same decision as tutorseg's inference instructions, with its post-processing
+            (``tutorseg predict --best MODEL_DIR/best.json``).
         out_dir: a new folder; gets ``<configuration>/fold_<k>`` run folders (and ``3d_lowres/`` for a cascade).
         checkpoint: ``"final"`` (``checkpoint_final.pth``) or ``"best"``.
         folds: the folds to take (default: every fold with that checkpoint).
-        configuration: which model, where ``path`` holds several (a zip of several configurations).
+        configuration: which model, where ``path`` holds several (default: the one nnU-Net's find-best chose).
 
     Returns:
         An :class:`NnUNetImport`; ``tutorseg predict`` takes its ``run_dirs``.
@@ -429,31 +442,132 @@ def import_nnunet_model(path: str | os.PathLike, out_dir: str | os.PathLike, *, 
         else:
             raise NnUNetModelError(f"{path} does not exist")
         models = _model_folders(root)
+        information = _inference_information(root)
         if configuration is not None:
             models = [m for m in models if m.name.rsplit("__", 1)[-1] == configuration]
         if not models:
             raise NnUNetModelError(f"{path} holds no nnU-Net model (a folder with plans.json and fold_<k>/ folders, "
                                    f"e.g. nnUNet_results/Dataset004_Hippocampus/nnUNetTrainer__nnUNetPlans__3d_fullres)"
                                    + (f" of configuration {configuration!r}" if configuration else ""))
-        cascade = [m for m in models if m.name.endswith("__3d_cascade_fullres")]
-        if len(models) > 1 and not (len(cascade) == 1 and len(models) == 2):
-            raise NnUNetModelError(f"{path} holds {len(models)} models ({', '.join(m.name for m in models)}); choose "
-                                   "one with configuration= (--configuration)")
-        main = cascade[0] if cascade else models[0]
-        first_stage = [m for m in models if m is not main]
+        chosen = None  # nnU-Net's own choice (nnUNetv2_find_best_configuration), where several models came with it
+        if configuration is None and len(models) > 1 and information is not None:
+            chosen = _chosen_by_nnunet(information[1], models, information[0])
+            members = [_with_first_stage(model, models) for model in chosen]
+        else:
+            cascade = [m for m in models if m.name.endswith("__3d_cascade_fullres")]
+            if len(models) > 1 and not (len(cascade) == 1 and len(models) == 2):
+                raise NnUNetModelError(f"{path} holds {len(models)} models ({', '.join(m.name for m in models)}) "
+                                       "and no inference_information.json of nnU-Net's find-best to choose by; "
+                                       "choose one with configuration= (--configuration)")
+            members = [_with_first_stage(cascade[0] if cascade else models[0], models)]
         staging = Path(tempfile.mkdtemp(prefix=".import_", dir=out_dir.parent if out_dir.parent.exists() else None))
         try:
-            description = _import_folder(main, staging, checkpoint, folds, previous_stage=bool(first_stage))
-            for lowres in first_stage:
-                _import_folder(lowres, staging, checkpoint, folds, previous_stage=False)
+            descriptions, imported = [], set()
+            for main, first_stage in members:
+                for folder in (*first_stage, main):
+                    if folder in imported:
+                        continue
+                    imported.add(folder)
+                    described = _import_folder(folder, staging, checkpoint, folds,
+                                               previous_stage=folder is main and bool(first_stage))
+                    if folder is main:
+                        descriptions.append(described)
             out_dir.mkdir(parents=True, exist_ok=True)
             for entry in staging.iterdir():
                 shutil.move(str(entry), out_dir / entry.name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        description = descriptions[0]
+        if chosen is not None:
+            assert information is not None
+            best = _write_best(out_dir, descriptions, *information)
+            description = {**description, "best": best.name,
+                           "chosen_by_nnunet": [d["configuration"] for d in descriptions]}
     write_json_atomic(out_dir / DESCRIPTION, description)
     runs = tuple(out_dir / name for name in description["folds"])
     return NnUNetImport(out_dir, runs, description)
+
+
+INFERENCE_INFORMATION = "inference_information.json"  # what nnUNetv2_find_best_configuration decided
+BEST = "best.json"  # the same decision as tutorseg's inference instructions (tutorseg predict --best)
+
+
+def _inference_information(root: Path) -> tuple[Path, dict] | None:
+    """nnU-Net's find-best decision at or under ``root``: (the dataset's results folder, its contents), or None."""
+    found = sorted(root.rglob(INFERENCE_INFORMATION)) if not (root / INFERENCE_INFORMATION).is_file() else \
+        [root / INFERENCE_INFORMATION]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise NnUNetModelError(f"{root} holds the find-best results of {len(found)} datasets "
+                               f"({', '.join(str(f.parent.name) for f in found)}); import one dataset's folder")
+    return found[0].parent, read_json_file(found[0])
+
+
+def _chosen_by_nnunet(information: dict, models: list[Path], dataset: Path) -> list[Path]:
+    """The model folders nnU-Net's find-best selected (one, or two for an ensemble)."""
+    try:
+        selected = information["best_model_or_ensemble"]["selected_model_or_models"]
+        names = [f"{m['trainer']}__{m['plans_identifier']}__{m['configuration']}" for m in selected]
+    except (KeyError, TypeError) as exc:
+        raise NnUNetModelError(f"{dataset / INFERENCE_INFORMATION} lacks {exc}: not written by nnU-Net v2's "
+                               "nnUNetv2_find_best_configuration") from None
+    by_name = {m.name: m for m in models}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise NnUNetModelError(f"{dataset / INFERENCE_INFORMATION} chose {' and '.join(names)}, but "
+                               f"{', '.join(missing)} is not there; import its results folder too, or choose a "
+                               f"model with configuration= (--configuration)")
+    return [by_name[n] for n in names]
+
+
+def _with_first_stage(model: Path, models: list[Path]) -> tuple[Path, list[Path]]:
+    """A model with the cascade's first stage (3d_lowres of the same trainer and plans) it needs, if it is one."""
+    if not model.name.endswith("__3d_cascade_fullres"):
+        return model, []
+    lowres = model.name.removesuffix("3d_cascade_fullres") + "3d_lowres"
+    stage = [m for m in models if m.name == lowres]
+    if not stage:
+        raise NnUNetModelError(f"{model} is a cascade's second stage; its first stage {lowres} must come with it")
+    return model, stage
+
+
+def _write_best(out_dir: Path, descriptions: list[dict], dataset: Path, information: dict) -> Path:
+    """nnU-Net's find-best decision as tutorseg's inference instructions (``best.json``), with its post-processing.
+
+    The decision's post-processing file (``postprocessing_file``: an absolute path on the machine that ran
+    find-best) is looked up at the same place under ``dataset``, and its ``postprocessing.json`` read, never the
+    pickle; per-class Dice from the ``summary.json`` beside it.
+    """
+    from tutorseg.planning import Plan
+    from tutorseg.prediction.instructions import InferenceInstructions
+
+    best = information["best_model_or_ensemble"]
+    configurations = tuple(d["configuration"] for d in descriptions)
+    run_dirs = {d["configuration"]: tuple(out_dir / fold for fold in d["folds"]) for d in descriptions}
+    plan = Plan.load(run_dirs[configurations[0]][0] / "plan.json")
+    source = _under_dataset(Path(best.get("postprocessing_file", "")).parent, dataset)
+    postprocessing = None
+    if source is not None and (source / "postprocessing.json").is_file():
+        decision = _postprocessing_decision(source / "postprocessing.json", plan)
+        postprocessing = decision.save(out_dir / "postprocessing.json")
+    dice_per_class = {}
+    if source is not None and (source / "summary.json").is_file():
+        names = {str(v): k for k, v in (plan.regions or plan.class_labels).items()}
+        for label, metrics in read_json_file(source / "summary.json").get("mean", {}).items():
+            dice_per_class[names.get(str(label), str(label))] = float(metrics["Dice"])
+    instructions = InferenceInstructions(configurations, run_dirs, postprocessing,
+                                         float(best.get("result_on_crossval_pre_pp", float("nan"))), dice_per_class,
+                                         tuple(int(f) for f in information.get("folds", ())))
+    return instructions.save(out_dir / BEST)
+
+
+def _under_dataset(path: Path, dataset: Path) -> Path | None:
+    """``.../DatasetNNN_Name/rest`` (a path from the machine that ran nnU-Net) as ``dataset/rest``, if it names it."""
+    parts = path.parts
+    if dataset.name not in parts:
+        return None
+    return dataset.joinpath(*parts[len(parts) - parts[::-1].index(dataset.name):])
 
 
 def _import_folder(model: Path, out: Path, checkpoint: str, folds, *, previous_stage: bool) -> dict:
@@ -530,16 +644,21 @@ def postprocessing_from_nnunet(model: Path, plan):
     Raises:
         NnUNetModelError: a step other than nnU-Net's largest-component removal.
     """
-    from tutorseg.prediction.postprocessing import PostprocessingDecision
-
     found = sorted(model.glob("crossval_results_folds_*/postprocessing.json"))
     if not found:
         return None
-    decision = read_json_file(found[-1])  # the most folds (names sort by their fold lists)
+    return _postprocessing_decision(found[-1], plan)  # the most folds (names sort by their fold lists)
+
+
+def _postprocessing_decision(file: Path, plan):
+    """One ``postprocessing.json`` of nnU-Net as tutorseg's :class:`PostprocessingDecision`."""
+    from tutorseg.prediction.postprocessing import PostprocessingDecision
+
+    decision = read_json_file(file)
     steps = []
     for name, kwargs in zip(decision.get("postprocessing_fns", []), decision.get("postprocessing_kwargs", [])):
         if name != LARGEST_COMPONENT:
-            raise NnUNetModelError(f"{found[-1]}: post-processing step {name!r}; tutorseg has nnU-Net's "
+            raise NnUNetModelError(f"{file}: post-processing step {name!r}; tutorseg has nnU-Net's "
                                    f"{LARGEST_COMPONENT} only. Import without it by removing that file.")
         labels = kwargs["labels_or_regions"]
         steps.append(tuple(int(v) for v in (labels if isinstance(labels, (list, tuple)) else [labels])))
