@@ -86,7 +86,8 @@ def nnunet_predict(bin_dir: Path, model: Path, images: Path, out: Path, *, tta: 
                                              "nnUNet_results": str(model.parent.parent)})
 
 
-def run(direction: str, model: Path, run_dirs: list[Path], images: Path, bin_dir: Path, out: Path) -> None:
+def run(direction: str, model: Path, run_dirs: list[Path], images: Path, bin_dir: Path, out: Path, *,
+        keep_nnunet: bool = False) -> None:
     import tutorseg
     from tutorseg.planning import Plan
 
@@ -98,11 +99,12 @@ def run(direction: str, model: Path, run_dirs: list[Path], images: Path, bin_dir
     for tta in (True, False):
         setting = "mirroring" if tta else "no mirroring"
         ours, theirs = out / f"tutorseg_{'tta' if tta else 'notta'}", out / f"nnunet_{'tta' if tta else 'notta'}"
-        for folder in (ours, theirs):
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(ours, ignore_errors=True)
         tutorseg.predict(run_dirs, nnunet_images, ours, tta=tta, save_probabilities=True, progress=False,
                          postprocess=False, device="cpu")
-        nnunet_predict(bin_dir, model, nnunet_images, theirs, tta=tta)
+        if not (keep_nnunet and theirs.is_dir()):
+            shutil.rmtree(theirs, ignore_errors=True)
+            nnunet_predict(bin_dir, model, nnunet_images, theirs, tta=tta)
         for case in sorted(p.name.removesuffix(ending) for p in theirs.glob(f"*{ending}")):
             row = {"direction": direction, "setting": setting, **compare(ours, theirs, case, ending, classes)}
             rows.append(row)
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--nnunet-bin", type=Path, required=True, help="bin folder of a venv with nnunetv2 2.8.1")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tutorseg_bench_parity"))
+    parser.add_argument("--keep-nnunet", action="store_true",
+                        help="reuse nnU-Net's predictions of an earlier run in --out (same model, same images)")
     args = parser.parse_args()
     out = args.out / args.direction
     out.mkdir(parents=True, exist_ok=True)
@@ -139,13 +143,14 @@ def main() -> None:
 
         shutil.rmtree(out / "model", ignore_errors=True)
         imported = import_nnunet_model(args.model, out / "model")
-        run(args.direction, args.model, list(imported.run_dirs), args.images, args.nnunet_bin, out)
+        run(args.direction, args.model, list(imported.run_dirs), args.images, args.nnunet_bin, out,
+            keep_nnunet=args.keep_nnunet)
     else:
         from tutorseg.integrations.nnunet_models import export_nnunet_model
 
         shutil.rmtree(out / "nnUNet_results", ignore_errors=True)
         model = export_nnunet_model(args.run, out / "nnUNet_results", dataset_id=990)
-        run(args.direction, model, list(args.run), args.images, args.nnunet_bin, out)
+        run(args.direction, model, list(args.run), args.images, args.nnunet_bin, out, keep_nnunet=args.keep_nnunet)
 
 
 if __name__ == "__main__":
