@@ -1,4 +1,4 @@
-"""What a learner sees: notebooks 01-03 run in a real browser, in the two front ends learners meet (issue 20).
+"""What a learner sees: notebooks 00-03 run in a real browser, in the two front ends learners meet (issue 20).
 
 - ``classic-ipywidgets7``: the classic Notebook 6.5.7 with Colab's ipywidgets 7.7.1 and kernel (``.venv-colab``),
   the closest stand-in for Colab's own front end (Colab cannot be reached from here);
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 @pytest.fixture(scope="module", params=sorted(FRONT_ENDS))
 def front_end(request, tmp_path_factory):
-    """A running Jupyter server of one front end, serving smoke-mode copies of notebooks 01-03; and a browser."""
+    """A running Jupyter server of one front end, serving smoke-mode copies of notebooks 00-03; and a browser."""
     pytest.importorskip("selenium")
     papermill = pytest.importorskip("papermill")
     if not (browser.CHROMIUM.is_file() and browser.CHROMEDRIVER.is_file()):
@@ -46,7 +46,7 @@ def front_end(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     served = root / "notebooks"
     served.mkdir()
-    for name in ("01_inspect_dataset", "02_fingerprint_and_plan", "03_train_fold"):
+    for name in ("00_setup", "01_inspect_dataset", "02_fingerprint_and_plan", "03_train_fold"):
         papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(served / f"{name}.ipynb"),
                                    parameters={"SMOKE": True, "WORK_DIR": str(root / "work")}, prepare_only=True,
                                    progress_bar=False)
@@ -149,3 +149,11 @@ def test_training_shows_its_live_plot(front_end):
     assert plots, "the training cell shows no live training plot"
     (front_end["shots"] / f"{front_end['name']}_live_plot.png").write_bytes(cell.screenshot_as_png)
     _figure_of(page, "plot_deep_supervision(", front_end["shots"] / f"{front_end['name']}_03_deep_supervision.png")
+    _figure_of(page, "plot_against_reference(", front_end["shots"] / f"{front_end['name']}_03_against_reference.png")
+
+
+def test_the_series_opens_with_the_kinds_of_segmentation(front_end):
+    """Notebook 00's pipeline and segmentation-kinds figures are drawn (their screenshots are looked at, issue 32)."""
+    page = _run(front_end, "00_setup.ipynb")
+    _figure_of(page, "plot_segmentation_kinds(", front_end["shots"] / f"{front_end['name']}_00_segmentation_kinds.png")
+    _figure_of(page, "plot_pipeline(", front_end["shots"] / f"{front_end['name']}_00_pipeline.png")
