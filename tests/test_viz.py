@@ -372,6 +372,22 @@ def test_a_run_beside_the_recorded_reference_runs(artefact_dir):
         reference_runs("a_run_nobody_recorded")
 
 
+def test_the_loss_gap_figure_draws_both_losses_by_step(artefact_dir):
+    from tutorseg.viz import plot_loss_gap
+
+    memorising = {"train_loss": [1.0, 0.5, 0.2, 0.1], "val_loss": [0.9, 0.6, 0.6, 0.7], "iterations": [50] * 4}
+    learning = {"train_loss": [1.0, 0.6, 0.4, 0.3], "val_loss": [0.9, 0.6, 0.45, 0.35], "iterations": [50] * 4}
+    fig = plot_loss_gap({"1 case": memorising, "16 cases": learning})
+    first, second = fig.axes
+    assert list(first.lines[0].get_xdata()) == [50, 100, 150, 200]
+    assert list(first.lines[0].get_ydata()) == memorising["train_loss"]
+    assert list(first.lines[1].get_ydata()) == memorising["val_loss"]
+    assert "gap at the end: +0.60" in first.get_title() and "gap at the end: +0.05" in second.get_title()
+    _png_ok(save_figure(fig, artefact_dir / "loss_gap.png"))
+    with pytest.raises(VizError, match="val_loss"):
+        plot_loss_gap({"no validation": {"train_loss": [1.0], "iterations": [50]}})
+
+
 def test_plot_metrics_of_a_real_evaluation(sample, artefact_dir):
     from tutorseg.evaluation.metrics import evaluate
     from tutorseg.viz import plot_metrics

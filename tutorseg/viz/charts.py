@@ -322,6 +322,40 @@ def plot_against_reference(history, reference: str | Mapping = "hippocampus_samp
     return fig
 
 
+def plot_loss_gap(runs: Mapping) -> Figure:
+    """Training loss and validation loss by step, one panel per run: the gap between them is over-fitting.
+
+    The training loss is measured on the augmented training patches, the validation loss on patches of cases the
+    run never trains on. While a network learns what generalises, both fall together; once it memorises its
+    training cases, the training loss goes on falling and the validation loss stops, or rises: the gap widens.
+
+    Args:
+        runs: label -> a run's history (as :func:`plot_training_curves` takes it), e.g.
+            ``{"2 training cases": small.history, "16 training cases": record.history}``.
+
+    Returns:
+        the Figure: per run, both losses by step, the gap shaded, its size at the end in the title.
+    """
+    from itertools import accumulate
+
+    fig, axes = new_figure(len(runs), panel_size=3.8)
+    for ax, (label, history) in zip(axes, runs.items()):
+        history = _history_dict(history)
+        train, val = history.get("train_loss") or [], history.get("val_loss") or []
+        steps = list(accumulate(history.get("iterations") or [])) or list(range(1, len(train) + 1))
+        n = min(len(steps), len(train), len(val))
+        if n == 0:
+            raise VizError(f"{label}: the history needs 'train_loss' and 'val_loss' per epoch")
+        ax.plot(steps[:n], train[:n], color="#4477AA", label="training loss (its own cases)")
+        ax.plot(steps[:n], val[:n], color="#EE6677", linestyle="--", label="validation loss (unseen cases)")
+        ax.fill_between(steps[:n], train[:n], val[:n], where=[v > t for t, v in zip(train[:n], val[:n])],
+                        color="#EE6677", alpha=0.15)
+        ax.set(title=f"{label}\ngap at the end: {val[n - 1] - train[n - 1]:+.2f}", xlabel="steps")
+        ax.title.set_fontsize(9)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------------------------------- metrics
 
 
