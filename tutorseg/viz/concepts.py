@@ -247,7 +247,7 @@ def plot_segmentation_kinds(image: np.ndarray, label: np.ndarray, *, things: Seq
     # unlabelled pixels transparent
     n = int(instance.max(initial=0))
     order = [*range(0, 20, 2), *range(1, 20, 2)]
-    cmap = ListedColormap([(0, 0, 0, 0), *[colormaps["tab20"].colors[order[i % 20]] for i in range(n)]])
+    cmap = ListedColormap([(0, 0, 0, 0), *[colormaps["tab20"](order[i % 20]) for i in range(n)]])
     origin = "lower" if image.ndim == 3 else "upper"  # as plot_slices draws a 3D plane
     stuff_volume = np.where(np.isin(label, list(things)), 0, label)
     fig, axes = new_figure(4, panel_size=3.0)
