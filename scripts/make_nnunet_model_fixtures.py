@@ -92,7 +92,7 @@ def export(dataset_id: int, raw: Path, env: dict, *, regions: bool) -> Path:
 
 
 def make_tiny(plans_file: Path) -> None:
-    """Cap the features at 4, 8, 16, 16...; one block per ResEnc stage; batch 2 (the topology's other fields kept)."""
+    """Cap the features at 4, 8, 16, 16...; one block per ResEnc stage; small batches (the topology's other fields kept)."""
     plans = json.loads(plans_file.read_text())
     for configuration in plans["configurations"].values():
         if "architecture" not in configuration:
@@ -101,7 +101,9 @@ def make_tiny(plans_file: Path) -> None:
         arch["features_per_stage"] = [min(4 * 2 ** i, 16) for i in range(arch["n_stages"])]
         if "n_blocks_per_stage" in arch:
             arch["n_blocks_per_stage"] = [1] * arch["n_stages"]
-        configuration["batch_size"] = 2 if len(configuration["patch_size"]) == 3 else 12
+        patch = configuration["patch_size"]
+        # 2D: 12 small slices as nnU-Net would take; ISBI's 512 x 512 patches: 2, or a CPU trains for hours
+        configuration["batch_size"] = 12 if len(patch) == 2 and patch[0] * patch[1] <= 256 * 256 else 2
     plans_file.write_text(json.dumps(plans, indent=2))
 
 
