@@ -224,6 +224,7 @@ def plot_segmentation_kinds(image: np.ndarray, label: np.ndarray, *, things: Seq
     Returns:
         the Figure: the image, the semantic classes, each object in its own colour, and stuff and objects together.
     """
+    from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
     from tutorseg.evaluation.instances import panoptic_map
@@ -241,7 +242,6 @@ def plot_segmentation_kinds(image: np.ndarray, label: np.ndarray, *, things: Seq
     counts = {int(v): len(np.unique(panoptic[label_plane == v])) for v in things if (label_plane == v).any()}
     objects = ", ".join(f"{counts.get(int(v), 0)} {names.get(int(v), f'class {v}')}" for v in things)
     stuff = ", ".join(names.get(int(v), f"class {v}") for v in np.unique(label_plane) if int(v) not in things)
-    from matplotlib import colormaps
 
     # objects in well-separated colours (tab20's dark shades, then its light ones, repeated after 20); stuff and
     # unlabelled pixels transparent
