@@ -33,6 +33,13 @@ on the two held-out images. It keeps ``inference_information.json``, the winner'
 ``summary.json`` (never the pickle), and the final label maps in ``predictions/``, at the paths nnU-Net wrote them
 relative to the dataset's results folder; the test puts the ``2d`` and ``3d_fullres`` models beside them.
 
+``cascade``: nnU-Net's two-stage cascade. nnU-Net plans one only for images much larger than the patch, so a copy
+of the sample (dataset 994) gets the two configurations by hand, as nnU-Net's documentation describes custom
+configurations: ``3d_lowres`` at 2 mm (patch 24 x 32 x 24) and ``3d_cascade_fullres`` after it. All five
+``3d_lowres`` folds are trained (their validations are the cascade's out-of-fold inputs), then fold 0 of the second
+stage; the held-out images are predicted by ``3d_lowres`` and then by the cascade with those predictions
+(``-prev_stage_predictions``). Kept: both results folders with fold 0's checkpoint, and the final label maps.
+
 ``isbi_2d`` does the same with the shared ISBI 2012 slices (2D PNG images, ``../shared/data``; it has no held-out
 images, so its first two training slices are predicted).
 
@@ -57,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "data" / "nnunet_models"
 SAMPLE = REPO / "tutorseg" / "data" / "sample_data" / "Task04_Hippocampus_sample"
 ISBI = REPO.parent / "shared" / "data" / "ISBI2012_EM_membrane"  # 2D PNG images: nnU-Net's NaturalImage2DIO
-SOURCES = {991: SAMPLE, 992: SAMPLE, 993: ISBI}
+SOURCES = {991: SAMPLE, 992: SAMPLE, 993: ISBI, 994: SAMPLE}
 # kind -> (dataset id, configuration, planner, plans name)
 KINDS = {
     "isbi_2d": (993, "2d", "ExperimentPlanner", "nnUNetPlans"),
@@ -67,6 +74,7 @@ KINDS = {
     "regions_3d_fullres": (992, "3d_fullres", "ExperimentPlanner", "nnUNetPlans"),
 }
 FIND_BEST = "find_best"  # nnU-Net's choice among the 2d and 3d_fullres models (their ensemble included)
+CASCADE = "cascade"  # 3d_lowres, then 3d_cascade_fullres, on a copy of the sample (dataset 994)
 TRAINER = "nnUNetTrainer_5epochs"
 N_PREDICTED = 2
 WIDE = "hippocampus_wide"  # two held-out images side by side: larger than the patch, so windows overlap
@@ -171,11 +179,64 @@ def find_best(work: Path, results: Path, env: dict) -> None:
         shutil.copy(label_map, target / "predictions" / label_map.name)
 
 
+def add_cascade(plans_file: Path) -> None:
+    """A 3d_lowres stage at 2 mm and the cascade's second stage, written into nnU-Net's plans by hand."""
+    plans = json.loads(plans_file.read_text())
+    configurations = plans["configurations"]
+    configurations["3d_lowres"] = {"inherits_from": "3d_fullres", "data_identifier": "nnUNetPlans_3d_lowres",
+                                   "spacing": [2.0, 2.0, 2.0], "patch_size": [24, 32, 24],
+                                   "median_image_size_in_voxels": [18.0, 25.0, 18.0],
+                                   "next_stage": "3d_cascade_fullres"}
+    configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
+    plans_file.write_text(json.dumps(plans, indent=2))
+
+
+def cascade(work: Path, raw: Path, preprocessed: Path, results: Path, env: dict) -> None:
+    """nnU-Net's cascade on dataset 994: five 3d_lowres folds, fold 0 of the second stage, both predicting."""
+    folder = export(994, raw, env, regions=False)
+    plans_file = preprocessed / folder.name / "nnUNetPlans.json"
+    if not plans_file.is_file():
+        sh(["nnUNetv2_plan_and_preprocess", "-d", "994", "-c", "3d_fullres", "-np", "2"], env)
+    make_tiny(plans_file)
+    add_cascade(plans_file)
+    sh(["nnUNetv2_preprocess", "-d", "994", "-c", "3d_lowres", "-np", "2"], env)
+    dataset = results / folder.name
+    for configuration, folds in (("3d_lowres", range(5)), ("3d_cascade_fullres", [0])):
+        for fold in folds:
+            model = dataset / f"{TRAINER}__nnUNetPlans__{configuration}"
+            if not (model / f"fold_{fold}" / "checkpoint_final.pth").is_file():
+                sh(["nnUNetv2_train", "994", configuration, str(fold), "-tr", TRAINER, "-device", "cpu"], env)
+    images = work / "images_994"
+    if not images.is_dir():
+        images.mkdir(parents=True)
+        for image in sorted((folder / "imagesTs").glob("*_0000.*"))[:N_PREDICTED]:
+            shutil.copy(image, images / image.name)
+    lowres, final = work / "cascade_lowres_predictions", work / "cascade_predictions"
+    for out, configuration, extra in ((lowres, "3d_lowres", []),
+                                      (final, "3d_cascade_fullres", ["-prev_stage_predictions", str(lowres)])):
+        shutil.rmtree(out, ignore_errors=True)
+        sh(["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", "994", "-c", configuration, "-f", "0",
+            "-tr", TRAINER, "-device", "cpu", "-npp", "1", "-nps", "1", *extra], env)
+    target = OUT / CASCADE
+    shutil.rmtree(target, ignore_errors=True)
+    for configuration in ("3d_lowres", "3d_cascade_fullres"):
+        model = dataset / f"{TRAINER}__nnUNetPlans__{configuration}"
+        kept = target / model.name
+        (kept / "fold_0").mkdir(parents=True)
+        for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+            shutil.copy(model / name, kept / name)
+        shutil.copy(model / "fold_0" / "checkpoint_final.pth", kept / "fold_0" / "checkpoint_final.pth")
+    (target / "predictions").mkdir()
+    for label_map in sorted(final.glob("*.nii.gz")):
+        shutil.copy(label_map, target / "predictions" / label_map.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-bin", type=Path, required=True, help="the bin folder of a venv with nnunetv2 2.8.1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nnunet_model_fixtures"))
-    parser.add_argument("--kinds", nargs="+", default=[*KINDS, FIND_BEST], choices=[*KINDS, FIND_BEST])
+    parser.add_argument("--kinds", nargs="+", default=[*KINDS, FIND_BEST, CASCADE],
+                        choices=[*KINDS, FIND_BEST, CASCADE])
     args = parser.parse_args()
     raw, preprocessed, results = (args.work / name for name in ("raw", "preprocessed", "results"))
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(preprocessed),
@@ -184,6 +245,9 @@ def main() -> None:
     for kind in args.kinds:
         if kind == FIND_BEST:
             find_best(args.work, results, env)
+            continue
+        if kind == CASCADE:
+            cascade(args.work, raw, preprocessed, results, env)
             continue
         dataset_id, configuration, planner, plans_name = KINDS[kind]
         folder = export(dataset_id, raw, env, regions=kind.startswith("regions"))

@@ -312,3 +312,20 @@ def test_an_ensemble_chosen_by_nnunet_becomes_an_ensemble_to_predict_with(sample
     images = _inputs("3d_fullres", sample_dir, ["hippocampus_002"], tmp_path / "images")
     assert main(["predict", "--best", str(imported.best), "-i", str(images), "-o", str(tmp_path / "out"), "-q"]) == 0
     assert (tmp_path / "out" / "hippocampus_002.nii.gz").is_file()
+
+
+def test_nnunets_cascade_comes_over_with_its_first_stage(sample_dir, tmp_path):
+    """nnU-Net 2.8.1's cascade (3d_lowres at 2 mm, then 3d_cascade_fullres; the fixture script says how it was
+    planned and trained): imported together, tutorseg predicts the first stage and then the second with it, as
+    nnUNetv2_predict with -prev_stage_predictions did."""
+    cascade = MODELS / "cascade"
+    imported = import_nnunet_model(cascade, tmp_path / "model")
+    assert imported.description["configuration"] == "3d_cascade_fullres"
+    assert (tmp_path / "model" / "3d_lowres" / "fold_0" / "checkpoint_final.pt").is_file()
+    reference = sorted((cascade / "predictions").glob("*.nii.gz"))
+    images = _inputs("3d_fullres", sample_dir, [p.name.split(".")[0] for p in reference], tmp_path / "images")
+    tutorseg.predict(list(imported.run_dirs), images, tmp_path / "out", progress=False)
+    for theirs in reference:
+        assert len(np.unique(_label_map(theirs))) > 1, "a fixture that predicts one label everywhere proves little"
+        agreement = float((_label_map(tmp_path / "out" / theirs.name) == _label_map(theirs)).mean())
+        assert agreement >= AGREEMENT, f"{theirs.name}: {agreement:.5f}"
