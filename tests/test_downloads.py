@@ -519,3 +519,34 @@ def test_gdrive_failure_falls_back_to_the_mirror(drive, server, sample_archive, 
     manifest = manifest_for(sample_archive, ["gdrive:QUOTA", serve(server, sample_archive)], sample_dir)
     folder = download(manifest, tmp_path / "data", progress=False)  # the http:// mirror is reached directly
     assert (folder / "dataset.json").is_file()
+
+
+def test_an_instructors_nnunet_model_comes_through_a_manifest(server, tmp_path):
+    """Notebook 04, Step 9: NNUNET_MODEL names a manifest; the model's zip is downloaded, verified by its checksum,
+    extracted safely (check=False: a model, not a dataset) and imported. The zip has the layout of nnU-Net's
+    nnUNetv2_export_model_to_zip; the model is tests/data/nnunet_models/3d_fullres (made by nnU-Net 2.8.1)."""
+    import zipfile
+
+    from tutorseg.integrations.downloads import download
+    from tutorseg.integrations.manifests import Manifest
+    from tutorseg.integrations.nnunet_models import import_nnunet_model
+
+    model = Path(__file__).parent / "data" / "nnunet_models" / "3d_fullres"
+    archive = tmp_path / "instructors_model.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for file in sorted(p for p in model.rglob("*") if p.is_file() and "predictions" not in p.parts[-2]):
+            z.write(file, f"Dataset991_Hippocampus/nnUNetTrainer_5epochs__nnUNetPlans__3d_fullres/"
+                          f"{file.relative_to(model).as_posix()}")
+    manifest = Manifest.from_dict({
+        "name": "instructors_model", "description": "a trained nnU-Net model", "license": "CC-BY-SA 4.0",
+        "citation": "MSD", "layout": "nnunetv2", "modality": "MRI", "dimensionality": 3, "spacing": "1 x 1 x 1 mm",
+        "expected_cases": 20,  # the cases the model was trained on (not checked: check=False)
+        "files": [{"filename": archive.name, "hash": file_hash(archive), "size": archive.stat().st_size,
+                   "sources": [serve(server, archive, "/models/instructors_model.zip")], "extract": True}]})
+    manifest_file = manifest.save(tmp_path / "instructors_model.json")
+
+    folder = download(manifest_file, tmp_path / "nnunet_download", check=False, progress=False)
+    imported = import_nnunet_model(folder, tmp_path / "nnunet_model")
+    assert imported.description["configuration"] == "3d_fullres"
+    assert [run.name for run in imported.run_dirs] == ["fold_0"]
+    assert (imported.run_dirs[0] / "checkpoint_final.pt").is_file()
