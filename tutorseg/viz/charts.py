@@ -255,6 +255,13 @@ def plot_training_curves(history) -> Figure:
     return training_figure(history, class_colours=CLASS_COLOURS)
 
 
+def _steps(history: Mapping) -> list[int]:
+    """The training steps done at the end of each epoch (the running sum of its ``iterations``; [] without them)."""
+    from itertools import accumulate
+
+    return list(accumulate(history.get("iterations") or []))
+
+
 REFERENCE_RUNS = Path(__file__).parent / "reference_runs"  # recorded runs (bench/make_reference_curves.py)
 
 
@@ -290,11 +297,9 @@ def plot_against_reference(history, reference: str | Mapping = "hippocampus_samp
     Returns:
         the Figure: EMA pseudo-Dice by step, training loss by step, EMA pseudo-Dice by minute.
     """
-    from itertools import accumulate
-
     history = _history_dict(history)
     reference = reference_runs(reference) if isinstance(reference, str) else dict(reference)
-    steps = list(accumulate(history.get("iterations") or []))
+    steps = _steps(history)
     minutes = [s / 60 for s in history.get("elapsed_seconds") or []]
     ema, loss = history.get("ema_pseudo_dice") or [], history.get("train_loss") or []
     if not steps or not ema:
@@ -336,13 +341,11 @@ def plot_loss_gap(runs: Mapping) -> Figure:
     Returns:
         the Figure: per run, both losses by step, the gap shaded, its size at the end in the title.
     """
-    from itertools import accumulate
-
     fig, axes = new_figure(len(runs), panel_size=3.8)
     for ax, (label, history) in zip(axes, runs.items()):
         history = _history_dict(history)
         train, val = history.get("train_loss") or [], history.get("val_loss") or []
-        steps = list(accumulate(history.get("iterations") or [])) or list(range(1, len(train) + 1))
+        steps = _steps(history) or list(range(1, len(train) + 1))
         n = min(len(steps), len(train), len(val))
         if n == 0:
             raise VizError(f"{label}: the history needs 'train_loss' and 'val_loss' per epoch")
