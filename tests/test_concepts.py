@@ -161,6 +161,31 @@ def test_the_concept_figures_draw_what_the_functions_computed(real_case, sample_
     assert len(plot_pitfalls(pitfalls, image).axes) == len(pitfalls)
 
 
+def test_the_cascade_figure_shows_what_a_perfect_first_stage_loses(real_case, sample_dir):
+    """The round trip to a lowres spacing and back: nothing lost at the case's own spacing, more lost the coarser."""
+    from tutorseg.data.imageio import read_image
+    from tutorseg.data.label_maps import dice_per_class
+    from tutorseg.preprocessing.resampling import compute_new_shape
+    from tutorseg.training.cascade import lowres_round_trip
+    from tutorseg.viz.concepts import plot_cascade_input
+
+    reference, spacing, labels = real_case
+    low, back = lowres_round_trip(reference, spacing, spacing)
+    assert np.array_equal(low, reference) and np.array_equal(back, reference)
+
+    coarse, coarser = tuple(1.5 * s for s in spacing), tuple(3.0 * s for s in spacing)
+    low, back = lowres_round_trip(reference, spacing, coarse)
+    assert low.shape == compute_new_shape(reference.shape, spacing, coarse) and back.shape == reference.shape
+    dice = dice_per_class(back, reference, labels)
+    dice_coarser = dice_per_class(lowres_round_trip(reference, spacing, coarser)[1], reference, labels)
+    assert all(0.8 < dice[c] < 1 and dice_coarser[c] < dice[c] for c in labels), (dice, dice_coarser)
+
+    image = read_image(tutorseg.load_dataset(sample_dir).training[0].image_files[0]).array[0]
+    figure = plot_cascade_input(image, reference, spacing, coarse, label_names={"background": 0, **labels})
+    assert f"given {1 + len(labels)} channels" in figure.texts[0].get_text()
+    assert all(f"{name} Dice {d:.3f}" in figure.axes[2].get_title() for name, d in dice.items())
+
+
 def test_panoptic_ids_by_hand():
     from tutorseg.evaluation.instances import panoptic_map
 

@@ -1,4 +1,4 @@
-"""Figures that show a concept on real data: segmentation kinds, receptive field, resampling, windows, pitfalls.
+"""Figures that show a concept on real data: segmentation kinds, receptive field, resampling, cascade, windows, pitfalls.
 
 Each takes arrays of a real case (and a plan's numbers) and returns a ``Figure``; the numbers come from the
 functions that do the work (:func:`tutorseg.planning.topology.receptive_field`,
@@ -31,6 +31,11 @@ def _drawn_axes(n_dims: int, axis: int) -> tuple[int, int]:
 def _box(ax, corner: Sequence[float], size: Sequence[int], x: int, y: int, **style) -> Rectangle:
     """A rectangle over voxels ``corner .. corner + size`` of the drawn axes ``x`` and ``y`` (pixel units)."""
     return ax.add_patch(Rectangle((corner[x] - 0.5, corner[y] - 0.5), size[x], size[y], fill=False, **style))
+
+
+def _millimetres(spacing: Sequence[float]) -> str:
+    """A spacing for a title: ``1 x 1 x 1.6`` (mm)."""
+    return " x ".join(f"{s:.2g}" for s in spacing)
 
 
 def _show_around(ax, low: Sequence[float], high: Sequence[float], x: int, y: int) -> None:
@@ -112,6 +117,56 @@ def plot_resampling(image: np.ndarray, label: np.ndarray, spacing: Sequence[floa
     how = ("cubic in-plane, nearest neighbour along axis " + "xyz"[separate] + " on its own") if separate is not None \
         else "cubic along every axis (no axis resampled on its own)"
     fig.suptitle(f"images: {how}; labels: linear on each label's 0/1 map", fontsize=9)
+    return fig
+
+
+def plot_cascade_input(image: np.ndarray, label: np.ndarray, spacing: Sequence[float],
+                       lowres_spacing: Sequence[float], *, label_names=None, axis: int = 1) -> Figure:
+    """What the cascade's two stages see of a real case, with a perfect first stage standing in for a trained one.
+
+    The first stage (``3d_lowres``) works on the case resampled to ``lowres_spacing``; its segmentation is brought
+    back to full resolution and given to the second stage (``3d_cascade_fullres``) as one extra input channel per
+    foreground class. Here the reference label plays the first stage's segmentation
+    (:func:`tutorseg.training.cascade.lowres_round_trip`), so what the round trip loses is what even a perfect first
+    stage cannot pass on: the second stage's job.
+
+    Args:
+        image: ``(*spatial)`` one channel of a 3D case.
+        label: ``(*spatial)`` its reference label map.
+        spacing: its spacing (mm).
+        lowres_spacing: the ``3d_lowres`` spacing (a plan's, e.g. :func:`tutorseg.planning.what_if.what_if`'s
+            large-image variant, whose lowres spacing is 1.56x its full-resolution one).
+        label_names: class names to values (``dataset.labels``), for the legend and the Dice per class.
+        axis: the axis the slices are taken across (as :func:`plot_resampling`).
+
+    Returns:
+        the Figure: the case at full resolution, at the low resolution, and the first stage's segmentation back at
+        full resolution with what it lost and gained (errors against the reference), its Dice per class in the title.
+    """
+    from tutorseg.data.label_maps import dice_per_class
+    from tutorseg.preprocessing.resampling import resample_image
+    from tutorseg.training.cascade import lowres_round_trip
+
+    low_label, back = lowres_round_trip(label, spacing, lowres_spacing)
+    low_image = resample_image(image[None].astype(np.float32), spacing, lowres_spacing)[0]
+    names = dict(label_names) if label_names else {f"class {v}": int(v) for v in np.unique(label) if v}
+    foreground = {name: value for name, value in names.items() if value}
+    dice = dice_per_class(back, label, foreground)
+    index = foreground_slice(label, axis)
+    low_index = min(round(index * spacing[axis] / lowres_spacing[axis]), low_image.shape[axis] - 1)
+    window = default_window(image)
+    fig, axes = new_figure(3, panel_size=3.6)
+    plot_slices(image, label, axis=axis, index=index, spacing=spacing, window=window, label_names=label_names,
+                legend=False, ax=axes[0], title=f"full resolution, {_millimetres(spacing)} mm\nthe reference")
+    plot_slices(low_image, low_label, axis=axis, index=low_index, spacing=lowres_spacing, window=window,
+                legend=False, ax=axes[1], title=f"3d_lowres, {_millimetres(lowres_spacing)} mm\na perfect first stage")
+    plot_slices(image, label, back, axis=axis, index=index, spacing=spacing, window=window, show_errors=True,
+                ax=axes[2], title="back at full resolution: the second stage's input\n"
+                                  + "  ".join(f"{n} Dice {d:.3f}" for n, d in dice.items()))
+    for ax in axes:
+        ax.title.set_fontsize(8)
+    fig.suptitle(f"the second stage is given {1 + len(foreground)} channels: the image and one per foreground class "
+                 f"({', '.join(foreground)}), one-hot", fontsize=9)
     return fig
 
 
