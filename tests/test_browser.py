@@ -119,7 +119,7 @@ def test_plan_explorer_shows_its_controls_and_replans(front_end):
     page = _run(front_end, "02_fingerprint_and_plan.ipynb")
     # the concept figures of notebook 02 are drawn (their screenshots are looked at, issue 32)
     for code, name in [("plot_normalisation(", "normalisation"), ("plot_receptive_field(", "receptive_field"),
-                       ("plot_resampling(", "resampling")]:
+                       ("plot_resampling(", "resampling"), ("plot_cascade_input(", "cascade")]:
         _figure_of(page, code, front_end["shots"] / f"{front_end['name']}_02_{name}.png")
     table = page.cell_with("variants = what_if(fp)")
     assert "3d_lowres" in table.text and "GPU memory" in table.text, "the what-if table is not shown"

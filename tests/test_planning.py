@@ -198,6 +198,17 @@ def test_explanations_cite_numbers(hippo_fp):
         assert all(d.kind in ("fixed", "rule", "empirical") and d.rule for d in config.decisions)
 
 
+def test_decisions_by_name(sample_fingerprint):
+    """plan.decision(name) and plan[configuration].decision(name); a reason's first line is its summary."""
+    p = plan(sample_fingerprint)
+    assert p.decision("3d_lowres") is next(d for d in p.decisions if d.name == "3d_lowres")
+    assert p["3d_fullres"].decision("batch_size").name == "batch_size"
+    with pytest.raises(KeyError, match="no decision 'batch_size'.*3d_lowres.*plan\\[configuration\\]"):
+        p.decision("batch_size")  # a configuration's decision, asked of the plan
+    budget = replace(p.decisions[0], because="nnU-Net's plan: 1.00 s per step. Chosen: ...\n      measured: ...")
+    assert budget.summary == "nnU-Net's plan: 1.00 s per step. Chosen: ..."
+
+
 def test_compare_reports_differences(hippo_fp, reference_dir):
     p = plan(hippo_fp, gpu_memory_gb=8)
     wrong = replace(p, configurations={**p.configurations, "3d_fullres": replace(p["3d_fullres"], batch_size=9)})

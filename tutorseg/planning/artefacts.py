@@ -70,6 +70,11 @@ class Decision:
         object.__setattr__(self, "value", _tuples(to_json_types(self.value)))
         object.__setattr__(self, "numbers", {k: _tuples(v) for k, v in to_json_types(self.numbers).items()})
 
+    @property
+    def summary(self) -> str:
+        """The reason's first line; the detail follows on further lines (a budget plan's measured candidates)."""
+        return self.because.split("\n")[0]
+
     def to_dict(self) -> dict:
         return to_json_types({f.name: getattr(self, f.name) for f in fields(self)})
 
@@ -313,6 +318,16 @@ class Plan:
         except KeyError:
             raise KeyError(f"the plan has no configuration {name!r}; it has "
                            f"{', '.join(self.trainable_configurations)}") from None
+
+    def decision(self, name: str) -> Decision:
+        """The plan-level decision ``name`` (``"budget"``, ``"3d_lowres"``...); a configuration's own are
+        ``plan[configuration].decision(name)``. A budget plan of several configurations holds one ``budget``
+        decision per configuration: this is the first, ``plan.decisions`` has them all."""
+        for d in self.decisions:
+            if d.name == name:
+                return d
+        raise KeyError(f"the plan has no decision {name!r}; it has {', '.join(d.name for d in self.decisions)} "
+                       f"(a configuration's own: plan[configuration].decision(name))")
 
     @property
     def has_cascade(self) -> bool:
