@@ -160,10 +160,11 @@ def run_pipeline(dataset=None, out_dir: str | os.PathLike = "tutorseg_demo", *, 
 
 def _trade(the_plan) -> str:
     """The budget decision in a sentence: nnU-Net's plan's steps here against the chosen one's (explain() has more)."""
-    decision = next((d for d in the_plan.decisions if d.name == "budget"), None)
-    if decision is None:  # a plan.json made before plans had a budget
+    try:
+        decision = the_plan.decision("budget")
+    except KeyError:  # a plan.json made before plans had a budget
         return the_plan.planner
-    return decision.because.split(" What it costs")[0].split("\n")[0]
+    return decision.summary.split(" What it costs")[0]
 
 
 def _validation_cases(dataset, run_dir: Path):

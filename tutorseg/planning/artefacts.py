@@ -320,9 +320,11 @@ class Plan:
                            f"{', '.join(self.trainable_configurations)}") from None
 
     def decision(self, name: str) -> Decision:
-        """The plan-level decision ``name`` (``"budget"``, ``"3d_lowres"``...); a configuration's own are
-        ``plan[configuration].decision(name)``. A budget plan of several configurations holds one ``budget``
-        decision per configuration: this is the first, ``plan.decisions`` has them all."""
+        """The plan-level decision ``name`` (``"budget"``, ``"3d_lowres"``...).
+
+        A configuration's own are ``plan[configuration].decision(name)``. A budget plan of several configurations
+        holds one ``budget`` decision per configuration: this is the first, ``plan.decisions`` has them all.
+        """
         for d in self.decisions:
             if d.name == name:
                 return d

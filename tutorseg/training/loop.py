@@ -62,12 +62,12 @@ from tutorseg.training.runs import checkpoint as ckpt
 from tutorseg.training.runs.config import DEFAULT_SEED, TrainingConfig, TrainingError, resolve_config
 from tutorseg.training.runs.folder import RunFolderWriter
 from tutorseg.training.runs.history import (
-    ONE_CLASS_EXPLANATION,
     confusion_counts,
     dice_from_counts,
     nan_mean,
     new_history,
     one_class_phase,
+    one_class_phase_news,
     update_ema,
 )
 from tutorseg.training.runs.lock import run_lock
@@ -510,14 +510,10 @@ def _describe_epoch(run: Run) -> str:
 
 
 def _say_one_class_phase(run: Run, *, echo: bool) -> None:
-    """Log when the run enters the one-class phase (with what it means) and when it leaves it."""
-    now = one_class_phase(run.history)
-    before = one_class_phase({**run.history, "pseudo_dice": run.history["pseudo_dice"][:-1]})
-    if now and not before:
-        run.log(f"{now}: {ONE_CLASS_EXPLANATION}", echo=echo)
-    elif before and not now:
-        run.log(f"left the one-class phase in epoch {run.history['epoch'][-1]}: no class is suppressed any more",
-                echo=echo)
+    """Log when the run enters the one-class phase (what it means, the first time) and when it leaves it."""
+    news = one_class_phase_news(run.history)
+    if news:
+        run.log(news, echo=echo)
 
 
 def _loop(run: Run, *, progress: bool) -> None:

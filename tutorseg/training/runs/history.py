@@ -119,3 +119,32 @@ ONE_CLASS_EXPLANATION = (
     "the network has found the structure but marks it as one class: it has not yet learned what tells the classes "
     "apart. Short runs pass through this (nnU-Net's as well); training on usually ends it. A run that ends in it "
     "scores ~0 for the suppressed class (docs/training.md, 'The one-class phase').")
+
+
+def one_class_phase_news(history: dict) -> str | None:
+    """The log line the last epoch deserves about the one-class phase: entered, entered again, left, or nothing.
+
+    The first entry carries :data:`ONE_CLASS_EXPLANATION`; a later one (the winning class can flip back and forth)
+    only says so, since the explanation is in the log already.
+
+        >>> names = ["Anterior", "Posterior"]
+        >>> dice = [[0.0, 0.0], [0.58, 0.01], [0.6, 0.4], [0.02, 0.5]]
+        >>> for n in (1, 2, 3, 4):  # the log after each epoch
+        ...     print(one_class_phase_news({"class_names": names, "pseudo_dice": dice[:n], "epoch": list(range(n))}))
+        None
+        one-class phase: Posterior 0.01 while Anterior 0.58: the network has found the structure but marks it as ...
+        left the one-class phase in epoch 2: no class is suppressed any more
+        one-class phase again: Anterior 0.02 while Posterior 0.50 (explained above)
+    """
+    def at(epochs: int) -> str | None:
+        return one_class_phase({**history, "pseudo_dice": history["pseudo_dice"][:epochs]})
+
+    n = len(history.get("pseudo_dice", []))
+    now, before = at(n), at(n - 1)
+    if before and not now:
+        return f"left the one-class phase in epoch {history['epoch'][-1]}: no class is suppressed any more"
+    if not now or before:
+        return None
+    if any(at(k) for k in range(1, n - 1)):
+        return now.replace("one-class phase:", "one-class phase again:") + " (explained above)"
+    return f"{now}: {ONE_CLASS_EXPLANATION}"
