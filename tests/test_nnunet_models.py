@@ -23,6 +23,8 @@ from training_helpers import tiny_plan
 
 import tutorseg
 from tutorseg.cli import main
+from tutorseg.data.problems import TutorsegError
+from tutorseg.integrations.model_files import export_model
 from tutorseg.integrations.nnunet_models import (
     NnUNetModelError,
     export_nnunet_model,
@@ -191,6 +193,30 @@ def test_exported_weights_have_nnunets_names_and_shapes(kind, tmp_path):
     first = torch.load(imported.run_dirs[0] / "checkpoint_final.pt", weights_only=True)["network"]
     second = torch.load(again.run_dirs[0] / "checkpoint_final.pt", weights_only=True)["network"]
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_folds_of_different_networks_are_not_exported_as_one_model(tmp_path):
+    """Folds form one model only with one plan: a default and a ResEnc 3d_fullres are refused, in both formats,
+    while a fold whose plan differs only in its reasons (a budget plan's measured times) is taken."""
+    if not (MODELS / "resenc_3d_fullres").is_dir():
+        pytest.skip("fixtures not made")
+    default = import_nnunet_model(MODELS / "3d_fullres", tmp_path / "default").run_dirs[0]
+    resenc = import_nnunet_model(MODELS / "resenc_3d_fullres", tmp_path / "resenc").run_dirs[0]
+    for export in (lambda: export_model([default, resenc], tmp_path / "mixed.zip"),
+                   lambda: export_nnunet_model([default, resenc], tmp_path / "nnUNet_results")):
+        with pytest.raises(TutorsegError, match="another 3d_fullres plan"):
+            export()
+    assert not (tmp_path / "mixed.zip").exists() and not (tmp_path / "nnUNet_results").exists()
+
+    reworded = tmp_path / "reworded" / "fold_1"  # the same network as fold 0, its plan's reasons reworded
+    shutil.copytree(default, reworded)
+    plan, config = json.loads((reworded / "plan.json").read_text()), json.loads((reworded / "config.json").read_text())
+    plan["decisions"] = [{**d, "because": d["because"] + " (measured again)"} for d in plan["decisions"]]
+    config["fold"] = 1
+    (reworded / "plan.json").write_text(json.dumps(plan))
+    (reworded / "config.json").write_text(json.dumps(config))
+    out = export_nnunet_model([default, reworded], tmp_path / "nnUNet_results")
+    assert sorted(p.name for p in out.glob("fold_*")) == ["fold_0", "fold_1"]
 
 
 def test_plan_from_nnunet_reorders_axes_and_refuses_other_networks():

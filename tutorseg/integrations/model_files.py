@@ -65,6 +65,38 @@ def _fold_dirs(run_dirs) -> list[Path]:
     return folds
 
 
+def shared_model(folds: list[Path]):
+    """The plan and configuration every fold trained with, and each fold's config: one model, or a clear error.
+
+    Folds are one model only when they are one network: the same configuration, topology, preprocessing, labels and
+    channels (their plans' reasons may differ, e.g. a budget plan's measured step times).
+
+    Returns:
+        ``(plan, configuration name, [TrainingConfig per fold])``.
+    """
+    from tutorseg.planning import Plan
+    from tutorseg.training.runs.config import TrainingConfig
+
+    configs = [TrainingConfig.load(f) for f in folds]
+    names = {c.configuration for c in configs}
+    if len(names) > 1:
+        raise TutorsegError(f"the folds are of different configurations ({', '.join(sorted(names))}); export one "
+                            "configuration's folds per model")
+    name = configs[0].configuration
+
+    def network_of(plan: Plan) -> tuple:
+        configuration = {k: v for k, v in plan[name].to_dict().items() if k != "decisions"}
+        return configuration, plan.labels, plan.channel_names, plan.regions
+
+    plan = Plan.load(folds[0] / "plan.json")
+    for fold in folds[1:]:
+        if network_of(Plan.load(fold / "plan.json")) != network_of(plan):
+            raise TutorsegError(f"{fold} was trained with another {name} plan than {folds[0]} (compare their "
+                                "plan.json files with tutorseg.planning.diff_plans): folds of one model must share "
+                                "their plan; export them as separate models")
+    return plan, name, configs
+
+
 def _add_fold(archive: zipfile.ZipFile, fold: Path, name: str, *, previous_stage: bool,
               postprocessing: Path | None) -> dict:
     """Write one fold's files under ``name``; returns its training config."""
@@ -100,20 +132,13 @@ def export_model(run_dirs, out_file: str | os.PathLike, *, postprocessing=None) 
         The written file.
 
     Raises:
-        TutorsegError: an unfinished fold, folds of different configurations, or a cascade without its first stage.
+        TutorsegError: an unfinished fold, folds of different configurations or plans, or a cascade without its
+            first stage.
     """
-    from tutorseg.planning import Plan
     from tutorseg.training.cascade import lowres_fold_dirs, previous_stage_root
-    from tutorseg.training.runs.config import TrainingConfig
 
     folds = _fold_dirs(run_dirs)
-    plan = Plan.load(folds[0] / "plan.json")
-    configs = [TrainingConfig.load(f) for f in folds]
-    names = {c.configuration for c in configs}
-    if len(names) > 1:
-        raise TutorsegError(f"the folds are of different configurations ({', '.join(sorted(names))}); export one "
-                            "configuration's folds per model file")
-    configuration = configs[0].configuration
+    plan, configuration, configs = shared_model(folds)
     cascade = bool(plan[configuration].previous_stage)
     lowres = lowres_fold_dirs(previous_stage_root(folds[0], configs[0].previous_stage_dir)) if cascade else []
     if cascade and not lowres:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tutorseg.data.files import write_json_atomic
+from tutorseg.data.files import atomic_path, write_json_atomic, write_text_atomic
 from tutorseg.data.limits import read_json_file
 from tutorseg.data.problems import TutorsegError
 
@@ -697,22 +697,19 @@ def export_nnunet_model(run_dirs, out_dir: str | os.PathLike, *, dataset_id: int
         The model folder.
     """
     from tutorseg.integrations.export import nnunet_plans
-    from tutorseg.integrations.model_files import _fold_dirs
+    from tutorseg.integrations.model_files import _fold_dirs, shared_model
     from tutorseg.training.runs.model_io import load_model
 
     folds = _fold_dirs(run_dirs)
-    first_plan = None
-    for fold in folds:
-        network, plan, name, config = load_model(fold)
-        first_plan = first_plan or plan
-        if name == "3d_cascade_fullres" or plan[name].previous_stage:
-            raise NnUNetModelError("a cascade's second stage cannot be exported alone yet: nnU-Net needs the "
-                                   "3d_lowres model beside it; export 3d_fullres or 2d models")
-        dataset_name = f"Dataset{dataset_id:03d}_{_safe(plan.dataset_name)}"
-        plans = nnunet_plans(plan, dataset_name)
-        model = Path(out_dir).expanduser() / dataset_name / f"{trainer}__{plans['plans_name']}__{name}"
-        fold_dir = model / f"fold_{config.fold}"  # nnU-Net finds folds by this name, whatever the run folder's
-        fold_dir.mkdir(parents=True, exist_ok=True)
+    plan, name, configs = shared_model(folds)
+    if plan[name].previous_stage:
+        raise NnUNetModelError("a cascade's second stage cannot be exported alone yet: nnU-Net needs the "
+                               "3d_lowres model beside it; export 3d_fullres or 2d models")
+    dataset_name = f"Dataset{dataset_id:03d}_{_safe(plan.dataset_name)}"
+    plans = nnunet_plans(plan, dataset_name)  # one plan for every fold (shared_model checked it)
+    model = Path(out_dir).expanduser() / dataset_name / f"{trainer}__{plans['plans_name']}__{name}"
+    for fold, config in zip(folds, configs):
+        network = load_model(fold)[0]
         checkpoint = {
             "network_weights": weights_to_nnunet(network, plan, plan[name]),
             "trainer_name": trainer,
@@ -721,14 +718,15 @@ def export_nnunet_model(run_dirs, out_dir: str | os.PathLike, *, dataset_id: int
             "inference_allowed_mirroring_axes": tuple(range(plan[name].network_dims)),
             "current_epoch": config.epochs or 0,
         }
-        torch.save(checkpoint, fold_dir / "checkpoint_final.pth")
-        write_json_atomic(model / "plans.json", plans)
-        write_json_atomic(model / "dataset.json", _dataset_json(plan))
-        write_json_atomic(model / "dataset_fingerprint.json", _fingerprint_json(plan))
-    assert first_plan is not None  # _fold_dirs returns at least one fold
-    (model / "README.md").write_text(_readme(model, folds, first_plan), encoding="utf-8")
+        # nnU-Net finds folds by this name, whatever the run folder's
+        with atomic_path(model / f"fold_{config.fold}" / "checkpoint_final.pth", durable=True) as tmp:
+            torch.save(checkpoint, tmp)
+    write_json_atomic(model / "plans.json", plans)
+    write_json_atomic(model / "dataset.json", _dataset_json(plan))
+    write_json_atomic(model / "dataset_fingerprint.json", _fingerprint_json(plan))
+    write_text_atomic(model / "README.md", _readme(model, folds, plan))
     if zip_file is not None:
-        with zipfile.ZipFile(Path(zip_file).expanduser(), "w", zipfile.ZIP_DEFLATED) as archive:
+        with atomic_path(Path(zip_file).expanduser()) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(p for p in model.rglob("*") if p.is_file()):
                 archive.write(file, file.relative_to(Path(out_dir).expanduser()))
     return model
