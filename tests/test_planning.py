@@ -198,6 +198,21 @@ def test_explanations_cite_numbers(hippo_fp):
         assert all(d.kind in ("fixed", "rule", "empirical") and d.rule for d in config.decisions)
 
 
+def test_the_sample_plans_equal_nnunets_shipped_plans(sample_fingerprint):
+    """nnU-Net 2.8.1's own fingerprint and plans of the bundled sample ship with tutorseg (notebook 02, Step 5)."""
+    from tutorseg.data.sample import sample_nnunet_reference
+
+    nnunet = sample_nnunet_reference()
+    assert compare_with_nnunet(plan(sample_fingerprint), nnunet / "nnUNetPlans.json").all_match
+    assert compare_with_nnunet(plan(sample_fingerprint, preset="resenc-m"),
+                               nnunet / "nnUNetResEncUNetMPlans.json").all_match
+    theirs = json.loads((nnunet / "dataset_fingerprint.json").read_text())
+    ours = sample_fingerprint.to_nnunet_dict()
+    assert ours["shapes_after_crop"] == theirs["shapes_after_crop"]
+    for key, value in theirs["foreground_intensity_properties_per_channel"]["0"].items():
+        assert ours["foreground_intensity_properties_per_channel"]["0"][key] == pytest.approx(value, rel=1e-5), key
+
+
 def test_decisions_by_name(sample_fingerprint):
     """plan.decision(name) and plan[configuration].decision(name); a reason's first line is its summary."""
     p = plan(sample_fingerprint)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_NAME = "Task04_Hippocampus_sample"
+NNUNET_REFERENCE = "nnunet_v2.8.1"  # nnU-Net's own fingerprint and plans of the sample, beside it
 
 
 def sample_dataset_path() -> Path:
@@ -17,4 +18,17 @@ def sample_dataset_path() -> Path:
     path = Path(__file__).resolve().parent / "sample_data" / SAMPLE_NAME
     if not (path / "dataset.json").is_file():
         raise FileNotFoundError(f"the bundled sample is missing from {path}; reinstall tutorseg")
+    return path
+
+
+def sample_nnunet_reference() -> Path:
+    """Folder of nnU-Net 2.8.1's own files for the bundled sample, as nnU-Net wrote them.
+
+    ``dataset_fingerprint.json``, ``nnUNetPlans.json`` (the default planner) and ``nnUNetResEncUNetMPlans.json``
+    (ResEnc M), made by ``nnUNetv2_extract_fingerprint`` and ``nnUNetv2_plan_experiment``; its ``README.md`` has the
+    commands. Compare a plan of the sample with :func:`tutorseg.planning.compare_with_nnunet`.
+    """
+    path = Path(__file__).resolve().parent / "sample_data" / NNUNET_REFERENCE
+    if not (path / "nnUNetPlans.json").is_file():
+        raise FileNotFoundError(f"nnU-Net's plans of the bundled sample are missing from {path}; reinstall tutorseg")
     return path
