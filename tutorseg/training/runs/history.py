@@ -136,10 +136,12 @@ def one_class_phase_news(history: dict) -> str | None:
         left the one-class phase in epoch 2: no class is suppressed any more
         one-class phase again: Anterior 0.02 while Posterior 0.50 (explained above)
     """
-    def at(epochs: int) -> str | None:
-        return one_class_phase({**history, "pseudo_dice": history["pseudo_dice"][:epochs]})
+    pseudo_dice = history.get("pseudo_dice") or []
 
-    n = len(history.get("pseudo_dice", []))
+    def at(epochs: int) -> str | None:  # what one_class_phase said after the first `epochs` epochs
+        return one_class_phase({**history, "pseudo_dice": pseudo_dice[:epochs]})
+
+    n = len(pseudo_dice)
     now, before = at(n), at(n - 1)
     if before and not now:
         return f"left the one-class phase in epoch {history['epoch'][-1]}: no class is suppressed any more"
